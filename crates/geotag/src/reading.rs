@@ -1,0 +1,228 @@
+//! A validated position reading, its limits, and its storage key.
+//!
+//! # The reading key
+//!
+//! SNS and SQS deliver at least once, so the same reading can arrive twice, or
+//! ten times. Its Telemetry key is therefore derived from the reading itself,
+//! never from the delivery: the device id is the partition key and the sort key
+//! is the reading's time (RFC 3339, millisecond precision, always UTC, fixed
+//! width so that string order is time order) followed by the device's own
+//! sequence number when it sends one:
+//!
+//! ```text
+//! device_id = "tag-0042"
+//! sk        = "2026-11-25T08:30:00.250Z#00000000000000000017"
+//! ```
+//!
+//! A duplicate delivery writes the same item again; DynamoDB's stream shows it
+//! as a MODIFY (or nothing), never a second INSERT, and that is what makes the
+//! stats downstream exact. The TTL attribute is derived from the reading time
+//! too, so a duplicate write is byte-for-byte the same item.
+
+use std::fmt::Write as _;
+
+/// The most a device id may hold, in bytes.
+pub const MAX_DEVICE_ID_LEN: usize = 64;
+
+/// Physical ranges a reading's optional fields must fall within.
+pub mod range {
+    /// Metres above sea level: the Dead Sea shore to above airliner altitude.
+    pub const ALT: (f64, f64) = (-1_000.0, 20_000.0);
+    /// Metres per second: 300 m/s (1,080 km/h) covers an airliner at cruise.
+    pub const SPEED: (f64, f64) = (0.0, 300.0);
+    /// Degrees clockwise from true north.
+    pub const HEADING: (f64, f64) = (0.0, 360.0);
+    /// Percent of charge.
+    pub const BATTERY: (f64, f64) = (0.0, 100.0);
+    /// Metres of horizontal uncertainty; beyond 100 km a fix is not a position.
+    pub const ACCURACY: (f64, f64) = (0.0, 100_000.0);
+}
+
+/// Limits applied while decoding and validating; read once from the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest accepted message body, in bytes (SNS's own limit is 256 KiB).
+    pub max_message_bytes: usize,
+    /// Most readings one batch message may carry.
+    pub max_readings_per_message: usize,
+    /// How long readings are kept; older ones would expire on arrival.
+    pub retention_days: u32,
+    /// How far ahead of our clock a device's clock may run.
+    pub max_future_skew_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 256 * 1024,
+            max_readings_per_message: 500,
+            retention_days: 30,
+            max_future_skew_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+impl Limits {
+    pub fn retention_ms(&self) -> i64 {
+        i64::from(self.retention_days) * 86_400_000
+    }
+}
+
+/// A reading that passed validation. Build one with [`crate::decode_message`],
+/// or directly in tests and simulators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub device_id: String,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub ts_ms: i64,
+    pub lat: f64,
+    pub lon: f64,
+    pub alt: Option<f64>,
+    /// Metres per second.
+    pub speed: Option<f64>,
+    /// Degrees clockwise from true north.
+    pub heading: Option<f64>,
+    /// Percent of charge.
+    pub battery: Option<f64>,
+    /// Metres.
+    pub accuracy: Option<f64>,
+    /// The device's own message counter.
+    pub seq: Option<u64>,
+}
+
+impl Reading {
+    /// The Telemetry sort key: see the module documentation.
+    pub fn sort_key(&self) -> String {
+        let mut key = String::with_capacity(46);
+        write_rfc3339_millis(&mut key, self.ts_ms);
+        if let Some(seq) = self.seq {
+            // Infallible: writing to a String cannot fail.
+            let _ = write!(key, "#{seq:020}");
+        }
+        key
+    }
+
+    /// The TTL attribute (epoch seconds) for a retention of `retention_days`.
+    pub fn expires_at(&self, retention_days: u32) -> i64 {
+        self.ts_ms
+            .div_euclid(1000)
+            .saturating_add(i64::from(retention_days) * 86_400)
+    }
+}
+
+/// Whether `id` is an acceptable device id: 1 to 64 bytes of `A-Z a-z 0-9 . _ : -`.
+/// `#` is excluded so that no id can be confused with a sort-key separator.
+pub fn is_valid_device_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_DEVICE_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Writes `ts_ms` as `YYYY-MM-DDTHH:MM:SS.mmmZ`. Uses the proleptic Gregorian
+/// calendar by arithmetic (Hinnant's civil-from-days) so that it cannot fail
+/// for any `i64`; years outside 0..=9999 only occur for readings that were
+/// never validated, and are written with a sign to stay unambiguous.
+pub fn write_rfc3339_millis(out: &mut String, ts_ms: i64) {
+    let days = ts_ms.div_euclid(86_400_000);
+    let ms_of_day = ts_ms.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let (h, m, s, ms) = (
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000,
+    );
+    let _ = if (0..=9999).contains(&year) {
+        write!(out, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+    } else {
+        write!(out, "{year:+}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+    };
+}
+
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    fn reading(ts_ms: i64, seq: Option<u64>) -> Reading {
+        Reading {
+            device_id: "tag-1".into(),
+            ts_ms,
+            lat: 0.0,
+            lon: 0.0,
+            alt: None,
+            speed: None,
+            heading: None,
+            battery: None,
+            accuracy: None,
+            seq,
+        }
+    }
+
+    #[test]
+    fn sort_key_is_time_then_sequence() {
+        let r = reading(1_795_000_000_250, Some(17));
+        assert_eq!(r.sort_key(), "2026-11-18T11:06:40.250Z#00000000000000000017");
+        assert_eq!(reading(0, None).sort_key(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(reading(-1, None).sort_key(), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn device_id_rules() {
+        assert!(is_valid_device_id("tag-0042"));
+        assert!(is_valid_device_id("acme:fleet_7.tag-1"));
+        assert!(is_valid_device_id(&"a".repeat(64)));
+        assert!(!is_valid_device_id(&"a".repeat(65)));
+        assert!(!is_valid_device_id(""));
+        assert!(!is_valid_device_id("tag#1"));
+        assert!(!is_valid_device_id("tag 1"));
+        assert!(!is_valid_device_id("tagé"));
+    }
+
+    #[test]
+    fn expires_at_is_reading_time_plus_retention() {
+        assert_eq!(reading(1_000_999, None).expires_at(1), 1_000 + 86_400);
+    }
+
+    proptest! {
+        #[test]
+        fn rfc3339_matches_the_time_crate(ts_ms in -62_135_596_800_000i64..253_402_300_799_999) {
+            let mut ours = String::new();
+            write_rfc3339_millis(&mut ours, ts_ms);
+            let parsed = OffsetDateTime::parse(&ours, &Rfc3339).expect("our output is RFC 3339");
+            prop_assert_eq!((parsed.unix_timestamp_nanos() / 1_000_000) as i64, ts_ms);
+        }
+
+        #[test]
+        fn sort_key_order_is_time_order(a in 0i64..253_402_300_799_999, b in 0i64..253_402_300_799_999,
+                                        sa in proptest::option::of(any::<u64>()), sb in proptest::option::of(any::<u64>())) {
+            let (ka, kb) = (reading(a, sa).sort_key(), reading(b, sb).sort_key());
+            if a < b { prop_assert!(ka < kb); }
+            if a == b && sa == sb { prop_assert_eq!(ka, kb); }
+        }
+
+        #[test]
+        fn formatting_never_panics(ts_ms in any::<i64>()) {
+            let mut out = String::new();
+            write_rfc3339_millis(&mut out, ts_ms);
+            prop_assert!(out.ends_with('Z'));
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The ports the ingest function writes through, and in-memory implementations.
+//!
+//! The traits say what the handler needs, not how AWS does it: the DynamoDB and
+//! SQS adapters live in `geotag-aws`; the in-memory ones below serve unit and
+//! handler tests, and can be told to fail so that failure paths are tested too.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::reading::Reading;
+use crate::reject::Rejection;
+
+/// Why a write did not happen. Every variant is worth retrying later (SQS will):
+/// even a missing table is usually a deployment in progress.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Throttled, or unprocessed by BatchWriteItem, until the time budget ran out.
+    #[error("throttled or unprocessed until the invocation's time budget ran out")]
+    OutOfTime,
+    /// A service or transport error that retrying in this invocation did not cure.
+    #[error("{code}: {message}")]
+    Service { code: String, message: String },
+}
+
+/// What a batch of writes did, for logs and metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Readings that were not stored, by their index in the input, with why.
+    pub failed: Vec<(usize, StoreError)>,
+    /// Write requests sent (BatchWriteItem calls, including retries).
+    pub requests: u32,
+    /// Retries after throttling, errors or unprocessed items.
+    pub retries: u32,
+}
+
+/// Where readings are stored. Writing the same reading twice must leave one item.
+pub trait ReadingStore: Send + Sync {
+    /// Stores every reading, retrying while `deadline` allows, and reports the
+    /// ones that could not be stored. Never fails as a whole.
+    fn put_readings(
+        &self,
+        readings: &[Reading],
+        deadline: Instant,
+    ) -> impl Future<Output = WriteReport> + Send;
+}
+
+/// A message refused for good, on its way to the dead-letter queue with its reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The SQS message id of the refused message.
+    pub source_message_id: String,
+    /// The original body, unchanged, so that it can be redriven once fixed.
+    pub body: String,
+    /// The first reason the message (or one of its readings) was refused.
+    pub rejection: Rejection,
+    /// Readings of the message that were refused.
+    pub rejected_readings: usize,
+    /// Readings of the message that were stored (a batch can be partly valid).
+    pub stored_readings: usize,
+}
+
+/// Where refused messages go: the ingest dead-letter queue.
+pub trait DeadLetterSink: Send + Sync {
+    /// Sends the letters; returns the `source_message_id`s of those not sent.
+    fn send(&self, letters: &[DeadLetter]) -> impl Future<Output = Vec<String>> + Send;
+}
+
+/// An in-memory [`ReadingStore`] keyed like the Telemetry table.
+#[derive(Debug, Default)]
+pub struct MemoryReadingStore {
+    items: Mutex<BTreeMap<(String, String), Reading>>,
+    failing_devices: Mutex<HashSet<String>>,
+    puts: Mutex<u64>,
+}
+
+impl MemoryReadingStore {
+    /// Makes every write of this device fail, as a throttled table would.
+    pub fn fail_device(&self, device_id: &str) {
+        lock(&self.failing_devices).insert(device_id.to_owned());
+    }
+
+    pub fn heal(&self) {
+        lock(&self.failing_devices).clear();
+    }
+
+    /// The stored readings in key order.
+    pub fn readings(&self) -> Vec<Reading> {
+        lock(&self.items).values().cloned().collect()
+    }
+
+    /// Item writes performed, duplicates included.
+    pub fn puts(&self) -> u64 {
+        *lock(&self.puts)
+    }
+}
+
+impl ReadingStore for MemoryReadingStore {
+    async fn put_readings(&self, readings: &[Reading], _deadline: Instant) -> WriteReport {
+        let failing = lock(&self.failing_devices).clone();
+        let mut items = lock(&self.items);
+        let mut report = WriteReport {
+            requests: readings.len().div_ceil(25) as u32,
+            ..WriteReport::default()
+        };
+        for (index, reading) in readings.iter().enumerate() {
+            if failing.contains(&reading.device_id) {
+                report.failed.push((index, StoreError::OutOfTime));
+            } else {
+                *lock(&self.puts) += 1;
+                items.insert(
+                    (reading.device_id.clone(), reading.sort_key()),
+                    reading.clone(),
+                );
+            }
+        }
+        report
+    }
+}
+
+/// An in-memory [`DeadLetterSink`].
+#[derive(Debug, Default)]
+pub struct MemoryDeadLetters {
+    letters: Mutex<Vec<DeadLetter>>,
+    unavailable: Mutex<bool>,
+}
+
+impl MemoryDeadLetters {
+    pub fn letters(&self) -> Vec<DeadLetter> {
+        lock(&self.letters).clone()
+    }
+
+    /// Makes every send fail until called again with `false`.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        *lock(&self.unavailable) = unavailable;
+    }
+}
+
+impl DeadLetterSink for MemoryDeadLetters {
+    async fn send(&self, letters: &[DeadLetter]) -> Vec<String> {
+        if *lock(&self.unavailable) {
+            return letters
+                .iter()
+                .map(|l| l.source_message_id.clone())
+                .collect();
+        }
+        lock(&self.letters).extend_from_slice(letters);
+        Vec::new()
+    }
+}
+
+/// A poisoned lock only means another test thread panicked; the data is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
