@@ -1,1 +1,15 @@
+//! geotag's AWS adapters: the implementations of the domain's ports
+//! ([`geotag::store::ReadingStore`], [`geotag::store::DeadLetterSink`]) on
+//! DynamoDB and SQS, and the one place where SDK clients are configured.
+//!
+//! Nothing here knows whether it talks to AWS or to the local emulator: the
+//! endpoint comes from the standard `AWS_ENDPOINT_URL` variable, credentials
+//! and region from the standard chain.
 
+pub mod clients;
+pub mod dead_letters;
+pub mod retry;
+pub mod telemetry;
+
+pub use dead_letters::SqsDeadLetters;
+pub use telemetry::DynamoReadingStore;

@@ -1,1 +1,347 @@
+//! The ingest handler: an SQS batch of device messages in, readings stored in
+//! Telemetry, refused messages in the dead-letter queue, and a partial batch
+//! response naming exactly the records to deliver again.
+//!
+//! # What happens to a record
+//!
+//! | the record                                  | Telemetry        | DLQ               | response          |
+//! |---------------------------------------------|------------------|-------------------|-------------------|
+//! | all readings valid, stored                  | readings written | -                 | done              |
+//! | not usable at all (bad JSON, no device id)  | -                | body + reason now | done              |
+//! | a batch with some invalid readings          | valid ones       | body + first reason | done            |
+//! | a store failure left a reading unwritten    | the rest         | -                 | **batch item failure** |
+//! | the DLQ send failed                         | valid ones       | -                 | **batch item failure** |
+//!
+//! A record refused for good goes to the DLQ at once, with its reason in
+//! message attributes, instead of being received five times first. Anything
+//! that failed for a reason that may pass (throttling, a 5xx, the clock) is a
+//! batch item failure: SQS delivers it again after the visibility timeout, and
+//! its redrive policy dead-letters it after `maxReceiveCount` receives. Storage
+//! is idempotent (see `geotag::reading`), so writing a record's readings again
+//! is harmless, and a record's DLQ copy is only sent once its valid readings
+//! are stored, so a retried record is not dead-lettered twice.
 
+use std::collections::{BTreeMap, HashMap};
+use std::env;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use geotag::store::{DeadLetter, DeadLetterSink, ReadingStore};
+use geotag::{BodyForm, Limits, Reading, Reason, Rejection, decode_message};
+use geotag_aws::{DynamoReadingStore, SqsDeadLetters};
+use lambda_runtime::{Error, LambdaEvent};
+
+/// Time kept back from the invocation's deadline for answering Lambda.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+/// Retry budget when the context carries no deadline (hand-made test contexts).
+const DEFAULT_BUDGET: Duration = Duration::from_secs(10);
+
+/// Configuration from the environment variables that template.yaml sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `TELEMETRY_TABLE`
+    pub telemetry_table: String,
+    /// `INGEST_DLQ_URL`
+    pub dead_letter_queue_url: String,
+    /// `RETENTION_DAYS` (30), `MAX_FUTURE_SKEW_SECONDS` (300),
+    /// `MAX_READINGS_PER_MESSAGE` (500), `MAX_MESSAGE_BYTES` (262144)
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name}={value:?} is not a valid {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let required = |name: &'static str| lookup(name).ok_or(ConfigError::Missing(name));
+        let defaults = Limits::default();
+        Ok(Config {
+            telemetry_table: required("TELEMETRY_TABLE")?,
+            dead_letter_queue_url: required("INGEST_DLQ_URL")?,
+            limits: Limits {
+                retention_days: parsed(&lookup, "RETENTION_DAYS", defaults.retention_days)?,
+                max_future_skew_ms: parsed(
+                    &lookup,
+                    "MAX_FUTURE_SKEW_SECONDS",
+                    defaults.max_future_skew_ms / 1000,
+                )?
+                .saturating_mul(1000),
+                max_readings_per_message: parsed(
+                    &lookup,
+                    "MAX_READINGS_PER_MESSAGE",
+                    defaults.max_readings_per_message,
+                )?,
+                max_message_bytes: parsed(&lookup, "MAX_MESSAGE_BYTES", defaults.max_message_bytes)?,
+            },
+        })
+    }
+}
+
+fn parsed<T: std::str::FromStr>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match lookup(name) {
+        None => Ok(default),
+        Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
+            name,
+            value,
+            expected: std::any::type_name::<T>(),
+        }),
+    }
+}
+
+/// The handler's dependencies.
+pub struct Ingest<S, D> {
+    pub store: S,
+    pub dead_letters: D,
+    pub limits: Limits,
+    /// Milliseconds since the epoch; a fixed clock makes tests repeatable.
+    pub clock: fn() -> i64,
+}
+
+impl<S: ReadingStore, D: DeadLetterSink> Ingest<S, D> {
+    pub fn new(store: S, dead_letters: D, limits: Limits) -> Self {
+        Ingest {
+            store,
+            dead_letters,
+            limits,
+            clock: system_clock_ms,
+        }
+    }
+}
+
+/// The production wiring: DynamoDB and SQS clients from one SDK configuration.
+pub fn on_aws(
+    sdk: &geotag_aws::clients::SdkConfig,
+    config: &Config,
+) -> Ingest<DynamoReadingStore, SqsDeadLetters> {
+    Ingest::new(
+        DynamoReadingStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            &config.telemetry_table,
+            config.limits.retention_days,
+        ),
+        SqsDeadLetters::new(aws_sdk_sqs::Client::new(sdk), &config.dead_letter_queue_url),
+        config.limits.clone(),
+    )
+}
+
+pub fn system_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// What one invocation did; logged as one line, and asserted on by tests.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    /// Message ids to report as batch item failures.
+    pub failures: Vec<String>,
+    /// Records whose every reading is stored (or dead-lettered) for good.
+    pub records_done: usize,
+    /// Distinct readings written.
+    pub readings_stored: usize,
+    /// Readings that appeared more than once in this batch (written once).
+    pub duplicates_in_batch: usize,
+    /// Refusals by reason: readings, or whole messages where nothing was usable.
+    pub rejected: BTreeMap<Reason, usize>,
+    /// Messages sent to the dead-letter queue.
+    pub dead_lettered: usize,
+    /// Messages that arrived wrapped in the SNS envelope.
+    pub enveloped: usize,
+    pub write_requests: u32,
+    pub write_retries: u32,
+}
+
+/// The Lambda entry point.
+pub async fn handle<S: ReadingStore, D: DeadLetterSink>(
+    ingest: &Ingest<S, D>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
+    let deadline = deadline_of(event.context.deadline);
+    let outcome = process(ingest, &event.payload.records, deadline).await?;
+    tracing::info!(
+        request_id = %event.context.request_id,
+        records = event.payload.records.len(),
+        records_done = outcome.records_done,
+        batch_item_failures = outcome.failures.len(),
+        readings_stored = outcome.readings_stored,
+        duplicates_in_batch = outcome.duplicates_in_batch,
+        rejected = outcome.rejected.values().sum::<usize>(),
+        dead_lettered = outcome.dead_lettered,
+        write_requests = outcome.write_requests,
+        write_retries = outcome.write_retries,
+        "batch processed"
+    );
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = outcome
+        .failures
+        .into_iter()
+        .map(|message_id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = message_id;
+            failure
+        })
+        .collect();
+    Ok(response)
+}
+
+/// Converts the context's deadline (epoch ms; 0 when unknown) to an Instant.
+fn deadline_of(deadline_epoch_ms: u64) -> Instant {
+    let now = Instant::now();
+    if deadline_epoch_ms == 0 {
+        return now + DEFAULT_BUDGET;
+    }
+    let now_ms = u64::try_from(system_clock_ms()).unwrap_or(0);
+    let left = Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms));
+    now + left.saturating_sub(DEADLINE_MARGIN)
+}
+
+/// One record's fate while the batch is processed.
+struct RecordState {
+    message_id: String,
+    rejection: Option<Rejection>,
+    rejected_readings: usize,
+    readings: usize,
+    store_failed: bool,
+}
+
+/// Processes the records of one batch; `Err` only when the batch cannot be
+/// answered record by record (a record without a message id).
+pub async fn process<S: ReadingStore, D: DeadLetterSink>(
+    ingest: &Ingest<S, D>,
+    records: &[SqsMessage],
+    deadline: Instant,
+) -> Result<Outcome, Error> {
+    let now_ms = (ingest.clock)();
+    let mut outcome = Outcome::default();
+    let mut states = Vec::with_capacity(records.len());
+    let mut unique: Vec<Reading> = Vec::new();
+    let mut owners: Vec<Vec<usize>> = Vec::new();
+    let mut index_of: HashMap<(String, String), usize> = HashMap::new();
+
+    for (record_index, record) in records.iter().enumerate() {
+        let Some(message_id) = record.message_id.clone().filter(|id| !id.is_empty()) else {
+            // Lambda treats an answer it cannot match as a failure of the whole
+            // batch; say so plainly rather than drop the record.
+            return Err("an SQS record without a messageId cannot be acknowledged alone".into());
+        };
+        let mut state = RecordState {
+            message_id,
+            rejection: None,
+            rejected_readings: 0,
+            readings: 0,
+            store_failed: false,
+        };
+        let decoded = match record.body.as_deref() {
+            None => Err(Rejection::new(Reason::BodyMissing, "$", "the SQS record has no body")),
+            Some(body) => decode_message(body, &ingest.limits, now_ms),
+        };
+        match decoded {
+            Err(rejection) => {
+                log_rejection(&state.message_id, &rejection);
+                *outcome.rejected.entry(rejection.reason).or_default() += 1;
+                state.rejection = Some(rejection);
+            }
+            Ok(decoded) => {
+                if decoded.form == BodyForm::SnsEnvelope {
+                    outcome.enveloped += 1;
+                }
+                for rejection in &decoded.rejected {
+                    log_rejection(&state.message_id, rejection);
+                    *outcome.rejected.entry(rejection.reason).or_default() += 1;
+                }
+                state.rejected_readings = decoded.rejected.len();
+                state.rejection = decoded.rejected.into_iter().next();
+                state.readings = decoded.readings.len();
+                for reading in decoded.readings {
+                    // BatchWriteItem refuses two writes of one key in a request,
+                    // and a batch often holds the same reading twice (SNS retries).
+                    let key = (reading.device_id.clone(), reading.sort_key());
+                    match index_of.get(&key) {
+                        Some(&existing) => {
+                            outcome.duplicates_in_batch += 1;
+                            owners[existing].push(record_index);
+                        }
+                        None => {
+                            index_of.insert(key, unique.len());
+                            unique.push(reading);
+                            owners.push(vec![record_index]);
+                        }
+                    }
+                }
+            }
+        }
+        states.push(state);
+    }
+
+    let report = ingest.store.put_readings(&unique, deadline).await;
+    outcome.write_requests = report.requests;
+    outcome.write_retries = report.retries;
+    outcome.readings_stored = unique.len() - report.failed.len();
+    for (index, error) in &report.failed {
+        for &record_index in &owners[*index] {
+            let state = &mut states[record_index];
+            if !state.store_failed {
+                tracing::warn!(message_id = %state.message_id, error = %error, "readings not stored; the record will be retried");
+            }
+            state.store_failed = true;
+        }
+    }
+
+    let letters: Vec<DeadLetter> = states
+        .iter()
+        .enumerate()
+        .filter(|(_, state)| !state.store_failed)
+        .filter_map(|(record_index, state)| {
+            let rejection = state.rejection.clone()?;
+            Some(DeadLetter {
+                source_message_id: state.message_id.clone(),
+                body: records[record_index].body.clone().unwrap_or_default(),
+                rejected_readings: state.rejected_readings.max(1),
+                stored_readings: state.readings,
+                rejection,
+            })
+        })
+        .collect();
+    let unsent = if letters.is_empty() {
+        Vec::new()
+    } else {
+        ingest.dead_letters.send(&letters).await
+    };
+    outcome.dead_lettered = letters.len() - unsent.len();
+
+    for state in &states {
+        if state.store_failed || unsent.contains(&state.message_id) {
+            outcome.failures.push(state.message_id.clone());
+        } else {
+            outcome.records_done += 1;
+        }
+    }
+    Ok(outcome)
+}
+
+fn log_rejection(message_id: &str, rejection: &Rejection) {
+    tracing::warn!(
+        message_id,
+        reason = rejection.reason.code(),
+        field = %rejection.field,
+        detail = %rejection.detail,
+        "rejected"
+    );
+}

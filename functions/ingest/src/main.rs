@@ -1,1 +1,13 @@
-fn main() {}
+//! The ingest Lambda: SQS batch in, readings to Telemetry, refusals to the DLQ.
+//! Everything but the wiring lives in the library, where tests reach it.
+
+use geotag_ingest::{Config, handle, on_aws};
+use lambda_runtime::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let ingest = on_aws(&geotag_aws::clients::load().await, &config);
+    lambda_runtime::run(service_fn(|event| handle(&ingest, event))).await
+}

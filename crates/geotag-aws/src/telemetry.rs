@@ -1,0 +1,295 @@
+//! The Telemetry table: one item per reading, keyed as `geotag::reading`
+//! explains, written with BatchWriteItem in concurrent chunks of 25.
+
+use std::collections::HashMap;
+use std::time::Instant as StdInstant;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use futures::StreamExt;
+use geotag::Reading;
+use geotag::store::{ReadingStore, StoreError, WriteReport};
+use tokio::time::Instant;
+
+use crate::retry::{AttemptError, Attempts, Backoff, drive};
+
+/// Attribute names of a Telemetry item.
+pub mod attr {
+    pub const DEVICE_ID: &str = "device_id";
+    pub const SORT_KEY: &str = "sk";
+    pub const TS: &str = "ts";
+    pub const LAT: &str = "lat";
+    pub const LON: &str = "lon";
+    pub const ALT: &str = "alt";
+    pub const SPEED: &str = "speed";
+    pub const HEADING: &str = "heading";
+    pub const BATTERY: &str = "battery";
+    pub const ACCURACY: &str = "accuracy";
+    pub const SEQ: &str = "seq";
+    /// TTL attribute, epoch seconds.
+    pub const EXPIRES_AT: &str = "expires_at";
+}
+
+/// BatchWriteItem's limit of items per request.
+pub const MAX_BATCH_WRITE: usize = 25;
+
+/// Writes readings to the Telemetry table.
+#[derive(Debug, Clone)]
+pub struct DynamoReadingStore {
+    client: Client,
+    table: String,
+    retention_days: u32,
+    /// Chunks in flight at once. DynamoDB on-demand absorbs this easily; the
+    /// bound keeps one invocation from opening hundreds of connections.
+    concurrency: usize,
+    backoff: Backoff,
+}
+
+impl DynamoReadingStore {
+    pub fn new(client: Client, table: impl Into<String>, retention_days: u32) -> Self {
+        DynamoReadingStore {
+            client,
+            table: table.into(),
+            retention_days,
+            concurrency: 8,
+            backoff: Backoff::default(),
+        }
+    }
+
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    async fn write_chunk(
+        &self,
+        chunk: Vec<(usize, WriteRequest)>,
+        deadline: Instant,
+    ) -> (Vec<(usize, StoreError)>, Attempts) {
+        let mut attempts = Attempts::default();
+        let outcome = drive(chunk, self.backoff, deadline, &mut attempts, |pending| {
+            self.send_once(pending)
+        })
+        .await;
+        let failed = match outcome {
+            Ok(()) => Vec::new(),
+            Err((pending, error)) => pending
+                .into_iter()
+                .map(|(index, _)| (index, error.clone()))
+                .collect(),
+        };
+        (failed, attempts)
+    }
+
+    /// One BatchWriteItem call; returns the entries DynamoDB left unprocessed.
+    async fn send_once(
+        &self,
+        pending: Vec<(usize, WriteRequest)>,
+    ) -> Result<Vec<(usize, WriteRequest)>, (Vec<(usize, WriteRequest)>, AttemptError)> {
+        let requests = pending.iter().map(|(_, request)| request.clone()).collect();
+        let output = match self
+            .client
+            .batch_write_item()
+            .request_items(&self.table, requests)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(error) => return Err((pending, classify(error))),
+        };
+        let Some(unprocessed) = output
+            .unprocessed_items()
+            .and_then(|tables| tables.get(&self.table))
+            .filter(|requests| !requests.is_empty())
+        else {
+            return Ok(Vec::new());
+        };
+        let unprocessed_keys: Vec<_> = unprocessed.iter().filter_map(request_key).collect();
+        Ok(pending
+            .into_iter()
+            .filter(|(_, request)| {
+                request_key(request).is_some_and(|key| unprocessed_keys.contains(&key))
+            })
+            .collect())
+    }
+}
+
+impl ReadingStore for DynamoReadingStore {
+    async fn put_readings(&self, readings: &[Reading], deadline: StdInstant) -> WriteReport {
+        let deadline = Instant::from_std(deadline);
+        let mut requests: Vec<(usize, WriteRequest)> = Vec::with_capacity(readings.len());
+        let mut report = WriteReport::default();
+        for (index, reading) in readings.iter().enumerate() {
+            match put_request(reading, self.retention_days) {
+                Ok(request) => requests.push((index, request)),
+                Err(error) => report.failed.push((index, error)),
+            }
+        }
+        let mut chunks = Vec::with_capacity(requests.len().div_ceil(MAX_BATCH_WRITE));
+        let mut requests = requests.into_iter().peekable();
+        while requests.peek().is_some() {
+            chunks.push(requests.by_ref().take(MAX_BATCH_WRITE).collect::<Vec<_>>());
+        }
+        let mut results = futures::stream::iter(chunks)
+            .map(|chunk| self.write_chunk(chunk, deadline))
+            .buffer_unordered(self.concurrency);
+        while let Some((failed, attempts)) = results.next().await {
+            report.failed.extend(failed);
+            report.requests += attempts.requests;
+            report.retries += attempts.retries;
+        }
+        report.failed.sort_by_key(|(index, _)| *index);
+        report
+    }
+}
+
+/// The Telemetry item of a reading: the one place a reading becomes attributes.
+pub fn reading_item(reading: &Reading, retention_days: u32) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::with_capacity(12);
+    item.insert(attr::DEVICE_ID.into(), AttributeValue::S(reading.device_id.clone()));
+    item.insert(attr::SORT_KEY.into(), AttributeValue::S(reading.sort_key()));
+    item.insert(attr::TS.into(), AttributeValue::N(reading.ts_ms.to_string()));
+    item.insert(attr::LAT.into(), number(reading.lat));
+    item.insert(attr::LON.into(), number(reading.lon));
+    for (name, value) in [
+        (attr::ALT, reading.alt),
+        (attr::SPEED, reading.speed),
+        (attr::HEADING, reading.heading),
+        (attr::BATTERY, reading.battery),
+        (attr::ACCURACY, reading.accuracy),
+    ] {
+        if let Some(value) = value {
+            item.insert(name.into(), number(value));
+        }
+    }
+    if let Some(seq) = reading.seq {
+        item.insert(attr::SEQ.into(), AttributeValue::N(seq.to_string()));
+    }
+    item.insert(
+        attr::EXPIRES_AT.into(),
+        AttributeValue::N(reading.expires_at(retention_days).to_string()),
+    );
+    item
+}
+
+/// Reads a Telemetry item back; `None` if it is not one.
+pub fn reading_from_item(item: &HashMap<String, AttributeValue>) -> Option<Reading> {
+    let string = |name: &str| item.get(name)?.as_s().ok().cloned();
+    let float = |name: &str| item.get(name)?.as_n().ok()?.parse::<f64>().ok();
+    Some(Reading {
+        device_id: string(attr::DEVICE_ID)?,
+        ts_ms: item.get(attr::TS)?.as_n().ok()?.parse().ok()?,
+        lat: float(attr::LAT)?,
+        lon: float(attr::LON)?,
+        alt: float(attr::ALT),
+        speed: float(attr::SPEED),
+        heading: float(attr::HEADING),
+        battery: float(attr::BATTERY),
+        accuracy: float(attr::ACCURACY),
+        seq: match item.get(attr::SEQ) {
+            Some(value) => Some(value.as_n().ok()?.parse().ok()?),
+            None => None,
+        },
+    })
+}
+
+fn put_request(reading: &Reading, retention_days: u32) -> Result<WriteRequest, StoreError> {
+    let put = PutRequest::builder()
+        .set_item(Some(reading_item(reading, retention_days)))
+        .build()
+        .map_err(|err| StoreError::Service {
+            code: "BuildError".into(),
+            message: err.to_string(),
+        })?;
+    Ok(WriteRequest::builder().put_request(put).build())
+}
+
+fn request_key(request: &WriteRequest) -> Option<(&str, &str)> {
+    let item = request.put_request()?.item();
+    Some((
+        item.get(attr::DEVICE_ID)?.as_s().ok()?,
+        item.get(attr::SORT_KEY)?.as_s().ok()?,
+    ))
+}
+
+/// DynamoDB numbers are decimal strings; Rust's shortest round-trip form is one.
+fn number(value: f64) -> AttributeValue {
+    // -0.0 would be written "-0"; it is the same position as 0.
+    let value = if value == 0.0 { 0.0 } else { value };
+    AttributeValue::N(value.to_string())
+}
+
+/// Sorts an SDK failure into worth-retrying-now or not.
+pub(crate) fn classify<E>(error: SdkError<E, HttpResponse>) -> AttemptError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    const RETRYABLE_CODES: &[&str] = &[
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+    ];
+    let transient = match &error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            service.err().code().is_some_and(|code| RETRYABLE_CODES.contains(&code))
+                || error.raw_response().is_some_and(|raw| raw.status().is_server_error())
+        }
+        _ => false,
+    };
+    let store_error = StoreError::Service {
+        code: error.code().unwrap_or("SdkError").to_owned(),
+        message: aws_sdk_dynamodb::error::DisplayErrorContext(&error).to_string(),
+    };
+    if transient {
+        AttemptError::Transient(store_error)
+    } else {
+        AttemptError::Permanent(store_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_round_trips_and_stays_small() {
+        let reading = Reading {
+            device_id: "a".repeat(64),
+            ts_ms: 1_795_680_000_123,
+            lat: -33.868_820_123_456_7,
+            lon: 151.209_295_987_654_3,
+            alt: Some(-0.0),
+            speed: Some(299.999_999_999),
+            heading: Some(359.999_999_999),
+            battery: Some(99.999_999_999),
+            accuracy: Some(99_999.999_999),
+            seq: Some(u64::MAX),
+        };
+        let item = reading_item(&reading, 30);
+        let back = reading_from_item(&item).expect("a Telemetry item");
+        assert_eq!(back, Reading { alt: Some(0.0), ..reading });
+        // DynamoDB's item size: attribute names plus values (numbers count about
+        // one byte per two digits; counting a byte per character bounds it).
+        let size: usize = item
+            .iter()
+            .map(|(name, value)| {
+                name.len()
+                    + match value {
+                        AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+                        _ => 0,
+                    }
+            })
+            .sum();
+        assert!(size < 400, "{size} bytes");
+        assert_eq!(item[attr::EXPIRES_AT].as_n().unwrap(), &(1_795_680_000 + 30 * 86_400).to_string());
+    }
+}

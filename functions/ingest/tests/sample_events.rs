@@ -1,0 +1,160 @@
+//! The handler driven by the sample events in `events/ingest/`, with the
+//! in-memory store and dead-letter sink: no AWS, no emulator.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use aws_lambda_events::sqs::SqsEvent;
+use geotag::Reason;
+use geotag::store::{MemoryDeadLetters, MemoryReadingStore};
+use geotag_ingest::{Ingest, handle};
+use lambda_runtime::{Context, LambdaEvent};
+
+/// 2026-11-25T08:05:00Z, five minutes after the sample readings were taken.
+fn sample_clock() -> i64 {
+    1_795_593_900_000
+}
+
+fn ingest() -> Ingest<MemoryReadingStore, MemoryDeadLetters> {
+    let mut ingest = Ingest::new(
+        MemoryReadingStore::default(),
+        MemoryDeadLetters::default(),
+        geotag::Limits::default(),
+    );
+    ingest.clock = sample_clock;
+    ingest
+}
+
+fn sample(name: &str) -> SqsEvent {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/ingest").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+async fn invoke(ingest: &Ingest<MemoryReadingStore, MemoryDeadLetters>, name: &str) -> Vec<String> {
+    let response = handle(ingest, LambdaEvent::new(sample(name), Context::default()))
+        .await
+        .expect("the handler answers");
+    response
+        .batch_item_failures
+        .into_iter()
+        .map(|failure| failure.item_identifier)
+        .collect()
+}
+
+fn message_id(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+#[tokio::test]
+async fn valid_batch_is_stored() {
+    let ingest = ingest();
+    assert!(invoke(&ingest, "valid-batch.json").await.is_empty());
+    let devices: Vec<_> = ingest.store.readings().into_iter().map(|r| r.device_id).collect();
+    assert_eq!(devices, ["tag-0001", "tag-0002", "tag-0003"]);
+    assert!(ingest.dead_letters.letters().is_empty());
+}
+
+#[tokio::test]
+async fn sns_envelope_is_unwrapped() {
+    let ingest = ingest();
+    assert!(invoke(&ingest, "sns-envelope.json").await.is_empty());
+    let readings = ingest.store.readings();
+    assert_eq!(readings.len(), 2);
+    assert!(readings.iter().all(|r| r.device_id == "tag-0004"));
+}
+
+#[tokio::test]
+async fn multi_reading_message_stores_every_reading() {
+    let ingest = ingest();
+    assert!(invoke(&ingest, "multi-reading.json").await.is_empty());
+    let seqs: Vec<_> = ingest.store.readings().into_iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (100..106).map(Some).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn bad_records_are_dead_lettered_with_reasons_and_good_ones_stored() {
+    let ingest = ingest();
+    let failures = invoke(&ingest, "bad-records.json").await;
+    assert!(failures.is_empty(), "refused messages are done, not retried: {failures:?}");
+
+    // The good reading (sent twice) once, and the two valid readings of the partly bad batch.
+    let stored: Vec<_> = ingest
+        .store
+        .readings()
+        .into_iter()
+        .map(|r| (r.device_id, r.seq))
+        .collect();
+    assert_eq!(
+        stored,
+        [("tag-0006".into(), Some(1)), ("tag-0006".into(), Some(3)), ("tag-0007".into(), Some(100))]
+    );
+    assert_eq!(ingest.store.puts(), 3);
+
+    let letters: BTreeMap<_, _> = ingest
+        .dead_letters
+        .letters()
+        .into_iter()
+        .map(|l| (l.source_message_id.clone(), (l.rejection.reason, l.rejection.field, l.stored_readings)))
+        .collect();
+    let expected: BTreeMap<_, _> = [
+        (32, (Reason::MalformedJson, "$", 0)),
+        (33, (Reason::OutOfRange, "lat", 0)),
+        (34, (Reason::MissingField, "device_id", 0)),
+        (35, (Reason::InvalidDeviceId, "device_id", 0)),
+        (36, (Reason::OutOfRange, "readings[1].lat", 2)),
+        (38, (Reason::MalformedJson, "Message", 0)),
+    ]
+    .into_iter()
+    .map(|(n, (reason, field, stored))| (message_id(n), (reason, field.to_owned(), stored)))
+    .collect();
+    assert_eq!(letters, expected);
+}
+
+#[tokio::test]
+async fn store_failure_is_a_batch_item_failure_and_is_not_dead_lettered() {
+    let ingest = ingest();
+    ingest.store.fail_device("tag-0006");
+    let failures = invoke(&ingest, "bad-records.json").await;
+    assert_eq!(failures, [message_id(36)]);
+    // Its bad reading waits for the retry: no DLQ copy yet, so none twice.
+    assert!(!ingest.dead_letters.letters().iter().any(|l| l.source_message_id == message_id(36)));
+
+    ingest.store.heal();
+    assert!(invoke(&ingest, "bad-records.json").await.is_empty());
+    let copies = ingest
+        .dead_letters
+        .letters()
+        .iter()
+        .filter(|l| l.source_message_id == message_id(36))
+        .count();
+    assert_eq!(copies, 1);
+}
+
+#[tokio::test]
+async fn unavailable_dead_letter_queue_means_retry_not_loss() {
+    let ingest = ingest();
+    ingest.dead_letters.set_unavailable(true);
+    let mut failures = invoke(&ingest, "bad-records.json").await;
+    failures.sort();
+    let expected: Vec<_> = [32, 33, 34, 35, 36, 38].into_iter().map(message_id).collect();
+    assert_eq!(failures, expected);
+}
+
+#[tokio::test]
+async fn duplicate_delivery_leaves_one_item() {
+    let ingest = ingest();
+    for _ in 0..3 {
+        assert!(invoke(&ingest, "valid-batch.json").await.is_empty());
+    }
+    assert_eq!(ingest.store.readings().len(), 3);
+}
+
+#[tokio::test]
+async fn a_record_without_message_id_fails_the_batch_loudly() {
+    let ingest = ingest();
+    let mut event = sample("valid-batch.json");
+    event.records[1].message_id = None;
+    let result = handle(&ingest, LambdaEvent::new(event, Context::default())).await;
+    assert!(result.is_err());
+}
