@@ -1,13 +1,13 @@
 """Writes the ingest sample events (SQS events as Lambda delivers them).
 
 Run from the repository root: python3 events/make_ingest_events.py
-The readings are dated 2026-11-25; tests pin their clock to that day.
+The readings are dated 2026-11-20; tests pin their clock to that day.
 """
 import hashlib, json, os
 
 ARN = "arn:aws:sqs:eu-west-1:123456789012:geotag-ingest"
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:geotag-telemetry"
-T0 = 1795593600000  # 2026-11-25T08:00:00Z
+T0 = 1795161600000  # 2026-11-20T08:00:00Z
 
 
 def record(n, body):
@@ -35,7 +35,7 @@ def envelope(n, message):
         "MessageId": f"sns-{n:04d}-5f1a-4b3e-9a7d-3c2b1a0f9e8d",
         "TopicArn": TOPIC,
         "Message": message,
-        "Timestamp": "2026-11-25T08:01:00.000Z",
+        "Timestamp": "2026-11-20T08:01:00.000Z",
         "SignatureVersion": "1",
         "Signature": "EXAMPLE",
         "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-example.pem",
@@ -59,7 +59,7 @@ def write(name, records):
 
 write("valid-batch.json", [
     record(1, json.dumps(reading("tag-0001", 0))),
-    record(2, json.dumps(reading("tag-0002", 1, ts="2026-11-25T08:00:30Z", alt=35.5))),
+    record(2, json.dumps(reading("tag-0002", 1, ts="2026-11-20T08:00:30Z", alt=35.5))),
     record(3, json.dumps(reading("tag-0003", 2))),
 ])
 
@@ -80,7 +80,7 @@ partly_bad = {"device_id": "tag-0006", "readings": [
 good = json.dumps(reading("tag-0007", 0))
 write("bad-records.json", [
     record(31, good),
-    record(32, '{"device_id": "tag-0008", "ts": 1795593600000, "lat": 48.1'),
+    record(32, '{"device_id": "tag-0008", "ts": 1795161600000, "lat": 48.1'),
     record(33, json.dumps({"device_id": "tag-0009", "ts": T0, "lat": 95.0, "lon": 2.0})),
     record(34, json.dumps({"ts": T0, "lat": 45.0, "lon": 2.0})),
     record(35, json.dumps({"device_id": "tag 10", "ts": T0, "lat": 45.0, "lon": 2.0})),

@@ -10,9 +10,9 @@ use geotag::store::{MemoryDeadLetters, MemoryReadingStore};
 use geotag_ingest::{Ingest, handle};
 use lambda_runtime::{Context, LambdaEvent};
 
-/// 2026-11-25T08:05:00Z, five minutes after the sample readings were taken.
+/// 2026-11-20T08:05:00Z, five minutes after the sample readings were taken.
 fn sample_clock() -> i64 {
-    1_795_593_900_000
+    1_795_161_900_000
 }
 
 fn ingest() -> Ingest<MemoryReadingStore, MemoryDeadLetters> {
