@@ -47,7 +47,12 @@ impl SqsDeadLetters {
             .enumerate()
             .filter_map(|(index, letter)| entry(index, letter).ok())
             .collect();
-        let all_ids = || letters.iter().map(|l| l.source_message_id.clone()).collect();
+        let all_ids = || {
+            letters
+                .iter()
+                .map(|l| l.source_message_id.clone())
+                .collect()
+        };
         if entries.len() != letters.len() {
             return all_ids();
         }
@@ -85,7 +90,9 @@ impl DeadLetterSink for SqsDeadLetters {
         let mut batch_bytes = 0;
         for letter in letters {
             let size = letter_size(letter);
-            if !batch.is_empty() && (batch.len() == MAX_ENTRIES || batch_bytes + size > MAX_BATCH_BYTES) {
+            if !batch.is_empty()
+                && (batch.len() == MAX_ENTRIES || batch_bytes + size > MAX_BATCH_BYTES)
+            {
                 failed.extend(self.send_batch(&batch).await);
                 batch.clear();
                 batch_bytes = 0;
@@ -105,7 +112,10 @@ fn letter_size(letter: &DeadLetter) -> usize {
     letter.body.len().max(EMPTY_BODY_PLACEHOLDER.len()) + 1024
 }
 
-fn entry(index: usize, letter: &DeadLetter) -> Result<SendMessageBatchRequestEntry, aws_sdk_sqs::error::BuildError> {
+fn entry(
+    index: usize,
+    letter: &DeadLetter,
+) -> Result<SendMessageBatchRequestEntry, aws_sdk_sqs::error::BuildError> {
     let text = |value: &str| {
         MessageAttributeValue::builder()
             .data_type("String")
@@ -118,7 +128,12 @@ fn entry(index: usize, letter: &DeadLetter) -> Result<SendMessageBatchRequestEnt
             .string_value(value.to_string())
             .build()
     };
-    let detail: String = letter.rejection.detail.chars().take(MAX_DETAIL_CHARS).collect();
+    let detail: String = letter
+        .rejection
+        .detail
+        .chars()
+        .take(MAX_DETAIL_CHARS)
+        .collect();
     let body = if letter.body.is_empty() {
         EMPTY_BODY_PLACEHOLDER
     } else {

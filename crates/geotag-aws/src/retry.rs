@@ -134,7 +134,13 @@ mod tests {
         .await;
         assert_eq!(outcome, Ok(()));
         assert_eq!(*calls.borrow(), vec![25, 15, 5]);
-        assert_eq!(attempts, Attempts { requests: 3, retries: 2 });
+        assert_eq!(
+            attempts,
+            Attempts {
+                requests: 3,
+                retries: 2
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -148,9 +148,15 @@ impl ReadingStore for DynamoReadingStore {
 /// The Telemetry item of a reading: the one place a reading becomes attributes.
 pub fn reading_item(reading: &Reading, retention_days: u32) -> HashMap<String, AttributeValue> {
     let mut item = HashMap::with_capacity(12);
-    item.insert(attr::DEVICE_ID.into(), AttributeValue::S(reading.device_id.clone()));
+    item.insert(
+        attr::DEVICE_ID.into(),
+        AttributeValue::S(reading.device_id.clone()),
+    );
     item.insert(attr::SORT_KEY.into(), AttributeValue::S(reading.sort_key()));
-    item.insert(attr::TS.into(), AttributeValue::N(reading.ts_ms.to_string()));
+    item.insert(
+        attr::TS.into(),
+        AttributeValue::N(reading.ts_ms.to_string()),
+    );
     item.insert(attr::LAT.into(), number(reading.lat));
     item.insert(attr::LON.into(), number(reading.lon));
     for (name, value) in [
@@ -240,8 +246,13 @@ where
             true
         }
         SdkError::ServiceError(service) => {
-            service.err().code().is_some_and(|code| RETRYABLE_CODES.contains(&code))
-                || error.raw_response().is_some_and(|raw| raw.status().is_server_error())
+            service
+                .err()
+                .code()
+                .is_some_and(|code| RETRYABLE_CODES.contains(&code))
+                || error
+                    .raw_response()
+                    .is_some_and(|raw| raw.status().is_server_error())
         }
         _ => false,
     };
@@ -276,7 +287,13 @@ mod tests {
         };
         let item = reading_item(&reading, 30);
         let back = reading_from_item(&item).expect("a Telemetry item");
-        assert_eq!(back, Reading { alt: Some(0.0), ..reading });
+        assert_eq!(
+            back,
+            Reading {
+                alt: Some(0.0),
+                ..reading
+            }
+        );
         // DynamoDB's item size: attribute names plus values (numbers count about
         // one byte per two digits; counting a byte per character bounds it).
         let size: usize = item
@@ -290,6 +307,9 @@ mod tests {
             })
             .sum();
         assert!(size < 400, "{size} bytes");
-        assert_eq!(item[attr::EXPIRES_AT].as_n().unwrap(), &(1_795_680_000 + 30 * 86_400).to_string());
+        assert_eq!(
+            item[attr::EXPIRES_AT].as_n().unwrap(),
+            &(1_795_680_000 + 30 * 86_400).to_string()
+        );
     }
 }

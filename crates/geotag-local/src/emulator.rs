@@ -60,9 +60,7 @@ impl Emulator {
 
     fn spawn(server: &Path, root: &Path) -> Result<Emulator> {
         let port = free_port()?;
-        let log = root
-            .join("target")
-            .join(format!("moto-{port}.log"));
+        let log = root.join("target").join(format!("moto-{port}.log"));
         std::fs::create_dir_all(log.parent().unwrap_or(root))?;
         let log_file = std::fs::File::create(&log)?;
         let child = Command::new(server)
@@ -129,6 +127,9 @@ impl Emulator {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            if let Some(log) = self.log.take() {
+                let _ = std::fs::remove_file(log);
+            }
         }
     }
 }
@@ -144,14 +145,22 @@ pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "geotag-local"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "geotag-local",
+        ))
         .load()
         .await
 }
 
 /// Path of `moto_server` in `<root>/.venv`, installing it first if missing.
 pub fn ensure_installed(root: &Path) -> Result<PathBuf> {
-    let _guard = INSTALL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = INSTALL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let venv = root.join(".venv");
     let server = venv.join("bin").join("moto_server");
     if server.is_file() {
@@ -167,17 +176,29 @@ pub fn ensure_installed(root: &Path) -> Result<PathBuf> {
             .context("creating .venv (is Python 3 with the venv module installed?)")?;
     }
     run(Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--disable-pip-version-check", "--progress-bar", "on", "-r"])
+        .args([
+            "install",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "on",
+            "-r",
+        ])
         .arg(&requirements))
     .context("installing moto into .venv")?;
     if !server.is_file() {
-        bail!("{} is still missing after installing moto", server.display());
+        bail!(
+            "{} is still missing after installing moto",
+            server.display()
+        );
     }
     Ok(server)
 }
 
 fn run(command: &mut Command) -> Result<()> {
-    let status = command.stdout(Stdio::inherit()).stderr(Stdio::inherit()).status()?;
+    let status = command
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }

@@ -4,10 +4,15 @@
 //! - [`emulator`] runs moto server from the project's `.venv`;
 //! - [`template`] reads template.yaml, the one list of resources;
 //! - [`provision`] creates those resources in the emulator by API;
-//! - [`pump`] plays Lambda's event source mappings.
+//! - [`pump`] plays Lambda's event source mappings;
+//! - [`simulate`] plans and publishes a fleet's messages;
+//! - [`demo`] runs it all and audits the result.
 
+pub mod demo;
 pub mod emulator;
 pub mod project;
 pub mod provision;
 pub mod pump;
+pub mod simulate;
+pub mod stack;
 pub mod template;

@@ -1,1 +1,292 @@
-fn main() {}
+//! `geotag`: the whole template on one machine (see `geotag --help`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use geotag_local::demo::{self, DemoOptions};
+use geotag_local::pump::{InProcess, Invoker, Pump};
+use geotag_local::simulate::{self, FleetConfig};
+use geotag_local::stack::{LocalStack, Options, parse_overrides};
+
+/// Runs geotag's template locally: an AWS emulator (moto, installed into
+/// .venv on first use), the template's resources, a pump that plays Lambda's
+/// event source mappings, and a device simulator. No cloud account, no Docker.
+#[derive(Parser)]
+#[command(name = "geotag", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole pipeline on a simulated fleet, print an audited report, stop.
+    Demo {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Give up if the pipeline has not drained after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        drain_timeout: u64,
+    },
+    /// Start the stack and keep it running for interactive work, until Ctrl-C.
+    Up {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// Where to write the functions' environment for `cargo lambda watch --env-file`.
+        #[arg(long, default_value = "target/geotag-local.env")]
+        env_file: PathBuf,
+    },
+    /// Run one function once on an event file and print its response
+    /// (what `sam local invoke` does, without Docker).
+    Invoke {
+        /// The function's logical id in template.yaml (IngestFunction) or its binary (ingest).
+        function: String,
+        /// The event, as JSON (see events/).
+        event: PathBuf,
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// Publish a simulated fleet's readings to the telemetry topic of a running stack.
+    Simulate {
+        /// The emulator of a running `geotag up`.
+        #[arg(long)]
+        endpoint: String,
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
+}
+
+#[derive(Args)]
+struct StackArgs {
+    /// Use an AWS emulator that is already running (moto, LocalStack) instead of starting moto.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Send invocations through the Lambda Invoke API at this URL (e.g. `cargo lambda watch`'s
+    /// http://127.0.0.1:9000) instead of calling the handlers in-process.
+    #[arg(long)]
+    invoke_endpoint: Option<String>,
+    /// Template parameters, as `sam deploy` takes them: Key=Value ...
+    #[arg(long, num_args = 1..)]
+    parameter_overrides: Vec<String>,
+    /// The template (default: template.yaml at the project root).
+    #[arg(long)]
+    template: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct FleetArgs {
+    /// Tags in the fleet.
+    #[arg(long, default_value_t = 20)]
+    devices: usize,
+    /// Readings per tag.
+    #[arg(long, default_value_t = 60)]
+    readings: usize,
+    /// Seconds between a tag's readings.
+    #[arg(long, default_value_t = 60)]
+    interval: u64,
+    /// Share of malformed messages, 0 to 1.
+    #[arg(long, default_value_t = 0.05)]
+    bad_ratio: f64,
+    /// Share of messages delivered twice, 0 to 1.
+    #[arg(long, default_value_t = 0.05)]
+    dup_ratio: f64,
+    /// Seed of the simulation: the same seed gives the same fleet.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+impl FleetArgs {
+    fn config(&self) -> FleetConfig {
+        FleetConfig {
+            devices: self.devices,
+            readings_per_device: self.readings,
+            interval_secs: self.interval,
+            bad_ratio: self.bad_ratio.clamp(0.0, 1.0),
+            dup_ratio: self.dup_ratio.clamp(0.0, 1.0),
+            seed: self.seed,
+            end_ms: geotag_ingest::system_clock_ms(),
+        }
+    }
+}
+
+impl StackArgs {
+    fn options(&self) -> Result<Options> {
+        Ok(Options {
+            endpoint: self.endpoint.clone(),
+            parameter_overrides: parse_overrides(&self.parameter_overrides)?,
+            template: self.template.clone(),
+        })
+    }
+
+    async fn invoker(&self, local: &LocalStack) -> Result<Invoker> {
+        Ok(match &self.invoke_endpoint {
+            Some(url) => {
+                let sdk = geotag_local::emulator::sdk_config_for(url).await;
+                Invoker::Remote(aws_sdk_lambda::Client::new(&sdk))
+            }
+            None => Invoker::InProcess(std::sync::Arc::new(InProcess::for_stack(
+                &local.stack,
+                &local.sdk,
+            )?)),
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GEOTAG_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    // Ctrl-C ends the command through the same path as an error would, so the
+    // emulator (owned by the stack) is stopped when it is dropped.
+    tokio::select! {
+        result = run(cli) => result,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\ngeotag: interrupted; stopping the emulator");
+            Ok(())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo {
+            stack,
+            fleet,
+            drain_timeout,
+        } => {
+            let options = stack.options()?;
+            let invoker = match &stack.invoke_endpoint {
+                Some(url) => {
+                    let sdk = geotag_local::emulator::sdk_config_for(url).await;
+                    Some(Invoker::Remote(aws_sdk_lambda::Client::new(&sdk)))
+                }
+                None => None,
+            };
+            demo::run(DemoOptions {
+                stack: options,
+                fleet: fleet.config(),
+                invoker,
+                drain_timeout: Duration::from_secs(drain_timeout),
+            })
+            .await
+        }
+        Command::Up { stack, env_file } => {
+            let local = LocalStack::start(&stack.options()?).await?;
+            let env_file = local.root.join(env_file);
+            local.write_env_file(&env_file)?;
+            let pump = Pump::start(&local.stack, &local.sdk, stack.invoker(&local).await?);
+            print_up(&local, &env_file, stack.invoke_endpoint.is_some());
+            let result = tokio::signal::ctrl_c().await.context("waiting for Ctrl-C");
+            eprintln!("\ngeotag: stopping the pump and the emulator");
+            pump.stop().await;
+            result
+        }
+        Command::Invoke {
+            function,
+            event,
+            stack,
+        } => {
+            let local = LocalStack::start(&stack.options()?).await?;
+            let spec = local
+                .stack
+                .functions
+                .values()
+                .find(|f| f.logical_id == function || f.binary == function || f.name == function)
+                .with_context(|| {
+                    format!(
+                        "no function {function:?} in the template; there are: {}",
+                        local
+                            .stack
+                            .functions
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?
+                .clone();
+            let payload: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(&event)
+                    .with_context(|| format!("reading {}", event.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", event.display()))?;
+            let response = stack.invoker(&local).await?.invoke(&spec, payload).await?;
+            println!("{}", serde_json::to_string_pretty(&response)?);
+            Ok(())
+        }
+        Command::Simulate { endpoint, fleet } => {
+            let local = LocalStack::start(&Options {
+                endpoint: Some(endpoint),
+                ..Options::default()
+            })
+            .await?;
+            let plan = simulate::plan(&fleet.config());
+            let topic = local.stack.reference("TelemetryTopic")?.to_owned();
+            simulate::publish(
+                &aws_sdk_sns::Client::new(&local.sdk),
+                &topic,
+                &plan.messages,
+                true,
+            )
+            .await?;
+            println!(
+                "published {} messages: {} readings, {} malformed, {} duplicates",
+                plan.messages.len(),
+                plan.expected.unique_readings(),
+                plan.expected.rejected(),
+                plan.expected.duplicates
+            );
+            Ok(())
+        }
+    }
+}
+
+fn print_up(local: &LocalStack, env_file: &std::path::Path, remote: bool) {
+    let endpoint = local.emulator.endpoint();
+    println!("geotag up: the local stack is running (Ctrl-C stops it)\n");
+    println!("  emulator   {endpoint}");
+    for (logical_id, kind) in &local.stack.created {
+        if let Ok(reference) = local.stack.reference(logical_id) {
+            println!("  {logical_id:<22} {kind:<28} {reference}");
+        }
+    }
+    for (logical_id, kind, why) in &local.stack.not_emulated {
+        println!("  {logical_id:<22} {kind:<28} not emulated: {why}");
+    }
+    println!(
+        "\n  the pump runs {}",
+        if remote {
+            "each invocation through the Lambda Invoke API"
+        } else {
+            "the handlers in-process"
+        }
+    );
+    println!(
+        "\n  run the functions under cargo lambda instead (restart with --invoke-endpoint http://127.0.0.1:9000):"
+    );
+    println!("    cargo lambda watch --env-file {}", env_file.display());
+    println!("    cargo lambda invoke ingest --data-file events/ingest/valid-batch.json");
+    println!("\n  the AWS CLI against it:");
+    println!(
+        "    export AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing"
+    );
+    if let Ok(topic) = local.stack.reference("TelemetryTopic") {
+        println!(
+            "    aws sns publish --topic-arn {topic} --message '{{\"device_id\":\"tag-1\",\"ts\":\"'$(date -u +%FT%TZ)'\",\"lat\":48.85,\"lon\":2.35}}'"
+        );
+    }
+    if let Ok(table) = local.stack.reference("TelemetryTable") {
+        println!("    aws dynamodb scan --table-name {table}");
+    }
+    println!("\n  a simulated fleet: cargo run -p geotag-local -- simulate --endpoint {endpoint}");
+}

@@ -118,7 +118,9 @@ const FUNCTION: &str = "AWS::Serverless::Function";
 fn not_emulated_reason(kind: &str) -> &'static str {
     match kind {
         "AWS::KMS::Key" | "AWS::KMS::Alias" => "encryption at rest is not emulated",
-        "AWS::SNS::TopicPolicy" | "AWS::SQS::QueuePolicy" => "resource policies are not enforced locally",
+        "AWS::SNS::TopicPolicy" | "AWS::SQS::QueuePolicy" => {
+            "resource policies are not enforced locally"
+        }
         "AWS::Logs::LogGroup" => "functions log to the terminal locally",
         "AWS::CloudWatch::Alarm" | "AWS::CloudWatch::Dashboard" => "no CloudWatch locally",
         "AWS::IAM::Role" | "AWS::IAM::Policy" => "IAM is not enforced locally",
@@ -161,7 +163,11 @@ pub async fn provision(
                     resource.logical_id.clone(),
                     Physical {
                         reference: id.clone(),
-                        attributes: [("Arn".to_owned(), format!("arn:aws:local:{REGION}:{ACCOUNT_ID}:{id}"))].into(),
+                        attributes: [(
+                            "Arn".to_owned(),
+                            format!("arn:aws:local:{REGION}:{ACCOUNT_ID}:{id}"),
+                        )]
+                        .into(),
                     },
                 );
                 stack.not_emulated.push((
@@ -230,7 +236,11 @@ fn text(properties: &Map<String, Value>, name: &str) -> Option<String> {
 
 fn number<T: std::str::FromStr>(properties: &Map<String, Value>, name: &str) -> Result<Option<T>> {
     text(properties, name)
-        .map(|value| value.parse::<T>().map_err(|_| anyhow!("{name}={value} is not a number")))
+        .map(|value| {
+            value
+                .parse::<T>()
+                .map_err(|_| anyhow!("{name}={value} is not a number"))
+        })
         .transpose()
 }
 
@@ -316,7 +326,8 @@ async fn create_queue(
 }
 
 async fn subscribe(sns: &aws_sdk_sns::Client, properties: &Map<String, Value>) -> Result<Physical> {
-    let field = |name: &str| text(properties, name).ok_or_else(|| anyhow!("subscription without {name}"));
+    let field =
+        |name: &str| text(properties, name).ok_or_else(|| anyhow!("subscription without {name}"));
     let mut request = sns
         .subscribe()
         .topic_arn(field("TopicArn")?)
@@ -339,11 +350,7 @@ async fn subscribe(sns: &aws_sdk_sns::Client, properties: &Map<String, Value>) -
         };
         request = request.attributes("FilterPolicy", policy);
     }
-    let arn = request
-        .send()
-        .await?
-        .subscription_arn
-        .unwrap_or_default();
+    let arn = request.send().await?.subscription_arn.unwrap_or_default();
     Ok(Physical {
         reference: arn,
         attributes: HashMap::new(),
@@ -369,7 +376,9 @@ async fn create_table(
         .map(|definition| {
             Ok(AttributeDefinition::builder()
                 .attribute_name(field(definition, "AttributeName")?)
-                .attribute_type(ScalarAttributeType::from(field(definition, "AttributeType")?.as_str()))
+                .attribute_type(ScalarAttributeType::from(
+                    field(definition, "AttributeType")?.as_str(),
+                ))
                 .build()?)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -394,7 +403,9 @@ async fn create_table(
         request = request.global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(field(&index, "IndexName")?)
-                .set_key_schema(Some(key_schema(index.get("KeySchema").unwrap_or(&Value::Null))?))
+                .set_key_schema(Some(key_schema(
+                    index.get("KeySchema").unwrap_or(&Value::Null),
+                )?))
                 .projection(projection(index.get("Projection"))?)
                 .set_provisioned_throughput(throughput(index.get("ProvisionedThroughput"))?)
                 .build()?,
@@ -404,7 +415,9 @@ async fn create_table(
         request = request.local_secondary_indexes(
             LocalSecondaryIndex::builder()
                 .index_name(field(&index, "IndexName")?)
-                .set_key_schema(Some(key_schema(index.get("KeySchema").unwrap_or(&Value::Null))?))
+                .set_key_schema(Some(key_schema(
+                    index.get("KeySchema").unwrap_or(&Value::Null),
+                )?))
                 .projection(projection(index.get("Projection"))?)
                 .build()?,
         );
@@ -413,7 +426,9 @@ async fn create_table(
         request = request.stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)
-                .stream_view_type(StreamViewType::from(field(stream, "StreamViewType")?.as_str()))
+                .stream_view_type(StreamViewType::from(
+                    field(stream, "StreamViewType")?.as_str(),
+                ))
                 .build()?,
         );
     }
@@ -437,11 +452,8 @@ async fn create_table(
             .send()
             .await?;
     }
-    let mut attributes: HashMap<String, String> = [(
-        "Arn".to_owned(),
-        description.table_arn.unwrap_or_default(),
-    )]
-    .into();
+    let mut attributes: HashMap<String, String> =
+        [("Arn".to_owned(), description.table_arn.unwrap_or_default())].into();
     if let Some(stream_arn) = description.latest_stream_arn {
         attributes.insert("StreamArn".into(), stream_arn);
     }
@@ -478,9 +490,17 @@ fn projection(value: Option<&Value>) -> Result<Projection> {
     let non_key = value
         .get("NonKeyAttributes")
         .and_then(Value::as_array)
-        .map(|names| names.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        });
     Ok(Projection::builder()
-        .projection_type(ProjectionType::from(field(value, "ProjectionType")?.as_str()))
+        .projection_type(ProjectionType::from(
+            field(value, "ProjectionType")?.as_str(),
+        ))
         .set_non_key_attributes(non_key)
         .build())
 }
@@ -506,16 +526,27 @@ fn read_function(
         .map(|variables| {
             variables
                 .iter()
-                .map(|(key, value)| (key.clone(), text(variables, key).unwrap_or_else(|| value.to_string())))
+                .map(|(key, value)| {
+                    (
+                        key.clone(),
+                        text(variables, key).unwrap_or_else(|| value.to_string()),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
     let mut events = Vec::new();
     if let Some(declared) = properties.get("Events").and_then(Value::as_object) {
         for (event_name, event) in declared {
-            let kind = event.get("Type").and_then(Value::as_str).unwrap_or_default();
+            let kind = event
+                .get("Type")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let empty = Map::new();
-            let event_properties = event.get("Properties").and_then(Value::as_object).unwrap_or(&empty);
+            let event_properties = event
+                .get("Properties")
+                .and_then(Value::as_object)
+                .unwrap_or(&empty);
             match kind {
                 "SQS" => {
                     let queue_arn = text(event_properties, "Queue")
@@ -530,7 +561,9 @@ fn read_function(
                                 .and_then(|p| p.attributes.get("QueueUrl"))
                                 .map(String::as_str)
                         })
-                        .ok_or_else(|| anyhow!("SQS event {event_name}: no local queue {queue_arn}"))?
+                        .ok_or_else(|| {
+                            anyhow!("SQS event {event_name}: no local queue {queue_arn}")
+                        })?
                         .to_owned();
                     let response_types = event_properties
                         .get("FunctionResponseTypes")
@@ -542,8 +575,11 @@ fn read_function(
                         queue_arn,
                         queue_url,
                         batch_size: number(event_properties, "BatchSize")?.unwrap_or(10),
-                        batching_window_secs: number(event_properties, "MaximumBatchingWindowInSeconds")?
-                            .unwrap_or(0),
+                        batching_window_secs: number(
+                            event_properties,
+                            "MaximumBatchingWindowInSeconds",
+                        )?
+                        .unwrap_or(0),
                         report_batch_item_failures: response_types
                             .iter()
                             .any(|t| t.as_str() == Some("ReportBatchItemFailures")),

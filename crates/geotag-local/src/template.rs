@@ -37,8 +37,8 @@ pub struct Resource {
 
 impl Template {
     pub fn load(path: &Path) -> Result<Template> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Template::parse(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -71,7 +71,10 @@ impl Template {
                     kind,
                     properties: object("Properties"),
                     metadata: object("Metadata"),
-                    condition: body.get("Condition").and_then(Value::as_str).map(str::to_owned),
+                    condition: body
+                        .get("Condition")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
                 },
             );
         }
@@ -138,7 +141,9 @@ fn long_form(yaml: serde_norway::Value) -> Result<Value> {
             }
         }
         Y::String(s) => Value::String(s),
-        Y::Sequence(items) => Value::Array(items.into_iter().map(long_form).collect::<Result<_>>()?),
+        Y::Sequence(items) => {
+            Value::Array(items.into_iter().map(long_form).collect::<Result<_>>()?)
+        }
         Y::Mapping(mapping) => {
             let mut object = Map::new();
             for (key, value) in mapping {
@@ -160,9 +165,9 @@ fn long_form(yaml: serde_norway::Value) -> Result<Value> {
                 "Ref" | "Condition" => single(name, value),
                 "GetAtt" => match value {
                     Value::String(dotted) => {
-                        let (resource, attribute) = dotted
-                            .split_once('.')
-                            .ok_or_else(|| anyhow!("!GetAtt {dotted}: expected Resource.Attribute"))?;
+                        let (resource, attribute) = dotted.split_once('.').ok_or_else(|| {
+                            anyhow!("!GetAtt {dotted}: expected Resource.Attribute")
+                        })?;
                         single("Fn::GetAtt", Value::from(vec![resource, attribute]))
                     }
                     other => single("Fn::GetAtt", other),
@@ -210,14 +215,16 @@ impl Resolver {
         for (name, declaration) in &template.parameters {
             let value = match overrides.get(name) {
                 Some(value) => Value::String(value.clone()),
-                None => declaration
-                    .get("Default")
-                    .cloned()
-                    .ok_or_else(|| anyhow!("parameter {name} has no Default; pass it as an override"))?,
+                None => declaration.get("Default").cloned().ok_or_else(|| {
+                    anyhow!("parameter {name} has no Default; pass it as an override")
+                })?,
             };
             parameters.insert(name.clone(), value);
         }
-        if let Some(unknown) = overrides.keys().find(|name| !template.parameters.contains_key(*name)) {
+        if let Some(unknown) = overrides
+            .keys()
+            .find(|name| !template.parameters.contains_key(*name))
+        {
             bail!("the template has no parameter {unknown}");
         }
         Ok(Resolver {
@@ -255,9 +262,17 @@ impl Resolver {
                 };
                 Ok(scalar(&self.resolve(left)?) == scalar(&self.resolve(right)?))
             }
-            "Fn::Not" => Ok(!self.truth(items().first().ok_or_else(|| anyhow!("Fn::Not takes one"))?)?),
-            "Fn::And" => items().iter().try_fold(true, |all, c| Ok(all && self.truth(c)?)),
-            "Fn::Or" => items().iter().try_fold(false, |any, c| Ok(any || self.truth(c)?)),
+            "Fn::Not" => Ok(!self.truth(
+                items()
+                    .first()
+                    .ok_or_else(|| anyhow!("Fn::Not takes one"))?,
+            )?),
+            "Fn::And" => items()
+                .iter()
+                .try_fold(true, |all, c| Ok(all && self.truth(c)?)),
+            "Fn::Or" => items()
+                .iter()
+                .try_fold(false, |any, c| Ok(any || self.truth(c)?)),
             "Condition" => self.condition(argument.as_str().unwrap_or_default()),
             other => bail!("{other} is not a condition function"),
         }
@@ -300,7 +315,9 @@ impl Resolver {
     fn call(&self, function: &str, argument: &Value) -> Result<Value> {
         match function {
             "Ref" => {
-                let name = argument.as_str().ok_or_else(|| anyhow!("Ref takes a name"))?;
+                let name = argument
+                    .as_str()
+                    .ok_or_else(|| anyhow!("Ref takes a name"))?;
                 self.reference(name).map(Value::String)
             }
             "Fn::GetAtt" => {
@@ -390,10 +407,9 @@ impl Resolver {
     }
 
     fn attribute(&self, resource: &str, attribute: &str) -> Result<String> {
-        let physical = self
-            .physical
-            .get(resource)
-            .ok_or_else(|| anyhow!("GetAtt {resource}.{attribute}: {resource} not created so far"))?;
+        let physical = self.physical.get(resource).ok_or_else(|| {
+            anyhow!("GetAtt {resource}.{attribute}: {resource} not created so far")
+        })?;
         physical
             .attributes
             .get(attribute)
@@ -447,7 +463,8 @@ fn intrinsic(value: &Value) -> Option<(&str, &Value)> {
         return None;
     }
     let (key, argument) = object.iter().next()?;
-    (key == "Ref" || key == "Condition" || key.starts_with("Fn::")).then_some((key.as_str(), argument))
+    (key == "Ref" || key == "Condition" || key.starts_with("Fn::"))
+        .then_some((key.as_str(), argument))
 }
 
 fn scalar(value: &Value) -> Option<String> {
@@ -498,7 +515,8 @@ Resources:
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let mut resolver = Resolver::new(template, "stack", "us-east-1", "123456789012", &overrides).unwrap();
+        let mut resolver =
+            Resolver::new(template, "stack", "us-east-1", "123456789012", &overrides).unwrap();
         resolver.physical.insert(
             "Dlq".into(),
             Physical {
@@ -514,7 +532,9 @@ Resources:
         let template = Template::parse(TEMPLATE).unwrap();
         let resolver = resolver(&template, &[]);
         let queue = &template.resources["Queue"];
-        let resolved = resolver.resolve(&Value::Object(queue.properties.clone())).unwrap();
+        let resolved = resolver
+            .resolve(&Value::Object(queue.properties.clone()))
+            .unwrap();
         assert_eq!(
             resolved,
             serde_json::json!({
@@ -523,7 +543,9 @@ Resources:
             })
         );
         let resolver = self::resolver(&template, &[("Email", "ops@example.com"), ("Size", "3")]);
-        let resolved = resolver.resolve(&Value::Object(queue.properties.clone())).unwrap();
+        let resolved = resolver
+            .resolve(&Value::Object(queue.properties.clone()))
+            .unwrap();
         assert_eq!(resolved["Mail"], "ops@example.com");
         assert_eq!(resolved["Size"], "3");
     }
@@ -543,7 +565,11 @@ Resources:
     fn unknown_references_and_parameters_are_errors() {
         let template = Template::parse(TEMPLATE).unwrap();
         let resolver = resolver(&template, &[]);
-        assert!(resolver.resolve(&serde_json::json!({"Ref": "Nothing"})).is_err());
+        assert!(
+            resolver
+                .resolve(&serde_json::json!({"Ref": "Nothing"}))
+                .is_err()
+        );
         let overrides = [("Nope".to_string(), "1".to_string())].into();
         assert!(Resolver::new(&template, "s", "r", "a", &overrides).is_err());
     }

@@ -48,7 +48,12 @@ async fn local() -> Local {
 impl Local {
     /// The ingest function configured from the template's own environment.
     fn ingest(&self, overrides: &[(&str, &str)]) -> AwsIngest {
-        let mut environment = self.stack.function("IngestFunction").unwrap().environment.clone();
+        let mut environment = self
+            .stack
+            .function("IngestFunction")
+            .unwrap()
+            .environment
+            .clone();
         for (name, value) in overrides {
             environment.insert((*name).to_owned(), (*value).to_owned());
         }
@@ -148,8 +153,17 @@ fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> String {
 async fn sample_events_are_stored_and_refusals_dead_lettered_with_reasons() {
     let local = local().await;
     let ingest = local.ingest(&[]);
-    for name in ["valid-batch.json", "sns-envelope.json", "multi-reading.json", "bad-records.json"] {
-        assert_eq!(invoke(&ingest, sample(name)).await, Vec::<String>::new(), "{name}");
+    for name in [
+        "valid-batch.json",
+        "sns-envelope.json",
+        "multi-reading.json",
+        "bad-records.json",
+    ] {
+        assert_eq!(
+            invoke(&ingest, sample(name)).await,
+            Vec::<String>::new(),
+            "{name}"
+        );
     }
 
     let items = local.items().await;
@@ -158,7 +172,10 @@ async fn sample_events_are_stored_and_refusals_dead_lettered_with_reasons() {
     let first = reading_from_item(&items[0]).unwrap();
     assert_eq!(first.device_id, "tag-0001");
     assert_eq!(first.seq, Some(100));
-    assert_eq!(items[0][attr::SORT_KEY].as_s().unwrap(), "2026-11-20T08:00:00.000Z#00000000000000000100");
+    assert_eq!(
+        items[0][attr::SORT_KEY].as_s().unwrap(),
+        "2026-11-20T08:00:00.000Z#00000000000000000100"
+    );
     assert_eq!(
         items[0][attr::EXPIRES_AT].as_n().unwrap(),
         &(1_795_161_600 + 30 * 86_400).to_string(),
@@ -172,7 +189,11 @@ async fn sample_events_are_stored_and_refusals_dead_lettered_with_reasons() {
         .map(|m| {
             (
                 attribute(m, "source_message_id"),
-                (attribute(m, "reason"), attribute(m, "field"), attribute(m, "stored_readings")),
+                (
+                    attribute(m, "reason"),
+                    attribute(m, "field"),
+                    attribute(m, "stored_readings"),
+                ),
             )
         })
         .collect();
@@ -219,9 +240,17 @@ async fn store_failures_are_batch_item_failures_and_invalid_messages_are_still_d
     failures.sort();
     // Records with a valid reading cannot be stored; wholly invalid ones are dead-lettered.
     assert_eq!(failures, [message_id(31), message_id(36), message_id(37)]);
-    let reasons: Vec<_> = local.drain("IngestDLQ", 20).await.iter().map(|m| attribute(m, "source_message_id")).collect();
+    let reasons: Vec<_> = local
+        .drain("IngestDLQ", 20)
+        .await
+        .iter()
+        .map(|m| attribute(m, "source_message_id"))
+        .collect();
     assert_eq!(reasons.len(), 5, "{reasons:?}");
-    assert!(!reasons.contains(&message_id(36)), "36 waits for its retry before its DLQ copy");
+    assert!(
+        !reasons.contains(&message_id(36)),
+        "36 waits for its retry before its DLQ copy"
+    );
 }
 
 #[tokio::test]
@@ -231,7 +260,11 @@ async fn sns_fan_out_reaches_the_ingest_queue_and_redrive_dead_letters_what_keep
     let sqs = aws_sdk_sqs::Client::new(&local.sdk);
     let topic = local.stack.reference("TelemetryTopic").unwrap();
     let queue_url = local.stack.reference("IngestQueue").unwrap().to_owned();
-    let queue_arn = local.stack.attribute("IngestQueue", "Arn").unwrap().to_owned();
+    let queue_arn = local
+        .stack
+        .attribute("IngestQueue", "Arn")
+        .unwrap()
+        .to_owned();
 
     // The template's redrive policy reached the queue.
     let attributes = sqs
@@ -248,35 +281,56 @@ async fn sns_fan_out_reaches_the_ingest_queue_and_redrive_dead_letters_what_keep
     assert_eq!(redrive["maxReceiveCount"].as_u64(), Some(5));
     assert_eq!(attributes[&QueueAttributeName::VisibilityTimeout], "180");
 
-    let single = r#"{"device_id":"tag-0100","ts":"2026-11-20T08:01:00Z","lat":52.52,"lon":13.405,"seq":1}"#;
+    let single =
+        r#"{"device_id":"tag-0100","ts":"2026-11-20T08:01:00Z","lat":52.52,"lon":13.405,"seq":1}"#;
     let batch = r#"{"device_id":"tag-0101","readings":[{"ts":1795161660000,"lat":52.5,"lon":13.4,"seq":1},{"ts":1795161690000,"lat":52.51,"lon":13.41,"seq":2}]}"#;
     for message in [single, batch] {
-        sns.publish().topic_arn(topic).message(message).send().await.unwrap();
+        sns.publish()
+            .topic_arn(topic)
+            .message(message)
+            .send()
+            .await
+            .unwrap();
     }
 
     // Raw delivery: the bodies are the devices' messages, not envelopes.
     let received = local.drain("IngestQueue", 10).await;
     assert_eq!(received.len(), 2);
-    assert!(received.iter().all(|m| m.body().unwrap().starts_with("{\"device_id\"")));
+    assert!(
+        received
+            .iter()
+            .all(|m| m.body().unwrap().starts_with("{\"device_id\""))
+    );
 
     // A table outage: every record fails, stays in the queue, and after
     // maxReceiveCount receives the redrive policy moves it to the DLQ.
     let broken = local.ingest(&[("TELEMETRY_TABLE", "no-such-table")]);
     let mut event = SqsEvent::default();
-    event.records = received.iter().map(|m| pump::sqs_record(m, &queue_arn)).collect();
+    event.records = received
+        .iter()
+        .map(|m| pump::sqs_record(m, &queue_arn))
+        .collect();
     assert_eq!(invoke(&broken, event).await.len(), 2);
     let mut in_flight = received.clone();
     for receive in 2..=5 {
         make_visible(&sqs, &queue_url, &in_flight).await;
         in_flight = local.drain("IngestQueue", 10).await;
-        assert_eq!(in_flight.len(), 2, "redelivered while under maxReceiveCount");
+        assert_eq!(
+            in_flight.len(),
+            2,
+            "redelivered while under maxReceiveCount"
+        );
         for message in &in_flight {
-            let count = &message.attributes().unwrap()[&MessageSystemAttributeName::ApproximateReceiveCount];
+            let count = &message.attributes().unwrap()
+                [&MessageSystemAttributeName::ApproximateReceiveCount];
             assert_eq!(count, &receive.to_string());
         }
     }
     make_visible(&sqs, &queue_url, &in_flight).await;
-    assert!(local.drain("IngestQueue", 10).await.is_empty(), "moved after 5 receives");
+    assert!(
+        local.drain("IngestQueue", 10).await.is_empty(),
+        "moved after 5 receives"
+    );
     let dead = local.drain("IngestDLQ", 10).await;
     assert_eq!(dead.len(), 2);
 
@@ -290,7 +344,11 @@ async fn sns_fan_out_reaches_the_ingest_queue_and_redrive_dead_letters_what_keep
 }
 
 /// Ends the visibility timeout of `messages` now, as if it had run out.
-async fn make_visible(sqs: &aws_sdk_sqs::Client, queue_url: &str, messages: &[aws_sdk_sqs::types::Message]) {
+async fn make_visible(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    messages: &[aws_sdk_sqs::types::Message],
+) {
     for message in messages {
         sqs.change_message_visibility()
             .queue_url(queue_url)

@@ -183,9 +183,11 @@ fn parse<'a, T: Deserialize<'a>>(json: &'a str, prefix: &str) -> Result<T, Rejec
         let path = err.path().to_string();
         let inner = err.into_inner();
         match inner.classify() {
-            serde_json::error::Category::Data if path != "." => {
-                Rejection::new(Reason::InvalidType, format!("{prefix}{path}"), inner.to_string())
-            }
+            serde_json::error::Category::Data if path != "." => Rejection::new(
+                Reason::InvalidType,
+                format!("{prefix}{path}"),
+                inner.to_string(),
+            ),
             serde_json::error::Category::Data => {
                 Rejection::new(Reason::InvalidType, root(), inner.to_string())
             }
@@ -231,17 +233,20 @@ fn validate(
             return Err(Rejection::new(
                 Reason::DeviceIdMismatch,
                 field("device_id"),
-                format!(
-                    "{:?} inside the batch of {batch:?}",
-                    truncate(&own, 80)
-                ),
+                format!("{:?} inside the batch of {batch:?}", truncate(&own, 80)),
             ));
         }
         (None, own) => require_device_id(own, prefix)?,
     };
 
     let ts_ms = match wire.ts {
-        None => return Err(Rejection::new(Reason::MissingField, field("ts"), "required")),
+        None => {
+            return Err(Rejection::new(
+                Reason::MissingField,
+                field("ts"),
+                "required",
+            ));
+        }
         Some(WireTs::Millis(ms)) => ms,
         Some(WireTs::Text(text)) => parse_rfc3339_ms(&text).ok_or_else(|| {
             Rejection::new(
@@ -307,7 +312,9 @@ fn optional_in(
     bounds: (f64, f64),
     field: &str,
 ) -> Result<Option<f64>, Rejection> {
-    value.map(|value| check_in(value, bounds, field)).transpose()
+    value
+        .map(|value| check_in(value, bounds, field))
+        .transpose()
 }
 
 fn check_in(value: f64, (low, high): (f64, f64), field: &str) -> Result<f64, Rejection> {
@@ -493,14 +500,17 @@ mod tests {
     #[test]
     fn envelope_problems_name_the_envelope_field() {
         let envelope = |message: serde_json::Value| {
-            serde_json::json!({"Type": "Notification", "TopicArn": "arn", "Message": message}).to_string()
+            serde_json::json!({"Type": "Notification", "TopicArn": "arn", "Message": message})
+                .to_string()
         };
         assert_eq!(
             rejection(&envelope("{not json".into())),
             (Reason::MalformedJson, "Message".into())
         );
         assert_eq!(
-            rejection(&envelope(r#"{"device_id":"t","ts":1795679999000,"lat":"1","lon":2}"#.into())),
+            rejection(&envelope(
+                r#"{"device_id":"t","ts":1795679999000,"lat":"1","lon":2}"#.into()
+            )),
             (Reason::InvalidType, "Message.lat".into())
         );
         assert_eq!(
@@ -550,9 +560,15 @@ mod tests {
     #[test]
     fn message_level_rejections() {
         assert_eq!(rejection(""), (Reason::MalformedJson, "$".into()));
-        assert_eq!(rejection("{\"device_id\":"), (Reason::MalformedJson, "$".into()));
+        assert_eq!(
+            rejection("{\"device_id\":"),
+            (Reason::MalformedJson, "$".into())
+        );
         assert_eq!(rejection("[1,2]"), (Reason::InvalidType, "$".into()));
-        assert_eq!(rejection("{} trailing"), (Reason::MalformedJson, "$".into()));
+        assert_eq!(
+            rejection("{} trailing"),
+            (Reason::MalformedJson, "$".into())
+        );
         assert_eq!(
             rejection(r#"{"device_id":"t","readings":[]}"#),
             (Reason::EmptyBatch, "readings".into())
@@ -569,7 +585,10 @@ mod tests {
             r#"{{"device_id":"t","readings":[{}]}}"#,
             vec!["{}"; 501].join(",")
         );
-        assert_eq!(rejection(&many), (Reason::TooManyReadings, "readings".into()));
+        assert_eq!(
+            rejection(&many),
+            (Reason::TooManyReadings, "readings".into())
+        );
         let huge = format!(r#"{{"device_id":"t","pad":"{}"}}"#, "x".repeat(256 * 1024));
         assert_eq!(rejection(&huge), (Reason::BodyTooLarge, "$".into()));
     }
@@ -579,20 +598,59 @@ mod tests {
         let r = |fields: &str| format!(r#"{{"device_id":"t","readings":[{{{fields}}}]}}"#);
         let ok = r#""ts":1795679000000,"lat":1,"lon":2"#;
         for (fields, expected) in [
-            (r#""lat":1,"lon":2"#.to_owned(), (Reason::MissingField, "ts")),
-            (r#""ts":1795679000000,"lon":2"#.to_owned(), (Reason::MissingField, "lat")),
-            (r#""ts":1795679000000,"lat":1,"lon":null"#.to_owned(), (Reason::MissingField, "lon")),
-            (r#""ts":1795679000000,"lat":1,"lon":180.5"#.to_owned(), (Reason::OutOfRange, "lon")),
-            (r#""ts":"yesterday","lat":1,"lon":2"#.to_owned(), (Reason::InvalidTimestamp, "ts")),
-            (r#""ts":1.5e12,"lat":1,"lon":2"#.to_owned(), (Reason::InvalidType, "ts")),
-            (r#""ts":true,"lat":1,"lon":2"#.to_owned(), (Reason::InvalidType, "ts")),
-            (r#""ts":1795680600000,"lat":1,"lon":2"#.to_owned(), (Reason::TimestampInFuture, "ts")),
-            (r#""ts":1795679000,"lat":1,"lon":2"#.to_owned(), (Reason::TimestampTooOld, "ts")),
+            (
+                r#""lat":1,"lon":2"#.to_owned(),
+                (Reason::MissingField, "ts"),
+            ),
+            (
+                r#""ts":1795679000000,"lon":2"#.to_owned(),
+                (Reason::MissingField, "lat"),
+            ),
+            (
+                r#""ts":1795679000000,"lat":1,"lon":null"#.to_owned(),
+                (Reason::MissingField, "lon"),
+            ),
+            (
+                r#""ts":1795679000000,"lat":1,"lon":180.5"#.to_owned(),
+                (Reason::OutOfRange, "lon"),
+            ),
+            (
+                r#""ts":"yesterday","lat":1,"lon":2"#.to_owned(),
+                (Reason::InvalidTimestamp, "ts"),
+            ),
+            (
+                r#""ts":1.5e12,"lat":1,"lon":2"#.to_owned(),
+                (Reason::InvalidType, "ts"),
+            ),
+            (
+                r#""ts":true,"lat":1,"lon":2"#.to_owned(),
+                (Reason::InvalidType, "ts"),
+            ),
+            (
+                r#""ts":1795680600000,"lat":1,"lon":2"#.to_owned(),
+                (Reason::TimestampInFuture, "ts"),
+            ),
+            (
+                r#""ts":1795679000,"lat":1,"lon":2"#.to_owned(),
+                (Reason::TimestampTooOld, "ts"),
+            ),
             (format!(r#"{ok},"speed":-1"#), (Reason::OutOfRange, "speed")),
-            (format!(r#"{ok},"speed":301"#), (Reason::OutOfRange, "speed")),
-            (format!(r#"{ok},"battery":100.5"#), (Reason::OutOfRange, "battery")),
-            (format!(r#"{ok},"heading":361"#), (Reason::OutOfRange, "heading")),
-            (format!(r#"{ok},"accuracy":-3"#), (Reason::OutOfRange, "accuracy")),
+            (
+                format!(r#"{ok},"speed":301"#),
+                (Reason::OutOfRange, "speed"),
+            ),
+            (
+                format!(r#"{ok},"battery":100.5"#),
+                (Reason::OutOfRange, "battery"),
+            ),
+            (
+                format!(r#"{ok},"heading":361"#),
+                (Reason::OutOfRange, "heading"),
+            ),
+            (
+                format!(r#"{ok},"accuracy":-3"#),
+                (Reason::OutOfRange, "accuracy"),
+            ),
             (format!(r#"{ok},"alt":1e6"#), (Reason::OutOfRange, "alt")),
             (format!(r#"{ok},"seq":-1"#), (Reason::InvalidType, "seq")),
             (format!(r#"{ok},"seq":"7""#), (Reason::InvalidType, "seq")),
@@ -631,7 +689,8 @@ mod tests {
     #[test]
     fn heading_of_360_is_north() {
         let decoded =
-            decode(r#"{"device_id":"t","ts":1795679000000,"lat":1,"lon":2,"heading":360}"#).unwrap();
+            decode(r#"{"device_id":"t","ts":1795679000000,"lat":1,"lon":2,"heading":360}"#)
+                .unwrap();
         assert_eq!(decoded.readings[0].heading, Some(0.0));
     }
 
@@ -671,10 +730,17 @@ mod tests {
     fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         use serde_json::Value;
         let key = prop_oneof![
-            Just("device_id".to_owned()), Just("ts".to_owned()), Just("lat".to_owned()),
-            Just("lon".to_owned()), Just("readings".to_owned()), Just("seq".to_owned()),
-            Just("battery".to_owned()), Just("Type".to_owned()), Just("TopicArn".to_owned()),
-            Just("Message".to_owned()), "[a-z]{1,6}",
+            Just("device_id".to_owned()),
+            Just("ts".to_owned()),
+            Just("lat".to_owned()),
+            Just("lon".to_owned()),
+            Just("readings".to_owned()),
+            Just("seq".to_owned()),
+            Just("battery".to_owned()),
+            Just("Type".to_owned()),
+            Just("TopicArn".to_owned()),
+            Just("Message".to_owned()),
+            "[a-z]{1,6}",
         ];
         let leaf = prop_oneof![
             Just(Value::Null),

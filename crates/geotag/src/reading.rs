@@ -135,9 +135,15 @@ pub fn write_rfc3339_millis(out: &mut String, ts_ms: i64) {
         ms_of_day % 1000,
     );
     let _ = if (0..=9999).contains(&year) {
-        write!(out, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+        write!(
+            out,
+            "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z"
+        )
     } else {
-        write!(out, "{year:+}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+        write!(
+            out,
+            "{year:+}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z"
+        )
     };
 }
 
@@ -179,7 +185,10 @@ mod tests {
     #[test]
     fn sort_key_is_time_then_sequence() {
         let r = reading(1_795_000_000_250, Some(17));
-        assert_eq!(r.sort_key(), "2026-11-18T11:06:40.250Z#00000000000000000017");
+        assert_eq!(
+            r.sort_key(),
+            "2026-11-18T11:06:40.250Z#00000000000000000017"
+        );
         assert_eq!(reading(0, None).sort_key(), "1970-01-01T00:00:00.000Z");
         assert_eq!(reading(-1, None).sort_key(), "1969-12-31T23:59:59.999Z");
     }

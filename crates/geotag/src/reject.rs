@@ -134,7 +134,11 @@ mod tests {
 
     #[test]
     fn display_names_reason_and_field() {
-        let rejection = Rejection::new(Reason::OutOfRange, "readings[2].lat", "91 is not in [-90, 90]");
+        let rejection = Rejection::new(
+            Reason::OutOfRange,
+            "readings[2].lat",
+            "91 is not in [-90, 90]",
+        );
         assert_eq!(
             rejection.to_string(),
             "out_of_range at `readings[2].lat`: 91 is not in [-90, 90]"

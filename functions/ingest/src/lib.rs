@@ -84,7 +84,11 @@ impl Config {
                     "MAX_READINGS_PER_MESSAGE",
                     defaults.max_readings_per_message,
                 )?,
-                max_message_bytes: parsed(&lookup, "MAX_MESSAGE_BYTES", defaults.max_message_bytes)?,
+                max_message_bytes: parsed(
+                    &lookup,
+                    "MAX_MESSAGE_BYTES",
+                    defaults.max_message_bytes,
+                )?,
             },
         })
     }
@@ -144,7 +148,9 @@ pub fn on_aws(
 pub fn system_clock_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
 }
 
 /// What one invocation did; logged as one line, and asserted on by tests.
@@ -249,7 +255,11 @@ pub async fn process<S: ReadingStore, D: DeadLetterSink>(
             store_failed: false,
         };
         let decoded = match record.body.as_deref() {
-            None => Err(Rejection::new(Reason::BodyMissing, "$", "the SQS record has no body")),
+            None => Err(Rejection::new(
+                Reason::BodyMissing,
+                "$",
+                "the SQS record has no body",
+            )),
             Some(body) => decode_message(body, &ingest.limits, now_ms),
         };
         match decoded {

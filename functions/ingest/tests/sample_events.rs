@@ -26,7 +26,9 @@ fn ingest() -> Ingest<MemoryReadingStore, MemoryDeadLetters> {
 }
 
 fn sample(name: &str) -> SqsEvent {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/ingest").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../events/ingest")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -50,7 +52,12 @@ fn message_id(n: u32) -> String {
 async fn valid_batch_is_stored() {
     let ingest = ingest();
     assert!(invoke(&ingest, "valid-batch.json").await.is_empty());
-    let devices: Vec<_> = ingest.store.readings().into_iter().map(|r| r.device_id).collect();
+    let devices: Vec<_> = ingest
+        .store
+        .readings()
+        .into_iter()
+        .map(|r| r.device_id)
+        .collect();
     assert_eq!(devices, ["tag-0001", "tag-0002", "tag-0003"]);
     assert!(ingest.dead_letters.letters().is_empty());
 }
@@ -76,7 +83,10 @@ async fn multi_reading_message_stores_every_reading() {
 async fn bad_records_are_dead_lettered_with_reasons_and_good_ones_stored() {
     let ingest = ingest();
     let failures = invoke(&ingest, "bad-records.json").await;
-    assert!(failures.is_empty(), "refused messages are done, not retried: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "refused messages are done, not retried: {failures:?}"
+    );
 
     // The good reading (sent twice) once, and the two valid readings of the partly bad batch.
     let stored: Vec<_> = ingest
@@ -87,7 +97,11 @@ async fn bad_records_are_dead_lettered_with_reasons_and_good_ones_stored() {
         .collect();
     assert_eq!(
         stored,
-        [("tag-0006".into(), Some(1)), ("tag-0006".into(), Some(3)), ("tag-0007".into(), Some(100))]
+        [
+            ("tag-0006".into(), Some(1)),
+            ("tag-0006".into(), Some(3)),
+            ("tag-0007".into(), Some(100))
+        ]
     );
     assert_eq!(ingest.store.puts(), 3);
 
@@ -95,7 +109,12 @@ async fn bad_records_are_dead_lettered_with_reasons_and_good_ones_stored() {
         .dead_letters
         .letters()
         .into_iter()
-        .map(|l| (l.source_message_id.clone(), (l.rejection.reason, l.rejection.field, l.stored_readings)))
+        .map(|l| {
+            (
+                l.source_message_id.clone(),
+                (l.rejection.reason, l.rejection.field, l.stored_readings),
+            )
+        })
         .collect();
     let expected: BTreeMap<_, _> = [
         (32, (Reason::MalformedJson, "$", 0)),
@@ -118,7 +137,13 @@ async fn store_failure_is_a_batch_item_failure_and_is_not_dead_lettered() {
     let failures = invoke(&ingest, "bad-records.json").await;
     assert_eq!(failures, [message_id(36)]);
     // Its bad reading waits for the retry: no DLQ copy yet, so none twice.
-    assert!(!ingest.dead_letters.letters().iter().any(|l| l.source_message_id == message_id(36)));
+    assert!(
+        !ingest
+            .dead_letters
+            .letters()
+            .iter()
+            .any(|l| l.source_message_id == message_id(36))
+    );
 
     ingest.store.heal();
     assert!(invoke(&ingest, "bad-records.json").await.is_empty());
@@ -137,7 +162,10 @@ async fn unavailable_dead_letter_queue_means_retry_not_loss() {
     ingest.dead_letters.set_unavailable(true);
     let mut failures = invoke(&ingest, "bad-records.json").await;
     failures.sort();
-    let expected: Vec<_> = [32, 33, 34, 35, 36, 38].into_iter().map(message_id).collect();
+    let expected: Vec<_> = [32, 33, 34, 35, 36, 38]
+        .into_iter()
+        .map(message_id)
+        .collect();
     assert_eq!(failures, expected);
 }
 

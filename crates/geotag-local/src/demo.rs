@@ -1,0 +1,320 @@
+//! `geotag demo`: the whole pipeline on this machine, then an audited report.
+//!
+//! Emulator up, template provisioned, pump running, a simulated fleet
+//! published, the pipeline drained, and a report that compares what the
+//! tables and the dead-letter queue hold with what the simulator sent. The
+//! demo fails (non-zero exit) if a single valid reading is missing or doubled,
+//! or a malformed message is not dead-lettered with the reason it deserved.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use aws_sdk_dynamodb::types::AttributeValue;
+use geotag::Reason;
+use geotag_aws::telemetry::reading_from_item;
+
+use crate::pump::{Invoker, Pump};
+use crate::simulate::{self, Behaviour, Expected, FleetConfig};
+use crate::stack::{LocalStack, Options};
+
+#[derive(Clone)]
+pub struct DemoOptions {
+    pub stack: Options,
+    pub fleet: FleetConfig,
+    pub invoker: Option<Invoker>,
+    pub drain_timeout: Duration,
+}
+
+/// What the demo found, beside what it expected.
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    pub stored: usize,
+    pub stored_per_device: BTreeMap<String, DeviceSummary>,
+    pub dead_lettered_by_reason: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeviceSummary {
+    pub readings: usize,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub last_position: (f64, f64),
+    pub last_battery: Option<f64>,
+}
+
+/// Runs the demo and prints its report; `Err` if the audit finds a difference.
+pub async fn run(options: DemoOptions) -> Result<()> {
+    let total = Instant::now();
+    println!("geotag demo: the whole template on this machine, no cloud, no Docker\n");
+    let local = LocalStack::start(&options.stack).await?;
+    println!(
+        "  emulator    {} ({})",
+        local.emulator.endpoint(),
+        if options.stack.endpoint.is_some() {
+            "given"
+        } else {
+            "moto, started from .venv"
+        }
+    );
+    println!(
+        "  provisioned {} resources from template.yaml; not emulated: {}",
+        local.stack.created.len(),
+        local
+            .stack
+            .not_emulated
+            .iter()
+            .map(|(id, _, _)| id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let invoker = match options.invoker.clone() {
+        Some(invoker) => invoker,
+        None => Invoker::InProcess(std::sync::Arc::new(crate::pump::InProcess::for_stack(
+            &local.stack,
+            &local.sdk,
+        )?)),
+    };
+    let pump = Pump::start(&local.stack, &local.sdk, invoker);
+
+    let plan = simulate::plan(&options.fleet);
+    println!(
+        "  simulating  {} tags, {} messages ({} readings, {} malformed, {} duplicates), seed {}",
+        options.fleet.devices,
+        plan.messages.len(),
+        plan.expected.unique_readings(),
+        plan.expected.rejected(),
+        plan.expected.duplicates,
+        options.fleet.seed
+    );
+    let sns = aws_sdk_sns::Client::new(&local.sdk);
+    let topic = local.stack.reference("TelemetryTopic")?.to_owned();
+    let publish_started = Instant::now();
+    simulate::publish(&sns, &topic, &plan.messages, true).await?;
+    let publish_time = publish_started.elapsed();
+    pump.wait_drained(options.drain_timeout).await?;
+    let drain_time = publish_started.elapsed();
+    let pump_stats = pump.stats.snapshot();
+    pump.stop().await;
+
+    let audit_started = Instant::now();
+    let audit = audit(&local).await?;
+    let audit_time = audit_started.elapsed();
+    let (report, ok) = render(&plan.expected, &audit, &pump_stats);
+    println!("{report}");
+    println!(
+        "  wall time   {:.1} s: emulator {:.1} s, provisioning {:.1} s, publishing {:.1} s, \
+         publish-to-drained {:.1} s, audit {:.1} s",
+        total.elapsed().as_secs_f64(),
+        local.emulator_start.as_secs_f64(),
+        local.provision_time.as_secs_f64(),
+        publish_time.as_secs_f64(),
+        drain_time.as_secs_f64(),
+        audit_time.as_secs_f64(),
+    );
+    drop(local);
+    if !ok {
+        bail!("the audit found differences (marked ✗ above)");
+    }
+    println!(
+        "\n  every valid reading stored once, every malformed message dead-lettered with its reason ✓"
+    );
+    Ok(())
+}
+
+/// Reads back the Telemetry table and the ingest DLQ.
+pub async fn audit(local: &LocalStack) -> Result<Audit> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(&local.sdk);
+    let table = local.stack.reference("TelemetryTable")?;
+    let mut audit = Audit::default();
+    let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
+    loop {
+        let page = dynamodb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        for item in page.items.unwrap_or_default() {
+            let Some(reading) = reading_from_item(&item) else {
+                bail!("an item in {table} is not a reading: {item:?}");
+            };
+            audit.stored += 1;
+            let summary = audit
+                .stored_per_device
+                .entry(reading.device_id.clone())
+                .or_default();
+            if summary.readings == 0 || reading.ts_ms < summary.first_ms {
+                summary.first_ms = reading.ts_ms;
+            }
+            if summary.readings == 0 || reading.ts_ms >= summary.last_ms {
+                summary.last_ms = reading.ts_ms;
+                summary.last_position = (reading.lat, reading.lon);
+                summary.last_battery = reading.battery;
+            }
+            summary.readings += 1;
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+
+    let sqs = aws_sdk_sqs::Client::new(&local.sdk);
+    let dlq = local.stack.reference("IngestDLQ")?;
+    loop {
+        let messages = sqs
+            .receive_message()
+            .queue_url(dlq)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .visibility_timeout(300)
+            .send()
+            .await?
+            .messages
+            .unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for message in messages {
+            let reason = message
+                .message_attributes()
+                .and_then(|attributes| attributes.get("reason"))
+                .and_then(|value| value.string_value())
+                .unwrap_or("(none: redriven after maxReceiveCount)")
+                .to_owned();
+            *audit.dead_lettered_by_reason.entry(reason).or_default() += 1;
+        }
+    }
+    Ok(audit)
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok { "✓" } else { "✗" }
+}
+
+/// The report, and whether everything matched.
+pub fn render(
+    expected: &Expected,
+    audit: &Audit,
+    pump: &BTreeMap<&'static str, u64>,
+) -> (String, bool) {
+    let mut out = String::new();
+    let mut ok = true;
+    let stored_ok = audit.stored == expected.unique_readings();
+    ok &= stored_ok;
+    let _ = writeln!(
+        out,
+        "\n  readings    {:>6} valid and unique published",
+        expected.unique_readings()
+    );
+    let _ = writeln!(
+        out,
+        "              {:>6} stored in Telemetry {}",
+        audit.stored,
+        mark(stored_ok)
+    );
+    let _ = writeln!(
+        out,
+        "              {:>6} duplicate deliveries absorbed",
+        expected.duplicates
+    );
+    let dead_total: usize = audit.dead_lettered_by_reason.values().sum();
+    let dead_ok = dead_total == expected.rejected();
+    ok &= dead_ok;
+    let _ = writeln!(
+        out,
+        "  rejected    {:>6} malformed published, {} dead-lettered {}",
+        expected.rejected(),
+        dead_total,
+        mark(dead_ok)
+    );
+    let mut reasons: Vec<String> = expected
+        .rejected_by_reason
+        .keys()
+        .map(|r| r.code().to_owned())
+        .collect();
+    reasons.extend(audit.dead_lettered_by_reason.keys().cloned());
+    reasons.sort();
+    reasons.dedup();
+    for reason in reasons {
+        let want = Reason::from_code(&reason)
+            .and_then(|r| expected.rejected_by_reason.get(&r))
+            .copied()
+            .unwrap_or(0);
+        let got = audit
+            .dead_lettered_by_reason
+            .get(&reason)
+            .copied()
+            .unwrap_or(0);
+        ok &= want == got;
+        let _ = writeln!(
+            out,
+            "              {got:>6} {reason:<22} (expected {want}) {}",
+            mark(want == got)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  pump        {}",
+        pump.iter()
+            .map(|(name, value)| format!("{value} {name}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "\n  {:<10} {:<9} {:>8}  {:<8} {:<8} {:>21}  {:>7}",
+        "device", "kind", "readings", "first", "last", "last position", "battery"
+    );
+    for (device, want) in &expected.readings_per_device {
+        let summary = audit
+            .stored_per_device
+            .get(device)
+            .cloned()
+            .unwrap_or_default();
+        let device_ok = summary.readings == *want;
+        ok &= device_ok;
+        let kind = match expected.behaviours.get(device) {
+            Some(Behaviour::Moving) => "moving",
+            Some(Behaviour::Parked) => "parked",
+            Some(Behaviour::Buffered) => "buffered",
+            Some(Behaviour::Silent) => "silent",
+            None => "?",
+        };
+        let _ = writeln!(
+            out,
+            "  {device:<10} {kind:<9} {:>6} {} {:<8} {:<8} {:>10.5},{:>10.5}  {:>6}",
+            summary.readings,
+            mark(device_ok),
+            clock(summary.first_ms),
+            clock(summary.last_ms),
+            summary.last_position.0,
+            summary.last_position.1,
+            summary
+                .last_battery
+                .map_or("-".to_owned(), |b| format!("{b:.0}%")),
+        );
+    }
+    if let Some(extra) = audit
+        .stored_per_device
+        .keys()
+        .find(|d| !expected.readings_per_device.contains_key(*d))
+    {
+        ok = false;
+        let _ = writeln!(
+            out,
+            "  ✗ readings stored for a device that was never simulated: {extra}"
+        );
+    }
+    (out, ok)
+}
+
+/// HH:MM:SS (UTC) of an epoch-ms time.
+fn clock(ms: i64) -> String {
+    let mut text = String::new();
+    geotag::reading::write_rfc3339_millis(&mut text, ms);
+    text.get(11..19).unwrap_or("-").to_owned()
+}
