@@ -432,12 +432,23 @@ async fn create_table(
                 .build()?,
         );
     }
-    let description = request
-        .send()
-        .await?
-        .table_description
-        .ok_or_else(|| anyhow!("CreateTable returned no description"))?;
+    // A table that exists already (a second `geotag invoke --endpoint` against
+    // a running `geotag up`) is used as it is.
+    let (description, created) = match request.send().await {
+        Ok(output) => (output.table_description, true),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) =>
+        {
+            let existing = dynamodb.describe_table().table_name(&name).send().await?;
+            (existing.table, false)
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let description = description.ok_or_else(|| anyhow!("no description of table {name}"))?;
     if let Some(ttl) = properties.get("TimeToLiveSpecification")
+        && created
         && ttl.get("Enabled").and_then(Value::as_bool).unwrap_or(false)
     {
         dynamodb

@@ -32,6 +32,7 @@ use aws_lambda_events::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
+use futures::future::BoxFuture;
 use geotag_aws::clients::SdkConfig;
 use geotag_aws::{DynamoReadingStore, SqsDeadLetters};
 use geotag_ingest::Ingest;
@@ -82,7 +83,13 @@ pub enum Invoker {
     InProcess(Arc<InProcess>),
     /// The Lambda Invoke API at an endpoint: `cargo lambda watch`, or AWS.
     Remote(aws_sdk_lambda::Client),
+    /// Any function of (function, event) to response: for tests of the pump itself.
+    Closure(Arc<FunctionOfEvent>),
 }
+
+/// A function body for [`Invoker::Closure`]: (function, event) to response.
+pub type FunctionOfEvent =
+    dyn Fn(&FunctionSpec, Value) -> BoxFuture<'static, Result<Value>> + Send + Sync;
 
 /// The handlers this binary can run in-process, keyed by cargo binary name.
 pub struct InProcess {
@@ -175,6 +182,7 @@ impl Invoker {
                 }
                 Ok(serde_json::from_slice(&body)?)
             }
+            Invoker::Closure(function_of) => function_of(function, payload).await,
         }
     }
 }
@@ -380,7 +388,18 @@ async fn gather(
             .messages
             .unwrap_or_default();
         let got_some = !received.is_empty();
-        batch.extend(received);
+        for message in received {
+            // A record whose visibility ran out while the window was open comes
+            // back; it is one record, with its newest receipt handle.
+            match batch
+                .iter_mut()
+                .find(|held: &&mut aws_sdk_sqs::types::Message| {
+                    held.message_id() == message.message_id()
+                }) {
+                Some(held) => *held = message,
+                None => batch.push(message),
+            }
+        }
         if batch.is_empty()
             || batch.len() >= source.batch_size
             || window.is_zero()
