@@ -18,11 +18,14 @@ fn bench(c: &mut Criterion) {
     let mut single = reading(0);
     single["device_id"] = json!("tag-0042");
     let single = single.to_string();
-    let envelope = json!({"Type": "Notification", "MessageId": "5f1a4b3e-9a7d-3c2b-1a0f-9e8d7c6b5a49",
+    let envelope =
+        json!({"Type": "Notification", "MessageId": "5f1a4b3e-9a7d-3c2b-1a0f-9e8d7c6b5a49",
         "TopicArn": "arn:aws:sns:eu-west-1:123456789012:geotag-telemetry", "Message": single,
         "Timestamp": "2026-11-20T08:01:00.000Z", "SignatureVersion": "1", "Signature": "EXAMPLE"})
-    .to_string();
-    let batch = json!({"device_id": "tag-0042", "readings": (0..50).map(reading).collect::<Vec<_>>()}).to_string();
+        .to_string();
+    let batch =
+        json!({"device_id": "tag-0042", "readings": (0..50).map(reading).collect::<Vec<_>>()})
+            .to_string();
 
     let mut group = c.benchmark_group("decode+validate");
     group.throughput(Throughput::Elements(1));
