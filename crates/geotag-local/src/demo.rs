@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use geotag::Reason;
 use geotag_aws::telemetry::reading_from_item;
 
-use crate::pump::{Invoker, Pump};
+use crate::pump::{Invoker, Pump, PumpOptions};
 use crate::simulate::{self, Behaviour, Expected, FleetConfig};
 use crate::stack::{LocalStack, Options};
 
@@ -24,6 +24,8 @@ pub struct DemoOptions {
     pub stack: Options,
     pub fleet: FleetConfig,
     pub invoker: Option<Invoker>,
+    /// Schedules run this many times faster than their rate says.
+    pub time_scale: f64,
     pub drain_timeout: Duration,
 }
 
@@ -77,7 +79,14 @@ pub async fn run(options: DemoOptions) -> Result<()> {
             &local.sdk,
         )?)),
     };
-    let pump = Pump::start(&local.stack, &local.sdk, invoker);
+    let pump = Pump::start_with(
+        &local.stack,
+        &local.sdk,
+        invoker,
+        PumpOptions {
+            time_scale: options.time_scale,
+        },
+    );
 
     let plan = simulate::plan(&options.fleet);
     println!(

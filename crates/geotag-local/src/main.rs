@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use geotag_local::demo::{self, DemoOptions};
-use geotag_local::pump::{InProcess, Invoker, Pump};
+use geotag_local::pump::{InProcess, Invoker, Pump, PumpOptions};
 use geotag_local::simulate::{self, FleetConfig};
 use geotag_local::stack::{LocalStack, Options, parse_overrides};
 
@@ -75,6 +75,9 @@ struct StackArgs {
     /// The template (default: template.yaml at the project root).
     #[arg(long)]
     template: Option<PathBuf>,
+    /// Run schedules this many times faster than their rate(...) says.
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
 }
 
 #[derive(Args)]
@@ -176,6 +179,7 @@ async fn run(cli: Cli) -> Result<()> {
                 stack: options,
                 fleet: fleet.config(),
                 invoker,
+                time_scale: stack.time_scale,
                 drain_timeout: Duration::from_secs(drain_timeout),
             })
             .await
@@ -184,7 +188,14 @@ async fn run(cli: Cli) -> Result<()> {
             let local = LocalStack::start(&stack.options()?).await?;
             let env_file = local.root.join(env_file);
             local.write_env_file(&env_file)?;
-            let pump = Pump::start(&local.stack, &local.sdk, stack.invoker(&local).await?);
+            let pump = Pump::start_with(
+                &local.stack,
+                &local.sdk,
+                stack.invoker(&local).await?,
+                PumpOptions {
+                    time_scale: stack.time_scale,
+                },
+            );
             print_up(&local, &env_file, stack.invoke_endpoint.is_some());
             let result = tokio::signal::ctrl_c().await.context("waiting for Ctrl-C");
             eprintln!("\ngeotag: stopping the pump and the emulator");

@@ -147,7 +147,9 @@ async fn the_stack_follows_the_template_queue_names_and_batch_size() {
             .ends_with("/geotag-local-renamed-ingest")
     );
     let function = local.stack.function("IngestFunction").unwrap();
-    let EventSource::Sqs(source) = &function.events[0];
+    let EventSource::Sqs(source) = &function.events[0] else {
+        panic!("IngestFunction is triggered by SQS: {:?}", function.events);
+    };
     assert_eq!(source.batch_size, 3);
     assert!(source.queue_url.ends_with("/geotag-local-renamed-ingest"));
     assert!(source.report_batch_item_failures);
@@ -287,6 +289,7 @@ async fn the_demo_stores_every_valid_reading_once_and_dead_letters_the_rest() {
         stack: Options::default(),
         fleet,
         invoker: None,
+        time_scale: 1.0,
         drain_timeout: Duration::from_secs(120),
     })
     .await
