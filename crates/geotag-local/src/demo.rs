@@ -16,7 +16,7 @@ use geotag::Reason;
 use geotag_aws::telemetry::reading_from_item;
 
 use crate::pump::{Invoker, Pump, PumpOptions};
-use crate::simulate::{self, Behaviour, Expected, FleetConfig};
+use crate::simulate::{self, Expected, FleetConfig};
 use crate::stack::{LocalStack, Options};
 
 #[derive(Clone)]
@@ -286,13 +286,7 @@ pub fn render(
             .unwrap_or_default();
         let device_ok = summary.readings == *want;
         ok &= device_ok;
-        let kind = match expected.behaviours.get(device) {
-            Some(Behaviour::Moving) => "moving",
-            Some(Behaviour::Parked) => "parked",
-            Some(Behaviour::Buffered) => "buffered",
-            Some(Behaviour::Silent) => "silent",
-            None => "?",
-        };
+        let kind = expected.behaviours.get(device).map_or("?", |b| b.name());
         let _ = writeln!(
             out,
             "  {device:<10} {kind:<9} {:>6} {} {:<8} {:<8} {:>10.5},{:>10.5}  {:>6}",
@@ -305,6 +299,28 @@ pub fn render(
             summary
                 .last_battery
                 .map_or("-".to_owned(), |b| format!("{b:.0}%")),
+        );
+    }
+    if !expected.crossings.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n  scripted    {} crossings of {:?} ({} m around {}, {}): {}",
+            expected.crossings.len(),
+            simulate::DEPOT.name,
+            simulate::DEPOT.radius_m,
+            simulate::DEPOT.lat,
+            simulate::DEPOT.lon,
+            expected
+                .crossings
+                .iter()
+                .map(|c| format!(
+                    "{} in {}, out {}",
+                    c.device_id,
+                    clock(c.entered_ms),
+                    clock(c.left_ms)
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
     }
     if let Some(extra) = audit

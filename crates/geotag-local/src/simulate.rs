@@ -11,6 +11,8 @@
 //! - **buffered** tags lose connectivity and send what they stored as one
 //!   batch message, late, with the readings in reverse order;
 //! - **silent** tags stop reporting part-way through the run;
+//! - **crossing** tags walk due east straight through the [`DEPOT`] zone,
+//!   entering and leaving it mid-run (the plan records when);
 //! - every tag's battery drains, some below 20%.
 //!
 //! On request, a share of messages is malformed (each kind with the reason
@@ -45,6 +47,7 @@ pub struct FleetConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Behaviour {
     Moving,
+    Crossing,
     Parked,
     Buffered,
     Silent,
@@ -53,12 +56,57 @@ pub enum Behaviour {
 impl Behaviour {
     fn of(index: usize) -> Behaviour {
         match index % 10 {
-            0..=5 => Behaviour::Moving,
+            0..=4 => Behaviour::Moving,
+            5 => Behaviour::Crossing,
             6 | 7 => Behaviour::Parked,
             8 => Behaviour::Buffered,
             _ => Behaviour::Silent,
         }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Behaviour::Moving => "moving",
+            Behaviour::Crossing => "crossing",
+            Behaviour::Parked => "parked",
+            Behaviour::Buffered => "buffered",
+            Behaviour::Silent => "silent",
+        }
+    }
+}
+
+/// A circular zone the crossing tags pass through.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Zone {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub lat: f64,
+    pub lon: f64,
+    pub radius_m: f64,
+}
+
+/// The depot the crossing tags walk through: 500 m around the Louvre.
+pub const DEPOT: Zone = Zone {
+    id: "depot",
+    name: "Central depot",
+    lat: 48.8606,
+    lon: 2.3376,
+    radius_m: 500.0,
+};
+
+/// Crossing tags start this far west of the depot's centre and cover twice
+/// the distance over the run, so they are inside it around mid-run.
+const CROSSING_APPROACH_M: f64 = 3_000.0;
+
+/// When a crossing tag's readings first fall inside, then outside, a zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crossing {
+    pub device_id: String,
+    pub zone: &'static str,
+    /// Time of the first reading inside the zone.
+    pub entered_ms: i64,
+    /// Time of the first reading outside it again.
+    pub left_ms: i64,
 }
 
 /// One message to publish.
@@ -79,6 +127,8 @@ pub struct Expected {
     pub rejected_by_reason: BTreeMap<Reason, usize>,
     /// Messages published a second time.
     pub duplicates: usize,
+    /// The zone crossings the crossing tags make.
+    pub crossings: Vec<Crossing>,
 }
 
 impl Expected {
@@ -115,10 +165,22 @@ pub fn plan(config: &FleetConfig) -> Plan {
         let device_id = format!("tag-{index:04}");
         let behaviour = Behaviour::of(index);
         expected.behaviours.insert(device_id.clone(), behaviour);
-        // Around Paris, within ~20 km.
-        let mut lat = 48.8566 + rng.f64() * 0.3 - 0.15;
-        let mut lon = 2.3522 + rng.f64() * 0.4 - 0.2;
-        let mut heading = rng.f64() * 360.0;
+        // Around Paris, within ~20 km; crossing tags west of the depot, heading east.
+        let (mut lat, mut lon, mut heading) = match behaviour {
+            Behaviour::Crossing => {
+                let (lat, lon) = destination(DEPOT.lat, DEPOT.lon, 270.0, CROSSING_APPROACH_M);
+                (lat, lon, 90.0)
+            }
+            _ => (
+                48.8566 + rng.f64() * 0.3 - 0.15,
+                2.3522 + rng.f64() * 0.4 - 0.2,
+                rng.f64() * 360.0,
+            ),
+        };
+        let crossing_speed = 2.0 * CROSSING_APPROACH_M
+            / (config.interval_secs as f64 * config.readings_per_device.max(2) as f64 - 1.0)
+                .max(1.0);
+        let mut inside_since: Option<i64> = None;
         let mut battery = 40.0 + rng.f64() * 60.0;
         let drain_per_reading = 0.05 + rng.f64() * 0.4;
         let count = match behaviour {
@@ -130,18 +192,41 @@ pub fn plan(config: &FleetConfig) -> Plan {
             let ts = start_ms + step as i64 * interval_ms + rng.i64(0..1000);
             let (speed, accuracy) = match behaviour {
                 Behaviour::Parked => (0.0, 3.0 + rng.f64() * 7.0),
+                Behaviour::Crossing => (crossing_speed, 0.0),
                 _ => (5.0 + rng.f64() * 25.0, 3.0 + rng.f64() * 12.0),
             };
-            if speed > 0.0 {
-                heading = (heading + rng.f64() * 30.0 - 15.0).rem_euclid(360.0);
+            if step > 0 && speed > 0.0 {
+                if behaviour != Behaviour::Crossing {
+                    heading = (heading + rng.f64() * 30.0 - 15.0).rem_euclid(360.0);
+                }
                 let distance = speed * config.interval_secs as f64;
                 (lat, lon) = destination(lat, lon, heading, distance);
             }
             let jitter = |rng: &mut fastrand::Rng| (rng.f64() - 0.5) * accuracy / 111_320.0;
+            let (fix_lat, fix_lon) = (
+                round6(lat + jitter(&mut rng)),
+                round6(lon + jitter(&mut rng)),
+            );
+            if behaviour == Behaviour::Crossing {
+                let inside = haversine_m(fix_lat, fix_lon, DEPOT.lat, DEPOT.lon) <= DEPOT.radius_m;
+                match (inside, inside_since) {
+                    (true, None) => inside_since = Some(ts),
+                    (false, Some(entered_ms)) => {
+                        expected.crossings.push(Crossing {
+                            device_id: device_id.clone(),
+                            zone: DEPOT.id,
+                            entered_ms,
+                            left_ms: ts,
+                        });
+                        inside_since = None;
+                    }
+                    _ => {}
+                }
+            }
             let reading = json!({
                 "ts": ts,
-                "lat": round6(lat + jitter(&mut rng)),
-                "lon": round6(lon + jitter(&mut rng)),
+                "lat": fix_lat,
+                "lon": fix_lon,
                 "speed": round2(speed),
                 "heading": round2(heading),
                 "battery": round2(battery),
@@ -262,6 +347,14 @@ fn destination(lat: f64, lon: f64, heading: f64, distance: f64) -> (f64, f64) {
         phi2.to_degrees(),
         (lambda2.to_degrees() + 540.0).rem_euclid(360.0) - 180.0,
     )
+}
+
+/// Great-circle distance in metres (haversine, mean Earth radius).
+fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (phi1, phi2) = (lat1.to_radians(), lat2.to_radians());
+    let (dphi, dlambda) = ((lat2 - lat1).to_radians(), (lon2 - lon1).to_radians());
+    let a = (dphi / 2.0).sin().powi(2) + phi1.cos() * phi2.cos() * (dlambda / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_M * a.sqrt().asin()
 }
 
 fn round6(value: f64) -> f64 {
@@ -387,6 +480,27 @@ mod tests {
         // Silent tags send 60% of what the others send.
         assert_eq!(plan.expected.readings_per_device["tag-0009"], 18);
         assert_eq!(plan.expected.readings_per_device["tag-0000"], 30);
+    }
+
+    #[test]
+    fn crossing_tags_enter_and_leave_the_depot_mid_run() {
+        let plan = plan(&config(3));
+        let crossers: Vec<_> = plan
+            .expected
+            .crossings
+            .iter()
+            .map(|c| c.device_id.as_str())
+            .collect();
+        assert_eq!(crossers, ["tag-0005", "tag-0015"]);
+        let start = 1_795_161_600_000 - 29 * 60_000;
+        for crossing in &plan.expected.crossings {
+            assert!(crossing.entered_ms > start + 5 * 60_000, "{crossing:?}");
+            assert!(
+                crossing.left_ms > crossing.entered_ms + 60_000,
+                "{crossing:?}"
+            );
+            assert!(crossing.left_ms < 1_795_161_600_000, "{crossing:?}");
+        }
     }
 
     #[test]
