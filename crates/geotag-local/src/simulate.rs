@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use aws_sdk_sns::types::PublishBatchRequestEntry;
+use geotag::geo::{destination, distance_m as haversine_m};
 use geotag::{Reading, Reason};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -149,7 +150,6 @@ pub struct Plan {
 }
 
 const BUFFER_SIZE: usize = 10;
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
 /// Plans a run; the same config always gives the same plan.
 pub fn plan(config: &FleetConfig) -> Plan {
@@ -336,27 +336,6 @@ fn malformed(rng: &mut fastrand::Rng, ts: i64, now_ms: i64) -> (String, Reason) 
     }
 }
 
-/// The point `distance` metres from (lat, lon) along `heading` degrees.
-fn destination(lat: f64, lon: f64, heading: f64, distance: f64) -> (f64, f64) {
-    let (phi, lambda, theta) = (lat.to_radians(), lon.to_radians(), heading.to_radians());
-    let delta = distance / EARTH_RADIUS_M;
-    let phi2 = (phi.sin() * delta.cos() + phi.cos() * delta.sin() * theta.cos()).asin();
-    let lambda2 = lambda
-        + (theta.sin() * delta.sin() * phi.cos()).atan2(delta.cos() - phi.sin() * phi2.sin());
-    (
-        phi2.to_degrees(),
-        (lambda2.to_degrees() + 540.0).rem_euclid(360.0) - 180.0,
-    )
-}
-
-/// Great-circle distance in metres (haversine, mean Earth radius).
-fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let (phi1, phi2) = (lat1.to_radians(), lat2.to_radians());
-    let (dphi, dlambda) = ((lat2 - lat1).to_radians(), (lon2 - lon1).to_radians());
-    let a = (dphi / 2.0).sin().powi(2) + phi1.cos() * phi2.cos() * (dlambda / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_M * a.sqrt().asin()
-}
-
 fn round6(value: f64) -> f64 {
     (value * 1e6).round() / 1e6
 }
@@ -506,7 +485,8 @@ mod tests {
     #[test]
     fn moving_tags_move_at_their_speed() {
         let (lat, lon) = destination(48.0, 2.0, 90.0, 1000.0);
-        let metres_east = (lon - 2.0).to_radians() * EARTH_RADIUS_M * 48f64.to_radians().cos();
+        let metres_east =
+            (lon - 2.0).to_radians() * geotag::geo::EARTH_RADIUS_M * 48f64.to_radians().cos();
         assert!((metres_east - 1000.0).abs() < 1.0, "{metres_east}");
         assert!((lat - 48.0).abs() < 1e-4);
     }

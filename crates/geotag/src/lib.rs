@@ -7,8 +7,10 @@
 //! in-memory stores in [`store`].
 
 pub mod decode;
+pub mod geo;
 pub mod reading;
 pub mod reject;
+pub mod stats;
 pub mod store;
 
 pub use decode::{BodyForm, DecodedMessage, decode_message};
