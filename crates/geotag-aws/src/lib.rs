@@ -1,5 +1,6 @@
 //! geotag's AWS adapters: the implementations of the domain's ports
-//! ([`geotag::store::ReadingStore`], [`geotag::store::DeadLetterSink`]) on
+//! ([`geotag::store::ReadingStore`], [`geotag::store::DeadLetterSink`],
+//! [`geotag::store::StatsStore`]) on
 //! DynamoDB and SQS, and the one place where SDK clients are configured.
 //!
 //! Nothing here knows whether it talks to AWS or to the local emulator: the
@@ -8,8 +9,10 @@
 
 pub mod clients;
 pub mod dead_letters;
+pub mod device_stats;
 pub mod retry;
 pub mod telemetry;
 
 pub use dead_letters::SqsDeadLetters;
+pub use device_stats::DynamoStatsStore;
 pub use telemetry::DynamoReadingStore;

@@ -1,16 +1,17 @@
-//! The ports the ingest function writes through, and in-memory implementations.
+//! The ports the functions read and write through, and in-memory implementations.
 //!
 //! The traits say what the handler needs, not how AWS does it: the DynamoDB and
 //! SQS adapters live in `geotag-aws`; the in-memory ones below serve unit and
 //! handler tests, and can be told to fail so that failure paths are tested too.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::reading::Reading;
 use crate::reject::Rejection;
+use crate::stats::{Bucket, LatestState, Rollup};
 
 /// Why a write did not happen. Every variant is worth retrying later (SQS will):
 /// even a missing table is usually a deployment in progress.
@@ -155,4 +156,127 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A DeviceStats item: a device's latest state, or one of its rollups, with
+/// the stream sequence number of the last Telemetry record it absorbed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsItem {
+    pub device_id: String,
+    pub watermark: String,
+    pub body: StatsBody,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatsBody {
+    Latest(LatestState),
+    Rollup(Bucket, Rollup),
+}
+
+/// The DeviceStats sort key of the latest state.
+pub const LATEST_SORT_KEY: &str = "latest";
+
+impl StatsBody {
+    pub fn sort_key(&self) -> String {
+        match self {
+            StatsBody::Latest(_) => LATEST_SORT_KEY.to_owned(),
+            StatsBody::Rollup(bucket, _) => bucket.sort_key(),
+        }
+    }
+}
+
+/// (device id, sort key) of a DeviceStats item.
+pub type StatsKey = (String, String);
+
+/// Why a conditional stats write did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SaveError {
+    /// The item's watermark is no longer the one read: someone wrote first.
+    #[error("the item changed since it was read")]
+    Conflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where per-device stats live.
+pub trait StatsStore: Send + Sync {
+    /// Reads the items that exist among `keys` (strongly consistent).
+    fn load(
+        &self,
+        keys: &[StatsKey],
+    ) -> impl Future<Output = Result<HashMap<StatsKey, StatsItem>, StoreError>> + Send;
+
+    /// Writes each item if its stored watermark is still `expected` (`None`:
+    /// if it does not exist). One result per write, in order.
+    fn save(
+        &self,
+        writes: &[(StatsItem, Option<String>)],
+    ) -> impl Future<Output = Vec<Result<(), SaveError>>> + Send;
+}
+
+/// An in-memory [`StatsStore`] that can be told to fail.
+#[derive(Debug, Default)]
+pub struct MemoryStatsStore {
+    items: Mutex<BTreeMap<StatsKey, StatsItem>>,
+    /// Sort keys whose next write fails, once each.
+    fail_once: Mutex<HashSet<String>>,
+    loads: Mutex<u64>,
+    saves: Mutex<u64>,
+}
+
+impl MemoryStatsStore {
+    /// Makes the next write of any item with this sort key fail, once.
+    pub fn fail_next_write_of(&self, sort_key: &str) {
+        lock(&self.fail_once).insert(sort_key.to_owned());
+    }
+
+    pub fn items(&self) -> Vec<StatsItem> {
+        lock(&self.items).values().cloned().collect()
+    }
+
+    pub fn get(&self, device_id: &str, sort_key: &str) -> Option<StatsItem> {
+        lock(&self.items)
+            .get(&(device_id.to_owned(), sort_key.to_owned()))
+            .cloned()
+    }
+
+    /// (load calls, item writes) so far.
+    pub fn calls(&self) -> (u64, u64) {
+        (*lock(&self.loads), *lock(&self.saves))
+    }
+}
+
+impl StatsStore for MemoryStatsStore {
+    async fn load(&self, keys: &[StatsKey]) -> Result<HashMap<StatsKey, StatsItem>, StoreError> {
+        *lock(&self.loads) += keys.len().div_ceil(100) as u64;
+        let items = lock(&self.items);
+        Ok(keys
+            .iter()
+            .filter_map(|key| items.get(key).map(|item| (key.clone(), item.clone())))
+            .collect())
+    }
+
+    async fn save(&self, writes: &[(StatsItem, Option<String>)]) -> Vec<Result<(), SaveError>> {
+        let mut items = lock(&self.items);
+        let mut fail_once = lock(&self.fail_once);
+        writes
+            .iter()
+            .map(|(item, expected)| {
+                *lock(&self.saves) += 1;
+                let key = (item.device_id.clone(), item.body.sort_key());
+                if fail_once.remove(&key.1) {
+                    return Err(SaveError::Store(StoreError::Service {
+                        code: "InternalServerError".into(),
+                        message: "injected".into(),
+                    }));
+                }
+                let current = items.get(&key).map(|stored| stored.watermark.clone());
+                if current != *expected {
+                    return Err(SaveError::Conflict);
+                }
+                items.insert(key, item.clone());
+                Ok(())
+            })
+            .collect()
+    }
 }

@@ -1,0 +1,410 @@
+//! The DeviceStats table: per device, a `latest` item and `hour#…` / `day#…`
+//! rollups, each carrying the stream watermark that makes updates exactly-once
+//! (see `geotag::stats`). Items are written whole, with PutItem conditioned on
+//! the watermark read, so the table's stream shows each change with its old
+//! and new image.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use geotag::stats::{Bucket, Gap, LatestState, Point, Rollup};
+use geotag::store::{
+    LATEST_SORT_KEY, SaveError, StatsBody, StatsItem, StatsKey, StatsStore, StoreError,
+};
+
+use crate::retry::AttemptError;
+use crate::telemetry::classify;
+
+/// BatchGetItem's limit of keys per request.
+const MAX_BATCH_GET: usize = 100;
+/// Conditional writes in flight at once.
+const WRITE_CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct DynamoStatsStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStatsStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStatsStore {
+            client,
+            table: table.into(),
+        }
+    }
+
+    async fn load_chunk(
+        &self,
+        keys: &[StatsKey],
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut request_keys: Vec<HashMap<String, AttributeValue>> = keys
+            .iter()
+            .map(|(device, sort_key)| {
+                HashMap::from([
+                    ("device_id".to_owned(), AttributeValue::S(device.clone())),
+                    ("sk".to_owned(), AttributeValue::S(sort_key.clone())),
+                ])
+            })
+            .collect();
+        let mut items = Vec::new();
+        for attempt in 0..8u32 {
+            if request_keys.is_empty() {
+                break;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut request_keys)))
+                .consistent_read(true)
+                .build()
+                .map_err(|error| StoreError::Service {
+                    code: "BuildError".into(),
+                    message: error.to_string(),
+                })?;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|error| match classify(error) {
+                    AttemptError::Transient(error) | AttemptError::Permanent(error) => error,
+                })?;
+            if let Some(found) = output
+                .responses
+                .and_then(|mut tables| tables.remove(&self.table))
+            {
+                items.extend(found);
+            }
+            // Unprocessed keys (throttling) are asked for again after a pause.
+            request_keys = output
+                .unprocessed_keys
+                .and_then(|mut tables| tables.remove(&self.table))
+                .map(|keys| keys.keys)
+                .unwrap_or_default();
+            if !request_keys.is_empty() {
+                tokio::time::sleep(crate::retry::Backoff::default().delay(attempt)).await;
+            }
+        }
+        if request_keys.is_empty() {
+            Ok(items)
+        } else {
+            Err(StoreError::OutOfTime)
+        }
+    }
+
+    async fn save_one(&self, item: &StatsItem, expected: &Option<String>) -> Result<(), SaveError> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(stats_item(item)));
+        request = match expected {
+            None => request.condition_expression("attribute_not_exists(device_id)"),
+            Some(watermark) => request
+                .condition_expression("watermark = :expected")
+                .expression_attribute_values(":expected", AttributeValue::S(watermark.clone())),
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(SaveError::Conflict)
+            }
+            Err(error) => Err(SaveError::Store(match classify(error) {
+                AttemptError::Transient(error) | AttemptError::Permanent(error) => error,
+            })),
+        }
+    }
+}
+
+impl StatsStore for DynamoStatsStore {
+    async fn load(&self, keys: &[StatsKey]) -> Result<HashMap<StatsKey, StatsItem>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(MAX_BATCH_GET) {
+            for item in self.load_chunk(chunk).await? {
+                if let Some(parsed) = stats_item_from(&item) {
+                    found.insert((parsed.device_id.clone(), parsed.body.sort_key()), parsed);
+                } else {
+                    tracing::error!(
+                        ?item,
+                        "a DeviceStats item that does not parse; it will be rewritten"
+                    );
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn save(&self, writes: &[(StatsItem, Option<String>)]) -> Vec<Result<(), SaveError>> {
+        let mut results = Vec::with_capacity(writes.len());
+        for chunk in writes.chunks(WRITE_CONCURRENCY) {
+            let mut in_flight = Vec::with_capacity(chunk.len());
+            for (item, expected) in chunk {
+                in_flight.push(self.save_one(item, expected));
+            }
+            results.extend(futures::future::join_all(in_flight).await);
+        }
+        results
+    }
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn f(value: f64) -> AttributeValue {
+    n(if value == 0.0 { 0.0 } else { value })
+}
+
+/// The DeviceStats item for a stats value: the one place it becomes attributes.
+pub fn stats_item(item: &StatsItem) -> HashMap<String, AttributeValue> {
+    let mut out = HashMap::from([
+        (
+            "device_id".to_owned(),
+            AttributeValue::S(item.device_id.clone()),
+        ),
+        ("sk".to_owned(), AttributeValue::S(item.body.sort_key())),
+        (
+            "watermark".to_owned(),
+            AttributeValue::S(item.watermark.clone()),
+        ),
+    ]);
+    let mut put = |name: &str, value: AttributeValue| {
+        out.insert(name.to_owned(), value);
+    };
+    match &item.body {
+        StatsBody::Latest(state) => {
+            put("kind", AttributeValue::S("latest".into()));
+            put("ts", n(state.ts_ms));
+            put("reading_key", AttributeValue::S(state.reading_key.clone()));
+            put("lat", f(state.lat));
+            put("lon", f(state.lon));
+            put("version", n(state.version));
+            for (name, value) in [
+                ("speed", state.speed),
+                ("heading", state.heading),
+                ("accuracy", state.accuracy),
+                ("battery", state.battery),
+            ] {
+                if let Some(value) = value {
+                    put(name, f(value));
+                }
+            }
+            if let Some(ts) = state.battery_ts_ms {
+                put("battery_ts", n(ts));
+            }
+            if let Some(seq) = state.seq {
+                put("seq", n(seq));
+            }
+        }
+        StatsBody::Rollup(bucket, rollup) => {
+            put(
+                "kind",
+                AttributeValue::S(match bucket {
+                    Bucket::Hour(_) => "hour".into(),
+                    Bucket::Day(_) => "day".into(),
+                }),
+            );
+            put("bucket_start", n(bucket.start_ms()));
+            put("count", n(rollup.count));
+            put("distance_m", f(rollup.distance_m));
+            put("speed_sum", f(rollup.speed_sum));
+            put("speed_count", n(rollup.speed_count));
+            put("interleaved_runs", n(rollup.interleaved_runs));
+            for (name, value) in [
+                ("speed_min", rollup.speed_min),
+                ("speed_max", rollup.speed_max),
+                ("speed_mean", rollup.speed_mean()),
+                ("battery_min", rollup.battery_min),
+            ] {
+                if let Some(value) = value {
+                    put(name, f(value));
+                }
+            }
+            if let Some((ts, battery)) = rollup.battery_last {
+                put("battery_last_ts", n(ts));
+                put("battery_last", f(battery));
+            }
+            if let Some((lat_min, lat_max, lon_min, lon_max)) = rollup.bbox {
+                put("lat_min", f(lat_min));
+                put("lat_max", f(lat_max));
+                put("lon_min", f(lon_min));
+                put("lon_max", f(lon_max));
+            }
+            for (prefix, point) in [("first", rollup.first), ("last", rollup.last)] {
+                if let Some(point) = point {
+                    put(&format!("{prefix}_ts"), n(point.ts_ms));
+                    put(&format!("{prefix}_lat"), f(point.lat));
+                    put(&format!("{prefix}_lon"), f(point.lon));
+                }
+            }
+            if !rollup.gaps.is_empty() {
+                put(
+                    "gaps",
+                    AttributeValue::L(
+                        rollup
+                            .gaps
+                            .iter()
+                            .map(|gap| {
+                                AttributeValue::L(vec![
+                                    n(gap.from.ts_ms),
+                                    f(gap.from.lat),
+                                    f(gap.from.lon),
+                                    n(gap.to.ts_ms),
+                                    f(gap.to.lat),
+                                    f(gap.to.lon),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Reads a DeviceStats item back; `None` if it is not one.
+pub fn stats_item_from(item: &HashMap<String, AttributeValue>) -> Option<StatsItem> {
+    let s = |name: &str| item.get(name)?.as_s().ok().cloned();
+    let num = |name: &str| item.get(name)?.as_n().ok()?.parse::<f64>().ok();
+    let int = |name: &str| item.get(name)?.as_n().ok()?.parse::<i64>().ok();
+    let point = |prefix: &str| {
+        Some(Point {
+            ts_ms: int(&format!("{prefix}_ts"))?,
+            lat: num(&format!("{prefix}_lat"))?,
+            lon: num(&format!("{prefix}_lon"))?,
+        })
+    };
+    let device_id = s("device_id")?;
+    let watermark = s("watermark")?;
+    let sort_key = s("sk")?;
+    let body = if sort_key == LATEST_SORT_KEY {
+        StatsBody::Latest(LatestState {
+            ts_ms: int("ts")?,
+            reading_key: s("reading_key")?,
+            lat: num("lat")?,
+            lon: num("lon")?,
+            speed: num("speed"),
+            heading: num("heading"),
+            accuracy: num("accuracy"),
+            battery: num("battery"),
+            battery_ts_ms: int("battery_ts"),
+            seq: item.get("seq").and_then(|v| v.as_n().ok()?.parse().ok()),
+            version: int("version")? as u64,
+        })
+    } else {
+        let start = int("bucket_start")?;
+        let bucket = match s("kind")?.as_str() {
+            "hour" => Bucket::Hour(start),
+            "day" => Bucket::Day(start),
+            _ => return None,
+        };
+        let gaps = match item.get("gaps") {
+            None => Vec::new(),
+            Some(list) => list
+                .as_l()
+                .ok()?
+                .iter()
+                .map(|gap| {
+                    let values: Vec<f64> = gap
+                        .as_l()
+                        .ok()?
+                        .iter()
+                        .map(|v| v.as_n().ok()?.parse().ok())
+                        .collect::<Option<_>>()?;
+                    let [from_ts, from_lat, from_lon, to_ts, to_lat, to_lon] = values.as_slice()
+                    else {
+                        return None;
+                    };
+                    Some(Gap {
+                        from: Point {
+                            ts_ms: *from_ts as i64,
+                            lat: *from_lat,
+                            lon: *from_lon,
+                        },
+                        to: Point {
+                            ts_ms: *to_ts as i64,
+                            lat: *to_lat,
+                            lon: *to_lon,
+                        },
+                    })
+                })
+                .collect::<Option<_>>()?,
+        };
+        StatsBody::Rollup(
+            bucket,
+            Rollup {
+                count: int("count")? as u64,
+                distance_m: num("distance_m")?,
+                speed_min: num("speed_min"),
+                speed_max: num("speed_max"),
+                speed_sum: num("speed_sum").unwrap_or(0.0),
+                speed_count: int("speed_count").unwrap_or(0) as u64,
+                battery_min: num("battery_min"),
+                battery_last: int("battery_last_ts").zip(num("battery_last")),
+                bbox: match (
+                    num("lat_min"),
+                    num("lat_max"),
+                    num("lon_min"),
+                    num("lon_max"),
+                ) {
+                    (Some(a), Some(b), Some(c), Some(d)) => Some((a, b, c, d)),
+                    _ => None,
+                },
+                first: point("first"),
+                last: point("last"),
+                gaps,
+                interleaved_runs: int("interleaved_runs").unwrap_or(0) as u64,
+            },
+        )
+    };
+    Some(StatsItem {
+        device_id,
+        watermark,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use geotag::stats::RollupRules;
+
+    #[test]
+    fn items_round_trip() {
+        let readings: Vec<geotag::Reading> = (0..5)
+            .map(|i| geotag::Reading {
+                device_id: "tag-1".into(),
+                ts_ms: 1_795_161_600_000 + i * 200_000,
+                lat: 48.0 + i as f64 * 0.01,
+                lon: 2.0,
+                alt: None,
+                speed: Some(i as f64),
+                heading: Some(90.0),
+                battery: Some(80.0 - i as f64),
+                accuracy: Some(5.0),
+                seq: Some(i as u64),
+            })
+            .collect();
+        let mut rollup = Rollup::default();
+        rollup.add_run(&readings, &RollupRules::default());
+        assert!(!rollup.gaps.is_empty());
+        let latest = LatestState::apply(None, &readings).unwrap();
+        for body in [
+            StatsBody::Rollup(Bucket::of(readings[0].ts_ms)[0], rollup),
+            StatsBody::Latest(latest),
+        ] {
+            let item = StatsItem {
+                device_id: "tag-1".into(),
+                watermark: "000000000000000000123".into(),
+                body,
+            };
+            assert_eq!(stats_item_from(&stats_item(&item)), Some(item));
+        }
+    }
+}

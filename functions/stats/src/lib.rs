@@ -1,0 +1,326 @@
+//! The stats handler: a batch of Telemetry stream records in, each device's
+//! latest state and hourly and daily rollups updated, exactly once.
+//!
+//! For every device in the batch, the items it touches (`latest`, each hour,
+//! each day) are read in one BatchGetItem, every record not yet absorbed by an
+//! item (its sequence number above the item's watermark, see
+//! `geotag::stats`) is folded in memory, and each item is written once, on
+//! the condition that its watermark has not moved. The number of requests
+//! depends on the devices and buckets in the batch, not on its readings.
+//!
+//! An item whose write fails makes the lowest sequence number it still needed
+//! a batch item failure: Lambda retries the batch from there, and the items
+//! that were written skip, by their watermarks, what they already hold.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::env;
+
+use aws_lambda_events::dynamodb::{Event, EventRecord};
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use geotag::Reading;
+use geotag::stats::{Bucket, LatestState, Rollup, RollupRules, cmp_sequence};
+use geotag::store::{SaveError, StatsBody, StatsItem, StatsKey, StatsStore};
+use geotag_aws::DynamoStatsStore;
+use lambda_runtime::{Error, LambdaEvent};
+use serde::Deserialize;
+
+/// Rounds of reload-and-retry after a conditional-write conflict.
+const CONFLICT_ROUNDS: usize = 3;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `DEVICE_STATS_TABLE`
+    pub device_stats_table: String,
+    /// `DISTANCE_GAP_SECONDS` (120): segments longer than this are gaps late readings may fill.
+    pub rules: RollupRules,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {0} is not a whole number of seconds")]
+    Invalid(&'static str),
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut rules = RollupRules::default();
+        if let Some(seconds) = lookup("DISTANCE_GAP_SECONDS") {
+            let seconds: i64 = seconds
+                .parse()
+                .map_err(|_| ConfigError::Invalid("DISTANCE_GAP_SECONDS"))?;
+            rules.gap_ms = seconds.saturating_mul(1000);
+        }
+        Ok(Config {
+            device_stats_table: lookup("DEVICE_STATS_TABLE")
+                .ok_or(ConfigError::Missing("DEVICE_STATS_TABLE"))?,
+            rules,
+        })
+    }
+}
+
+pub struct Stats<S> {
+    pub store: S,
+    pub rules: RollupRules,
+}
+
+pub fn on_aws(sdk: &geotag_aws::clients::SdkConfig, config: &Config) -> Stats<DynamoStatsStore> {
+    Stats {
+        store: DynamoStatsStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            &config.device_stats_table,
+        ),
+        rules: config.rules,
+    }
+}
+
+/// What one invocation did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    /// Sequence numbers to report as batch item failures (Lambda retries from the lowest).
+    pub failures: Vec<String>,
+    /// Readings folded into at least one item.
+    pub readings: usize,
+    /// Records that were not INSERTs (the filter criteria should have dropped them).
+    pub ignored: usize,
+    /// INSERT records whose image is not a reading (logged; retrying cannot help).
+    pub invalid: usize,
+    pub items_written: usize,
+    /// Item updates skipped because the item had absorbed those records already.
+    pub already_applied: usize,
+    pub conflicts: usize,
+}
+
+pub async fn handle<S: StatsStore>(
+    stats: &Stats<S>,
+    event: LambdaEvent<Event>,
+) -> Result<DynamoDbEventResponse, Error> {
+    let outcome = process(stats, &event.payload.records).await;
+    tracing::info!(
+        request_id = %event.context.request_id,
+        records = event.payload.records.len(),
+        readings = outcome.readings,
+        items_written = outcome.items_written,
+        already_applied = outcome.already_applied,
+        conflicts = outcome.conflicts,
+        ignored = outcome.ignored,
+        invalid = outcome.invalid,
+        batch_item_failures = outcome.failures.len(),
+        "batch processed"
+    );
+    let mut response = DynamoDbEventResponse::default();
+    response.batch_item_failures = outcome
+        .failures
+        .into_iter()
+        .map(|sequence| {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(sequence);
+            failure
+        })
+        .collect();
+    Ok(response)
+}
+
+/// A Telemetry item as the stream shows it.
+#[derive(Deserialize)]
+struct TelemetryImage {
+    device_id: String,
+    ts: i64,
+    lat: f64,
+    lon: f64,
+    alt: Option<f64>,
+    speed: Option<f64>,
+    heading: Option<f64>,
+    battery: Option<f64>,
+    accuracy: Option<f64>,
+    seq: Option<u64>,
+}
+
+fn reading_of(record: &EventRecord) -> Option<Reading> {
+    let image: TelemetryImage = serde_dynamo::from_item(record.change.new_image.clone()).ok()?;
+    Some(Reading {
+        device_id: image.device_id,
+        ts_ms: image.ts,
+        lat: image.lat,
+        lon: image.lon,
+        alt: image.alt,
+        speed: image.speed,
+        heading: image.heading,
+        battery: image.battery,
+        accuracy: image.accuracy,
+        seq: image.seq,
+    })
+}
+
+pub async fn process<S: StatsStore>(stats: &Stats<S>, records: &[EventRecord]) -> Outcome {
+    let mut outcome = Outcome::default();
+    let mut by_device: BTreeMap<String, Vec<(String, Reading)>> = BTreeMap::new();
+    for record in records {
+        let Some(sequence) = record.change.sequence_number.clone() else {
+            tracing::error!(event_id = %record.event_id, "stream record without a sequence number");
+            outcome.invalid += 1;
+            continue;
+        };
+        if record.event_name != "INSERT" {
+            outcome.ignored += 1;
+            continue;
+        }
+        match reading_of(record) {
+            Some(reading) => by_device
+                .entry(reading.device_id.clone())
+                .or_default()
+                .push((sequence, reading)),
+            None => {
+                tracing::error!(event_id = %record.event_id, %sequence, "INSERT image is not a Telemetry reading; skipped");
+                outcome.invalid += 1;
+            }
+        }
+    }
+    outcome.readings = by_device.values().map(Vec::len).sum();
+
+    let mut keys: Vec<StatsKey> = Vec::new();
+    for (device, readings) in &by_device {
+        keys.push((device.clone(), geotag::store::LATEST_SORT_KEY.to_owned()));
+        let buckets: BTreeSet<Bucket> = readings
+            .iter()
+            .flat_map(|(_, r)| Bucket::of(r.ts_ms))
+            .collect();
+        keys.extend(
+            buckets
+                .into_iter()
+                .map(|bucket| (device.clone(), bucket.sort_key())),
+        );
+    }
+
+    let mut pending = keys;
+    let mut failed: Vec<StatsKey> = Vec::new();
+    for round in 0..=CONFLICT_ROUNDS {
+        if pending.is_empty() {
+            break;
+        }
+        let stored = match stats.store.load(&pending).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(%error, "reading DeviceStats failed; the batch will be retried");
+                failed.append(&mut pending);
+                break;
+            }
+        };
+        let mut writes: Vec<(StatsItem, Option<String>)> = Vec::new();
+        for key in &pending {
+            let device_readings = &by_device[&key.0];
+            match next_item(key, stored.get(key), device_readings, &stats.rules) {
+                Some(write) => writes.push(write),
+                None => outcome.already_applied += 1,
+            }
+        }
+        let results = stats.store.save(&writes).await;
+        let mut conflicted = Vec::new();
+        for ((item, _), result) in writes.iter().zip(results) {
+            let key = (item.device_id.clone(), item.body.sort_key());
+            match result {
+                Ok(()) => outcome.items_written += 1,
+                Err(SaveError::Conflict) if round < CONFLICT_ROUNDS => {
+                    outcome.conflicts += 1;
+                    conflicted.push(key);
+                }
+                Err(error) => {
+                    tracing::warn!(device_id = %key.0, item = %key.1, %error, "DeviceStats write failed; retrying from its first record");
+                    failed.push(key);
+                }
+            }
+        }
+        pending = conflicted;
+    }
+    failed.append(&mut pending);
+
+    // The lowest sequence number each failed item still needs.
+    let mut failures: Vec<String> = failed
+        .iter()
+        .filter_map(|(device, sort_key)| {
+            by_device[device]
+                .iter()
+                .filter(|(_, reading)| belongs(sort_key, reading))
+                .map(|(sequence, _)| sequence.clone())
+                .min_by(|a, b| cmp_sequence(a, b))
+        })
+        .collect();
+    failures.sort_by(|a, b| cmp_sequence(a, b));
+    failures.dedup();
+    outcome.failures = failures;
+    outcome
+}
+
+fn belongs(sort_key: &str, reading: &Reading) -> bool {
+    sort_key == geotag::store::LATEST_SORT_KEY
+        || Bucket::of(reading.ts_ms)
+            .iter()
+            .any(|b| b.sort_key() == sort_key)
+}
+
+/// The item to write for `key`, folding in the records above its watermark;
+/// `None` if it has absorbed them all already.
+fn next_item(
+    key: &StatsKey,
+    stored: Option<&StatsItem>,
+    readings: &[(String, Reading)],
+    rules: &RollupRules,
+) -> Option<(StatsItem, Option<String>)> {
+    let watermark = stored.map(|item| item.watermark.clone());
+    let fresh: Vec<&(String, Reading)> = readings
+        .iter()
+        .filter(|(sequence, reading)| {
+            belongs(&key.1, reading)
+                && watermark
+                    .as_deref()
+                    .is_none_or(|mark| cmp_sequence(sequence, mark).is_gt())
+        })
+        .collect();
+    let new_watermark = fresh
+        .iter()
+        .map(|(sequence, _)| sequence)
+        .max_by(|a, b| cmp_sequence(a, b))?
+        .clone();
+    let fresh_readings: Vec<Reading> = fresh.iter().map(|(_, reading)| reading.clone()).collect();
+    let body = if key.1 == geotag::store::LATEST_SORT_KEY {
+        let current = match stored.map(|item| &item.body) {
+            Some(StatsBody::Latest(state)) => Some(state.clone()),
+            _ => None,
+        };
+        StatsBody::Latest(LatestState::apply(current, &fresh_readings)?)
+    } else {
+        let bucket = Bucket::of(fresh_readings[0].ts_ms)
+            .into_iter()
+            .find(|bucket| bucket.sort_key() == key.1)?;
+        let mut rollup = match stored.map(|item| &item.body) {
+            Some(StatsBody::Rollup(_, rollup)) => rollup.clone(),
+            _ => Rollup::default(),
+        };
+        rollup.add_run(&fresh_readings, rules);
+        StatsBody::Rollup(bucket, rollup)
+    };
+    Some((
+        StatsItem {
+            device_id: key.0.clone(),
+            watermark: new_watermark,
+            body,
+        },
+        watermark,
+    ))
+}
+
+/// Keys of the items a set of records touches (for tests and tools).
+pub fn keys_touched(readings: &[Reading]) -> HashMap<String, BTreeSet<String>> {
+    let mut keys: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for reading in readings {
+        let entry = keys.entry(reading.device_id.clone()).or_default();
+        entry.insert(geotag::store::LATEST_SORT_KEY.to_owned());
+        entry.extend(Bucket::of(reading.ts_ms).iter().map(|b| b.sort_key()));
+    }
+    keys
+}

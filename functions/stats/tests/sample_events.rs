@@ -1,0 +1,214 @@
+//! The stats handler driven by the sample stream events in `events/stats/`,
+//! and by generated batches, with the in-memory store: exact totals under
+//! duplicates, redelivery and a failure in the middle of a batch.
+
+use std::path::Path;
+
+use aws_lambda_events::dynamodb::{Event, EventRecord};
+use geotag::stats::{Bucket, Rollup, RollupRules};
+use geotag::store::{MemoryStatsStore, StatsBody};
+use geotag_stats::{Stats, handle, process};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::json;
+
+const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
+
+fn stats() -> Stats<MemoryStatsStore> {
+    Stats {
+        store: MemoryStatsStore::default(),
+        rules: RollupRules::default(),
+    }
+}
+
+fn sample(name: &str) -> Event {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../events/stats")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn rollup(stats: &Stats<MemoryStatsStore>, device: &str, sort_key: &str) -> Rollup {
+    match stats.store.get(device, sort_key).map(|item| item.body) {
+        Some(StatsBody::Rollup(_, rollup)) => rollup,
+        other => panic!("{device} {sort_key}: {other:?}"),
+    }
+}
+
+fn latest(stats: &Stats<MemoryStatsStore>, device: &str) -> geotag::stats::LatestState {
+    match stats.store.get(device, "latest").map(|item| item.body) {
+        Some(StatsBody::Latest(state)) => state,
+        other => panic!("{device} latest: {other:?}"),
+    }
+}
+
+async fn invoke(stats: &Stats<MemoryStatsStore>, event: Event) -> Vec<String> {
+    handle(stats, LambdaEvent::new(event, Context::default()))
+        .await
+        .unwrap()
+        .batch_item_failures
+        .into_iter()
+        .filter_map(|failure| failure.item_identifier)
+        .collect()
+}
+
+#[tokio::test]
+async fn inserts_become_latest_state_and_rollups() {
+    let stats = stats();
+    assert!(invoke(&stats, sample("inserts.json")).await.is_empty());
+
+    let hour8 = rollup(&stats, "tag-0001", "hour#2026-11-20T08");
+    let hour9 = rollup(&stats, "tag-0001", "hour#2026-11-20T09");
+    let day = rollup(&stats, "tag-0001", "day#2026-11-20");
+    assert_eq!((hour8.count, hour9.count, day.count), (4, 2, 6));
+    // 0.005 degree of latitude per step: 5 steps in the day, 3 and 1 within the hours.
+    let step = 0.005_f64.to_radians() * geotag::geo::EARTH_RADIUS_M;
+    assert!(
+        (day.distance_m - 5.0 * step).abs() < 0.01,
+        "{}",
+        day.distance_m
+    );
+    assert!((hour8.distance_m - 3.0 * step).abs() < 0.01);
+    assert!((hour9.distance_m - step).abs() < 0.01);
+    assert_eq!(day.battery_min, Some(85.0));
+    assert_eq!(day.speed_max, Some(2.0));
+
+    let state = latest(&stats, "tag-0001");
+    assert_eq!(state.ts_ms, T0 + 1_500_000 + 5 * 600_000);
+    assert_eq!(
+        (state.lat, state.battery, state.version),
+        (48.875, Some(85.0), 1)
+    );
+    assert_eq!(rollup(&stats, "tag-0002", "hour#2026-11-20T08").count, 3);
+    assert_eq!(latest(&stats, "tag-0002").battery, Some(20.0));
+}
+
+#[tokio::test]
+async fn duplicates_and_redeliveries_never_count_twice() {
+    let stats = stats();
+    for _ in 0..3 {
+        assert!(invoke(&stats, sample("inserts.json")).await.is_empty());
+    }
+    assert!(
+        invoke(&stats, sample("modify-and-late.json"))
+            .await
+            .is_empty()
+    );
+    assert!(
+        invoke(&stats, sample("modify-and-late.json"))
+            .await
+            .is_empty()
+    );
+    // 6 inserts plus one late reading; the MODIFY is not a new reading.
+    assert_eq!(rollup(&stats, "tag-0001", "day#2026-11-20").count, 7);
+    assert_eq!(rollup(&stats, "tag-0001", "hour#2026-11-20T08").count, 5);
+    // The late reading is older than the latest one: the position stays.
+    let state = latest(&stats, "tag-0001");
+    assert_eq!((state.lat, state.version), (48.875, 1));
+}
+
+/// A batch for `devices` tags, `per_device` readings each, one a minute from T0.
+fn generated(devices: usize, per_device: usize) -> Vec<EventRecord> {
+    let mut records = Vec::new();
+    for step in 0..per_device {
+        for device in 0..devices {
+            let n = records.len() + 1;
+            let ts = T0 + step as i64 * 60_000 * 120 / per_device as i64;
+            let device_id = format!("tag-{device:04}");
+            let record = json!({
+                "eventID": format!("e{n}"), "eventName": "INSERT", "eventVersion": "1.1",
+                "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+                "dynamodb": {
+                    "ApproximateCreationDateTime": 1_795_161_600.0,
+                    "Keys": {"device_id": {"S": device_id}, "sk": {"S": format!("{ts}")}},
+                    "NewImage": {"device_id": {"S": device_id}, "sk": {"S": format!("{ts}")}, "ts": {"N": ts.to_string()},
+                                 "lat": {"N": format!("{}", 45.0 + step as f64 * 1e-4)}, "lon": {"N": format!("{}", device as f64 * 0.1)},
+                                 "speed": {"N": "3.5"}, "battery": {"N": format!("{}", 100 - step * 50 / per_device)}},
+                    "SequenceNumber": format!("{}", 1_000_000 + n * 10),
+                    "SizeBytes": 100, "StreamViewType": "NEW_IMAGE"},
+                "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/s"
+            });
+            records.push(serde_json::from_value(record).unwrap());
+        }
+    }
+    records
+}
+
+fn totals(stats: &Stats<MemoryStatsStore>) -> Vec<(String, String, u64, String)> {
+    stats
+        .store
+        .items()
+        .into_iter()
+        .map(|item| match &item.body {
+            StatsBody::Rollup(_, rollup) => (
+                item.device_id.clone(),
+                item.body.sort_key(),
+                rollup.count,
+                format!(
+                    "{:.6} {:?} {:?}",
+                    rollup.distance_m, rollup.battery_min, rollup.bbox
+                ),
+            ),
+            StatsBody::Latest(state) => (
+                item.device_id.clone(),
+                item.body.sort_key(),
+                state.version,
+                format!("{}", state.ts_ms),
+            ),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failure_in_the_middle_of_a_batch_is_retried_to_the_same_totals() {
+    let records = generated(4, 40);
+    let clean = stats();
+    assert!(process(&clean, &records).await.failures.is_empty());
+
+    // The same batch, with one hourly item's write failing: the function
+    // reports the first record that item still needs; Lambda retries from it.
+    let faulty = stats();
+    faulty.store.fail_next_write_of("hour#2026-11-20T09");
+    let outcome = process(&faulty, &records).await;
+    assert_eq!(outcome.failures.len(), 1, "{outcome:?}");
+    let checkpoint = records
+        .iter()
+        .position(|r| r.change.sequence_number.as_deref() == Some(outcome.failures[0].as_str()))
+        .unwrap();
+    assert!(checkpoint > 0, "earlier records are done");
+    assert!(
+        outcome.items_written > 0,
+        "the other items were written before the retry"
+    );
+    let retry = process(&faulty, &records[checkpoint..]).await;
+    assert!(retry.failures.is_empty());
+    assert!(
+        retry.already_applied > 0,
+        "items written the first time skip the redelivered records"
+    );
+    // And once more, bisected, as Lambda may deliver it.
+    let (first, second) = records.split_at(records.len() / 2);
+    assert!(process(&faulty, first).await.failures.is_empty());
+    assert!(process(&faulty, second).await.failures.is_empty());
+    assert_eq!(totals(&faulty), totals(&clean));
+}
+
+#[tokio::test]
+async fn one_write_per_device_and_bucket_whatever_the_number_of_readings() {
+    // 1,000 readings from 10 tags over 2 hours.
+    let records = generated(10, 100);
+    assert_eq!(records.len(), 1000);
+    let stats = stats();
+    let outcome = process(&stats, &records).await;
+    assert!(outcome.failures.is_empty());
+    let (loads, writes) = stats.store.calls();
+    // Per tag: latest, 2 hours, 1 day.
+    assert_eq!(writes, 10 * 4);
+    assert_eq!(loads, 1, "one BatchGetItem for 40 keys");
+    assert_eq!(rollup(&stats, "tag-0003", "day#2026-11-20").count, 100);
+    let hours: u64 = [8, 9]
+        .iter()
+        .map(|h| rollup(&stats, "tag-0003", &format!("hour#2026-11-20T{h:02}")).count)
+        .sum();
+    assert_eq!(hours, 100);
+    assert_eq!(Bucket::of(T0)[1].sort_key(), "day#2026-11-20");
+}
