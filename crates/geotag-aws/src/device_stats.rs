@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
-use geotag::stats::{Bucket, Gap, LatestState, Point, Rollup};
+use geotag::stats::{Bucket, LatestState, Point, Rollup, Span};
 use geotag::store::{
     LATEST_SORT_KEY, SaveError, StatsBody, StatsItem, StatsKey, StatsStore, StoreError,
 };
@@ -211,10 +211,9 @@ pub fn stats_item(item: &StatsItem) -> HashMap<String, AttributeValue> {
             );
             put("bucket_start", n(bucket.start_ms()));
             put("count", n(rollup.count));
-            put("distance_m", f(rollup.distance_m));
+            put("distance_m", f(rollup.distance_m()));
             put("speed_sum", f(rollup.speed_sum));
             put("speed_count", n(rollup.speed_count));
-            put("interleaved_runs", n(rollup.interleaved_runs));
             for (name, value) in [
                 ("speed_min", rollup.speed_min),
                 ("speed_max", rollup.speed_max),
@@ -235,28 +234,31 @@ pub fn stats_item(item: &StatsItem) -> HashMap<String, AttributeValue> {
                 put("lon_min", f(lon_min));
                 put("lon_max", f(lon_max));
             }
-            for (prefix, point) in [("first", rollup.first), ("last", rollup.last)] {
-                if let Some(point) = point {
+            if let Some(track) = rollup.track {
+                for (prefix, point) in [("first", track.first), ("last", track.last)] {
                     put(&format!("{prefix}_ts"), n(point.ts_ms));
                     put(&format!("{prefix}_lat"), f(point.lat));
                     put(&format!("{prefix}_lon"), f(point.lon));
                 }
             }
-            if !rollup.gaps.is_empty() {
+            if !rollup.hours.is_empty() {
+                // A day's hours: [start, first ts/lat/lon, last ts/lat/lon, distance] each.
                 put(
-                    "gaps",
+                    "hours",
                     AttributeValue::L(
                         rollup
-                            .gaps
+                            .hours
                             .iter()
-                            .map(|gap| {
+                            .map(|(start, span)| {
                                 AttributeValue::L(vec![
-                                    n(gap.from.ts_ms),
-                                    f(gap.from.lat),
-                                    f(gap.from.lon),
-                                    n(gap.to.ts_ms),
-                                    f(gap.to.lat),
-                                    f(gap.to.lon),
+                                    n(start),
+                                    n(span.first.ts_ms),
+                                    f(span.first.lat),
+                                    f(span.first.lon),
+                                    n(span.last.ts_ms),
+                                    f(span.last.lat),
+                                    f(span.last.lon),
+                                    f(span.distance_m),
                                 ])
                             })
                             .collect(),
@@ -304,43 +306,63 @@ pub fn stats_item_from(item: &HashMap<String, AttributeValue>) -> Option<StatsIt
             "day" => Bucket::Day(start),
             _ => return None,
         };
-        let gaps = match item.get("gaps") {
+        let hours = match item.get("hours") {
             None => Vec::new(),
             Some(list) => list
                 .as_l()
                 .ok()?
                 .iter()
-                .map(|gap| {
-                    let values: Vec<f64> = gap
+                .map(|hour| {
+                    let values: Vec<f64> = hour
                         .as_l()
                         .ok()?
                         .iter()
                         .map(|v| v.as_n().ok()?.parse().ok())
                         .collect::<Option<_>>()?;
-                    let [from_ts, from_lat, from_lon, to_ts, to_lat, to_lon] = values.as_slice()
+                    let [
+                        start,
+                        first_ts,
+                        first_lat,
+                        first_lon,
+                        last_ts,
+                        last_lat,
+                        last_lon,
+                        distance_m,
+                    ] = values.as_slice()
                     else {
                         return None;
                     };
-                    Some(Gap {
-                        from: Point {
-                            ts_ms: *from_ts as i64,
-                            lat: *from_lat,
-                            lon: *from_lon,
+                    Some((
+                        *start as i64,
+                        Span {
+                            first: Point {
+                                ts_ms: *first_ts as i64,
+                                lat: *first_lat,
+                                lon: *first_lon,
+                            },
+                            last: Point {
+                                ts_ms: *last_ts as i64,
+                                lat: *last_lat,
+                                lon: *last_lon,
+                            },
+                            distance_m: *distance_m,
                         },
-                        to: Point {
-                            ts_ms: *to_ts as i64,
-                            lat: *to_lat,
-                            lon: *to_lon,
-                        },
-                    })
+                    ))
                 })
                 .collect::<Option<_>>()?,
+        };
+        let track = match (point("first"), point("last")) {
+            (Some(first), Some(last)) => Some(Span {
+                first,
+                last,
+                distance_m: num("distance_m")?,
+            }),
+            _ => None,
         };
         StatsBody::Rollup(
             bucket,
             Rollup {
                 count: int("count")? as u64,
-                distance_m: num("distance_m")?,
                 speed_min: num("speed_min"),
                 speed_max: num("speed_max"),
                 speed_sum: num("speed_sum").unwrap_or(0.0),
@@ -356,10 +378,8 @@ pub fn stats_item_from(item: &HashMap<String, AttributeValue>) -> Option<StatsIt
                     (Some(a), Some(b), Some(c), Some(d)) => Some((a, b, c, d)),
                     _ => None,
                 },
-                first: point("first"),
-                last: point("last"),
-                gaps,
-                interleaved_runs: int("interleaved_runs").unwrap_or(0) as u64,
+                track,
+                hours,
             },
         )
     };
@@ -373,7 +393,6 @@ pub fn stats_item_from(item: &HashMap<String, AttributeValue>) -> Option<StatsIt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use geotag::stats::RollupRules;
 
     #[test]
     fn items_round_trip() {
@@ -392,8 +411,10 @@ mod tests {
             })
             .collect();
         let mut rollup = Rollup::default();
-        rollup.add_run(&readings, &RollupRules::default());
-        assert!(!rollup.gaps.is_empty());
+        rollup.count_readings(&readings);
+        let points: Vec<Point> = readings.iter().map(Point::of).collect();
+        rollup.set_hour(readings[0].ts_ms, Span::of_points(&points));
+        assert!(!rollup.hours.is_empty());
         let latest = LatestState::apply(None, &readings).unwrap();
         for body in [
             StatsBody::Rollup(Bucket::of(readings[0].ts_ms)[0], rollup),

@@ -10,7 +10,8 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use futures::StreamExt;
 use geotag::Reading;
-use geotag::store::{ReadingStore, StoreError, WriteReport};
+use geotag::stats::Point;
+use geotag::store::{ReadingStore, StoreError, TrackSource, WriteReport};
 use tokio::time::Instant;
 
 use crate::retry::{AttemptError, Attempts, Backoff, drive};
@@ -142,6 +143,60 @@ impl ReadingStore for DynamoReadingStore {
         }
         report.failed.sort_by_key(|(index, _)| *index);
         report
+    }
+}
+
+impl TrackSource for DynamoReadingStore {
+    /// One strongly consistent Query on the device's partition, projecting the
+    /// position only, between the sort keys of the two times.
+    async fn track(
+        &self,
+        device_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Point>, StoreError> {
+        let mut low = String::new();
+        geotag::reading::write_rfc3339_millis(&mut low, from_ms);
+        let mut high = String::new();
+        geotag::reading::write_rfc3339_millis(&mut high, to_ms - 1);
+        // `~` sorts after the `#sequence` suffix of any key at that millisecond.
+        high.push_str("#~");
+        let mut points = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("device_id = :device AND sk BETWEEN :low AND :high")
+                .expression_attribute_values(":device", AttributeValue::S(device_id.to_owned()))
+                .expression_attribute_values(":low", AttributeValue::S(low.clone()))
+                .expression_attribute_values(":high", AttributeValue::S(high.clone()))
+                .projection_expression("ts, lat, lon")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|error| match classify(error) {
+                    AttemptError::Transient(error) | AttemptError::Permanent(error) => error,
+                })?;
+            for item in page.items.unwrap_or_default() {
+                let number = |name: &str| item.get(name)?.as_n().ok()?.parse::<f64>().ok();
+                if let (Some(ts), Some(lat), Some(lon)) =
+                    (number(attr::TS), number(attr::LAT), number(attr::LON))
+                {
+                    points.push(Point {
+                        ts_ms: ts as i64,
+                        lat,
+                        lon,
+                    });
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(points);
+            }
+        }
     }
 }
 

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use aws_sdk_dynamodb::types::AttributeValue;
 use geotag::Reason;
+use geotag::stats::Bucket;
+use geotag::store::StatsBody;
 use geotag_aws::telemetry::reading_from_item;
 
 use crate::pump::{Invoker, Pump, PumpOptions};
@@ -33,8 +35,22 @@ pub struct DemoOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Audit {
     pub stored: usize,
+    /// Per device, from DeviceStats (when the template has it).
+    pub device_stats: Option<BTreeMap<String, DeviceStatsSummary>>,
     pub stored_per_device: BTreeMap<String, DeviceSummary>,
     pub dead_lettered_by_reason: BTreeMap<String, usize>,
+}
+
+/// What DeviceStats says of a device.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceStatsSummary {
+    /// Sums of the hourly and of the daily rollups' counts.
+    pub hourly_count: u64,
+    pub daily_count: u64,
+    pub distance_m: f64,
+    pub latest_ms: Option<i64>,
+    pub latest_position: Option<(f64, f64)>,
+    pub battery: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,6 +60,25 @@ pub struct DeviceSummary {
     pub last_ms: i64,
     pub last_position: (f64, f64),
     pub last_battery: Option<f64>,
+    /// The readings' (time, lat, lon), for the in-order distance.
+    pub track: Vec<(i64, f64, f64)>,
+}
+
+impl DeviceSummary {
+    /// Distance between consecutive readings in time order, within each UTC
+    /// day: what DeviceStats' daily rollups must add up to.
+    pub fn in_order_daily_distance_m(&self) -> f64 {
+        let mut track = self.track.clone();
+        track.sort_by_key(|point| point.0);
+        track
+            .windows(2)
+            .filter(|pair| {
+                pair[0].0.div_euclid(geotag::stats::DAY_MS)
+                    == pair[1].0.div_euclid(geotag::stats::DAY_MS)
+            })
+            .map(|pair| geotag::geo::distance_m(pair[0].1, pair[0].2, pair[1].1, pair[1].2))
+            .sum()
+    }
 }
 
 /// Runs the demo and prints its report; `Err` if the audit finds a difference.
@@ -128,7 +163,8 @@ pub async fn run(options: DemoOptions) -> Result<()> {
         bail!("the audit found differences (marked ✗ above)");
     }
     println!(
-        "\n  every valid reading stored once, every malformed message dead-lettered with its reason ✓"
+        "\n  every valid reading stored once and counted once in DeviceStats, distances as in time order,\n  \
+         every malformed message dead-lettered with its reason ✓"
     );
     Ok(())
 }
@@ -164,11 +200,53 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
                 summary.last_battery = reading.battery;
             }
             summary.readings += 1;
+            summary
+                .track
+                .push((reading.ts_ms, reading.lat, reading.lon));
         }
         start = page.last_evaluated_key;
         if start.is_none() {
             break;
         }
+    }
+
+    if let Ok(stats_table) = local.stack.reference("DeviceStatsTable") {
+        let mut summaries: BTreeMap<String, DeviceStatsSummary> = BTreeMap::new();
+        let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = dynamodb
+                .scan()
+                .table_name(stats_table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await?;
+            for item in page.items.unwrap_or_default() {
+                let Some(stats) = geotag_aws::device_stats::stats_item_from(&item) else {
+                    bail!("an item in {stats_table} does not parse: {item:?}");
+                };
+                let summary = summaries.entry(stats.device_id.clone()).or_default();
+                match stats.body {
+                    StatsBody::Latest(state) => {
+                        summary.latest_ms = Some(state.ts_ms);
+                        summary.latest_position = Some((state.lat, state.lon));
+                        summary.battery = state.battery;
+                    }
+                    StatsBody::Rollup(Bucket::Hour(_), rollup) => {
+                        summary.hourly_count += rollup.count
+                    }
+                    StatsBody::Rollup(Bucket::Day(_), rollup) => {
+                        summary.daily_count += rollup.count;
+                        summary.distance_m += rollup.distance_m();
+                    }
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        audit.device_stats = Some(summaries);
     }
 
     let sqs = aws_sdk_sqs::Client::new(&local.sdk);
@@ -275,8 +353,15 @@ pub fn render(
     );
     let _ = writeln!(
         out,
-        "\n  {:<10} {:<9} {:>8}  {:<8} {:<8} {:>21}  {:>7}",
-        "device", "kind", "readings", "first", "last", "last position", "battery"
+        "\n  {:<10} {:<9} {:>10}  {:<8} {:<8} {:>17}  {:>21}  {:>7}",
+        "device",
+        "kind",
+        "Telemetry",
+        "first",
+        "last",
+        "DeviceStats h/d",
+        "latest position",
+        "battery"
     );
     for (device, want) in &expected.readings_per_device {
         let summary = audit
@@ -287,18 +372,51 @@ pub fn render(
         let device_ok = summary.readings == *want;
         ok &= device_ok;
         let kind = expected.behaviours.get(device).map_or("?", |b| b.name());
+        let stats = audit
+            .device_stats
+            .as_ref()
+            .map(|all| all.get(device).cloned().unwrap_or_default());
+        let (stats_column, position, battery) = match &stats {
+            None => ("-".to_owned(), summary.last_position, summary.last_battery),
+            Some(stats) => {
+                let counts_ok =
+                    stats.hourly_count == *want as u64 && stats.daily_count == *want as u64;
+                let latest_ok = stats.latest_ms == Some(summary.last_ms);
+                let in_order = summary.in_order_daily_distance_m();
+                let distance_ok = (stats.distance_m - in_order).abs() <= 1e-6 * in_order.max(1.0);
+                if !distance_ok {
+                    let _ = writeln!(
+                        out,
+                        "  ✗ {device}: DeviceStats distance {:.3} m, in time order {in_order:.3} m",
+                        stats.distance_m
+                    );
+                }
+                let latest_ok = latest_ok && distance_ok;
+                ok &= counts_ok && latest_ok;
+                (
+                    format!(
+                        "{}/{} {:>5.1} km {}",
+                        stats.hourly_count,
+                        stats.daily_count,
+                        stats.distance_m / 1000.0,
+                        mark(counts_ok && latest_ok)
+                    ),
+                    stats.latest_position.unwrap_or_default(),
+                    stats.battery,
+                )
+            }
+        };
         let _ = writeln!(
             out,
-            "  {device:<10} {kind:<9} {:>6} {} {:<8} {:<8} {:>10.5},{:>10.5}  {:>6}",
+            "  {device:<10} {kind:<9} {:>8} {} {:<8} {:<8} {:>17}  {:>10.5},{:>10.5}  {:>7}",
             summary.readings,
             mark(device_ok),
             clock(summary.first_ms),
             clock(summary.last_ms),
-            summary.last_position.0,
-            summary.last_position.1,
-            summary
-                .last_battery
-                .map_or("-".to_owned(), |b| format!("{b:.0}%")),
+            stats_column,
+            position.0,
+            position.1,
+            battery.map_or("-".to_owned(), |b| format!("{b:.0}%")),
         );
     }
     if !expected.crossings.is_empty() {

@@ -84,7 +84,8 @@ impl Probe {
             let binary = function.binary.clone();
             async move {
                 if binary != "probe" {
-                    return Err(anyhow!("only the probe is invoked in this test"));
+                    // The template's own functions (stats reads the same stream) succeed quietly.
+                    return Ok(json!({}));
                 }
                 if event["detail-type"] == "Scheduled Event" {
                     probe.ticks.lock().unwrap().push(event);
@@ -206,7 +207,8 @@ async fn stream_batches_are_filtered_ordered_bisected_and_given_up_after_retries
         .cloned()
         .collect();
     assert_eq!(probe.processed(), expected);
-    assert_eq!(stats["stream records filtered out"], 5, "{stats:?}");
+    // Two consumers of the stream filter on INSERT: the probe and the stats function.
+    assert_eq!(stats["stream records filtered out"], 2 * 5, "{stats:?}");
     // Bisection isolated the poison; after 3 retries it was given up on, alone.
     assert_eq!(stats["stream records given up"], 1, "{stats:?}");
     let batches = probe.stream_batches.lock().unwrap().clone();

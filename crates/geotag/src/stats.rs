@@ -23,16 +23,20 @@
 //! still counts in the hour and the day it was taken in.
 //!
 //! Distance is the sum of great-circle segments between consecutive readings
-//! in time order, within a bucket. A tag that loses connectivity buffers its
-//! readings and often sends them after its first live reading, so the bucket
-//! has first counted a straight segment across the outage. Such a segment,
-//! spanning more than [`RollupRules::gap_ms`], is kept as a *gap*: when a late
-//! run arrives whose readings all fall inside a gap, the gap's straight line is
-//! replaced by the path through the run (gap start → run → gap end), and the
-//! distance is the one an in-order arrival would have given. A late run that
-//! falls between two counted readings less than `gap_ms` apart (not a gap)
-//! adds only its own internal distance, and is counted in
-//! [`Rollup::interleaved_runs`] so that this approximation is visible.
+//! in time order: within the hour for an hourly rollup, within the day for a
+//! daily one. Readings reach the stream out of time order all the time (SQS
+//! batches are processed concurrently; a tag uploads what it buffered offline
+//! after its first live reading), and a late reading splits a segment that was
+//! already counted. So the *track* part of a rollup (distance, first and last
+//! point, a [`Span`]) is not accumulated: each batch recomputes the span of
+//! every hour it touches from that hour's readings in Telemetry (one query per
+//! device and hour), and a day joins the spans of its hours, adding the
+//! segments that cross from one hour to the next. The rule for the segment a
+//! late reading falls into is therefore the plain one: it is replaced by the
+//! two segments through the late reading, exactly as if the readings had come
+//! in order. The span is an absolute value, so it is also immune to retries;
+//! it may run ahead of the counts while the stream still carries readings
+//! already in Telemetry, and converges when they are processed.
 
 use std::cmp::Ordering;
 
@@ -91,7 +95,7 @@ pub struct Point {
 }
 
 impl Point {
-    fn of(reading: &Reading) -> Point {
+    pub fn of(reading: &Reading) -> Point {
         Point {
             ts_ms: reading.ts_ms,
             lat: reading.lat,
@@ -104,34 +108,46 @@ impl Point {
     }
 }
 
-/// A straight segment across a time gap, counted provisionally (see the module docs).
+/// A stretch of track: its first and last points and the distance between
+/// consecutive points along it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Gap {
-    pub from: Point,
-    pub to: Point,
+pub struct Span {
+    pub first: Point,
+    pub last: Point,
+    pub distance_m: f64,
 }
 
-impl Gap {
-    fn duration_ms(&self) -> i64 {
-        self.to.ts_ms - self.from.ts_ms
+impl Span {
+    /// The span of `points`, taken in time order (a stable sort keeps the
+    /// given order of equal times). `None` for no points.
+    pub fn of_points(points: &[Point]) -> Option<Span> {
+        let mut points = points.to_vec();
+        points.sort_by_key(|point| point.ts_ms);
+        let (first, last) = (*points.first()?, *points.last()?);
+        let distance_m = points.windows(2).map(|pair| pair[0].to(pair[1])).sum();
+        Some(Span {
+            first,
+            last,
+            distance_m,
+        })
     }
-}
 
-/// How rollups treat time gaps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RollupRules {
-    /// A segment longer than this is a gap that late readings may fill.
-    pub gap_ms: i64,
-    /// Gaps kept per bucket; beyond it the shortest becomes a plain segment.
-    pub max_gaps: usize,
-}
-
-impl Default for RollupRules {
-    fn default() -> Self {
-        RollupRules {
-            gap_ms: 120_000,
-            max_gaps: 16,
-        }
+    /// Consecutive spans joined into one: their distances plus the segments
+    /// from each span's last point to the next one's first.
+    pub fn join<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Option<Span> {
+        let mut spans: Vec<&Span> = spans.into_iter().collect();
+        spans.sort_by_key(|span| span.first.ts_ms);
+        let (first, last) = (spans.first()?.first, spans.last()?.last);
+        let inner: f64 = spans.iter().map(|span| span.distance_m).sum();
+        let joints: f64 = spans
+            .windows(2)
+            .map(|pair| pair[0].last.to(pair[1].first))
+            .sum();
+        Some(Span {
+            first,
+            last,
+            distance_m: inner + joints,
+        })
     }
 }
 
@@ -139,7 +155,6 @@ impl Default for RollupRules {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rollup {
     pub count: u64,
-    pub distance_m: f64,
     pub speed_min: Option<f64>,
     pub speed_max: Option<f64>,
     pub speed_sum: f64,
@@ -149,10 +164,10 @@ pub struct Rollup {
     pub battery_last: Option<(i64, f64)>,
     /// (lat_min, lat_max, lon_min, lon_max)
     pub bbox: Option<(f64, f64, f64, f64)>,
-    pub first: Option<Point>,
-    pub last: Option<Point>,
-    pub gaps: Vec<Gap>,
-    pub interleaved_runs: u64,
+    /// First and last point and distance, recomputed from Telemetry (see the module docs).
+    pub track: Option<Span>,
+    /// For a day: the span of each of its hours, by hour start, to join.
+    pub hours: Vec<(i64, Span)>,
 }
 
 impl Rollup {
@@ -160,85 +175,25 @@ impl Rollup {
         (self.speed_count > 0).then(|| self.speed_sum / self.speed_count as f64)
     }
 
-    /// Adds readings that all belong to this rollup's bucket, in any order.
-    pub fn add_run(&mut self, readings: &[Reading], rules: &RollupRules) {
-        if readings.is_empty() {
-            return;
-        }
-        let mut run: Vec<&Reading> = readings.iter().collect();
-        run.sort_by(|a, b| {
-            a.ts_ms
-                .cmp(&b.ts_ms)
-                .then_with(|| a.sort_key().cmp(&b.sort_key()))
-        });
-        for reading in &run {
-            self.count_reading(reading);
-        }
-
-        let points: Vec<Point> = run.iter().map(|r| Point::of(r)).collect();
-        let (head, tail) = (points[0], points[points.len() - 1]);
-        let mut gaps = Vec::new();
-        let mut internal = 0.0;
-        for pair in points.windows(2) {
-            internal += pair[0].to(pair[1]);
-            self.note_gap(&mut gaps, pair[0], pair[1], rules);
-        }
-
-        match (self.first, self.last) {
-            (Some(_), Some(last)) if head.ts_ms >= last.ts_ms => {
-                self.distance_m += last.to(head) + internal;
-                self.note_gap(&mut gaps, last, head, rules);
-                self.last = Some(tail);
-            }
-            (Some(first), Some(_)) if tail.ts_ms <= first.ts_ms => {
-                self.distance_m += internal + tail.to(first);
-                self.note_gap(&mut gaps, tail, first, rules);
-                self.first = Some(head);
-            }
-            (Some(_), Some(_)) => {
-                let filled = self
-                    .gaps
-                    .iter()
-                    .position(|gap| gap.from.ts_ms <= head.ts_ms && tail.ts_ms <= gap.to.ts_ms);
-                match filled {
-                    Some(index) => {
-                        let gap = self.gaps.remove(index);
-                        self.distance_m +=
-                            gap.from.to(head) + internal + tail.to(gap.to) - gap.from.to(gap.to);
-                        self.note_gap(&mut gaps, gap.from, head, rules);
-                        self.note_gap(&mut gaps, tail, gap.to, rules);
-                    }
-                    None => {
-                        self.distance_m += internal;
-                        self.interleaved_runs += 1;
-                    }
-                }
-            }
-            _ => {
-                self.distance_m += internal;
-                self.first = Some(head);
-                self.last = Some(tail);
-            }
-        }
-        self.gaps.extend(gaps);
-        while self.gaps.len() > rules.max_gaps {
-            if let Some(shortest) = self
-                .gaps
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, gap)| gap.duration_ms())
-                .map(|(index, _)| index)
-            {
-                self.gaps.remove(shortest);
-            }
-        }
-        self.gaps.sort_by_key(|gap| gap.from.ts_ms);
+    pub fn distance_m(&self) -> f64 {
+        self.track.map_or(0.0, |track| track.distance_m)
     }
 
-    fn note_gap(&self, gaps: &mut Vec<Gap>, from: Point, to: Point, rules: &RollupRules) {
-        if to.ts_ms - from.ts_ms > rules.gap_ms {
-            gaps.push(Gap { from, to });
+    /// Counts readings into the order-independent aggregates.
+    pub fn count_readings(&mut self, readings: &[Reading]) {
+        for reading in readings {
+            self.count_reading(reading);
         }
+    }
+
+    /// Sets an hour's span, or `None` if the hour has no readings any more.
+    pub fn set_hour(&mut self, hour_start: i64, span: Option<Span>) {
+        self.hours.retain(|(start, _)| *start != hour_start);
+        if let Some(span) = span {
+            self.hours.push((hour_start, span));
+        }
+        self.hours.sort_by_key(|(start, _)| *start);
+        self.track = Span::join(self.hours.iter().map(|(_, span)| span));
     }
 
     fn count_reading(&mut self, reading: &Reading) {
@@ -357,30 +312,8 @@ mod tests {
             .collect()
     }
 
-    fn whole(readings: &[Reading]) -> Rollup {
-        let mut rollup = Rollup::default();
-        rollup.add_run(readings, &RollupRules::default());
-        rollup
-    }
-
-    fn assert_same_totals(a: &Rollup, b: &Rollup) {
-        assert_eq!(a.count, b.count);
-        assert!(
-            (a.distance_m - b.distance_m).abs() < 1e-6,
-            "{} vs {}",
-            a.distance_m,
-            b.distance_m
-        );
-        assert_eq!(
-            (a.speed_min, a.speed_max, a.speed_count),
-            (b.speed_min, b.speed_max, b.speed_count)
-        );
-        assert!((a.speed_sum - b.speed_sum).abs() < 1e-9);
-        assert_eq!(
-            (a.battery_min, a.battery_last, a.bbox),
-            (b.battery_min, b.battery_last, b.bbox)
-        );
-        assert_eq!((a.first, a.last), (b.first, b.last));
+    fn points(readings: &[Reading]) -> Vec<Point> {
+        readings.iter().map(Point::of).collect()
     }
 
     #[test]
@@ -407,13 +340,16 @@ mod tests {
 
     #[test]
     fn distance_of_a_known_route_within_a_thousandth() {
-        let rollup = whole(&equator_track(100));
+        let track = equator_track(100);
+        let span = Span::of_points(&points(&track)).unwrap();
         let expected = 99.0 * 0.01_f64.to_radians() * EARTH_RADIUS_M;
         assert!(
-            (rollup.distance_m - expected).abs() / expected < 0.001,
+            (span.distance_m - expected).abs() / expected < 0.001,
             "{}",
-            rollup.distance_m
+            span.distance_m
         );
+        let mut rollup = Rollup::default();
+        rollup.count_readings(&track);
         assert_eq!(rollup.count, 100);
         assert_eq!(rollup.speed_mean(), Some(49.5));
         assert_eq!(rollup.battery_min, Some(1.0));
@@ -422,41 +358,27 @@ mod tests {
     }
 
     #[test]
-    fn a_buffered_run_arriving_after_newer_readings_fills_its_gap() {
-        let track = equator_track(60);
-        let mut late = Rollup::default();
-        let rules = RollupRules::default();
-        // Live until minute 10, offline until 40 (buffering), then live again;
-        // the buffered readings arrive last.
-        late.add_run(&track[..11], &rules);
-        late.add_run(&track[40..], &rules);
+    fn a_day_joins_its_hours_across_the_boundaries() {
+        // Two hours of walking, one reading a minute: 119 segments in the day,
+        // 59 within each hour, 1 across 09:00.
+        let track = equator_track(120);
+        let mut day = Rollup::default();
+        for hour in [T0 + HOUR_MS, T0] {
+            let in_hour: Vec<_> = track
+                .iter()
+                .filter(|r| r.ts_ms.div_euclid(HOUR_MS) * HOUR_MS == hour)
+                .cloned()
+                .collect();
+            day.set_hour(hour, Span::of_points(&points(&in_hour)));
+        }
+        let whole = Span::of_points(&points(&track)).unwrap();
+        assert!((day.distance_m() - whole.distance_m).abs() < 1e-6);
         assert_eq!(
-            late.gaps.len(),
-            1,
-            "the outage is a provisional straight segment"
+            day.track.map(|t| (t.first, t.last)),
+            Some((whole.first, whole.last))
         );
-        late.add_run(&track[11..40], &rules);
-        assert_same_totals(&late, &whole(&track));
-        assert!(late.gaps.is_empty());
-        assert_eq!(late.interleaved_runs, 0);
-    }
-
-    #[test]
-    fn a_late_run_between_close_readings_is_counted_as_interleaved() {
-        let track = equator_track(10);
-        let rules = RollupRules::default();
-        let mut rollup = Rollup::default();
-        let (odd, even): (Vec<_>, Vec<_>) = track
-            .iter()
-            .cloned()
-            .enumerate()
-            .partition(|(i, _)| i % 2 == 1);
-        let even: Vec<_> = even.into_iter().map(|(_, r)| r).collect();
-        let odd: Vec<_> = odd.into_iter().map(|(_, r)| r).collect();
-        rollup.add_run(&even, &rules);
-        rollup.add_run(&odd[..1], &rules);
-        assert_eq!(rollup.interleaved_runs, 1);
-        assert_eq!(rollup.count, 6);
+        day.set_hour(T0 + HOUR_MS, None);
+        assert_eq!(day.hours.len(), 1);
     }
 
     #[test]
@@ -486,44 +408,49 @@ mod tests {
     }
 
     proptest! {
-        /// Splitting a track into live runs and one buffered block that arrives
-        /// last gives the totals of one in-order run, whatever the split.
+        /// The order-independent aggregates do not depend on how readings are
+        /// split into batches or in which order the batches come.
         #[test]
-        fn arrival_order_does_not_change_totals(n in 6usize..80, cut in any::<prop::sample::Index>(),
-                                                len in 2usize..20, late_first in any::<bool>()) {
-            let track = equator_track(n);
-            let start = 1 + cut.index(n - 3);
-            let end = (start + len).min(n - 1);
-            prop_assume!(end - start >= 2);
-            let rules = RollupRules::default();
-            let mut rollup = Rollup::default();
-            if late_first {
-                rollup.add_run(&track[end..], &rules);
-                rollup.add_run(&track[..start], &rules);
-            } else {
-                rollup.add_run(&track[..start], &rules);
-                rollup.add_run(&track[end..], &rules);
+        fn counts_do_not_depend_on_arrival(n in 2usize..80, seed in any::<u64>()) {
+            let mut track = equator_track(n);
+            let whole = { let mut r = Rollup::default(); r.count_readings(&track); r };
+            fastrand::Rng::with_seed(seed).shuffle(&mut track);
+            let mut shuffled = Rollup::default();
+            for chunk in track.chunks(1 + (seed % 7) as usize) {
+                shuffled.count_readings(chunk);
             }
-            rollup.add_run(&track[start..end], &rules);
-            assert_same_totals(&rollup, &whole(&track));
-            prop_assert_eq!(rollup.interleaved_runs, 0);
+            prop_assert_eq!(shuffled.count, whole.count);
+            prop_assert_eq!((shuffled.speed_min, shuffled.speed_max, shuffled.speed_count), (whole.speed_min, whole.speed_max, whole.speed_count));
+            prop_assert!((shuffled.speed_sum - whole.speed_sum).abs() < 1e-9);
+            prop_assert_eq!((shuffled.battery_min, shuffled.battery_last, shuffled.bbox), (whole.battery_min, whole.battery_last, whole.bbox));
         }
 
-        /// Contiguous runs in time order associate: (A+B)+C = A+(B+C).
+        /// Joining consecutive spans associates: any split gives the whole.
         #[test]
-        fn appending_runs_associates(n in 3usize..60, a in any::<prop::sample::Index>(), b in any::<prop::sample::Index>()) {
-            let track = equator_track(n);
-            let (mut i, mut j) = (1 + a.index(n - 2), 1 + b.index(n - 2));
-            if i > j { std::mem::swap(&mut i, &mut j); }
-            let rules = RollupRules::default();
-            let mut left = Rollup::default();
-            left.add_run(&track[..j], &rules);
-            left.add_run(&track[j..], &rules);
-            let mut right = Rollup::default();
-            right.add_run(&track[..i], &rules);
-            right.add_run(&track[i..], &rules);
-            assert_same_totals(&left, &right);
-            assert_same_totals(&left, &whole(&track));
+        fn joined_spans_equal_the_whole_track(n in 2usize..80, cuts in prop::collection::btree_set(1usize..79, 0..6)) {
+            let track = points(&equator_track(n));
+            let mut pieces = Vec::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().filter(|&c| c < n).chain([n]) {
+                if cut > start {
+                    pieces.push(Span::of_points(&track[start..cut]).unwrap());
+                    start = cut;
+                }
+            }
+            pieces.reverse();
+            let joined = Span::join(&pieces).unwrap();
+            let whole = Span::of_points(&track).unwrap();
+            prop_assert!((joined.distance_m - whole.distance_m).abs() < 1e-6);
+            prop_assert_eq!((joined.first, joined.last), (whole.first, whole.last));
+        }
+
+        /// A span does not depend on the order its points are given in.
+        #[test]
+        fn spans_ignore_arrival_order(n in 1usize..60, seed in any::<u64>()) {
+            let mut track = points(&equator_track(n));
+            let whole = Span::of_points(&track).unwrap();
+            fastrand::Rng::with_seed(seed).shuffle(&mut track);
+            prop_assert_eq!(Span::of_points(&track), Some(whole));
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::reading::Reading;
 use crate::reject::Rejection;
-use crate::stats::{Bucket, LatestState, Rollup};
+use crate::stats::{Bucket, LatestState, Point, Rollup};
 
 /// Why a write did not happen. Every variant is worth retrying later (SQS will):
 /// even a missing table is usually a deployment in progress.
@@ -278,5 +278,45 @@ impl StatsStore for MemoryStatsStore {
                 Ok(())
             })
             .collect()
+    }
+}
+
+/// Where the stats function reads an hour's track from: the Telemetry table.
+pub trait TrackSource: Send + Sync {
+    /// The positions of `device_id`'s readings with `from_ms <= ts < to_ms`,
+    /// in time order, reading everything written so far.
+    fn track(
+        &self,
+        device_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = Result<Vec<Point>, StoreError>> + Send;
+}
+
+impl TrackSource for MemoryReadingStore {
+    async fn track(
+        &self,
+        device_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Point>, StoreError> {
+        Ok(lock(&self.items)
+            .values()
+            .filter(|r| r.device_id == device_id && (from_ms..to_ms).contains(&r.ts_ms))
+            .map(Point::of)
+            .collect())
+    }
+}
+
+impl MemoryReadingStore {
+    /// Stores readings directly, as if ingest had (for tests of what follows it).
+    pub fn insert(&self, readings: &[Reading]) {
+        let mut items = lock(&self.items);
+        for reading in readings {
+            items.insert(
+                (reading.device_id.clone(), reading.sort_key()),
+                reading.clone(),
+            );
+        }
     }
 }

@@ -4,9 +4,11 @@
 //! For every device in the batch, the items it touches (`latest`, each hour,
 //! each day) are read in one BatchGetItem, every record not yet absorbed by an
 //! item (its sequence number above the item's watermark, see
-//! `geotag::stats`) is folded in memory, and each item is written once, on
-//! the condition that its watermark has not moved. The number of requests
-//! depends on the devices and buckets in the batch, not on its readings.
+//! `geotag::stats`) is folded in memory, each touched hour's track is read
+//! from Telemetry (one Query per device and hour), and each item is written
+//! once, on the condition that its watermark has not moved. The number of
+//! requests depends on the devices and buckets in the batch, not on its
+//! readings.
 //!
 //! An item whose write fails makes the lowest sequence number it still needed
 //! a batch item failure: Lambda retries the batch from there, and the items
@@ -18,9 +20,9 @@ use std::env;
 use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use geotag::Reading;
-use geotag::stats::{Bucket, LatestState, Rollup, RollupRules, cmp_sequence};
-use geotag::store::{SaveError, StatsBody, StatsItem, StatsKey, StatsStore};
-use geotag_aws::DynamoStatsStore;
+use geotag::stats::{Bucket, HOUR_MS, LatestState, Point, Rollup, Span, cmp_sequence};
+use geotag::store::{SaveError, StatsBody, StatsItem, StatsKey, StatsStore, TrackSource};
+use geotag_aws::{DynamoReadingStore, DynamoStatsStore};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Deserialize;
 
@@ -31,17 +33,13 @@ const CONFLICT_ROUNDS: usize = 3;
 pub struct Config {
     /// `DEVICE_STATS_TABLE`
     pub device_stats_table: String,
-    /// `DISTANCE_GAP_SECONDS` (120): segments longer than this are gaps late readings may fill.
-    pub rules: RollupRules,
+    /// `TELEMETRY_TABLE`: where hours' tracks are read from.
+    pub telemetry_table: String,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("environment variable {0} is not set")]
-    Missing(&'static str),
-    #[error("environment variable {0} is not a whole number of seconds")]
-    Invalid(&'static str),
-}
+#[error("environment variable {0} is not set")]
+pub struct ConfigError(&'static str);
 
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -49,33 +47,29 @@ impl Config {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut rules = RollupRules::default();
-        if let Some(seconds) = lookup("DISTANCE_GAP_SECONDS") {
-            let seconds: i64 = seconds
-                .parse()
-                .map_err(|_| ConfigError::Invalid("DISTANCE_GAP_SECONDS"))?;
-            rules.gap_ms = seconds.saturating_mul(1000);
-        }
         Ok(Config {
             device_stats_table: lookup("DEVICE_STATS_TABLE")
-                .ok_or(ConfigError::Missing("DEVICE_STATS_TABLE"))?,
-            rules,
+                .ok_or(ConfigError("DEVICE_STATS_TABLE"))?,
+            telemetry_table: lookup("TELEMETRY_TABLE").ok_or(ConfigError("TELEMETRY_TABLE"))?,
         })
     }
 }
 
-pub struct Stats<S> {
+/// The handler's dependencies: where stats live, and where tracks are read.
+pub struct Stats<S, T> {
     pub store: S,
-    pub rules: RollupRules,
+    pub tracks: T,
 }
 
-pub fn on_aws(sdk: &geotag_aws::clients::SdkConfig, config: &Config) -> Stats<DynamoStatsStore> {
+pub fn on_aws(
+    sdk: &geotag_aws::clients::SdkConfig,
+    config: &Config,
+) -> Stats<DynamoStatsStore, DynamoReadingStore> {
+    let client = aws_sdk_dynamodb::Client::new(sdk);
     Stats {
-        store: DynamoStatsStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            &config.device_stats_table,
-        ),
-        rules: config.rules,
+        store: DynamoStatsStore::new(client.clone(), &config.device_stats_table),
+        // Retention only matters for writes, which stats never makes here.
+        tracks: DynamoReadingStore::new(client, &config.telemetry_table, 0),
     }
 }
 
@@ -94,10 +88,12 @@ pub struct Outcome {
     /// Item updates skipped because the item had absorbed those records already.
     pub already_applied: usize,
     pub conflicts: usize,
+    /// Hour tracks read from Telemetry.
+    pub track_queries: usize,
 }
 
-pub async fn handle<S: StatsStore>(
-    stats: &Stats<S>,
+pub async fn handle<S: StatsStore, T: TrackSource>(
+    stats: &Stats<S, T>,
     event: LambdaEvent<Event>,
 ) -> Result<DynamoDbEventResponse, Error> {
     let outcome = process(stats, &event.payload.records).await;
@@ -141,7 +137,8 @@ struct TelemetryImage {
     seq: Option<u64>,
 }
 
-fn reading_of(record: &EventRecord) -> Option<Reading> {
+/// The reading an INSERT record carries; `None` if its image is not a Telemetry reading.
+pub fn reading_of(record: &EventRecord) -> Option<Reading> {
     let image: TelemetryImage = serde_dynamo::from_item(record.change.new_image.clone()).ok()?;
     Some(Reading {
         device_id: image.device_id,
@@ -157,7 +154,10 @@ fn reading_of(record: &EventRecord) -> Option<Reading> {
     })
 }
 
-pub async fn process<S: StatsStore>(stats: &Stats<S>, records: &[EventRecord]) -> Outcome {
+pub async fn process<S: StatsStore, T: TrackSource>(
+    stats: &Stats<S, T>,
+    records: &[EventRecord],
+) -> Outcome {
     let mut outcome = Outcome::default();
     let mut by_device: BTreeMap<String, Vec<(String, Reading)>> = BTreeMap::new();
     for record in records {
@@ -211,12 +211,73 @@ pub async fn process<S: StatsStore>(stats: &Stats<S>, records: &[EventRecord]) -
                 break;
             }
         };
-        let mut writes: Vec<(StatsItem, Option<String>)> = Vec::new();
+        // The hours whose tracks this round needs: those with new readings
+        // for an hour item or for a day item.
+        let mut fresh: Vec<(StatsKey, Vec<(String, Reading)>)> = Vec::new();
+        let mut hours_needed: BTreeSet<(String, i64)> = BTreeSet::new();
         for key in &pending {
-            let device_readings = &by_device[&key.0];
-            match next_item(key, stored.get(key), device_readings, &stats.rules) {
-                Some(write) => writes.push(write),
-                None => outcome.already_applied += 1,
+            let readings = fresh_readings(key, stored.get(key), &by_device[&key.0]);
+            if readings.is_empty() {
+                outcome.already_applied += 1;
+                continue;
+            }
+            if key.1 != geotag::store::LATEST_SORT_KEY {
+                hours_needed.extend(
+                    readings
+                        .iter()
+                        .map(|(_, r)| (key.0.clone(), r.ts_ms.div_euclid(HOUR_MS) * HOUR_MS)),
+                );
+            }
+            fresh.push((key.clone(), readings));
+        }
+        let mut tracks: HashMap<(String, i64), Option<Span>> = HashMap::new();
+        let mut track_failures: BTreeSet<(String, i64)> = BTreeSet::new();
+        let needed: Vec<(String, i64)> = hours_needed.into_iter().collect();
+        for chunk in needed.chunks(16) {
+            let mut queries = Vec::with_capacity(chunk.len());
+            for (device, hour) in chunk {
+                queries.push(stats.tracks.track(device, *hour, hour + HOUR_MS));
+            }
+            for ((device, hour), result) in
+                chunk.iter().zip(futures::future::join_all(queries).await)
+            {
+                outcome.track_queries += 1;
+                match result {
+                    Ok(points) => {
+                        tracks.insert((device.clone(), *hour), Span::of_points(&points));
+                    }
+                    Err(error) => {
+                        tracing::warn!(device_id = %device, hour, %error, "reading the hour's track failed");
+                        track_failures.insert((device.clone(), *hour));
+                    }
+                }
+            }
+        }
+        let mut writes: Vec<(StatsItem, Option<String>)> = Vec::new();
+        for (key, readings) in fresh {
+            let touched_hours: BTreeSet<i64> = readings
+                .iter()
+                .map(|(_, r)| r.ts_ms.div_euclid(HOUR_MS) * HOUR_MS)
+                .collect();
+            if key.1 != geotag::store::LATEST_SORT_KEY
+                && touched_hours
+                    .iter()
+                    .any(|hour| track_failures.contains(&(key.0.clone(), *hour)))
+            {
+                failed.push(key);
+                continue;
+            }
+            let spans: Vec<(i64, Option<Span>)> = touched_hours
+                .iter()
+                .map(|hour| {
+                    (
+                        *hour,
+                        tracks.get(&(key.0.clone(), *hour)).copied().flatten(),
+                    )
+                })
+                .collect();
+            if let Some(write) = next_item(&key, stored.get(&key), &readings, &spans) {
+                writes.push(write);
             }
         }
         let results = stats.store.save(&writes).await;
@@ -263,24 +324,31 @@ fn belongs(sort_key: &str, reading: &Reading) -> bool {
             .any(|b| b.sort_key() == sort_key)
 }
 
-/// The item to write for `key`, folding in the records above its watermark;
-/// `None` if it has absorbed them all already.
-fn next_item(
+/// The records of `readings` that belong to `key`'s item and are above its watermark.
+fn fresh_readings(
     key: &StatsKey,
     stored: Option<&StatsItem>,
     readings: &[(String, Reading)],
-    rules: &RollupRules,
-) -> Option<(StatsItem, Option<String>)> {
-    let watermark = stored.map(|item| item.watermark.clone());
-    let fresh: Vec<&(String, Reading)> = readings
+) -> Vec<(String, Reading)> {
+    let watermark = stored.map(|item| item.watermark.as_str());
+    readings
         .iter()
         .filter(|(sequence, reading)| {
             belongs(&key.1, reading)
-                && watermark
-                    .as_deref()
-                    .is_none_or(|mark| cmp_sequence(sequence, mark).is_gt())
+                && watermark.is_none_or(|mark| cmp_sequence(sequence, mark).is_gt())
         })
-        .collect();
+        .cloned()
+        .collect()
+}
+
+/// The item to write for `key`: `fresh` folded in, and the spans of the hours
+/// they touch (from Telemetry) set.
+fn next_item(
+    key: &StatsKey,
+    stored: Option<&StatsItem>,
+    fresh: &[(String, Reading)],
+    hour_spans: &[(i64, Option<Span>)],
+) -> Option<(StatsItem, Option<String>)> {
     let new_watermark = fresh
         .iter()
         .map(|(sequence, _)| sequence)
@@ -301,7 +369,25 @@ fn next_item(
             Some(StatsBody::Rollup(_, rollup)) => rollup.clone(),
             _ => Rollup::default(),
         };
-        rollup.add_run(&fresh_readings, rules);
+        rollup.count_readings(&fresh_readings);
+        match bucket {
+            Bucket::Hour(start) => {
+                rollup.track = hour_spans
+                    .iter()
+                    .find(|(hour, _)| *hour == start)
+                    .and_then(|(_, span)| *span)
+                    // Telemetry should hold what the stream shows; if TTL removed
+                    // it meanwhile, the new readings still make a track.
+                    .or_else(|| {
+                        Span::of_points(&fresh_readings.iter().map(Point::of).collect::<Vec<_>>())
+                    });
+            }
+            Bucket::Day(_) => {
+                for (hour, span) in hour_spans {
+                    rollup.set_hour(*hour, *span);
+                }
+            }
+        }
         StatsBody::Rollup(bucket, rollup)
     };
     Some((
@@ -310,7 +396,7 @@ fn next_item(
             watermark: new_watermark,
             body,
         },
-        watermark,
+        stored.map(|item| item.watermark.clone()),
     ))
 }
 

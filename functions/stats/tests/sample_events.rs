@@ -5,19 +5,32 @@
 use std::path::Path;
 
 use aws_lambda_events::dynamodb::{Event, EventRecord};
-use geotag::stats::{Bucket, Rollup, RollupRules};
-use geotag::store::{MemoryStatsStore, StatsBody};
-use geotag_stats::{Stats, handle, process};
+use geotag::stats::{Bucket, Rollup};
+use geotag::store::{MemoryReadingStore, MemoryStatsStore, StatsBody};
+use geotag_stats::{Stats, handle, process, reading_of};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::json;
 
 const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
 
-fn stats() -> Stats<MemoryStatsStore> {
+type MemoryStats = Stats<MemoryStatsStore, MemoryReadingStore>;
+
+fn stats() -> MemoryStats {
     Stats {
         store: MemoryStatsStore::default(),
-        rules: RollupRules::default(),
+        tracks: MemoryReadingStore::default(),
     }
+}
+
+/// Puts the records' readings in the in-memory Telemetry, as ingest had before
+/// the stream showed them.
+fn stored(stats: &MemoryStats, records: &[EventRecord]) {
+    let readings: Vec<_> = records
+        .iter()
+        .filter(|r| r.event_name == "INSERT")
+        .filter_map(reading_of)
+        .collect();
+    stats.tracks.insert(&readings);
 }
 
 fn sample(name: &str) -> Event {
@@ -27,21 +40,22 @@ fn sample(name: &str) -> Event {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-fn rollup(stats: &Stats<MemoryStatsStore>, device: &str, sort_key: &str) -> Rollup {
+fn rollup(stats: &MemoryStats, device: &str, sort_key: &str) -> Rollup {
     match stats.store.get(device, sort_key).map(|item| item.body) {
         Some(StatsBody::Rollup(_, rollup)) => rollup,
         other => panic!("{device} {sort_key}: {other:?}"),
     }
 }
 
-fn latest(stats: &Stats<MemoryStatsStore>, device: &str) -> geotag::stats::LatestState {
+fn latest(stats: &MemoryStats, device: &str) -> geotag::stats::LatestState {
     match stats.store.get(device, "latest").map(|item| item.body) {
         Some(StatsBody::Latest(state)) => state,
         other => panic!("{device} latest: {other:?}"),
     }
 }
 
-async fn invoke(stats: &Stats<MemoryStatsStore>, event: Event) -> Vec<String> {
+async fn invoke(stats: &MemoryStats, event: Event) -> Vec<String> {
+    stored(stats, &event.records);
     handle(stats, LambdaEvent::new(event, Context::default()))
         .await
         .unwrap()
@@ -63,12 +77,12 @@ async fn inserts_become_latest_state_and_rollups() {
     // 0.005 degree of latitude per step: 5 steps in the day, 3 and 1 within the hours.
     let step = 0.005_f64.to_radians() * geotag::geo::EARTH_RADIUS_M;
     assert!(
-        (day.distance_m - 5.0 * step).abs() < 0.01,
+        (day.distance_m() - 5.0 * step).abs() < 0.01,
         "{}",
-        day.distance_m
+        day.distance_m()
     );
-    assert!((hour8.distance_m - 3.0 * step).abs() < 0.01);
-    assert!((hour9.distance_m - step).abs() < 0.01);
+    assert!((hour8.distance_m() - 3.0 * step).abs() < 0.01);
+    assert!((hour9.distance_m() - step).abs() < 0.01);
     assert_eq!(day.battery_min, Some(85.0));
     assert_eq!(day.speed_max, Some(2.0));
 
@@ -133,7 +147,7 @@ fn generated(devices: usize, per_device: usize) -> Vec<EventRecord> {
     records
 }
 
-fn totals(stats: &Stats<MemoryStatsStore>) -> Vec<(String, String, u64, String)> {
+fn totals(stats: &MemoryStats) -> Vec<(String, String, u64, String)> {
     stats
         .store
         .items()
@@ -145,7 +159,9 @@ fn totals(stats: &Stats<MemoryStatsStore>) -> Vec<(String, String, u64, String)>
                 rollup.count,
                 format!(
                     "{:.6} {:?} {:?}",
-                    rollup.distance_m, rollup.battery_min, rollup.bbox
+                    rollup.distance_m(),
+                    rollup.battery_min,
+                    rollup.bbox
                 ),
             ),
             StatsBody::Latest(state) => (
@@ -162,11 +178,13 @@ fn totals(stats: &Stats<MemoryStatsStore>) -> Vec<(String, String, u64, String)>
 async fn a_failure_in_the_middle_of_a_batch_is_retried_to_the_same_totals() {
     let records = generated(4, 40);
     let clean = stats();
+    stored(&clean, &records);
     assert!(process(&clean, &records).await.failures.is_empty());
 
     // The same batch, with one hourly item's write failing: the function
     // reports the first record that item still needs; Lambda retries from it.
     let faulty = stats();
+    stored(&faulty, &records);
     faulty.store.fail_next_write_of("hour#2026-11-20T09");
     let outcome = process(&faulty, &records).await;
     assert_eq!(outcome.failures.len(), 1, "{outcome:?}");
@@ -198,12 +216,18 @@ async fn one_write_per_device_and_bucket_whatever_the_number_of_readings() {
     let records = generated(10, 100);
     assert_eq!(records.len(), 1000);
     let stats = stats();
+    stored(&stats, &records);
     let outcome = process(&stats, &records).await;
     assert!(outcome.failures.is_empty());
     let (loads, writes) = stats.store.calls();
     // Per tag: latest, 2 hours, 1 day.
     assert_eq!(writes, 10 * 4);
     assert_eq!(loads, 1, "one BatchGetItem for 40 keys");
+    assert_eq!(
+        outcome.track_queries,
+        10 * 2,
+        "one track query per tag and hour"
+    );
     assert_eq!(rollup(&stats, "tag-0003", "day#2026-11-20").count, 100);
     let hours: u64 = [8, 9]
         .iter()
@@ -211,4 +235,48 @@ async fn one_write_per_device_and_bucket_whatever_the_number_of_readings() {
         .sum();
     assert_eq!(hours, 100);
     assert_eq!(Bucket::of(T0)[1].sort_key(), "day#2026-11-20");
+}
+
+#[tokio::test]
+async fn readings_in_any_arrival_order_give_the_in_order_distance() {
+    let records = generated(3, 60);
+    let in_order = stats();
+    stored(&in_order, &records);
+    assert!(process(&in_order, &records).await.failures.is_empty());
+
+    // The same readings reach the stream shuffled (concurrent ingest, buffered
+    // uploads), in small batches: each record keeps its position in the
+    // stream (its sequence number), the readings' times are out of order.
+    let mut shuffled: Vec<EventRecord> = records.clone();
+    let mut sequences: Vec<String> = shuffled
+        .iter()
+        .map(|r| r.change.sequence_number.clone().unwrap())
+        .collect();
+    fastrand::Rng::with_seed(11).shuffle(&mut shuffled);
+    sequences.sort_by_key(|s| s.parse::<u64>().unwrap());
+    for (record, sequence) in shuffled.iter_mut().zip(sequences) {
+        record.change.sequence_number = Some(sequence);
+    }
+    let late = stats();
+    for batch in shuffled.chunks(7) {
+        stored(&late, batch);
+        assert!(process(&late, batch).await.failures.is_empty());
+    }
+    for device in ["tag-0000", "tag-0001", "tag-0002"] {
+        for key in ["day#2026-11-20", "hour#2026-11-20T08", "hour#2026-11-20T09"] {
+            let (a, b) = (rollup(&late, device, key), rollup(&in_order, device, key));
+            assert_eq!(a.count, b.count, "{device} {key}");
+            assert!(
+                (a.distance_m() - b.distance_m()).abs() < 1e-6,
+                "{device} {key}: {} vs {}",
+                a.distance_m(),
+                b.distance_m()
+            );
+            assert_eq!(
+                a.track.map(|t| (t.first, t.last)),
+                b.track.map(|t| (t.first, t.last))
+            );
+        }
+        assert_eq!(latest(&late, device).ts_ms, latest(&in_order, device).ts_ms);
+    }
 }

@@ -112,13 +112,17 @@ pub type FunctionOfEvent =
 /// The handlers this binary can run in-process, keyed by cargo binary name.
 pub struct InProcess {
     ingest: Option<Ingest<DynamoReadingStore, SqsDeadLetters>>,
+    stats: Option<geotag_stats::Stats<geotag_aws::DynamoStatsStore, DynamoReadingStore>>,
 }
 
 impl InProcess {
     /// Builds each function's handler from its template environment, as the
     /// function's `main` would from its Lambda environment.
     pub fn for_stack(stack: &Stack, sdk: &SdkConfig) -> Result<InProcess> {
-        let mut handlers = InProcess { ingest: None };
+        let mut handlers = InProcess {
+            ingest: None,
+            stats: None,
+        };
         for function in stack.functions.values() {
             let lookup = |name: &str| function.environment.get(name).cloned();
             match function.binary.as_str() {
@@ -126,6 +130,11 @@ impl InProcess {
                     let config = geotag_ingest::Config::from_lookup(lookup)
                         .with_context(|| format!("configuring {}", function.logical_id))?;
                     handlers.ingest = Some(geotag_ingest::on_aws(sdk, &config));
+                }
+                "stats" => {
+                    let config = geotag_stats::Config::from_lookup(lookup)
+                        .with_context(|| format!("configuring {}", function.logical_id))?;
+                    handlers.stats = Some(geotag_stats::on_aws(sdk, &config));
                 }
                 other => bail!(
                     "no in-process handler for binary {other:?} ({}); run it with --invoke-endpoint",
@@ -150,6 +159,17 @@ impl InProcess {
                     .ok_or_else(|| anyhow!("ingest is not configured"))?;
                 let event: SqsEvent = serde_json::from_value(payload)?;
                 let response = geotag_ingest::handle(ingest, LambdaEvent::new(event, context))
+                    .await
+                    .map_err(|error| anyhow!("{error}"))?;
+                Ok(serde_json::to_value(response)?)
+            }
+            "stats" => {
+                let stats = self
+                    .stats
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("stats is not configured"))?;
+                let event: aws_lambda_events::dynamodb::Event = serde_json::from_value(payload)?;
+                let response = geotag_stats::handle(stats, LambdaEvent::new(event, context))
                     .await
                     .map_err(|error| anyhow!("{error}"))?;
                 Ok(serde_json::to_value(response)?)

@@ -1,0 +1,195 @@
+//! The stats function against the emulator, through the pump's stream event
+//! source: exact DeviceStats under duplicate deliveries, and under a function
+//! that dies in the middle of a batch after writing part of it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use aws_lambda_events::dynamodb::Event;
+use futures::FutureExt;
+use geotag::Reading;
+use geotag::stats::{Bucket, Point, Span};
+use geotag::store::{ReadingStore, StatsBody, StatsStore};
+use geotag_local::pump::{Invoker, Pump};
+use geotag_local::stack::{LocalStack, Options};
+use serde_json::Value;
+
+const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
+
+/// 6 tags, 50 readings each, 90 s apart (75 minutes: two hours, one day),
+/// in a shuffled write order as concurrent ingest produces.
+fn readings() -> Vec<Reading> {
+    let mut readings = Vec::new();
+    for device in 0..6 {
+        for i in 0..50 {
+            readings.push(Reading {
+                device_id: format!("tag-{device:04}"),
+                ts_ms: T0 + 1_800_000 + i * 90_000,
+                lat: 48.8 + device as f64 * 0.01 + i as f64 * 0.0007,
+                lon: 2.3 + (i as f64 * 0.3).sin() * 0.002,
+                alt: None,
+                speed: Some(i as f64 % 7.0),
+                heading: None,
+                battery: Some(90.0 - i as f64 * 0.5),
+                accuracy: None,
+                seq: Some(i as u64),
+            });
+        }
+    }
+    fastrand::Rng::with_seed(5).shuffle(&mut readings);
+    readings
+}
+
+/// What DeviceStats must hold, computed from the readings directly.
+fn expected(readings: &[Reading]) -> BTreeMap<(String, String), (u64, f64)> {
+    let mut points: BTreeMap<(String, String), Vec<Point>> = BTreeMap::new();
+    for reading in readings {
+        for bucket in Bucket::of(reading.ts_ms) {
+            points
+                .entry((reading.device_id.clone(), bucket.sort_key()))
+                .or_default()
+                .push(Point::of(reading));
+        }
+    }
+    points
+        .into_iter()
+        .map(|(key, points)| {
+            let distance = Span::of_points(&points).map_or(0.0, |span| span.distance_m);
+            (key, (points.len() as u64, distance))
+        })
+        .collect()
+}
+
+async fn actual(
+    local: &LocalStack,
+    readings: &[Reading],
+) -> BTreeMap<(String, String), (u64, f64)> {
+    let store = geotag_aws::DynamoStatsStore::new(
+        aws_sdk_dynamodb::Client::new(&local.sdk),
+        local.stack.reference("DeviceStatsTable").unwrap(),
+    );
+    let keys: Vec<(String, String)> = expected(readings).into_keys().collect();
+    store
+        .load(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|(key, item)| match item.body {
+            StatsBody::Rollup(_, rollup) => Some((key, (rollup.count, rollup.distance_m()))),
+            StatsBody::Latest(_) => None,
+        })
+        .collect()
+}
+
+fn assert_exact(
+    actual: &BTreeMap<(String, String), (u64, f64)>,
+    expected: &BTreeMap<(String, String), (u64, f64)>,
+) {
+    assert_eq!(actual.len(), expected.len());
+    for (key, (count, distance)) in expected {
+        let (got_count, got_distance) = actual[key];
+        assert_eq!(got_count, *count, "{key:?}");
+        assert!(
+            (got_distance - distance).abs() < 1e-6,
+            "{key:?}: {got_distance} vs {distance}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn device_stats_are_exact_under_duplicates_and_a_crash_mid_batch() {
+    let local = LocalStack::start(&Options::default())
+        .await
+        .expect("local stack");
+    let config = geotag_stats::Config::from_lookup(|name| {
+        local
+            .stack
+            .function("StatsFunction")
+            .unwrap()
+            .environment
+            .get(name)
+            .cloned()
+    })
+    .unwrap();
+    let stats = Arc::new(geotag_stats::on_aws(&local.sdk, &config));
+
+    // Telemetry written as ingest writes it, in three parts, the first twice
+    // (a duplicate delivery: the same items again, MODIFY records).
+    let telemetry = geotag_aws::DynamoReadingStore::new(
+        aws_sdk_dynamodb::Client::new(&local.sdk),
+        local.stack.reference("TelemetryTable").unwrap(),
+        3650,
+    );
+    let readings = readings();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for part in [
+        &readings[..100],
+        &readings[..100],
+        &readings[100..200],
+        &readings[200..],
+    ] {
+        assert!(
+            telemetry
+                .put_readings(part, deadline)
+                .await
+                .failed
+                .is_empty()
+        );
+    }
+
+    // The stats function, except that its first invocation applies half of
+    // its batch to DeviceStats and then dies.
+    let invocations = Arc::new(AtomicUsize::new(0));
+    let crashed_after = Arc::new(Mutex::new(0usize));
+    let invoker = {
+        let (stats, invocations, crashed_after) = (
+            Arc::clone(&stats),
+            Arc::clone(&invocations),
+            Arc::clone(&crashed_after),
+        );
+        Invoker::Closure(Arc::new(move |function, payload: Value| {
+            let (stats, invocations, crashed_after) = (
+                Arc::clone(&stats),
+                Arc::clone(&invocations),
+                Arc::clone(&crashed_after),
+            );
+            let binary = function.binary.clone();
+            async move {
+                if binary != "stats" {
+                    return Err(anyhow!("only stats runs in this test"));
+                }
+                let event: Event = serde_json::from_value(payload)?;
+                if invocations.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let half = event.records.len() / 2;
+                    let partial = geotag_stats::process(&stats, &event.records[..half]).await;
+                    assert!(partial.failures.is_empty());
+                    *crashed_after.lock().unwrap() = partial.items_written;
+                    return Err(anyhow!("the function died after writing {} items", partial.items_written));
+                }
+                let outcome = geotag_stats::process(&stats, &event.records).await;
+                Ok(serde_json::json!({
+                    "batchItemFailures": outcome.failures.iter().map(|s| serde_json::json!({"itemIdentifier": s})).collect::<Vec<_>>()
+                }))
+            }
+            .boxed()
+        }))
+    };
+    let pump = Pump::start(&local.stack, &local.sdk, invoker);
+    pump.wait_drained(Duration::from_secs(120)).await.unwrap();
+    let pump_stats = pump.stats.snapshot();
+    pump.stop().await;
+
+    assert!(
+        *crashed_after.lock().unwrap() > 0,
+        "the crash came after some items were written"
+    );
+    assert!(pump_stats["function errors"] >= 1, "{pump_stats:?}");
+    assert_eq!(
+        pump_stats["stream records filtered out"], 100,
+        "the duplicate writes are MODIFYs: {pump_stats:?}"
+    );
+    assert_exact(&actual(&local, &readings).await, &expected(&readings));
+}
