@@ -285,9 +285,16 @@ fn print_up(local: &LocalStack, env_file: &std::path::Path, remote: bool) {
     println!(
         "\n  run the functions under cargo lambda instead (restart with --invoke-endpoint http://127.0.0.1:9000):"
     );
-    println!("    cargo lambda watch --invoke-address 127.0.0.1 --env-file {}", env_file.display());
-    println!("    cargo lambda invoke --invoke-address 127.0.0.1 ingest --data-file events/ingest/valid-batch.json");
-    println!("    cargo lambda invoke --invoke-address 127.0.0.1 stats --data-file events/stats/inserts.json");
+    println!(
+        "    cargo lambda watch --invoke-address 127.0.0.1 --env-file {}",
+        env_file.display()
+    );
+    println!(
+        "    cargo lambda invoke --invoke-address 127.0.0.1 ingest --data-file events/ingest/valid-batch.json"
+    );
+    println!(
+        "    cargo lambda invoke --invoke-address 127.0.0.1 stats --data-file events/stats/inserts.json"
+    );
     println!("\n  the AWS CLI against it:");
     println!(
         "    export AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing"

@@ -58,6 +58,29 @@ mod tempfile_path {
     }
 }
 
+/// The template's stack with a 1 s function timeout and visibility timeout, no
+/// batching window and the given redrive limit, so that redelivery takes
+/// seconds; every other semantic is the template's own.
+async fn quick_stack(max_receive_count: u32) -> (tempfile_path::TempPath, LocalStack) {
+    let redrive = format!("maxReceiveCount: {max_receive_count}");
+    let template = edited_template(&[
+        ("Timeout: 30", "Timeout: 1"),
+        ("VisibilityTimeout: 180", "VisibilityTimeout: 1"),
+        ("maxReceiveCount: 5", redrive.as_str()),
+        (
+            "MaximumBatchingWindowInSeconds: 1",
+            "MaximumBatchingWindowInSeconds: 0",
+        ),
+    ]);
+    let local = LocalStack::start(&Options {
+        template: Some(template.path().to_owned()),
+        ..Options::default()
+    })
+    .await
+    .expect("local stack");
+    (template, local)
+}
+
 /// Records every batch a function receives and fails records whose body says so.
 #[derive(Default)]
 struct Recorder {
@@ -175,23 +198,7 @@ async fn the_stack_follows_the_template_queue_names_and_batch_size() {
 
 #[tokio::test]
 async fn failures_are_redelivered_after_the_visibility_timeout_then_dead_lettered() {
-    // A short function timeout, visibility timeout and redrive limit keep the
-    // test quick; the semantics are the template's.
-    let template = edited_template(&[
-        ("Timeout: 30", "Timeout: 1"),
-        ("VisibilityTimeout: 180", "VisibilityTimeout: 1"),
-        ("maxReceiveCount: 5", "maxReceiveCount: 3"),
-        (
-            "MaximumBatchingWindowInSeconds: 1",
-            "MaximumBatchingWindowInSeconds: 0",
-        ),
-    ]);
-    let local = LocalStack::start(&Options {
-        template: Some(template.path().to_owned()),
-        ..Options::default()
-    })
-    .await
-    .expect("local stack");
+    let (_template, local) = quick_stack(3).await;
     let sqs = aws_sdk_sqs::Client::new(&local.sdk);
     let attributes = sqs
         .get_queue_attributes()
@@ -241,21 +248,7 @@ async fn failures_are_redelivered_after_the_visibility_timeout_then_dead_lettere
 
 #[tokio::test]
 async fn an_unknown_item_identifier_fails_the_whole_batch() {
-    let template = edited_template(&[
-        ("Timeout: 30", "Timeout: 1"),
-        ("VisibilityTimeout: 180", "VisibilityTimeout: 1"),
-        ("maxReceiveCount: 5", "maxReceiveCount: 2"),
-        (
-            "MaximumBatchingWindowInSeconds: 1",
-            "MaximumBatchingWindowInSeconds: 0",
-        ),
-    ]);
-    let local = LocalStack::start(&Options {
-        template: Some(template.path().to_owned()),
-        ..Options::default()
-    })
-    .await
-    .expect("local stack");
+    let (_template, local) = quick_stack(2).await;
     let calls = Arc::new(Mutex::new(0));
     let counter = Arc::clone(&calls);
     let invoker = Invoker::Closure(Arc::new(move |_, _| {
