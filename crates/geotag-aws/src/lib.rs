@@ -10,6 +10,7 @@
 pub mod clients;
 pub mod dead_letters;
 pub mod device_stats;
+pub mod request_count;
 pub mod retry;
 pub mod telemetry;
 

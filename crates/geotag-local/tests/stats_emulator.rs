@@ -193,3 +193,87 @@ async fn device_stats_are_exact_under_duplicates_and_a_crash_mid_batch() {
     );
     assert_exact(&actual(&local, &readings).await, &expected(&readings));
 }
+
+#[tokio::test]
+async fn a_batch_of_1000_readings_costs_one_write_per_device_and_bucket_at_the_wire() {
+    // The template's batch size raised by parameter, as `sam deploy` would.
+    let local = LocalStack::start(&Options {
+        parameter_overrides: [("StatsBatchSize".to_owned(), "1000".to_owned())].into(),
+        ..Options::default()
+    })
+    .await
+    .expect("local stack");
+    let environment = local
+        .stack
+        .function("StatsFunction")
+        .unwrap()
+        .environment
+        .clone();
+    let config = geotag_stats::Config::from_lookup(|name| environment.get(name).cloned()).unwrap();
+
+    // 1,000 readings from 10 tags over 2 hours (08:00 to 09:59).
+    let readings: Vec<Reading> = (0..1000)
+        .map(|i| Reading {
+            device_id: format!("tag-{:04}", i % 10),
+            ts_ms: T0 + (i / 10) as i64 * 72_000,
+            lat: 48.8 + (i / 10) as f64 * 1e-4,
+            lon: 2.3 + (i % 10) as f64 * 0.01,
+            alt: None,
+            speed: Some(4.0),
+            heading: None,
+            battery: Some(80.0),
+            accuracy: None,
+            seq: Some(i as u64),
+        })
+        .collect();
+    let telemetry = geotag_aws::DynamoReadingStore::new(
+        aws_sdk_dynamodb::Client::new(&local.sdk),
+        &config.telemetry_table,
+        3650,
+    );
+    let report = telemetry
+        .put_readings(&readings, Instant::now() + Duration::from_secs(60))
+        .await;
+    assert!(report.failed.is_empty());
+
+    let counter = geotag_aws::request_count::RequestCounter::default();
+    let client = counter.dynamodb(&local.sdk);
+    let stats = Arc::new(geotag_stats::Stats {
+        store: geotag_aws::DynamoStatsStore::new(client.clone(), &config.device_stats_table),
+        tracks: geotag_aws::DynamoReadingStore::new(client, &config.telemetry_table, 0),
+    });
+    let batch_sizes = Arc::new(Mutex::new(Vec::new()));
+    let invoker = {
+        let (stats, batch_sizes) = (Arc::clone(&stats), Arc::clone(&batch_sizes));
+        Invoker::Closure(Arc::new(move |function, payload: Value| {
+            let (stats, batch_sizes) = (Arc::clone(&stats), Arc::clone(&batch_sizes));
+            let binary = function.binary.clone();
+            async move {
+                if binary != "stats" {
+                    return Err(anyhow!("only stats runs in this test"));
+                }
+                let event: Event = serde_json::from_value(payload)?;
+                batch_sizes.lock().unwrap().push(event.records.len());
+                let outcome = geotag_stats::process(&stats, &event.records).await;
+                assert!(outcome.failures.is_empty());
+                Ok(serde_json::json!({}))
+            }
+            .boxed()
+        }))
+    };
+    let pump = Pump::start(&local.stack, &local.sdk, invoker);
+    pump.wait_drained(Duration::from_secs(120)).await.unwrap();
+    pump.stop().await;
+
+    assert_eq!(
+        *batch_sizes.lock().unwrap(),
+        [1000],
+        "one batch of 1,000 records"
+    );
+    // Per tag: `latest`, 2 hours, 1 day = 40 items; 20 hour tracks.
+    assert_eq!(counter.of("PutItem"), 40, "{:?}", counter.counts());
+    assert_eq!(counter.of("BatchGetItem"), 1, "{:?}", counter.counts());
+    assert_eq!(counter.of("Query"), 20, "{:?}", counter.counts());
+    assert_eq!(counter.total(), 61, "{:?}", counter.counts());
+    assert_exact(&actual(&local, &readings).await, &expected(&readings));
+}
