@@ -6,8 +6,10 @@
 //! these pieces to AWS through `geotag-aws`, and tests wire them to the
 //! in-memory stores in [`store`].
 
+pub mod alerts;
 pub mod decode;
 pub mod geo;
+pub mod geofence;
 pub mod reading;
 pub mod reject;
 pub mod stats;
