@@ -16,6 +16,21 @@ use geotag::store::{
 use crate::retry::AttemptError;
 use crate::telemetry::classify;
 
+/// Partitions of the sparse `SilenceIndex` (keys: `silence_shard`, `last_seen`),
+/// which only `latest` items populate. The alerts schedule queries each shard
+/// for `last_seen` older than its threshold: it reads the silent devices, not
+/// the table. Spreading devices over shards keeps any one index partition cool.
+pub const SILENCE_SHARDS: u32 = 8;
+
+/// The index shard of a device: a stable FNV-1a hash of its id (stable across
+/// processes and releases, unlike std's randomly seeded hasher).
+pub fn silence_shard(device_id: &str) -> u32 {
+    let hash = device_id.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % SILENCE_SHARDS
+}
+
 /// BatchGetItem's limit of keys per request.
 const MAX_BATCH_GET: usize = 100;
 /// Conditional writes in flight at once.
@@ -180,6 +195,8 @@ pub fn stats_item(item: &StatsItem) -> HashMap<String, AttributeValue> {
         StatsBody::Latest(state) => {
             put("kind", AttributeValue::S("latest".into()));
             put("ts", n(state.ts_ms));
+            put("silence_shard", n(silence_shard(&item.device_id)));
+            put("last_seen", n(state.ts_ms));
             put("reading_key", AttributeValue::S(state.reading_key.clone()));
             put("lat", f(state.lat));
             put("lon", f(state.lon));
@@ -427,5 +444,18 @@ mod tests {
             };
             assert_eq!(stats_item_from(&stats_item(&item)), Some(item));
         }
+    }
+
+    #[test]
+    fn silence_shards_are_stable_and_spread() {
+        assert_eq!(silence_shard("tag-0001"), silence_shard("tag-0001"));
+        let mut per_shard = [0; SILENCE_SHARDS as usize];
+        for i in 0..8000 {
+            per_shard[silence_shard(&format!("tag-{i:04}")) as usize] += 1;
+        }
+        assert!(
+            per_shard.iter().all(|&n| (800..1200).contains(&n)),
+            "{per_shard:?}"
+        );
     }
 }

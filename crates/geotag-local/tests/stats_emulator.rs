@@ -277,3 +277,81 @@ async fn a_batch_of_1000_readings_costs_one_write_per_device_and_bucket_at_the_w
     assert_eq!(counter.total(), 61, "{:?}", counter.counts());
     assert_exact(&actual(&local, &readings).await, &expected(&readings));
 }
+
+#[tokio::test]
+async fn the_silence_index_finds_silent_devices_without_a_scan() {
+    let local = LocalStack::start(&Options::default())
+        .await
+        .expect("local stack");
+    let table = local
+        .stack
+        .reference("DeviceStatsTable")
+        .unwrap()
+        .to_owned();
+    let client = aws_sdk_dynamodb::Client::new(&local.sdk);
+    let store = geotag_aws::DynamoStatsStore::new(client.clone(), &table);
+
+    // 40 tags, last seen 0 to 78 minutes before T0; each also has rollups,
+    // which the sparse index must not show.
+    let mut writes = Vec::new();
+    for i in 0..40i64 {
+        let reading = Reading {
+            device_id: format!("tag-{i:04}"),
+            ts_ms: T0 - i * 2 * 60_000,
+            lat: 48.0,
+            lon: 2.0,
+            alt: None,
+            speed: None,
+            heading: None,
+            battery: None,
+            accuracy: None,
+            seq: None,
+        };
+        let latest =
+            geotag::stats::LatestState::apply(None, std::slice::from_ref(&reading)).unwrap();
+        let mut rollup = geotag::stats::Rollup::default();
+        rollup.count_readings(std::slice::from_ref(&reading));
+        for body in [
+            StatsBody::Latest(latest),
+            StatsBody::Rollup(Bucket::of(reading.ts_ms)[0], rollup),
+        ] {
+            writes.push((
+                geotag::store::StatsItem {
+                    device_id: reading.device_id.clone(),
+                    watermark: "1".into(),
+                    body,
+                },
+                None,
+            ));
+        }
+    }
+    assert!(store.save(&writes).await.iter().all(Result::is_ok));
+
+    // Silent for more than 30 minutes at T0: last seen before T0 - 30 min.
+    let cutoff = T0 - 30 * 60_000;
+    let mut silent = Vec::new();
+    for shard in 0..geotag_aws::device_stats::SILENCE_SHARDS {
+        let page = client
+            .query()
+            .table_name(&table)
+            .index_name("SilenceIndex")
+            .key_condition_expression("silence_shard = :shard AND last_seen < :cutoff")
+            .expression_attribute_values(
+                ":shard",
+                aws_sdk_dynamodb::types::AttributeValue::N(shard.to_string()),
+            )
+            .expression_attribute_values(
+                ":cutoff",
+                aws_sdk_dynamodb::types::AttributeValue::N(cutoff.to_string()),
+            )
+            .send()
+            .await
+            .unwrap();
+        for item in page.items.unwrap_or_default() {
+            silent.push(item["device_id"].as_s().unwrap().clone());
+        }
+    }
+    silent.sort();
+    let expected: Vec<String> = (16..40).map(|i| format!("tag-{i:04}")).collect();
+    assert_eq!(silent, expected);
+}
