@@ -9,6 +9,8 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::alerts::{Alert, SpeedWatch, Thresholds};
+use crate::geofence::Geofence;
 use crate::reading::Reading;
 use crate::reject::Rejection;
 use crate::stats::{Bucket, LatestState, Point, Rollup};
@@ -318,5 +320,175 @@ impl MemoryReadingStore {
                 reading.clone(),
             );
         }
+    }
+}
+
+/// What applies to a tag: its customer (`None`: not in the registry), that
+/// customer's thresholds (or the defaults), and the geofences to watch (the
+/// customer's and the global ones).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub customer_id: Option<String>,
+    pub thresholds: Thresholds,
+    pub geofences: Vec<Geofence>,
+}
+
+/// The device registry, customers' thresholds and the geofences.
+pub trait Registry: Send + Sync {
+    /// An assignment for every device asked for (unknown devices get the
+    /// defaults, no customer, and the global geofences).
+    fn assignments(
+        &self,
+        devices: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, Assignment>, StoreError>> + Send;
+}
+
+/// What [`AlertLog::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// First time this id is seen: it is now recorded; publish it.
+    New,
+    /// Recorded before, never marked published (a publish failed): publish it.
+    Unpublished,
+    /// Published already: do nothing.
+    Published,
+}
+
+/// The record of alerts raised, keyed by their deterministic ids, and each
+/// device's speeding episode.
+pub trait AlertLog: Send + Sync {
+    /// Records the alert with a conditional write unless its id exists.
+    fn claim(&self, alert: &Alert) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+    fn mark_published(&self, alert_id: &str)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn speed_watches(
+        &self,
+        devices: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, SpeedWatch>, StoreError>> + Send;
+    fn save_speed_watch(
+        &self,
+        device_id: &str,
+        watch: &SpeedWatch,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Where alerts go: the alerts topic.
+pub trait AlertSink: Send + Sync {
+    fn publish(&self, alert: &Alert) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// An in-memory [`Registry`].
+#[derive(Debug, Default)]
+pub struct MemoryRegistry {
+    pub defaults: Thresholds,
+    pub customers_of: Mutex<HashMap<String, String>>,
+    pub thresholds_of: Mutex<HashMap<String, Thresholds>>,
+    pub geofences: Mutex<Vec<Geofence>>,
+}
+
+impl Registry for MemoryRegistry {
+    async fn assignments(
+        &self,
+        devices: &[String],
+    ) -> Result<HashMap<String, Assignment>, StoreError> {
+        let customers = lock(&self.customers_of);
+        let thresholds = lock(&self.thresholds_of);
+        let geofences = lock(&self.geofences);
+        Ok(devices
+            .iter()
+            .map(|device| {
+                let customer_id = customers.get(device).cloned();
+                let assignment = Assignment {
+                    thresholds: customer_id
+                        .as_ref()
+                        .and_then(|c| thresholds.get(c))
+                        .copied()
+                        .unwrap_or(self.defaults),
+                    geofences: geofences
+                        .iter()
+                        .filter(|g| g.customer_id.is_none() || g.customer_id == customer_id)
+                        .cloned()
+                        .collect(),
+                    customer_id,
+                };
+                (device.clone(), assignment)
+            })
+            .collect())
+    }
+}
+
+/// An in-memory [`AlertLog`] and [`AlertSink`], which can be told to fail publishes.
+#[derive(Debug, Default)]
+pub struct MemoryAlerts {
+    /// id -> published?
+    claims: Mutex<BTreeMap<String, bool>>,
+    watches: Mutex<HashMap<String, SpeedWatch>>,
+    published: Mutex<Vec<Alert>>,
+    failing_publishes: Mutex<u32>,
+}
+
+impl MemoryAlerts {
+    /// Makes the next `count` publishes fail.
+    pub fn fail_next_publishes(&self, count: u32) {
+        *lock(&self.failing_publishes) = count;
+    }
+
+    /// Every alert published, in order.
+    pub fn published(&self) -> Vec<Alert> {
+        lock(&self.published).clone()
+    }
+}
+
+impl AlertLog for MemoryAlerts {
+    async fn claim(&self, alert: &Alert) -> Result<Claim, StoreError> {
+        let mut claims = lock(&self.claims);
+        Ok(match claims.get(&alert.id) {
+            None => {
+                claims.insert(alert.id.clone(), false);
+                Claim::New
+            }
+            Some(false) => Claim::Unpublished,
+            Some(true) => Claim::Published,
+        })
+    }
+
+    async fn mark_published(&self, alert_id: &str) -> Result<(), StoreError> {
+        lock(&self.claims).insert(alert_id.to_owned(), true);
+        Ok(())
+    }
+
+    async fn speed_watches(
+        &self,
+        devices: &[String],
+    ) -> Result<HashMap<String, SpeedWatch>, StoreError> {
+        let watches = lock(&self.watches);
+        Ok(devices
+            .iter()
+            .filter_map(|d| watches.get(d).map(|w| (d.clone(), *w)))
+            .collect())
+    }
+
+    async fn save_speed_watch(
+        &self,
+        device_id: &str,
+        watch: &SpeedWatch,
+    ) -> Result<(), StoreError> {
+        lock(&self.watches).insert(device_id.to_owned(), *watch);
+        Ok(())
+    }
+}
+
+impl AlertSink for MemoryAlerts {
+    async fn publish(&self, alert: &Alert) -> Result<(), StoreError> {
+        let mut failing = lock(&self.failing_publishes);
+        if *failing > 0 {
+            *failing -= 1;
+            return Err(StoreError::Service {
+                code: "InternalError".into(),
+                message: "injected publish failure".into(),
+            });
+        }
+        lock(&self.published).push(alert.clone());
+        Ok(())
     }
 }

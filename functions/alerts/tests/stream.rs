@@ -1,0 +1,238 @@
+//! The alerts handler's stream path with in-memory registry, log and topic:
+//! each alert published once, under duplicates and failed publishes, to the
+//! right customer.
+
+use aws_lambda_events::dynamodb::EventRecord;
+use geotag::alerts::{AlertKind, Thresholds};
+use geotag::geofence::{Geofence, Shape};
+use geotag::store::{MemoryAlerts, MemoryRegistry};
+use geotag_alerts::{Alerts, process_stream};
+use serde_json::{Value, json};
+
+const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
+
+/// A `latest` image as DeviceStats stores it.
+fn latest(device: &str, minute: i64, lat: f64, battery: f64, speed: f64, version: u64) -> Value {
+    let ts = T0 + minute * 60_000;
+    json!({
+        "device_id": {"S": device}, "sk": {"S": "latest"}, "watermark": {"S": "1"}, "kind": {"S": "latest"},
+        "ts": {"N": ts.to_string()}, "reading_key": {"S": format!("k{minute:04}")},
+        "lat": {"N": lat.to_string()}, "lon": {"N": "2.0"}, "speed": {"N": speed.to_string()},
+        "battery": {"N": battery.to_string()}, "battery_ts": {"N": ts.to_string()},
+        "version": {"N": version.to_string()}, "silence_shard": {"N": "1"}, "last_seen": {"N": ts.to_string()},
+    })
+}
+
+fn record(sequence: u64, old: Option<Value>, new: Value) -> EventRecord {
+    let mut change = json!({
+        "ApproximateCreationDateTime": 1_795_161_600.0,
+        "Keys": {"device_id": new["device_id"].clone(), "sk": {"S": "latest"}},
+        "NewImage": new,
+        "SequenceNumber": sequence.to_string(),
+        "SizeBytes": 200,
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    });
+    let name = if old.is_some() { "MODIFY" } else { "INSERT" };
+    if let Some(old) = old {
+        change["OldImage"] = old;
+    }
+    serde_json::from_value(json!({
+        "eventID": format!("e{sequence}"), "eventName": name, "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb", "awsRegion": "us-east-1", "dynamodb": change,
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/stats/stream/s",
+    }))
+    .unwrap()
+}
+
+/// A track of states, as consecutive stream records (old image = previous state).
+fn track(device: &str, first_sequence: u64, states: &[(f64, f64, f64)]) -> Vec<EventRecord> {
+    let mut previous: Option<Value> = None;
+    states
+        .iter()
+        .enumerate()
+        .map(|(i, (lat, battery, speed))| {
+            let new = latest(device, i as i64, *lat, *battery, *speed, i as u64 + 1);
+            let record = record(
+                first_sequence + i as u64 * 10,
+                previous.clone(),
+                new.clone(),
+            );
+            previous = Some(new);
+            record
+        })
+        .collect()
+}
+
+fn zone(id: &str, customer: Option<&str>) -> Geofence {
+    Geofence {
+        id: id.into(),
+        name: format!("Zone {id}"),
+        customer_id: customer.map(str::to_owned),
+        shape: Shape::Circle {
+            lat: 48.0,
+            lon: 2.0,
+            radius_m: 500.0,
+        },
+    }
+}
+
+fn alerts() -> Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts> {
+    let registry = MemoryRegistry::default();
+    registry.customers_of.lock().unwrap().extend([
+        ("tag-a".to_owned(), "acme".to_owned()),
+        ("tag-b".to_owned(), "globex".to_owned()),
+    ]);
+    registry.thresholds_of.lock().unwrap().insert(
+        "globex".into(),
+        Thresholds {
+            battery_low_pct: 50.0,
+            ..Thresholds::default()
+        },
+    );
+    registry
+        .geofences
+        .lock()
+        .unwrap()
+        .extend([zone("depot", None), zone("acme-yard", Some("acme"))]);
+    Alerts {
+        registry,
+        log: MemoryAlerts::default(),
+        sink: MemoryAlerts::default(),
+    }
+}
+
+fn published(
+    alerts: &Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts>,
+) -> Vec<(String, AlertKind, Option<String>)> {
+    alerts
+        .sink
+        .published()
+        .into_iter()
+        .map(|a| (a.device_id, a.kind, a.geofence.map(|g| g.0)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_crossing_raises_enter_and_exit_once_for_each_zone_that_applies() {
+    let alerts = alerts();
+    // In, then out of both zones (same circle): acme's tag sees its own zone and
+    // the global one; globex's tag only the global one; an unregistered tag too.
+    let path = [(47.9, 90.0, 5.0), (48.0, 90.0, 5.0), (48.1, 90.0, 5.0)];
+    let mut records = track("tag-a", 100, &path);
+    records.extend(track("tag-b", 200, &path));
+    records.extend(track("tag-z", 300, &path));
+    let outcome = process_stream(&alerts, &records).await;
+    assert!(outcome.failures.is_empty(), "{outcome:?}");
+    let mut got = published(&alerts);
+    got.sort();
+    let enter = AlertKind::GeofenceEnter;
+    let exit = AlertKind::GeofenceExit;
+    let zone = |z: &str| Some(z.to_owned());
+    assert_eq!(
+        got,
+        [
+            ("tag-a".into(), enter, zone("acme-yard")),
+            ("tag-a".into(), enter, zone("depot")),
+            ("tag-a".into(), exit, zone("acme-yard")),
+            ("tag-a".into(), exit, zone("depot")),
+            ("tag-b".into(), enter, zone("depot")),
+            ("tag-b".into(), exit, zone("depot")),
+            ("tag-z".into(), enter, zone("depot")),
+            ("tag-z".into(), exit, zone("depot")),
+        ]
+    );
+    let customers: Vec<_> = alerts
+        .sink
+        .published()
+        .into_iter()
+        .map(|a| (a.device_id, a.customer_id))
+        .collect();
+    assert!(customers.contains(&("tag-b".into(), Some("globex".into()))));
+    assert!(
+        customers.contains(&("tag-z".into(), None)),
+        "unregistered tags still raise operator alerts"
+    );
+
+    // The same records again (a retried batch, duplicates): nothing new.
+    let again = process_stream(&alerts, &records).await;
+    assert_eq!((again.published, again.already_published), (0, 8));
+    assert_eq!(alerts.sink.published().len(), 8);
+}
+
+#[tokio::test]
+async fn a_failed_publish_is_retried_and_published_once() {
+    let alerts = alerts();
+    let records = track("tag-a", 100, &[(47.9, 90.0, 5.0), (48.0, 90.0, 5.0)]);
+    alerts.sink.fail_next_publishes(1);
+    let first = process_stream(&alerts, &records).await;
+    assert_eq!(
+        first.failures,
+        ["110"],
+        "the record whose alert failed is retried: {first:?}"
+    );
+    let published_first = alerts.sink.published().len();
+    // Lambda retries from the failed record.
+    let retry = process_stream(&alerts, &records[1..]).await;
+    assert!(retry.failures.is_empty());
+    let mut ids: Vec<_> = alerts.sink.published().into_iter().map(|a| a.id).collect();
+    assert_eq!(
+        ids.len(),
+        2,
+        "both zones' enter alerts, each once (first try published {published_first})"
+    );
+    ids.dedup();
+    assert_eq!(ids.len(), 2);
+}
+
+#[tokio::test]
+async fn battery_uses_the_customers_threshold_once_per_crossing() {
+    let alerts = alerts();
+    // acme uses the default 20%, globex 50%.
+    let levels = [
+        (47.0, 60.0, 0.0),
+        (47.0, 45.0, 0.0),
+        (47.0, 30.0, 0.0),
+        (47.0, 15.0, 0.0),
+        (47.0, 10.0, 0.0),
+    ];
+    let mut records = track("tag-a", 100, &levels);
+    records.extend(track("tag-b", 200, &levels));
+    assert!(process_stream(&alerts, &records).await.failures.is_empty());
+    let battery: Vec<_> = alerts
+        .sink
+        .published()
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::BatteryLow)
+        .map(|a| (a.device_id, a.subject))
+        .collect();
+    assert_eq!(
+        battery,
+        [
+            ("tag-a".to_owned(), "tag-a battery at 15%".to_owned()),
+            ("tag-b".to_owned(), "tag-b battery at 45%".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_speeding_episode_spanning_batches_raises_one_alert() {
+    let alerts = alerts();
+    // 40 m/s (144 km/h) from minute 1; the default grace is one minute.
+    let speeds: Vec<(f64, f64, f64)> = [5.0, 40.0, 40.0, 42.0, 41.0, 3.0]
+        .iter()
+        .map(|s| (47.0, 90.0, *s))
+        .collect();
+    let records = track("tag-a", 100, &speeds);
+    for batch in records.chunks(2) {
+        assert!(process_stream(&alerts, batch).await.failures.is_empty());
+    }
+    let speeding: Vec<_> = alerts
+        .sink
+        .published()
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::Speeding)
+        .collect();
+    assert_eq!(speeding.len(), 1, "{speeding:?}");
+    assert_eq!(speeding[0].id, format!("speeding#tag-a#{}", T0 + 60_000));
+    assert_eq!(speeding[0].at_ms, T0 + 2 * 60_000);
+}
