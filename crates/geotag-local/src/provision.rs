@@ -156,13 +156,8 @@ impl Stack {
     }
 
     /// The queue URL for a queue ARN (event sources name queues by ARN).
-    pub fn queue_url_of_arn(&self, arn: &str) -> Option<&str> {
-        self.resolver
-            .physical
-            .values()
-            .find(|p| p.attributes.get("Arn").map(String::as_str) == Some(arn))
-            .and_then(|p| p.attributes.get("QueueUrl"))
-            .map(String::as_str)
+    pub fn queue_url_of_arn(&self, arn: &str) -> Option<String> {
+        queue_url_of_arn(&self.resolver, arn)
     }
 }
 
@@ -263,7 +258,7 @@ pub async fn provision(
                 TABLE => create_table(&dynamodb, &resolver, resource, &properties).await,
                 SUBSCRIPTION => subscribe(&sns, &properties).await,
                 FUNCTION => {
-                    let (physical, spec) = read_function(&resolver, resource, &properties, &stack)?;
+                    let (physical, spec) = read_function(&resolver, resource, &properties)?;
                     stack.functions.insert(logical_id.clone(), spec);
                     Ok(physical)
                 }
@@ -300,6 +295,16 @@ fn number<T: std::str::FromStr>(properties: &Map<String, Value>, name: &str) -> 
                 .map_err(|_| anyhow!("{name}={value} is not a number"))
         })
         .transpose()
+}
+
+/// The URL of the created queue whose ARN is `arn`.
+fn queue_url_of_arn(resolver: &Resolver, arn: &str) -> Option<String> {
+    resolver
+        .physical
+        .values()
+        .find(|p| p.attributes.get("Arn").map(String::as_str) == Some(arn))
+        .and_then(|p| p.attributes.get("QueueUrl"))
+        .cloned()
 }
 
 fn default_name(resolver: &Resolver, resource: &Resource) -> String {
@@ -578,7 +583,6 @@ fn read_function(
     resolver: &Resolver,
     resource: &Resource,
     properties: &Map<String, Value>,
-    stack: &Stack,
 ) -> Result<(Physical, FunctionSpec)> {
     let name = text(properties, "FunctionName").unwrap_or_else(|| default_name(resolver, resource));
     let binary = resource
@@ -620,20 +624,9 @@ fn read_function(
                 "SQS" => {
                     let queue_arn = text(event_properties, "Queue")
                         .ok_or_else(|| anyhow!("SQS event {event_name} without Queue"))?;
-                    let queue_url = stack
-                        .queue_url_of_arn(&queue_arn)
-                        .or_else(|| {
-                            resolver
-                                .physical
-                                .values()
-                                .find(|p| p.attributes.get("Arn") == Some(&queue_arn))
-                                .and_then(|p| p.attributes.get("QueueUrl"))
-                                .map(String::as_str)
-                        })
-                        .ok_or_else(|| {
-                            anyhow!("SQS event {event_name}: no local queue {queue_arn}")
-                        })?
-                        .to_owned();
+                    let queue_url = queue_url_of_arn(resolver, &queue_arn).ok_or_else(|| {
+                        anyhow!("SQS event {event_name}: no local queue {queue_arn}")
+                    })?;
                     let response_types = event_properties
                         .get("FunctionResponseTypes")
                         .and_then(Value::as_array)
@@ -696,20 +689,11 @@ fn read_function(
                         .and_then(Value::as_str)
                     {
                         None => None,
-                        Some(arn) => Some(
-                            stack
-                                .queue_url_of_arn(arn)
-                                .or_else(|| {
-                                    resolver
-                                        .physical
-                                        .values()
-                                        .find(|p| p.attributes.get("Arn").map(String::as_str) == Some(arn))
-                                        .and_then(|p| p.attributes.get("QueueUrl"))
-                                        .map(String::as_str)
-                                })
-                                .ok_or_else(|| anyhow!("{event_name}: on-failure destination {arn} is not a local queue"))?
-                                .to_owned(),
-                        ),
+                        Some(arn) => Some(queue_url_of_arn(resolver, arn).ok_or_else(|| {
+                            anyhow!(
+                                "{event_name}: on-failure destination {arn} is not a local queue"
+                            )
+                        })?),
                     };
                     let retries: Option<i64> = number(event_properties, "MaximumRetryAttempts")?;
                     events.push(EventSource::DynamoDb(StreamSource {
