@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
-use geotag::stats::{Bucket, LatestState, Point, Rollup, Span};
+use geotag::stats::{Bucket, LatestState, Point, Rollup, Span, TrailPoint};
 use geotag::store::{
     LATEST_SORT_KEY, SaveError, StatsBody, StatsItem, StatsKey, StatsStore, StoreError,
 };
@@ -217,6 +217,9 @@ pub fn stats_item(item: &StatsItem) -> HashMap<String, AttributeValue> {
             if let Some(seq) = state.seq {
                 put("seq", n(seq));
             }
+            if !state.trail.is_empty() {
+                put("trail", trail_attribute(&state.trail));
+            }
         }
         StatsBody::Rollup(bucket, rollup) => {
             put(
@@ -287,6 +290,53 @@ pub fn stats_item(item: &StatsItem) -> HashMap<String, AttributeValue> {
     out
 }
 
+/// The `trail` attribute: a list of maps with short names (`t` time, `k`
+/// reading key, `la`/`lo` position, `s` speed, `b` battery), because DynamoDB
+/// bills attribute names in every item, and a trail repeats them per point.
+pub fn trail_attribute(trail: &[TrailPoint]) -> AttributeValue {
+    AttributeValue::L(
+        trail
+            .iter()
+            .map(|point| {
+                let mut map = HashMap::from([
+                    ("t".to_owned(), n(point.ts_ms)),
+                    ("k".to_owned(), AttributeValue::S(point.reading_key.clone())),
+                    ("la".to_owned(), f(point.lat)),
+                    ("lo".to_owned(), f(point.lon)),
+                ]);
+                if let Some(speed) = point.speed {
+                    map.insert("s".to_owned(), f(speed));
+                }
+                if let Some(battery) = point.battery {
+                    map.insert("b".to_owned(), f(battery));
+                }
+                AttributeValue::M(map)
+            })
+            .collect(),
+    )
+}
+
+/// Reads a `trail` attribute back; `None` if it is not one.
+pub fn trail_from(value: &AttributeValue) -> Option<Vec<TrailPoint>> {
+    value
+        .as_l()
+        .ok()?
+        .iter()
+        .map(|point| {
+            let map = point.as_m().ok()?;
+            let num = |name: &str| map.get(name)?.as_n().ok()?.parse::<f64>().ok();
+            Some(TrailPoint {
+                ts_ms: map.get("t")?.as_n().ok()?.parse().ok()?,
+                reading_key: map.get("k")?.as_s().ok()?.clone(),
+                lat: num("la")?,
+                lon: num("lo")?,
+                speed: num("s"),
+                battery: num("b"),
+            })
+        })
+        .collect()
+}
+
 /// Reads a DeviceStats item back; `None` if it is not one.
 pub fn stats_item_from(item: &HashMap<String, AttributeValue>) -> Option<StatsItem> {
     let s = |name: &str| item.get(name)?.as_s().ok().cloned();
@@ -315,6 +365,10 @@ pub fn stats_item_from(item: &HashMap<String, AttributeValue>) -> Option<StatsIt
             battery_ts_ms: int("battery_ts"),
             seq: item.get("seq").and_then(|v| v.as_n().ok()?.parse().ok()),
             version: int("version")? as u64,
+            trail: match item.get("trail") {
+                None => Vec::new(),
+                Some(trail) => trail_from(trail)?,
+            },
         })
     } else {
         let start = int("bucket_start")?;

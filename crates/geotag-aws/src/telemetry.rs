@@ -282,6 +282,17 @@ fn number(value: f64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
+/// An SDK failure as the domain's error, for callers that retry by the
+/// stream or the queue rather than in place.
+pub(crate) fn store_error<E>(error: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match classify(error) {
+        AttemptError::Transient(error) | AttemptError::Permanent(error) => error,
+    }
+}
+
 /// Sorts an SDK failure into worth-retrying-now or not.
 pub(crate) fn classify<E>(error: SdkError<E, HttpResponse>) -> AttemptError
 where

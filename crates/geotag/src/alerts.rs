@@ -120,6 +120,64 @@ pub struct Transition<'a> {
     pub new: &'a LatestState,
 }
 
+/// The live positions a change of latest state went through, as states.
+///
+/// When the position moved (the reading changed), these are the points of the new
+/// state's trail newer than the old state, in time order, each carrying the
+/// battery level known at that point; the last one is the new state itself.
+/// The rules then judge every step, not only the ends: a tag that entered and
+/// left a zone within one stats batch raises both alerts, and each alert's id
+/// names the reading that caused it, whatever the batching. When the position
+/// did not move (a late reading only updated the battery), the one step is the
+/// new state.
+pub fn live_steps(old: Option<&LatestState>, new: &LatestState) -> Vec<LatestState> {
+    let moved = old.is_none_or(|old| new.reading_key != old.reading_key);
+    let newer = |ts_ms: i64, key: &str| {
+        old.is_none_or(|old| (ts_ms, key) > (old.ts_ms, old.reading_key.as_str()))
+    };
+    let points: Vec<_> = new
+        .trail
+        .iter()
+        .filter(|point| newer(point.ts_ms, &point.reading_key))
+        .filter(|point| {
+            (point.ts_ms, point.reading_key.as_str()) < (new.ts_ms, new.reading_key.as_str())
+        })
+        .collect();
+    if !moved || points.is_empty() {
+        return vec![new.clone()];
+    }
+    let (mut battery, mut battery_ts_ms) = (
+        old.and_then(|old| old.battery),
+        old.and_then(|old| old.battery_ts_ms),
+    );
+    let mut steps = Vec::with_capacity(points.len() + 1);
+    for point in points {
+        if let Some(level) = point.battery
+            && battery_ts_ms.is_none_or(|known| point.ts_ms >= known)
+        {
+            (battery, battery_ts_ms) = (Some(level), Some(point.ts_ms));
+        }
+        steps.push(LatestState {
+            ts_ms: point.ts_ms,
+            reading_key: point.reading_key.clone(),
+            lat: point.lat,
+            lon: point.lon,
+            speed: point.speed,
+            heading: None,
+            accuracy: None,
+            battery,
+            battery_ts_ms,
+            seq: None,
+            version: new.version,
+            trail: Vec::new(),
+        });
+    }
+    let mut last = new.clone();
+    last.trail = Vec::new();
+    steps.push(last);
+    steps
+}
+
 /// The geofence and battery alerts a transition raises. Speeding needs the
 /// episode's history: see [`SpeedWatch`].
 pub fn transition_alerts(
@@ -134,7 +192,8 @@ pub fn transition_alerts(
         new,
     } = *transition;
     let mut alerts = Vec::new();
-    let moved = old.is_none_or(|old| new.version > old.version);
+    // A change of reading is a move; a late battery update keeps the reading.
+    let moved = old.is_none_or(|old| new.reading_key != old.reading_key);
     if let Some(old) = old.filter(|_| moved) {
         for zone in geofences
             .iter()
@@ -314,6 +373,7 @@ mod tests {
             battery_ts_ms: Some(T0 + minute * 60_000),
             seq: None,
             version,
+            trail: Vec::new(),
         }
     }
 
@@ -371,6 +431,58 @@ mod tests {
             transition_alerts(&transition(Some(&outside), &inside), &zones, &thresholds),
             enter
         );
+    }
+
+    fn point(state: &LatestState) -> crate::stats::TrailPoint {
+        crate::stats::TrailPoint {
+            ts_ms: state.ts_ms,
+            reading_key: state.reading_key.clone(),
+            lat: state.lat,
+            lon: state.lon,
+            speed: state.speed,
+            battery: state.battery,
+        }
+    }
+
+    #[test]
+    fn a_visit_within_one_change_raises_enter_and_exit_from_the_trail() {
+        let thresholds = Thresholds::default();
+        let zones = [depot()];
+        let before = state(0, 47.9, 90.0, 5.0, 1);
+        let inside = state(1, 48.0, 19.0, 5.0, 2);
+        let mut after = state(2, 48.1, 18.0, 5.0, 2);
+        // The trail repeats an old point (a retried stream record) and ends with the new state.
+        after.trail = vec![point(&before), point(&inside), point(&after)];
+        let steps = live_steps(Some(&before), &after);
+        assert_eq!(steps.len(), 2);
+        let mut previous = before.clone();
+        let mut raised = Vec::new();
+        for step in &steps {
+            raised.extend(transition_alerts(
+                &transition(Some(&previous), step),
+                &zones,
+                &thresholds,
+            ));
+            previous = step.clone();
+        }
+        assert_eq!(
+            kinds(&raised),
+            [
+                AlertKind::GeofenceEnter,
+                AlertKind::BatteryLow,
+                AlertKind::GeofenceExit
+            ]
+        );
+        assert_eq!(raised[0].id, "geofence_enter#tag-1#depot#k1");
+        assert_eq!(raised[1].id, format!("battery_low#tag-1#{}", T0 + 60_000));
+        // Without the trail only the ends are seen: out, then out.
+        let mut bare = after.clone();
+        bare.trail.clear();
+        assert_eq!(live_steps(Some(&before), &bare), [bare.clone()]);
+        // A battery update by a late reading (same reading key) is one step.
+        let mut recharged = after.clone();
+        recharged.battery = Some(50.0);
+        assert_eq!(live_steps(Some(&after), &recharged).len(), 1);
     }
 
     #[test]

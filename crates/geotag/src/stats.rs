@@ -223,6 +223,28 @@ impl Rollup {
     }
 }
 
+/// Most positions a `latest` item carries in its trail.
+///
+/// A stats batch can absorb many readings of one tag (a backlog after an
+/// outage, a buffered upload), but the alerts see one stream record per
+/// `latest` write. The trail is the live track between the two: the readings
+/// the write absorbed that are newer than the previous latest state, in time
+/// order, so that a tag that entered and left a zone within one batch still
+/// raises both alerts. It is bounded so that an item stays small (about 90
+/// bytes a point); past the bound only the newest points are kept.
+pub const TRAIL_MAX: usize = 100;
+
+/// One position of the live track (see [`TRAIL_MAX`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrailPoint {
+    pub ts_ms: i64,
+    pub reading_key: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub speed: Option<f64>,
+    pub battery: Option<f64>,
+}
+
 /// Where a device is now: its newest reading, by reading time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatestState {
@@ -240,33 +262,59 @@ pub struct LatestState {
     pub seq: Option<u64>,
     /// Counts the changes of position, so that consumers can order them.
     pub version: u64,
+    /// The readings the change that made this `version` absorbed, newer than
+    /// the previous latest state, oldest first, the newest last (at most [`TRAIL_MAX`]).
+    pub trail: Vec<TrailPoint>,
 }
 
 impl LatestState {
     /// Folds `readings` (any order) into `current`; `None` stays `None` only for no readings.
     pub fn apply(current: Option<LatestState>, readings: &[Reading]) -> Option<LatestState> {
-        let (reading, key) = readings
+        let mut keyed: Vec<(&Reading, String)> = readings
             .iter()
             .map(|reading| (reading, reading.sort_key()))
-            .max_by(|(a, ka), (b, kb)| a.ts_ms.cmp(&b.ts_ms).then_with(|| ka.cmp(kb)))?;
-        let newer = current.as_ref().is_none_or(|state| {
-            (reading.ts_ms, key.as_str()) > (state.ts_ms, state.reading_key.as_str())
-        });
+            .collect();
+        keyed.sort_by(|(a, ka), (b, kb)| a.ts_ms.cmp(&b.ts_ms).then_with(|| ka.cmp(kb)));
+        keyed.dedup_by(|(_, a), (_, b)| a == b);
+        let (reading, key) = keyed.last()?;
+        let newer_than_current = |ts_ms: i64, key: &str| {
+            current
+                .as_ref()
+                .is_none_or(|state| (ts_ms, key) > (state.ts_ms, state.reading_key.as_str()))
+        };
         let mut state = match current {
-            Some(state) if !newer => state,
-            previous => LatestState {
-                ts_ms: reading.ts_ms,
-                reading_key: key,
-                lat: reading.lat,
-                lon: reading.lon,
-                speed: reading.speed,
-                heading: reading.heading,
-                accuracy: reading.accuracy,
-                battery: previous.as_ref().and_then(|p| p.battery),
-                battery_ts_ms: previous.as_ref().and_then(|p| p.battery_ts_ms),
-                seq: reading.seq,
-                version: previous.as_ref().map_or(0, |p| p.version) + 1,
-            },
+            Some(ref state) if !newer_than_current(reading.ts_ms, key) => state.clone(),
+            ref previous => {
+                let fresh: Vec<&(&Reading, String)> = keyed
+                    .iter()
+                    .filter(|(r, k)| newer_than_current(r.ts_ms, k))
+                    .collect();
+                let trail = fresh[fresh.len().saturating_sub(TRAIL_MAX)..]
+                    .iter()
+                    .map(|(r, k)| TrailPoint {
+                        ts_ms: r.ts_ms,
+                        reading_key: k.clone(),
+                        lat: r.lat,
+                        lon: r.lon,
+                        speed: r.speed,
+                        battery: r.battery,
+                    })
+                    .collect();
+                LatestState {
+                    ts_ms: reading.ts_ms,
+                    reading_key: key.clone(),
+                    lat: reading.lat,
+                    lon: reading.lon,
+                    speed: reading.speed,
+                    heading: reading.heading,
+                    accuracy: reading.accuracy,
+                    battery: previous.as_ref().and_then(|p| p.battery),
+                    battery_ts_ms: previous.as_ref().and_then(|p| p.battery_ts_ms),
+                    seq: reading.seq,
+                    version: previous.as_ref().map_or(0, |p| p.version) + 1,
+                    trail,
+                }
+            }
         };
         let newest_battery = readings
             .iter()
@@ -405,6 +453,42 @@ mod tests {
             tied
         );
         assert_eq!(LatestState::apply(None, &[]), None);
+    }
+
+    #[test]
+    fn the_trail_holds_the_newer_readings_of_a_change_in_time_order() {
+        let track = equator_track(8);
+        let first = LatestState::apply(None, &track[..3]).unwrap();
+        let keys = |state: &LatestState| state.trail.iter().map(|p| p.ts_ms).collect::<Vec<_>>();
+        assert_eq!(
+            keys(&first),
+            [track[0].ts_ms, track[1].ts_ms, track[2].ts_ms]
+        );
+        // A batch mixing a late reading, a duplicate and newer ones, shuffled:
+        // the trail has only the newer ones, once each, oldest first.
+        let batch = [
+            track[6].clone(),
+            track[1].clone(),
+            track[4].clone(),
+            track[6].clone(),
+            track[3].clone(),
+        ];
+        let next = LatestState::apply(Some(first.clone()), &batch).unwrap();
+        assert_eq!(
+            keys(&next),
+            [track[3].ts_ms, track[4].ts_ms, track[6].ts_ms]
+        );
+        assert_eq!(next.trail.last().map(|p| p.ts_ms), Some(next.ts_ms));
+        // Only late readings: the state and its trail stay as they were.
+        assert_eq!(
+            LatestState::apply(Some(next.clone()), &track[..2]).unwrap(),
+            next
+        );
+        // A backlog longer than the bound keeps the newest points.
+        let long = equator_track(TRAIL_MAX + 20);
+        let capped = LatestState::apply(None, &long).unwrap();
+        assert_eq!(capped.trail.len(), TRAIL_MAX);
+        assert_eq!(capped.trail[0].ts_ms, long[20].ts_ms);
     }
 
     proptest! {

@@ -153,6 +153,13 @@ impl DeadLetterSink for MemoryDeadLetters {
     }
 }
 
+/// The system clock, epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
 /// A poisoned lock only means another test thread panicked; the data is still usable.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -341,6 +348,20 @@ pub trait Registry: Send + Sync {
         &self,
         devices: &[String],
     ) -> impl Future<Output = Result<HashMap<String, Assignment>, StoreError>> + Send;
+
+    /// The thresholds in force for any device: the defaults and every
+    /// customer's own (the silence check takes its time window from them).
+    fn all_thresholds(&self) -> impl Future<Output = Result<Vec<Thresholds>, StoreError>> + Send;
+}
+
+/// Devices by the time they were last seen: the DeviceStats `SilenceIndex`.
+pub trait SilenceIndex: Send + Sync {
+    /// (device id, last seen) of the devices last seen in `[from_ms, to_ms)`.
+    fn last_seen_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
 }
 
 /// What [`AlertLog::claim`] found.
@@ -352,15 +373,30 @@ pub enum Claim {
     Unpublished,
     /// Published already: do nothing.
     Published,
+    /// Claimed by another invocation that may still be publishing it (its
+    /// lease has not run out): try again later.
+    Busy,
 }
 
 /// The record of alerts raised, keyed by their deterministic ids, and each
 /// device's speeding episode.
+///
+/// A claim is a lease: the claimer has until `lease_until_ms` (its
+/// invocation's deadline) to publish and mark the alert, and meanwhile a
+/// concurrent claimer finds it [`Claim::Busy`]. A claimer that failed to
+/// publish releases it at once, so that the retry need not wait.
 pub trait AlertLog: Send + Sync {
-    /// Records the alert with a conditional write unless its id exists.
-    fn claim(&self, alert: &Alert) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+    /// Records the alert with a conditional write, unless it is published or
+    /// leased to another claimer.
+    fn claim(
+        &self,
+        alert: &Alert,
+        lease_until_ms: i64,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
     fn mark_published(&self, alert_id: &str)
     -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Gives up a claim whose publish failed.
+    fn release(&self, alert_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn speed_watches(
         &self,
         devices: &[String],
@@ -415,13 +451,19 @@ impl Registry for MemoryRegistry {
             })
             .collect())
     }
+
+    async fn all_thresholds(&self) -> Result<Vec<Thresholds>, StoreError> {
+        let mut all = vec![self.defaults];
+        all.extend(lock(&self.thresholds_of).values().copied());
+        Ok(all)
+    }
 }
 
 /// An in-memory [`AlertLog`] and [`AlertSink`], which can be told to fail publishes.
 #[derive(Debug, Default)]
 pub struct MemoryAlerts {
-    /// id -> published?
-    claims: Mutex<BTreeMap<String, bool>>,
+    /// id -> (published?, lease until)
+    claims: Mutex<BTreeMap<String, (bool, i64)>>,
     watches: Mutex<HashMap<String, SpeedWatch>>,
     published: Mutex<Vec<Alert>>,
     failing_publishes: Mutex<u32>,
@@ -440,20 +482,32 @@ impl MemoryAlerts {
 }
 
 impl AlertLog for MemoryAlerts {
-    async fn claim(&self, alert: &Alert) -> Result<Claim, StoreError> {
+    async fn claim(&self, alert: &Alert, lease_until_ms: i64) -> Result<Claim, StoreError> {
         let mut claims = lock(&self.claims);
-        Ok(match claims.get(&alert.id) {
+        let now = now_ms();
+        Ok(match claims.get(&alert.id).copied() {
             None => {
-                claims.insert(alert.id.clone(), false);
+                claims.insert(alert.id.clone(), (false, lease_until_ms));
                 Claim::New
             }
-            Some(false) => Claim::Unpublished,
-            Some(true) => Claim::Published,
+            Some((true, _)) => Claim::Published,
+            Some((false, lease)) if lease > now => Claim::Busy,
+            Some((false, _)) => {
+                claims.insert(alert.id.clone(), (false, lease_until_ms));
+                Claim::Unpublished
+            }
         })
     }
 
     async fn mark_published(&self, alert_id: &str) -> Result<(), StoreError> {
-        lock(&self.claims).insert(alert_id.to_owned(), true);
+        lock(&self.claims).insert(alert_id.to_owned(), (true, 0));
+        Ok(())
+    }
+
+    async fn release(&self, alert_id: &str) -> Result<(), StoreError> {
+        if let Some((false, lease)) = lock(&self.claims).get_mut(alert_id) {
+            *lease = 0;
+        }
         Ok(())
     }
 
@@ -475,6 +529,26 @@ impl AlertLog for MemoryAlerts {
     ) -> Result<(), StoreError> {
         lock(&self.watches).insert(device_id.to_owned(), *watch);
         Ok(())
+    }
+}
+
+/// An in-memory [`SilenceIndex`]: device -> last seen.
+#[derive(Debug, Default)]
+pub struct MemorySilenceIndex {
+    pub last_seen: Mutex<BTreeMap<String, i64>>,
+}
+
+impl SilenceIndex for MemorySilenceIndex {
+    async fn last_seen_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(lock(&self.last_seen)
+            .iter()
+            .filter(|(_, seen)| (from_ms..to_ms).contains(*seen))
+            .map(|(device, seen)| (device.clone(), *seen))
+            .collect())
     }
 }
 

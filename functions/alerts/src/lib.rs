@@ -15,25 +15,228 @@
 //!   between a successful publish and the mark, which a standard SNS topic
 //!   cannot deduplicate (email cannot subscribe to a FIFO topic).
 //!
+//! A change is judged step by step along the live track it went through (the
+//! `latest` item's trail, [`geotag::alerts::live_steps`]), so the alerts do not
+//! depend on how many readings one stats batch folded together.
+//!
 //! A device's speeding episode ([`geotag::alerts::SpeedWatch`]) is saved after each change
 //! whose alerts were all delivered, so a retry resumes the episode where the
 //! failure left it and raises the same id.
 //!
-//! Not here yet: the silence check on the schedule (the `SilenceIndex` query),
-//! the AWS adapters and the binary.
+//! The same function answers an EventBridge schedule: [`process_schedule`]
+//! finds the devices that went silent from the DeviceStats `SilenceIndex`
+//! (a Query per shard over a time window, never a Scan), and raises one
+//! silence alert per quiet period, through the same claim-publish-mark path.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::env;
 
 use aws_lambda_events::dynamodb::EventRecord;
-use geotag::alerts::{Alert, Transition, transition_alerts};
-use geotag::stats::{LatestState, cmp_sequence};
-use geotag::store::{AlertLog, AlertSink, Claim, Registry, StoreError};
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use geotag::alerts::{Alert, Thresholds, Transition, live_steps, silence_alert, transition_alerts};
+use geotag::stats::{LatestState, TrailPoint, cmp_sequence};
+use geotag::store::{AlertLog, AlertSink, Claim, Registry, SilenceIndex, StoreError};
+use geotag_aws::{DynamoAlertLog, DynamoRegistry, DynamoSilenceIndex, SnsAlertSink};
+use lambda_runtime::{Error, LambdaEvent};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
-pub struct Alerts<R, L, P> {
+/// The handler's dependencies.
+pub struct Alerts<R, L, P, I> {
+    /// Devices' customers, thresholds and geofences.
     pub registry: R,
+    /// Claims of alert ids, and speeding episodes.
     pub log: L,
+    /// The alerts topic.
     pub sink: P,
+    /// Devices by last reading time, for the silence check.
+    pub silence: I,
+    /// How far back the silence check looks past the largest threshold: a
+    /// device silent for longer was alerted on already (or before the
+    /// function existed) and is not read again.
+    pub silence_lookback_ms: i64,
+}
+
+/// Configuration from the environment variables that template.yaml sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub devices_table: String,
+    pub customers_table: String,
+    pub geofences_table: String,
+    pub alerts_table: String,
+    pub device_stats_table: String,
+    pub alerts_topic_arn: String,
+    /// Defaults for customers that set none of their own.
+    pub defaults: Thresholds,
+    pub alert_retention_days: u32,
+    pub silence_lookback_hours: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name}={value:?} is not {expected}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let required = |name: &'static str| lookup(name).ok_or(ConfigError::Missing(name));
+        let number = |name: &'static str, default: f64| -> Result<f64, ConfigError> {
+            match lookup(name) {
+                None => Ok(default),
+                Some(value) => match value.parse::<f64>() {
+                    Ok(number) if number.is_finite() && number >= 0.0 => Ok(number),
+                    _ => Err(ConfigError::Invalid {
+                        name,
+                        value,
+                        expected: "a non-negative number",
+                    }),
+                },
+            }
+        };
+        let defaults = Thresholds::default();
+        Ok(Config {
+            devices_table: required("DEVICES_TABLE")?,
+            customers_table: required("CUSTOMERS_TABLE")?,
+            geofences_table: required("GEOFENCES_TABLE")?,
+            alerts_table: required("ALERTS_TABLE")?,
+            device_stats_table: required("DEVICE_STATS_TABLE")?,
+            alerts_topic_arn: required("ALERTS_TOPIC_ARN")?,
+            defaults: Thresholds {
+                battery_low_pct: number("BATTERY_LOW_PCT", defaults.battery_low_pct)?,
+                speed_limit_mps: number("SPEED_LIMIT_KMH", defaults.speed_limit_mps * 3.6)? / 3.6,
+                speed_grace_ms: (number(
+                    "SPEED_GRACE_SECONDS",
+                    defaults.speed_grace_ms as f64 / 1000.0,
+                )? * 1000.0) as i64,
+                silence_after_ms: (number(
+                    "SILENCE_MINUTES",
+                    defaults.silence_after_ms as f64 / 60_000.0,
+                )? * 60_000.0) as i64,
+            },
+            alert_retention_days: number("ALERT_RETENTION_DAYS", 30.0)? as u32,
+            silence_lookback_hours: number("SILENCE_LOOKBACK_HOURS", 24.0)? as u32,
+        })
+    }
+}
+
+/// The handler on AWS (or the emulator `AWS_ENDPOINT_URL` names).
+pub type OnAws = Alerts<DynamoRegistry, DynamoAlertLog, SnsAlertSink, DynamoSilenceIndex>;
+
+pub fn on_aws(sdk: &geotag_aws::clients::SdkConfig, config: &Config) -> OnAws {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    Alerts {
+        registry: DynamoRegistry::new(
+            dynamodb.clone(),
+            &config.devices_table,
+            &config.customers_table,
+            &config.geofences_table,
+            config.defaults,
+        ),
+        log: DynamoAlertLog::new(
+            dynamodb.clone(),
+            &config.alerts_table,
+            config.alert_retention_days,
+        ),
+        sink: SnsAlertSink::new(aws_sdk_sns::Client::new(sdk), &config.alerts_topic_arn),
+        silence: DynamoSilenceIndex::new(dynamodb, &config.device_stats_table),
+        silence_lookback_ms: i64::from(config.silence_lookback_hours) * 3_600_000,
+    }
+}
+
+/// What triggers the function: the DeviceStats stream, or the schedule.
+pub enum Trigger {
+    Stream(aws_lambda_events::dynamodb::Event),
+    Schedule(aws_lambda_events::eventbridge::EventBridgeEvent<Value>),
+}
+
+impl<'de> Deserialize<'de> for Trigger {
+    /// Told apart by shape, and refused if it is neither: an event from a
+    /// trigger nobody configured must fail loudly, not run a silence check.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = Value::deserialize(deserializer)?;
+        if value.get("Records").is_some() {
+            serde_json::from_value(value)
+                .map(Trigger::Stream)
+                .map_err(D::Error::custom)
+        } else if value.get("source").and_then(Value::as_str) == Some("aws.events") {
+            serde_json::from_value(value)
+                .map(Trigger::Schedule)
+                .map_err(D::Error::custom)
+        } else {
+            Err(D::Error::custom(
+                "neither a DynamoDB stream event (Records) nor an EventBridge schedule event (source aws.events)",
+            ))
+        }
+    }
+}
+
+/// The Lambda handler. A stream batch answers with its batch item failures;
+/// a schedule run answers with a summary, or fails (EventBridge's
+/// asynchronous invocation is then retried) if some alert was not delivered.
+pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
+    alerts: &Alerts<R, L, P, I>,
+    event: LambdaEvent<Trigger>,
+) -> Result<Value, Error> {
+    // The claim's lease: this invocation cannot outlive its deadline.
+    let lease_until_ms = event.context.deadline as i64 + 1_000;
+    match event.payload {
+        Trigger::Stream(stream) => {
+            let outcome = process_stream_leased(alerts, &stream.records, lease_until_ms).await;
+            tracing::info!(
+                records = stream.records.len(),
+                transitions = outcome.transitions,
+                raised = outcome.raised,
+                published = outcome.published,
+                already_published = outcome.already_published,
+                failures = outcome.failures.len(),
+                "stream batch"
+            );
+            let mut response = DynamoDbEventResponse::default();
+            response.batch_item_failures = outcome
+                .failures
+                .into_iter()
+                .map(|sequence| {
+                    let mut failure = DynamoDbBatchItemFailure::default();
+                    failure.item_identifier = Some(sequence);
+                    failure
+                })
+                .collect();
+            Ok(serde_json::to_value(response)?)
+        }
+        Trigger::Schedule(scheduled) => {
+            // The rule's time, not the clock: a retried run judges the same instant.
+            let now_ms = scheduled
+                .time
+                .map_or_else(geotag::store::now_ms, |time| time.timestamp_millis());
+            let outcome = process_schedule(alerts, now_ms, lease_until_ms).await?;
+            tracing::info!(?outcome, "silence check");
+            if outcome.undelivered > 0 {
+                return Err(format!(
+                    "{} silence alerts were not delivered; the run will be retried",
+                    outcome.undelivered
+                )
+                .into());
+            }
+            Ok(json!({
+                "checked_at_ms": now_ms,
+                "silent_devices": outcome.silent,
+                "published": outcome.published,
+                "already_published": outcome.already_published,
+            }))
+        }
+    }
 }
 
 /// What one invocation did.
@@ -48,6 +251,17 @@ pub struct Outcome {
     pub already_published: usize,
     /// Records that are not a `latest` change (filter criteria should drop them).
     pub ignored: usize,
+}
+
+/// A trail point as DeviceStats stores it (short names: see `geotag_aws::device_stats`).
+#[derive(Deserialize)]
+struct TrailImage {
+    t: i64,
+    k: String,
+    la: f64,
+    lo: f64,
+    s: Option<f64>,
+    b: Option<f64>,
 }
 
 /// A `latest` item as the DeviceStats stream shows it.
@@ -66,6 +280,8 @@ struct LatestImage {
     battery_ts: Option<i64>,
     seq: Option<u64>,
     version: u64,
+    #[serde(default)]
+    trail: Vec<TrailImage>,
 }
 
 fn latest_of(item: &serde_dynamo::Item) -> Option<(String, LatestState)> {
@@ -87,6 +303,18 @@ fn latest_of(item: &serde_dynamo::Item) -> Option<(String, LatestState)> {
             battery_ts_ms: image.battery_ts,
             seq: image.seq,
             version: image.version,
+            trail: image
+                .trail
+                .into_iter()
+                .map(|p| TrailPoint {
+                    ts_ms: p.t,
+                    reading_key: p.k,
+                    lat: p.la,
+                    lon: p.lo,
+                    speed: p.s,
+                    battery: p.b,
+                })
+                .collect(),
         },
     ))
 }
@@ -97,9 +325,21 @@ struct Change {
     new: LatestState,
 }
 
-pub async fn process_stream<R: Registry, L: AlertLog, P: AlertSink>(
-    alerts: &Alerts<R, L, P>,
+/// [`process_stream_leased`] with a lease of one minute from now (for tests
+/// and tools that have no invocation deadline).
+pub async fn process_stream<R: Registry, L: AlertLog, P: AlertSink, I>(
+    alerts: &Alerts<R, L, P, I>,
     records: &[EventRecord],
+) -> Outcome {
+    process_stream_leased(alerts, records, geotag::store::now_ms() + 60_000).await
+}
+
+/// Judges every `latest` change in `records` and delivers the alerts they
+/// raise; claims taken are leased until `lease_until_ms`.
+pub async fn process_stream_leased<R: Registry, L: AlertLog, P: AlertSink, I>(
+    alerts: &Alerts<R, L, P, I>,
+    records: &[EventRecord],
+    lease_until_ms: i64,
 ) -> Outcome {
     let mut outcome = Outcome::default();
     let mut changes: BTreeMap<String, Vec<Change>> = BTreeMap::new();
@@ -126,7 +366,7 @@ pub async fn process_stream<R: Registry, L: AlertLog, P: AlertSink>(
             .min_by(|a, b| cmp_sequence(a, b))
     };
 
-    let (assignments, mut watches) = match (
+    let (assignments, watches) = match (
         alerts.registry.assignments(&devices).await,
         alerts.log.speed_watches(&devices).await,
     ) {
@@ -139,41 +379,54 @@ pub async fn process_stream<R: Registry, L: AlertLog, P: AlertSink>(
     };
 
     let mut failures: BTreeSet<String> = BTreeSet::new();
+    // The episodes as stored, so that a change is saved only when it differs.
+    let mut watches_saved = watches.clone();
     for (device_id, device_changes) in &changes {
         let Some(assignment) = assignments.get(device_id) else {
             continue;
         };
-        let mut watch = watches.remove(device_id).unwrap_or_default();
+        let mut watch = watches.get(device_id).copied().unwrap_or_default();
         for change in device_changes {
-            let transition = Transition {
-                device_id,
-                customer_id: assignment.customer_id.as_deref(),
-                old: change.old.as_ref(),
-                new: &change.new,
-            };
-            let mut raised =
-                transition_alerts(&transition, &assignment.geofences, &assignment.thresholds);
-            let before = watch;
-            let moved = change
-                .old
-                .as_ref()
-                .is_none_or(|old| change.new.version > old.version);
-            if moved
-                && let Some(alert) = watch.observe(
+            let mut raised = Vec::new();
+            let mut previous = change.old.clone();
+            for step in live_steps(change.old.as_ref(), &change.new) {
+                let transition = Transition {
                     device_id,
-                    assignment.customer_id.as_deref(),
-                    &change.new,
+                    customer_id: assignment.customer_id.as_deref(),
+                    old: previous.as_ref(),
+                    new: &step,
+                };
+                raised.extend(transition_alerts(
+                    &transition,
+                    &assignment.geofences,
                     &assignment.thresholds,
-                )
-            {
-                raised.push(alert);
+                ));
+                let moved = previous
+                    .as_ref()
+                    .is_none_or(|old| step.reading_key != old.reading_key);
+                if moved
+                    && let Some(alert) = watch.observe(
+                        device_id,
+                        assignment.customer_id.as_deref(),
+                        &step,
+                        &assignment.thresholds,
+                    )
+                {
+                    raised.push(alert);
+                }
+                previous = Some(step);
             }
+            let before = watches_saved.get(device_id).copied().unwrap_or_default();
             outcome.raised += raised.len();
             let mut delivered = true;
             for alert in &raised {
-                match deliver(alerts, alert).await {
-                    Ok(true) => outcome.published += 1,
-                    Ok(false) => outcome.already_published += 1,
+                match deliver(alerts, alert, lease_until_ms).await {
+                    Ok(Delivery::Published) => outcome.published += 1,
+                    Ok(Delivery::AlreadyPublished) => outcome.already_published += 1,
+                    Ok(Delivery::Busy) => {
+                        tracing::info!(alert_id = %alert.id, "alert claimed by a concurrent invocation; its record will be retried");
+                        delivered = false;
+                    }
                     Err(error) => {
                         tracing::warn!(alert_id = %alert.id, %error, "alert not published; its record will be retried");
                         delivered = false;
@@ -181,7 +434,15 @@ pub async fn process_stream<R: Registry, L: AlertLog, P: AlertSink>(
                 }
             }
             if delivered && watch != before {
-                delivered = alerts.log.save_speed_watch(device_id, &watch).await.is_ok();
+                match alerts.log.save_speed_watch(device_id, &watch).await {
+                    Ok(()) => {
+                        watches_saved.insert(device_id.clone(), watch);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%device_id, %error, "speeding episode not saved; its record will be retried");
+                        delivered = false;
+                    }
+                }
             }
             if !delivered {
                 // Later changes of this device wait for the retry, in order.
@@ -195,17 +456,103 @@ pub async fn process_stream<R: Registry, L: AlertLog, P: AlertSink>(
     outcome
 }
 
-/// Claims, publishes and marks one alert; `Ok(false)` if it was published already.
-async fn deliver<R, L: AlertLog, P: AlertSink>(
-    alerts: &Alerts<R, L, P>,
+enum Delivery {
+    Published,
+    AlreadyPublished,
+    /// Leased to a concurrent invocation: retry later.
+    Busy,
+}
+
+/// Claims, publishes and marks one alert.
+async fn deliver<R, L: AlertLog, P: AlertSink, I>(
+    alerts: &Alerts<R, L, P, I>,
     alert: &Alert,
-) -> Result<bool, StoreError> {
-    match alerts.log.claim(alert).await? {
-        Claim::Published => Ok(false),
+    lease_until_ms: i64,
+) -> Result<Delivery, StoreError> {
+    match alerts.log.claim(alert, lease_until_ms).await? {
+        Claim::Published => Ok(Delivery::AlreadyPublished),
+        Claim::Busy => Ok(Delivery::Busy),
         Claim::New | Claim::Unpublished => {
-            alerts.sink.publish(alert).await?;
+            if let Err(error) = alerts.sink.publish(alert).await {
+                // Let the retry claim it at once rather than wait out the lease.
+                if let Err(release) = alerts.log.release(&alert.id).await {
+                    tracing::warn!(alert_id = %alert.id, error = %release, "claim not released; the retry waits for its lease to end");
+                }
+                return Err(error);
+            }
             alerts.log.mark_published(&alert.id).await?;
-            Ok(true)
+            Ok(Delivery::Published)
         }
     }
+}
+
+/// What one silence check did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ScheduleOutcome {
+    /// Devices found silent past their threshold.
+    pub silent: usize,
+    pub published: usize,
+    pub already_published: usize,
+    /// Alerts not delivered (publish failed, or claimed elsewhere).
+    pub undelivered: usize,
+}
+
+/// Finds the devices silent at `now_ms` and raises one silence alert for
+/// each quiet period. Reads the index over `[now - largest threshold -
+/// lookback, now - smallest threshold)` only: the devices that may have just
+/// crossed a threshold, not every device ever silent.
+pub async fn process_schedule<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
+    alerts: &Alerts<R, L, P, I>,
+    now_ms: i64,
+    lease_until_ms: i64,
+) -> Result<ScheduleOutcome, StoreError> {
+    let thresholds = alerts.registry.all_thresholds().await?;
+    let shortest = thresholds
+        .iter()
+        .map(|t| t.silence_after_ms)
+        .min()
+        .unwrap_or(0);
+    let longest = thresholds
+        .iter()
+        .map(|t| t.silence_after_ms)
+        .max()
+        .unwrap_or(0);
+    let candidates = alerts
+        .silence
+        .last_seen_between(
+            now_ms - longest - alerts.silence_lookback_ms,
+            now_ms - shortest,
+        )
+        .await?;
+    let devices: Vec<String> = candidates
+        .iter()
+        .map(|(device, _)| device.clone())
+        .collect();
+    let assignments = alerts.registry.assignments(&devices).await?;
+    let mut outcome = ScheduleOutcome::default();
+    for (device_id, last_seen_ms) in &candidates {
+        let Some(assignment) = assignments.get(device_id) else {
+            continue;
+        };
+        let Some(alert) = silence_alert(
+            device_id,
+            assignment.customer_id.as_deref(),
+            *last_seen_ms,
+            now_ms,
+            &assignment.thresholds,
+        ) else {
+            continue;
+        };
+        outcome.silent += 1;
+        match deliver(alerts, &alert, lease_until_ms).await {
+            Ok(Delivery::Published) => outcome.published += 1,
+            Ok(Delivery::AlreadyPublished) => outcome.already_published += 1,
+            Ok(Delivery::Busy) => outcome.undelivered += 1,
+            Err(error) => {
+                tracing::warn!(alert_id = %alert.id, %error, "silence alert not published; the run will be retried");
+                outcome.undelivered += 1;
+            }
+        }
+    }
+    Ok(outcome)
 }

@@ -5,8 +5,8 @@
 use aws_lambda_events::dynamodb::EventRecord;
 use geotag::alerts::{AlertKind, Thresholds};
 use geotag::geofence::{Geofence, Shape};
-use geotag::store::{MemoryAlerts, MemoryRegistry};
-use geotag_alerts::{Alerts, process_stream};
+use geotag::store::{MemoryAlerts, MemoryRegistry, MemorySilenceIndex};
+use geotag_alerts::{Alerts, process_schedule, process_stream};
 use serde_json::{Value, json};
 
 const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
@@ -76,7 +76,9 @@ fn zone(id: &str, customer: Option<&str>) -> Geofence {
     }
 }
 
-fn alerts() -> Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts> {
+type Memory = Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts, MemorySilenceIndex>;
+
+fn alerts() -> Memory {
     let registry = MemoryRegistry::default();
     registry.customers_of.lock().unwrap().extend([
         ("tag-a".to_owned(), "acme".to_owned()),
@@ -98,12 +100,12 @@ fn alerts() -> Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts> {
         registry,
         log: MemoryAlerts::default(),
         sink: MemoryAlerts::default(),
+        silence: MemorySilenceIndex::default(),
+        silence_lookback_ms: 24 * 3_600_000,
     }
 }
 
-fn published(
-    alerts: &Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts>,
-) -> Vec<(String, AlertKind, Option<String>)> {
+fn published(alerts: &Memory) -> Vec<(String, AlertKind, Option<String>)> {
     alerts
         .sink
         .published()
@@ -235,4 +237,140 @@ async fn a_speeding_episode_spanning_batches_raises_one_alert() {
     assert_eq!(speeding.len(), 1, "{speeding:?}");
     assert_eq!(speeding[0].id, format!("speeding#tag-a#{}", T0 + 60_000));
     assert_eq!(speeding[0].at_ms, T0 + 2 * 60_000);
+}
+
+#[tokio::test]
+async fn a_visit_folded_into_one_stats_write_is_seen_through_the_trail() {
+    let alerts = alerts();
+    // One record: the tag was outside, then one stats batch took it in and out
+    // again. The ends are both outside; the trail shows the visit.
+    let old = latest("tag-b", 0, 47.9, 90.0, 5.0, 1);
+    let mut new = latest("tag-b", 3, 48.1, 90.0, 5.0, 2);
+    let point = |minute: i64, lat: f64| {
+        json!({"M": {"t": {"N": (T0 + minute * 60_000).to_string()}, "k": {"S": format!("k{minute:04}")},
+                      "la": {"N": lat.to_string()}, "lo": {"N": "2.0"}, "s": {"N": "5"}, "b": {"N": "90"}}})
+    };
+    new["trail"] = json!({"L": [point(1, 48.0), point(2, 48.0), point(3, 48.1)]});
+    let outcome = process_stream(&alerts, &[record(100, Some(old), new)]).await;
+    assert!(outcome.failures.is_empty(), "{outcome:?}");
+    let ids: Vec<_> = alerts.sink.published().into_iter().map(|a| a.id).collect();
+    assert_eq!(
+        ids,
+        [
+            "geofence_enter#tag-b#depot#k0001",
+            "geofence_exit#tag-b#depot#k0003"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_claim_held_by_a_concurrent_invocation_is_retried_not_published_twice() {
+    let alerts = alerts();
+    let records = track("tag-b", 100, &[(47.9, 90.0, 5.0), (48.0, 90.0, 5.0)]);
+    // Another invocation claimed the enter alert and is still publishing it.
+    let enter = "geofence_enter#tag-b#depot#k0001".to_owned();
+    use geotag::store::AlertLog as _;
+    let raised = geotag::alerts::Alert {
+        id: enter.clone(),
+        kind: AlertKind::GeofenceEnter,
+        device_id: "tag-b".into(),
+        customer_id: Some("globex".into()),
+        at_ms: T0,
+        geofence: None,
+        subject: String::new(),
+        text: String::new(),
+    };
+    let far_future = geotag::store::now_ms() + 3_600_000;
+    alerts.log.claim(&raised, far_future).await.unwrap();
+    let busy = process_stream(&alerts, &records).await;
+    assert_eq!(busy.failures, ["110"], "{busy:?}");
+    assert!(alerts.sink.published().is_empty());
+    // The other invocation publishes and marks it; the retry then skips it.
+    alerts.log.mark_published(&enter).await.unwrap();
+    let retry = process_stream(&alerts, &records[1..]).await;
+    assert!(retry.failures.is_empty());
+    assert_eq!((retry.published, retry.already_published), (0, 1));
+}
+
+#[tokio::test]
+async fn the_schedule_raises_silence_once_per_quiet_period_with_each_customers_threshold() {
+    let alerts = alerts();
+    alerts.registry.thresholds_of.lock().unwrap().insert(
+        "acme".into(),
+        Thresholds {
+            silence_after_ms: 10 * 60_000,
+            ..Thresholds::default()
+        },
+    );
+    let now = T0 + 3_600_000;
+    alerts.silence.last_seen.lock().unwrap().extend([
+        // acme: 10 minutes; 15 quiet: silent.
+        ("tag-a".to_owned(), now - 15 * 60_000),
+        // globex: the default 30; 15 quiet: not yet.
+        ("tag-b".to_owned(), now - 15 * 60_000),
+        // unregistered, default 30; 45 quiet: silent.
+        ("tag-z".to_owned(), now - 45 * 60_000),
+        // silent for days: alerted long ago, outside the window.
+        ("tag-old".to_owned(), now - 5 * 86_400_000),
+        // seen a minute ago.
+        ("tag-c".to_owned(), now - 60_000),
+    ]);
+    let lease = geotag::store::now_ms() + 60_000;
+    let first = process_schedule(&alerts, now, lease).await.unwrap();
+    assert_eq!(
+        (first.silent, first.published, first.undelivered),
+        (2, 2, 0)
+    );
+    let got: Vec<_> = alerts
+        .sink
+        .published()
+        .into_iter()
+        .map(|a| (a.device_id, a.kind, a.customer_id))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("tag-a".into(), AlertKind::Silence, Some("acme".into())),
+            ("tag-z".into(), AlertKind::Silence, None)
+        ]
+    );
+    // The next run, five minutes later: the same quiet periods, nothing new.
+    let next = process_schedule(&alerts, now + 5 * 60_000, lease)
+        .await
+        .unwrap();
+    assert_eq!((next.published, next.already_published), (0, 2));
+    // tag-a reports again, then falls silent again: a new period, a new alert.
+    alerts
+        .silence
+        .last_seen
+        .lock()
+        .unwrap()
+        .insert("tag-a".into(), now + 10 * 60_000);
+    // Meanwhile tag-b passes globex's 30 minutes.
+    let later = process_schedule(&alerts, now + 25 * 60_000, lease)
+        .await
+        .unwrap();
+    assert_eq!((later.published, later.already_published), (2, 1));
+    let devices: Vec<_> = alerts.sink.published()[2..]
+        .iter()
+        .map(|a| a.device_id.clone())
+        .collect();
+    assert_eq!(devices, ["tag-a", "tag-b"]);
+    // A publish that fails makes the run fail (EventBridge retries it) and
+    // the retry publishes it.
+    alerts
+        .silence
+        .last_seen
+        .lock()
+        .unwrap()
+        .insert("tag-c".into(), now + 60_000);
+    alerts.sink.fail_next_publishes(1);
+    let failed = process_schedule(&alerts, now + 40 * 60_000, lease)
+        .await
+        .unwrap();
+    assert_eq!(failed.undelivered, 1);
+    let retried = process_schedule(&alerts, now + 40 * 60_000, lease)
+        .await
+        .unwrap();
+    assert_eq!((retried.undelivered, retried.published), (0, 1));
 }

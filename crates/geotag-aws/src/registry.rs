@@ -1,0 +1,404 @@
+//! The device registry on DynamoDB: which customer owns a tag, each
+//! customer's thresholds, and the geofences. Three small tables, each read
+//! with the fewest requests an alerts batch allows:
+//!
+//! | table | key | holds |
+//! |---|---|---|
+//! | Devices | `device_id` | `customer_id` |
+//! | Customers | `customer_id` | `email`, and any of `battery_low_pct`, `speed_limit_mps`, `speed_grace_s`, `silence_after_s` (missing: the default) |
+//! | Geofences | `scope` (a customer id, or `*` for every tag), `geofence_id` | `name`, `shape` (`circle` or `polygon`), `lat`/`lon`/`radius_m` or `ring` ([[lat, lon], ...]) |
+//!
+//! An alerts batch costs one BatchGetItem on Devices (per 100 devices), one
+//! on Customers, and one Query on Geofences per scope it touches.
+
+use std::collections::{BTreeSet, HashMap};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use geotag::alerts::Thresholds;
+use geotag::geofence::{Geofence, Shape};
+use geotag::store::{Assignment, Registry, StoreError};
+
+use crate::telemetry::store_error;
+
+/// The geofence scope that applies to every customer's tags.
+pub const GLOBAL_SCOPE: &str = "*";
+/// The `customer_id` alerts of tags missing from the registry carry; no
+/// customer may take this id.
+pub const UNASSIGNED: &str = "unassigned";
+
+const MAX_BATCH_GET: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct DynamoRegistry {
+    client: Client,
+    devices_table: String,
+    customers_table: String,
+    geofences_table: String,
+    defaults: Thresholds,
+}
+
+impl DynamoRegistry {
+    pub fn new(
+        client: Client,
+        devices_table: impl Into<String>,
+        customers_table: impl Into<String>,
+        geofences_table: impl Into<String>,
+        defaults: Thresholds,
+    ) -> Self {
+        DynamoRegistry {
+            client,
+            devices_table: devices_table.into(),
+            customers_table: customers_table.into(),
+            geofences_table: geofences_table.into(),
+            defaults,
+        }
+    }
+
+    /// Items of `table` with these values of its hash key `key`, consistently read.
+    async fn batch_get(
+        &self,
+        table: &str,
+        key: &str,
+        values: &[String],
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in values.chunks(MAX_BATCH_GET) {
+            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|value| HashMap::from([(key.to_owned(), AttributeValue::S(value.clone()))]))
+                .collect();
+            for attempt in 0..8u32 {
+                if keys.is_empty() {
+                    break;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|error| StoreError::Service {
+                        code: "BuildError".into(),
+                        message: error.to_string(),
+                    })?;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, request)
+                    .send()
+                    .await
+                    .map_err(store_error)?;
+                found.extend(
+                    output
+                        .responses
+                        .and_then(|mut tables| tables.remove(table))
+                        .unwrap_or_default(),
+                );
+                keys = output
+                    .unprocessed_keys
+                    .and_then(|mut tables| tables.remove(table))
+                    .map(|unprocessed| unprocessed.keys)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    tokio::time::sleep(crate::retry::Backoff::default().delay(attempt)).await;
+                }
+            }
+            if !keys.is_empty() {
+                return Err(StoreError::OutOfTime);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The geofences of one scope (a customer id, or [`GLOBAL_SCOPE`]).
+    pub async fn geofences(&self, scope: &str) -> Result<Vec<Geofence>, StoreError> {
+        let mut geofences = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.geofences_table)
+                .key_condition_expression("#scope = :scope")
+                .expression_attribute_names("#scope", "scope")
+                .expression_attribute_values(":scope", AttributeValue::S(scope.to_owned()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(store_error)?;
+            for item in output.items() {
+                match geofence_from(item) {
+                    Some(geofence) => geofences.push(geofence),
+                    None => tracing::error!(?item, "a Geofences item that does not parse; ignored"),
+                }
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(geofences);
+            }
+        }
+    }
+}
+
+impl Registry for DynamoRegistry {
+    async fn assignments(
+        &self,
+        devices: &[String],
+    ) -> Result<HashMap<String, Assignment>, StoreError> {
+        let customer_of: HashMap<String, String> = self
+            .batch_get(&self.devices_table, "device_id", devices)
+            .await?
+            .iter()
+            .filter_map(|item| {
+                Some((
+                    item.get("device_id")?.as_s().ok()?.clone(),
+                    item.get("customer_id")?.as_s().ok()?.clone(),
+                ))
+            })
+            .collect();
+        let customers: Vec<String> = customer_of
+            .values()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let thresholds_of: HashMap<String, Thresholds> = self
+            .batch_get(&self.customers_table, "customer_id", &customers)
+            .await?
+            .iter()
+            .filter_map(|item| {
+                Some((
+                    item.get("customer_id")?.as_s().ok()?.clone(),
+                    thresholds_from(item, self.defaults),
+                ))
+            })
+            .collect();
+        let global = self.geofences(GLOBAL_SCOPE).await?;
+        let mut zones_of: HashMap<String, Vec<Geofence>> = HashMap::new();
+        for customer in &customers {
+            zones_of.insert(customer.clone(), self.geofences(customer).await?);
+        }
+        Ok(devices
+            .iter()
+            .map(|device| {
+                let customer_id = customer_of.get(device).cloned();
+                let mut geofences = global.clone();
+                if let Some(own) = customer_id.as_ref().and_then(|c| zones_of.get(c)) {
+                    geofences.extend(own.iter().cloned());
+                }
+                let thresholds = customer_id
+                    .as_ref()
+                    .and_then(|c| thresholds_of.get(c))
+                    .copied()
+                    .unwrap_or(self.defaults);
+                (
+                    device.clone(),
+                    Assignment {
+                        customer_id,
+                        thresholds,
+                        geofences,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn all_thresholds(&self) -> Result<Vec<Thresholds>, StoreError> {
+        // Customers are few (hundreds), so a Scan of their table is a page or two.
+        let mut all = vec![self.defaults];
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .scan()
+                .table_name(&self.customers_table)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(store_error)?;
+            all.extend(
+                output
+                    .items()
+                    .iter()
+                    .map(|item| thresholds_from(item, self.defaults)),
+            );
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(all);
+            }
+        }
+    }
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<f64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+/// A customer's thresholds: its own where set, the defaults elsewhere.
+pub fn thresholds_from(item: &HashMap<String, AttributeValue>, defaults: Thresholds) -> Thresholds {
+    Thresholds {
+        battery_low_pct: number(item, "battery_low_pct").unwrap_or(defaults.battery_low_pct),
+        speed_limit_mps: number(item, "speed_limit_mps").unwrap_or(defaults.speed_limit_mps),
+        speed_grace_ms: number(item, "speed_grace_s")
+            .map_or(defaults.speed_grace_ms, |s| (s * 1000.0) as i64),
+        silence_after_ms: number(item, "silence_after_s")
+            .map_or(defaults.silence_after_ms, |s| (s * 1000.0) as i64),
+    }
+}
+
+/// The threshold attributes of a Customers item, for those that are set.
+pub fn threshold_attributes(
+    battery_low_pct: Option<f64>,
+    speed_limit_mps: Option<f64>,
+    speed_grace_s: Option<f64>,
+    silence_after_s: Option<f64>,
+) -> HashMap<String, AttributeValue> {
+    [
+        ("battery_low_pct", battery_low_pct),
+        ("speed_limit_mps", speed_limit_mps),
+        ("speed_grace_s", speed_grace_s),
+        ("silence_after_s", silence_after_s),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name.to_owned(), n(value?))))
+    .collect()
+}
+
+/// The Geofences item of a geofence: the one place a zone becomes attributes.
+pub fn geofence_item(geofence: &Geofence) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([
+        (
+            "scope".to_owned(),
+            AttributeValue::S(
+                geofence
+                    .customer_id
+                    .clone()
+                    .unwrap_or_else(|| GLOBAL_SCOPE.to_owned()),
+            ),
+        ),
+        (
+            "geofence_id".to_owned(),
+            AttributeValue::S(geofence.id.clone()),
+        ),
+        ("name".to_owned(), AttributeValue::S(geofence.name.clone())),
+    ]);
+    match &geofence.shape {
+        Shape::Circle { lat, lon, radius_m } => {
+            item.insert("shape".into(), AttributeValue::S("circle".into()));
+            item.insert("lat".into(), n(lat));
+            item.insert("lon".into(), n(lon));
+            item.insert("radius_m".into(), n(radius_m));
+        }
+        Shape::Polygon { ring } => {
+            item.insert("shape".into(), AttributeValue::S("polygon".into()));
+            item.insert(
+                "ring".into(),
+                AttributeValue::L(
+                    ring.iter()
+                        .map(|(lat, lon)| AttributeValue::L(vec![n(lat), n(lon)]))
+                        .collect(),
+                ),
+            );
+        }
+    }
+    item
+}
+
+/// Reads a Geofences item back; `None` if it is not one.
+pub fn geofence_from(item: &HashMap<String, AttributeValue>) -> Option<Geofence> {
+    let text = |name: &str| Some(item.get(name)?.as_s().ok()?.clone());
+    let scope = text("scope")?;
+    let shape = match text("shape")?.as_str() {
+        "circle" => Shape::Circle {
+            lat: number(item, "lat")?,
+            lon: number(item, "lon")?,
+            radius_m: number(item, "radius_m")?,
+        },
+        "polygon" => Shape::Polygon {
+            ring: item
+                .get("ring")?
+                .as_l()
+                .ok()?
+                .iter()
+                .map(|vertex| match vertex.as_l().ok()?.as_slice() {
+                    [lat, lon] => Some((
+                        lat.as_n().ok()?.parse().ok()?,
+                        lon.as_n().ok()?.parse().ok()?,
+                    )),
+                    _ => None,
+                })
+                .collect::<Option<_>>()?,
+        },
+        _ => return None,
+    };
+    let geofence = Geofence {
+        id: text("geofence_id")?,
+        name: text("name").unwrap_or_default(),
+        customer_id: (scope != GLOBAL_SCOPE).then_some(scope),
+        shape,
+    };
+    // A hand-edited item with a bad shape must not make a zone of everything.
+    geofence.shape.problem().is_none().then_some(geofence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geofences_round_trip() {
+        for geofence in [
+            Geofence {
+                id: "depot".into(),
+                name: "Central depot".into(),
+                customer_id: None,
+                shape: Shape::Circle {
+                    lat: 48.86,
+                    lon: 2.34,
+                    radius_m: 500.0,
+                },
+            },
+            Geofence {
+                id: "yard".into(),
+                name: "Fiji yard".into(),
+                customer_id: Some("acme".into()),
+                shape: Shape::Polygon {
+                    ring: vec![
+                        (-16.0, 179.5),
+                        (-16.0, -179.5),
+                        (-17.0, -179.5),
+                        (-17.0, 179.5),
+                    ],
+                },
+            },
+        ] {
+            assert_eq!(geofence_from(&geofence_item(&geofence)), Some(geofence));
+        }
+        let mut bad = geofence_item(&Geofence {
+            id: "x".into(),
+            name: "x".into(),
+            customer_id: None,
+            shape: Shape::Circle {
+                lat: 0.0,
+                lon: 0.0,
+                radius_m: 1.0,
+            },
+        });
+        bad.insert("radius_m".into(), n(-5));
+        assert_eq!(geofence_from(&bad), None);
+    }
+
+    #[test]
+    fn customer_thresholds_fall_back_to_the_defaults() {
+        let defaults = Thresholds::default();
+        let item = threshold_attributes(Some(30.0), None, Some(90.0), None);
+        let thresholds = thresholds_from(&item, defaults);
+        assert_eq!(thresholds.battery_low_pct, 30.0);
+        assert_eq!(thresholds.speed_grace_ms, 90_000);
+        assert_eq!(thresholds.speed_limit_mps, defaults.speed_limit_mps);
+        assert_eq!(thresholds.silence_after_ms, defaults.silence_after_ms);
+    }
+}

@@ -1,0 +1,13 @@
+//! The alerts Lambda: DeviceStats' latest-state changes and a schedule in,
+//! alerts published once each. Everything but the wiring lives in the library.
+
+use geotag_alerts::{Config, handle, on_aws};
+use lambda_runtime::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let alerts = on_aws(&geotag_aws::clients::load().await, &config);
+    lambda_runtime::run(service_fn(|event| handle(&alerts, event))).await
+}
