@@ -5,14 +5,17 @@
 //! - [`template`] reads template.yaml, the one list of resources;
 //! - [`provision`] creates those resources in the emulator by API;
 //! - [`pump`] plays Lambda's event source mappings;
+//! - [`registry`] manages customers, device assignments and geofences;
 //! - [`simulate`] plans and publishes a fleet's messages;
 //! - [`demo`] runs it all and audits the result.
 
+pub mod alert_audit;
 pub mod demo;
 pub mod emulator;
 pub mod project;
 pub mod provision;
 pub mod pump;
+pub mod registry;
 pub mod simulate;
 pub mod stack;
 pub mod template;

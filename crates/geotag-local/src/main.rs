@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
+use geotag::geofence::{Geofence, Shape};
 use geotag_local::demo::{self, DemoOptions};
 use geotag_local::pump::{InProcess, Invoker, Pump, PumpOptions};
+use geotag_local::registry::{CustomerSpec, RegistryAdmin};
 use geotag_local::simulate::{self, FleetConfig};
 use geotag_local::stack::{LocalStack, Options, parse_overrides};
 
@@ -50,6 +52,27 @@ enum Command {
         #[command(flatten)]
         stack: StackArgs,
     },
+    /// Customers: each receives the alerts of its own tags, by email or on a queue.
+    Customer {
+        #[command(subcommand)]
+        action: CustomerAction,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// The device registry: which customer owns a tag.
+    Device {
+        #[command(subcommand)]
+        action: DeviceAction,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Geofences: zones whose entry and exit raise alerts.
+    Geofence {
+        #[command(subcommand)]
+        action: GeofenceAction,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
     /// Publish a simulated fleet's readings to the telemetry topic of a running stack.
     Simulate {
         /// The emulator of a running `geotag up`.
@@ -58,6 +81,141 @@ enum Command {
         #[command(flatten)]
         fleet: FleetArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum CustomerAction {
+    /// Add (or update) a customer and subscribe its addresses to its tags' alerts.
+    Add {
+        id: String,
+        /// An address to email the customer's alerts to (repeatable; SNS asks it to confirm).
+        #[arg(long)]
+        email: Vec<String>,
+        /// An SQS queue ARN to send the customer's alerts to (repeatable).
+        #[arg(long)]
+        queue_arn: Vec<String>,
+        /// The customer's own battery threshold, percent (default: the template's).
+        #[arg(long)]
+        battery_low_pct: Option<f64>,
+        /// The customer's own speed limit, km/h.
+        #[arg(long)]
+        speed_limit_kmh: Option<f64>,
+        /// Seconds above the speed limit before an alert.
+        #[arg(long)]
+        speed_grace_seconds: Option<f64>,
+        /// Minutes without a reading before a silence alert.
+        #[arg(long)]
+        silence_minutes: Option<f64>,
+    },
+    List,
+    /// Remove a customer, its subscriptions and its tags' assignments.
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceAction {
+    /// Assign tags to a customer.
+    Assign {
+        #[arg(required = true)]
+        devices: Vec<String>,
+        #[arg(long)]
+        customer: String,
+    },
+    /// Remove tags from the registry (their alerts go to the operator only).
+    Unassign {
+        #[arg(required = true)]
+        devices: Vec<String>,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum GeofenceAction {
+    /// Add (or replace) a zone: a circle or a polygon.
+    Add {
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// The customer whose tags it applies to (default: every tag).
+        #[arg(long)]
+        customer: Option<String>,
+        /// LAT,LON,RADIUS_M
+        #[arg(long, conflicts_with = "polygon", required_unless_present = "polygon")]
+        circle: Option<String>,
+        /// LAT,LON;LAT,LON;LAT,LON... (at least 3 vertices; the ring closes itself)
+        #[arg(long)]
+        polygon: Option<String>,
+    },
+    List,
+    Remove {
+        id: String,
+        /// The customer the zone belongs to (default: a zone of every tag).
+        #[arg(long)]
+        customer: Option<String>,
+    },
+}
+
+/// Where the registry commands act.
+#[derive(Args)]
+struct TargetArgs {
+    /// The emulator of a running `geotag up`.
+    #[arg(long, conflicts_with = "stack")]
+    endpoint: Option<String>,
+    /// A stack deployed by `sam deploy` (AWS credentials and region from the environment).
+    #[arg(long)]
+    stack: Option<String>,
+}
+
+impl TargetArgs {
+    async fn admin(&self) -> Result<RegistryAdmin> {
+        match (&self.endpoint, &self.stack) {
+            (Some(endpoint), _) => {
+                let local = LocalStack::start(&Options {
+                    endpoint: Some(endpoint.clone()),
+                    ..Options::default()
+                })
+                .await?;
+                RegistryAdmin::for_local(&local.stack, &local.sdk)
+            }
+            (None, Some(stack)) => {
+                RegistryAdmin::for_deployed(&geotag_aws::clients::load().await, stack).await
+            }
+            (None, None) => anyhow::bail!(
+                "say which stack: --endpoint URL (a running `geotag up`) or --stack NAME (deployed)"
+            ),
+        }
+    }
+}
+
+fn numbers(text: &str, what: &str) -> Result<Vec<f64>> {
+    text.split(',')
+        .map(|part| {
+            part.trim()
+                .parse::<f64>()
+                .with_context(|| format!("{what}: {part:?} is not a number"))
+        })
+        .collect()
+}
+
+fn shape_of(circle: Option<&str>, polygon: Option<&str>) -> Result<Shape> {
+    if let Some(circle) = circle {
+        let [lat, lon, radius_m] = numbers(circle, "--circle")?[..] else {
+            anyhow::bail!("--circle takes LAT,LON,RADIUS_M");
+        };
+        return Ok(Shape::Circle { lat, lon, radius_m });
+    }
+    let polygon = polygon.context("--circle or --polygon")?;
+    let ring = polygon
+        .split(';')
+        .filter(|vertex| !vertex.trim().is_empty())
+        .map(|vertex| match numbers(vertex, "--polygon")?[..] {
+            [lat, lon] => Ok((lat, lon)),
+            _ => anyhow::bail!("--polygon vertex {vertex:?} is not LAT,LON"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Shape::Polygon { ring })
 }
 
 #[derive(Args)]
@@ -235,6 +393,128 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&response)?);
             Ok(())
         }
+        Command::Customer { action, target } => {
+            let admin = target.admin().await?;
+            match action {
+                CustomerAction::Add {
+                    id,
+                    email,
+                    queue_arn,
+                    battery_low_pct,
+                    speed_limit_kmh,
+                    speed_grace_seconds,
+                    silence_minutes,
+                } => {
+                    let subscriptions = admin
+                        .add_customer(&CustomerSpec {
+                            customer_id: id.clone(),
+                            emails: email,
+                            queue_arns: queue_arn,
+                            battery_low_pct,
+                            speed_limit_kmh,
+                            speed_grace_seconds,
+                            silence_minutes,
+                        })
+                        .await?;
+                    println!(
+                        "customer {id}: {} subscription(s) to {} with filter policy {}",
+                        subscriptions.len(),
+                        admin.alerts_topic_arn,
+                        geotag_local::registry::customer_filter_policy(&id)
+                    );
+                    for arn in subscriptions {
+                        println!("  {arn}");
+                    }
+                }
+                CustomerAction::List => {
+                    for row in admin.list_customers().await? {
+                        println!(
+                            "{:<20} thresholds: {:<40} subscriptions: {}",
+                            row.customer_id,
+                            row.thresholds,
+                            row.subscriptions
+                                .iter()
+                                .map(|(protocol, endpoint)| format!("{protocol}:{endpoint}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                    }
+                }
+                CustomerAction::Remove { id } => {
+                    let (subscriptions, devices) = admin.remove_customer(&id).await?;
+                    println!(
+                        "customer {id} removed: {subscriptions} subscription(s), {devices} tag(s) unassigned"
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Device { action, target } => {
+            let admin = target.admin().await?;
+            match action {
+                DeviceAction::Assign { devices, customer } => {
+                    admin.assign(&devices, &customer).await?;
+                    println!("{} tag(s) assigned to {customer}", devices.len());
+                }
+                DeviceAction::Unassign { devices } => {
+                    admin.unassign(&devices).await?;
+                    println!("{} tag(s) unassigned", devices.len());
+                }
+                DeviceAction::List => {
+                    for (device, customer) in admin.list_devices().await? {
+                        println!("{device:<24} {customer}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Geofence { action, target } => {
+            let admin = target.admin().await?;
+            match action {
+                GeofenceAction::Add {
+                    id,
+                    name,
+                    customer,
+                    circle,
+                    polygon,
+                } => {
+                    let geofence = Geofence {
+                        shape: shape_of(circle.as_deref(), polygon.as_deref())?,
+                        id,
+                        name,
+                        customer_id: customer,
+                    };
+                    admin.put_geofence(&geofence).await?;
+                    println!("geofence {} saved", geofence.id);
+                }
+                GeofenceAction::List => {
+                    for zone in admin.list_geofences().await? {
+                        let shape = match &zone.shape {
+                            Shape::Circle { lat, lon, radius_m } => {
+                                format!("circle {radius_m} m around {lat}, {lon}")
+                            }
+                            Shape::Polygon { ring } => {
+                                format!("polygon of {} vertices", ring.len())
+                            }
+                        };
+                        println!(
+                            "{:<16} {:<12} {:<28} {shape}",
+                            zone.id,
+                            zone.customer_id.as_deref().unwrap_or("(every tag)"),
+                            zone.name
+                        );
+                    }
+                }
+                GeofenceAction::Remove { id, customer } => {
+                    if admin.remove_geofence(customer.as_deref(), &id).await? {
+                        println!("geofence {id} removed");
+                    } else {
+                        anyhow::bail!("no geofence {id} in that scope");
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::Simulate { endpoint, fleet } => {
             let local = LocalStack::start(&Options {
                 endpoint: Some(endpoint),
@@ -294,6 +574,9 @@ fn print_up(local: &LocalStack, env_file: &std::path::Path, remote: bool) {
     );
     println!(
         "    cargo lambda invoke --invoke-address 127.0.0.1 stats --data-file events/stats/inserts.json"
+    );
+    println!(
+        "    cargo lambda invoke --invoke-address 127.0.0.1 alerts --data-file events/alerts/latest-changes.json"
     );
     println!("\n  the AWS CLI against it:");
     println!(

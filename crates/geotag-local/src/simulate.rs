@@ -10,10 +10,17 @@
 //! - **parked** tags stay put, their fixes jittering within their accuracy;
 //! - **buffered** tags lose connectivity and send what they stored as one
 //!   batch message, late, with the readings in reverse order;
-//! - **silent** tags stop reporting part-way through the run;
+//! - **speeding** tags drive like moving ones, but at 45 m/s (162 km/h)
+//!   through the middle fifth of the run;
+//! - **silent** tags stop reporting after the first 40% of the run;
 //! - **crossing** tags walk due east straight through the [`DEPOT`] zone,
-//!   entering and leaving it mid-run (the plan records when);
-//! - every tag's battery drains, some below 20%.
+//!   entering and leaving it mid-run (the plan records when), and then
+//!   through [`EAST_GATE`];
+//! - every tag's battery drains; one tag in three is dying, and crosses 20%
+//!   mid-run.
+//!
+//! Tags that are not crossing keep away from the depot, so that the zone
+//! crossings are exactly the scripted ones.
 //!
 //! On request, a share of messages is malformed (each kind with the reason
 //! code ingest must give it) and a share is published twice.
@@ -22,7 +29,9 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use aws_sdk_sns::types::PublishBatchRequestEntry;
+use geotag::alerts::{AlertKind, Thresholds};
 use geotag::geo::{destination, distance_m as haversine_m};
+use geotag::geofence::Geofence;
 use geotag::{Reading, Reason};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -48,6 +57,7 @@ pub struct FleetConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Behaviour {
     Moving,
+    Speeding,
     Crossing,
     Parked,
     Buffered,
@@ -57,7 +67,8 @@ pub enum Behaviour {
 impl Behaviour {
     fn of(index: usize) -> Behaviour {
         match index % 10 {
-            0..=4 => Behaviour::Moving,
+            0..=3 => Behaviour::Moving,
+            4 => Behaviour::Speeding,
             5 => Behaviour::Crossing,
             6 | 7 => Behaviour::Parked,
             8 => Behaviour::Buffered,
@@ -68,6 +79,7 @@ impl Behaviour {
     pub fn name(self) -> &'static str {
         match self {
             Behaviour::Moving => "moving",
+            Behaviour::Speeding => "speeding",
             Behaviour::Crossing => "crossing",
             Behaviour::Parked => "parked",
             Behaviour::Buffered => "buffered",
@@ -94,6 +106,35 @@ pub const DEPOT: Zone = Zone {
     lon: 2.3376,
     radius_m: 500.0,
 };
+
+/// A polygon on the crossing tags' way out, 1.0 to 1.6 km east of the depot's
+/// centre and 600 m tall: as (lat, lon) vertices.
+pub fn east_gate() -> Vec<(f64, f64)> {
+    let corner = |east_m: f64, north_m: f64| {
+        let (lat, lon) = destination(DEPOT.lat, DEPOT.lon, 90.0, east_m);
+        destination(
+            lat,
+            lon,
+            if north_m >= 0.0 { 0.0 } else { 180.0 },
+            north_m.abs(),
+        )
+    };
+    vec![
+        corner(1_000.0, 300.0),
+        corner(1_600.0, 300.0),
+        corner(1_600.0, -300.0),
+        corner(1_000.0, -300.0),
+    ]
+}
+
+/// The id and name of [`east_gate`].
+pub const EAST_GATE: (&str, &str) = ("east-gate", "East gate");
+
+/// Tags that are not crossing turn back before they come this close to the depot.
+const DEPOT_KEEP_OUT_M: f64 = DEPOT.radius_m + 400.0;
+
+/// Speed of speeding tags in their episode, m/s (162 km/h; the default limit is 130).
+pub const SPEEDING_MPS: f64 = 45.0;
 
 /// Crossing tags start this far west of the depot's centre and cover twice
 /// the distance over the run, so they are inside it around mid-run.
@@ -130,6 +171,18 @@ pub struct Expected {
     pub duplicates: usize,
     /// The zone crossings the crossing tags make.
     pub crossings: Vec<Crossing>,
+    /// Each device's valid readings, in time order.
+    pub tracks: BTreeMap<String, Vec<TrackPoint>>,
+}
+
+/// A reading, as the alert rules see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrackPoint {
+    pub ts_ms: i64,
+    pub lat: f64,
+    pub lon: f64,
+    pub speed: f64,
+    pub battery: f64,
 }
 
 impl Expected {
@@ -171,28 +224,50 @@ pub fn plan(config: &FleetConfig) -> Plan {
                 let (lat, lon) = destination(DEPOT.lat, DEPOT.lon, 270.0, CROSSING_APPROACH_M);
                 (lat, lon, 90.0)
             }
-            _ => (
-                48.8566 + rng.f64() * 0.3 - 0.15,
-                2.3522 + rng.f64() * 0.4 - 0.2,
-                rng.f64() * 360.0,
-            ),
+            _ => {
+                let (mut lat, mut lon) = (
+                    48.8566 + rng.f64() * 0.3 - 0.15,
+                    2.3522 + rng.f64() * 0.4 - 0.2,
+                );
+                // Jitter reaches 10 m at most: a start this far out stays out.
+                if haversine_m(lat, lon, DEPOT.lat, DEPOT.lon) < DEPOT_KEEP_OUT_M + 100.0 {
+                    (lat, lon) = destination(DEPOT.lat, DEPOT.lon, rng.f64() * 360.0, 5_000.0);
+                }
+                (lat, lon, rng.f64() * 360.0)
+            }
         };
         let crossing_speed = 2.0 * CROSSING_APPROACH_M
             / (config.interval_secs as f64 * config.readings_per_device.max(2) as f64 - 1.0)
                 .max(1.0);
         let mut inside_since: Option<i64> = None;
-        let mut battery = 40.0 + rng.f64() * 60.0;
-        let drain_per_reading = 0.05 + rng.f64() * 0.4;
+        // One tag in three is dying: it starts a little above 20% and drains
+        // 10 to 15 points over the run, so it crosses 20% mid-run.
+        let dying = index % 3 == 1;
+        let mut battery = if dying {
+            25.0 + rng.f64() * 3.0
+        } else {
+            40.0 + rng.f64() * 60.0
+        };
+        let drain_per_reading = if dying {
+            (10.0 + rng.f64() * 5.0) / config.readings_per_device.max(1) as f64
+        } else {
+            0.05 + rng.f64() * 0.4
+        };
         let count = match behaviour {
-            Behaviour::Silent => config.readings_per_device * 3 / 5,
+            Behaviour::Silent => config.readings_per_device * 2 / 5,
             _ => config.readings_per_device,
         };
+        let n = config.readings_per_device;
+        let speeding_steps = (n * 2 / 5)..(n * 3 / 5);
         let mut buffer: Vec<serde_json::Value> = Vec::new();
         for step in 0..count {
             let ts = start_ms + step as i64 * interval_ms + rng.i64(0..1000);
             let (speed, accuracy) = match behaviour {
                 Behaviour::Parked => (0.0, 3.0 + rng.f64() * 7.0),
                 Behaviour::Crossing => (crossing_speed, 0.0),
+                Behaviour::Speeding if speeding_steps.contains(&step) => {
+                    (SPEEDING_MPS, 3.0 + rng.f64() * 12.0)
+                }
                 _ => (5.0 + rng.f64() * 25.0, 3.0 + rng.f64() * 12.0),
             };
             if step > 0 && speed > 0.0 {
@@ -200,7 +275,18 @@ pub fn plan(config: &FleetConfig) -> Plan {
                     heading = (heading + rng.f64() * 30.0 - 15.0).rem_euclid(360.0);
                 }
                 let distance = speed * config.interval_secs as f64;
-                (lat, lon) = destination(lat, lon, heading, distance);
+                let (mut next_lat, mut next_lon) = destination(lat, lon, heading, distance);
+                if behaviour != Behaviour::Crossing
+                    && haversine_m(next_lat, next_lon, DEPOT.lat, DEPOT.lon) < DEPOT_KEEP_OUT_M
+                {
+                    // Turn back rather than stray into the depot.
+                    heading = (heading + 180.0).rem_euclid(360.0);
+                    (next_lat, next_lon) = destination(lat, lon, heading, distance);
+                    if haversine_m(next_lat, next_lon, DEPOT.lat, DEPOT.lon) < DEPOT_KEEP_OUT_M {
+                        (next_lat, next_lon) = (lat, lon);
+                    }
+                }
+                (lat, lon) = (next_lat, next_lon);
             }
             let jitter = |rng: &mut fastrand::Rng| (rng.f64() - 0.5) * accuracy / 111_320.0;
             let (fix_lat, fix_lon) = (
@@ -233,6 +319,17 @@ pub fn plan(config: &FleetConfig) -> Plan {
                 "accuracy": round2(accuracy),
                 "seq": step as u64 + 1,
             });
+            expected
+                .tracks
+                .entry(device_id.clone())
+                .or_default()
+                .push(TrackPoint {
+                    ts_ms: ts,
+                    lat: fix_lat,
+                    lon: fix_lon,
+                    speed: round2(speed),
+                    battery: round2(battery),
+                });
             battery = (battery - drain_per_reading).max(1.0);
             *expected
                 .readings_per_device
@@ -254,39 +351,116 @@ pub fn plan(config: &FleetConfig) -> Plan {
         }
     }
     timeline.sort();
+    for track in expected.tracks.values_mut() {
+        track.sort_by_key(|point| point.ts_ms);
+    }
 
-    let mut messages = Vec::with_capacity(timeline.len());
+    // Each message gets a place in publishing order; a duplicate lands
+    // somewhere after its original, as SNS and SQS redeliveries do (a device
+    // cannot send a reading before it takes it).
+    let mut placed: Vec<(f64, Message)> = Vec::with_capacity(timeline.len());
     let mut duplicates = Vec::new();
+    let count = timeline.len() as f64;
     for (ts, _, body) in timeline {
+        let place = placed.len() as f64;
         if rng.f64() < config.bad_ratio {
             let (bad, reason) = malformed(&mut rng, ts, config.end_ms);
             *expected.rejected_by_reason.entry(reason).or_default() += 1;
-            messages.push(Message {
-                body: bad,
-                expected_rejection: Some(reason),
-            });
+            placed.push((
+                place,
+                Message {
+                    body: bad,
+                    expected_rejection: Some(reason),
+                },
+            ));
         }
+        let place = placed.len() as f64;
         if rng.f64() < config.dup_ratio {
-            duplicates.push(body.clone());
+            duplicates.push((
+                place + 0.5 + rng.f64() * (count - place).max(1.0),
+                body.clone(),
+            ));
         }
-        messages.push(Message {
-            body,
-            expected_rejection: None,
-        });
-    }
-    // Duplicates arrive later, as SNS and SQS redeliveries do.
-    expected.duplicates = duplicates.len();
-    for body in duplicates {
-        let at = rng.usize(0..=messages.len());
-        messages.insert(
-            at,
+        placed.push((
+            place,
             Message {
                 body,
                 expected_rejection: None,
             },
-        );
+        ));
     }
+    expected.duplicates = duplicates.len();
+    placed.extend(duplicates.into_iter().map(|(place, body)| {
+        (
+            place,
+            Message {
+                body,
+                expected_rejection: None,
+            },
+        )
+    }));
+    placed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let messages = placed.into_iter().map(|(_, message)| message).collect();
     Plan { messages, expected }
+}
+
+/// The alerts a fleet's readings deserve, by (device, alert type): an oracle
+/// that judges each device's whole track in time order, independent of the
+/// pipeline (its batching, its stream, its retries), for the demo to audit
+/// the pipeline against. `setup` gives a device's customer, thresholds and
+/// zones; `now_ms` is when the silence check runs.
+pub fn expected_alerts(
+    expected: &Expected,
+    setup: impl Fn(&str) -> (Option<String>, Thresholds, Vec<Geofence>),
+    now_ms: i64,
+) -> BTreeMap<(String, AlertKind), usize> {
+    let mut alerts: BTreeMap<(String, AlertKind), usize> = BTreeMap::new();
+    for (device, track) in &expected.tracks {
+        let (_, thresholds, zones) = setup(device);
+        let mut count = |kind: AlertKind, n: usize| {
+            if n > 0 {
+                *alerts.entry((device.clone(), kind)).or_default() += n;
+            }
+        };
+        for zone in &zones {
+            let inside: Vec<bool> = track.iter().map(|p| zone.contains(p.lat, p.lon)).collect();
+            for pair in inside.windows(2) {
+                match (pair[0], pair[1]) {
+                    (false, true) => count(AlertKind::GeofenceEnter, 1),
+                    (true, false) => count(AlertKind::GeofenceExit, 1),
+                    _ => {}
+                }
+            }
+        }
+        let low = |p: &TrackPoint| p.battery < thresholds.battery_low_pct;
+        count(
+            AlertKind::BatteryLow,
+            track
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| low(p) && (*i == 0 || !low(&track[i - 1])))
+                .count(),
+        );
+        let mut episode_start: Option<i64> = None;
+        let mut alerted = false;
+        for point in track {
+            if point.speed <= thresholds.speed_limit_mps {
+                (episode_start, alerted) = (None, false);
+                continue;
+            }
+            let since = *episode_start.get_or_insert(point.ts_ms);
+            if !alerted && point.ts_ms - since >= thresholds.speed_grace_ms {
+                alerted = true;
+                count(AlertKind::Speeding, 1);
+            }
+        }
+        if let Some(last) = track.last()
+            && now_ms - last.ts_ms > thresholds.silence_after_ms
+        {
+            count(AlertKind::Silence, 1);
+        }
+    }
+    alerts
 }
 
 /// A malformed message of a random kind, and the reason it must be refused with.
@@ -456,8 +630,8 @@ mod tests {
         assert_eq!(unique.len(), plan.expected.unique_readings());
         assert_eq!(rejected, plan.expected.rejected_by_reason);
         assert!(plan.expected.duplicates > 0 && plan.expected.rejected() > 0);
-        // Silent tags send 60% of what the others send.
-        assert_eq!(plan.expected.readings_per_device["tag-0009"], 18);
+        // Silent tags send 40% of what the others send.
+        assert_eq!(plan.expected.readings_per_device["tag-0009"], 12);
         assert_eq!(plan.expected.readings_per_device["tag-0000"], 30);
     }
 
@@ -480,6 +654,85 @@ mod tests {
             );
             assert!(crossing.left_ms < 1_795_161_600_000, "{crossing:?}");
         }
+    }
+
+    #[test]
+    fn the_oracle_finds_exactly_the_scripted_alerts() {
+        let config = FleetConfig {
+            readings_per_device: 60,
+            ..config(5)
+        };
+        let plan = plan(&config);
+        let depot = Geofence {
+            id: DEPOT.id.into(),
+            name: DEPOT.name.into(),
+            customer_id: None,
+            shape: geotag::geofence::Shape::Circle {
+                lat: DEPOT.lat,
+                lon: DEPOT.lon,
+                radius_m: DEPOT.radius_m,
+            },
+        };
+        let alerts = expected_alerts(
+            &plan.expected,
+            |_| (None, Thresholds::default(), vec![depot.clone()]),
+            config.end_ms + 10_000,
+        );
+        let devices_of = |kind: AlertKind| {
+            alerts
+                .iter()
+                .filter(|((_, k), _)| *k == kind)
+                .map(|((device, _), n)| (device.as_str(), *n))
+                .collect::<Vec<_>>()
+        };
+        // Only the crossing tags touch the depot, once in and once out.
+        assert_eq!(
+            devices_of(AlertKind::GeofenceEnter),
+            [("tag-0005", 1), ("tag-0015", 1)]
+        );
+        assert_eq!(
+            devices_of(AlertKind::GeofenceExit),
+            [("tag-0005", 1), ("tag-0015", 1)]
+        );
+        assert_eq!(
+            devices_of(AlertKind::Speeding),
+            [("tag-0004", 1), ("tag-0014", 1)]
+        );
+        assert_eq!(
+            devices_of(AlertKind::Silence),
+            [("tag-0009", 1), ("tag-0019", 1)]
+        );
+        // Batteries drain monotonically: one crossing at most; every dying
+        // tag that reports the whole run crosses 20%.
+        let battery = devices_of(AlertKind::BatteryLow);
+        assert!(battery.iter().all(|(_, n)| *n == 1), "{battery:?}");
+        for index in (1..20).step_by(3).filter(|i| i % 10 != 9) {
+            let device = format!("tag-{index:04}");
+            assert!(
+                battery.iter().any(|(d, _)| *d == device),
+                "{device}: {battery:?}"
+            );
+        }
+        // The east gate is on the crossing tags' way out.
+        let gate = Geofence {
+            id: EAST_GATE.0.into(),
+            name: EAST_GATE.1.into(),
+            customer_id: None,
+            shape: geotag::geofence::Shape::Polygon { ring: east_gate() },
+        };
+        let through_gate = expected_alerts(
+            &plan.expected,
+            |_| (None, Thresholds::default(), vec![gate.clone()]),
+            config.end_ms,
+        );
+        assert_eq!(
+            through_gate
+                .iter()
+                .filter(|((_, kind), _)| *kind == AlertKind::GeofenceEnter)
+                .count(),
+            2,
+            "{through_gate:?}"
+        );
     }
 
     #[test]

@@ -113,6 +113,7 @@ pub type FunctionOfEvent =
 pub struct InProcess {
     ingest: Option<Ingest<DynamoReadingStore, SqsDeadLetters>>,
     stats: Option<geotag_stats::Stats<geotag_aws::DynamoStatsStore, DynamoReadingStore>>,
+    alerts: Option<geotag_alerts::OnAws>,
 }
 
 impl InProcess {
@@ -122,6 +123,7 @@ impl InProcess {
         let mut handlers = InProcess {
             ingest: None,
             stats: None,
+            alerts: None,
         };
         for function in stack.functions.values() {
             let lookup = |name: &str| function.environment.get(name).cloned();
@@ -135,6 +137,11 @@ impl InProcess {
                     let config = geotag_stats::Config::from_lookup(lookup)
                         .with_context(|| format!("configuring {}", function.logical_id))?;
                     handlers.stats = Some(geotag_stats::on_aws(sdk, &config));
+                }
+                "alerts" => {
+                    let config = geotag_alerts::Config::from_lookup(lookup)
+                        .with_context(|| format!("configuring {}", function.logical_id))?;
+                    handlers.alerts = Some(geotag_alerts::on_aws(sdk, &config));
                 }
                 other => bail!(
                     "no in-process handler for binary {other:?} ({}); run it with --invoke-endpoint",
@@ -173,6 +180,16 @@ impl InProcess {
                     .await
                     .map_err(|error| anyhow!("{error}"))?;
                 Ok(serde_json::to_value(response)?)
+            }
+            "alerts" => {
+                let alerts = self
+                    .alerts
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("alerts is not configured"))?;
+                let event: geotag_alerts::Trigger = serde_json::from_value(payload)?;
+                geotag_alerts::handle(alerts, LambdaEvent::new(event, context))
+                    .await
+                    .map_err(|error| anyhow!("{error}"))
             }
             other => bail!("no in-process handler for {other}"),
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::{Invoker, PumpStats, epoch_ms, request_id};
@@ -16,6 +16,23 @@ use crate::provision::{FunctionSpec, ScheduleSource};
 
 /// Lambda's retries of a failed asynchronous invocation.
 const ASYNC_RETRIES: u32 = 2;
+
+/// The event EventBridge sends a function when `source` fires at `at_ms`.
+pub fn scheduled_event(function: &FunctionSpec, source: &ScheduleSource, at_ms: i64) -> Value {
+    let mut time = String::new();
+    geotag::reading::write_rfc3339_millis(&mut time, at_ms);
+    json!({
+        "version": "0",
+        "id": request_id(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT_ID,
+        "time": format!("{}Z", &time[..19]),
+        "region": REGION,
+        "resources": [format!("arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{}-{}", function.name, source.name)],
+        "detail": source.input.clone().unwrap_or_else(|| json!({})),
+    })
+}
 
 pub(super) async fn run_schedule(
     source: ScheduleSource,
@@ -36,19 +53,7 @@ pub(super) async fn run_schedule(
         if *shutdown.borrow() {
             break;
         }
-        let mut time = String::new();
-        geotag::reading::write_rfc3339_millis(&mut time, epoch_ms() as i64);
-        let event = json!({
-            "version": "0",
-            "id": request_id(),
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "account": ACCOUNT_ID,
-            "time": format!("{}Z", &time[..19]),
-            "region": REGION,
-            "resources": [format!("arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{}-{}", function.name, source.name)],
-            "detail": source.input.clone().unwrap_or_else(|| json!({})),
-        });
+        let event = scheduled_event(&function, &source, epoch_ms() as i64);
         stats.schedule_ticks.fetch_add(1, Ordering::Relaxed);
         stats.in_flight.fetch_add(1, Ordering::SeqCst);
         for attempt in 0..=ASYNC_RETRIES {
