@@ -1,0 +1,168 @@
+//! The handler driven by the sample events in events/alerts (the files
+//! `cargo lambda invoke alerts --data-file` takes), with in-memory stores.
+
+use std::path::Path;
+
+use geotag::alerts::{AlertKind, Thresholds};
+use geotag::geofence::{Geofence, Shape};
+use geotag::store::{MemoryAlerts, MemoryRegistry, MemorySilenceIndex};
+use geotag_alerts::{Alerts, Trigger, handle};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::Value;
+
+type Memory = Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts, MemorySilenceIndex>;
+
+const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
+
+fn event(name: &str) -> Trigger {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../events/alerts")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn alerts() -> Memory {
+    let registry = MemoryRegistry::default();
+    registry
+        .customers_of
+        .lock()
+        .unwrap()
+        .insert("tag-0042".into(), "acme".into());
+    registry.geofences.lock().unwrap().push(Geofence {
+        id: "depot".into(),
+        name: "Central depot".into(),
+        customer_id: None,
+        shape: Shape::Circle {
+            lat: 48.8606,
+            lon: 2.3376,
+            radius_m: 500.0,
+        },
+    });
+    Alerts {
+        registry,
+        log: MemoryAlerts::default(),
+        sink: MemoryAlerts::default(),
+        silence: MemorySilenceIndex::default(),
+        silence_lookback_ms: 24 * 3_600_000,
+    }
+}
+
+async fn invoke(alerts: &Memory, name: &str) -> Result<Value, lambda_runtime::Error> {
+    let mut context = Context::default();
+    context.deadline = (geotag::store::now_ms() + 30_000) as u64;
+    handle(alerts, LambdaEvent::new(event(name), context)).await
+}
+
+#[tokio::test]
+async fn latest_changes_raise_each_expected_alert_once() {
+    let alerts = alerts();
+    let response = invoke(&alerts, "latest-changes.json").await.unwrap();
+    assert_eq!(response, serde_json::json!({"batchItemFailures": []}));
+    let got: Vec<(String, AlertKind, Option<String>)> = alerts
+        .sink
+        .published()
+        .into_iter()
+        .map(|a| (a.id, a.kind, a.customer_id))
+        .collect();
+    let acme = Some("acme".to_owned());
+    assert_eq!(
+        got,
+        [
+            (
+                "speeding#tag-0007#1795162260000".to_owned(),
+                AlertKind::Speeding,
+                None
+            ),
+            (
+                "geofence_enter#tag-0042#depot#2026-11-20T08:01:00.000Z#00000000000000000002"
+                    .to_owned(),
+                AlertKind::GeofenceEnter,
+                acme.clone()
+            ),
+            (
+                format!("battery_low#tag-0042#{}", T0 + 2 * 60_000),
+                AlertKind::BatteryLow,
+                acme.clone()
+            ),
+            (
+                "geofence_exit#tag-0042#depot#2026-11-20T08:03:00.000Z#00000000000000000004"
+                    .to_owned(),
+                AlertKind::GeofenceExit,
+                acme
+            ),
+        ]
+    );
+    // The same batch again (Lambda retrying it): nothing is published twice.
+    invoke(&alerts, "latest-changes.json").await.unwrap();
+    assert_eq!(alerts.sink.published().len(), 4);
+}
+
+#[tokio::test]
+async fn the_silence_check_event_judges_its_own_time() {
+    let fleet = alerts();
+    // The event says 09:00; tag-0042 was last seen at 08:20, tag-0007 at 08:45.
+    fleet.silence.last_seen.lock().unwrap().extend([
+        ("tag-0042".to_owned(), T0 + 20 * 60_000),
+        ("tag-0007".to_owned(), T0 + 45 * 60_000),
+    ]);
+    let response = invoke(&fleet, "silence-check.json").await.unwrap();
+    assert_eq!(response["silent_devices"], 1);
+    assert_eq!(response["published"], 1);
+    let silent = fleet.sink.published();
+    assert_eq!(silent[0].kind, AlertKind::Silence);
+    assert_eq!(silent[0].subject, "tag-0042 silent for 40 min");
+    // A publish that keeps failing fails the run, so that EventBridge retries it.
+    let strict = alerts();
+    strict
+        .silence
+        .last_seen
+        .lock()
+        .unwrap()
+        .extend([("tag-0042".to_owned(), T0)]);
+    strict.sink.fail_next_publishes(1);
+    assert!(invoke(&strict, "silence-check.json").await.is_err());
+    assert!(invoke(&strict, "silence-check.json").await.is_ok());
+    assert_eq!(strict.sink.published().len(), 1);
+}
+
+#[tokio::test]
+async fn an_event_from_no_configured_trigger_is_refused() {
+    let error = serde_json::from_str::<Trigger>(r#"{"hello": "world"}"#)
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("neither"), "{error}");
+    // Thresholds read from the environment the template sets.
+    let config = geotag_alerts::Config::from_lookup(|name| {
+        Some(
+            match name {
+                "SPEED_LIMIT_KMH" => "90",
+                "SILENCE_MINUTES" => "15",
+                "BATTERY_LOW_PCT" => "25",
+                "SPEED_GRACE_SECONDS" => "30",
+                _ => "x",
+            }
+            .to_owned(),
+        )
+    })
+    .unwrap_err();
+    assert!(
+        config.to_string().contains("ALERT_RETENTION_DAYS"),
+        "{config}"
+    );
+    let ok = geotag_alerts::Config::from_lookup(|name| match name {
+        "SPEED_LIMIT_KMH" => Some("90".into()),
+        "SILENCE_MINUTES" => Some("15".into()),
+        n if n.ends_with("_TABLE") || n.ends_with("_ARN") => Some("t".into()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(
+        ok.defaults,
+        Thresholds {
+            speed_limit_mps: 25.0,
+            silence_after_ms: 15 * 60_000,
+            ..Thresholds::default()
+        }
+    );
+}
