@@ -161,10 +161,10 @@ enum GeofenceAction {
 #[derive(Args)]
 struct TargetArgs {
     /// The emulator of a running `geotag up`.
-    #[arg(long, conflicts_with = "stack")]
+    #[arg(long, global = true, conflicts_with = "stack")]
     endpoint: Option<String>,
     /// A stack deployed by `sam deploy` (AWS credentials and region from the environment).
-    #[arg(long)]
+    #[arg(long, global = true)]
     stack: Option<String>,
 }
 
@@ -298,7 +298,7 @@ impl StackArgs {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GEOTAG_LOG")
@@ -309,11 +309,19 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     // Ctrl-C ends the command through the same path as an error would, so the
     // emulator (owned by the stack) is stopped when it is dropped.
-    tokio::select! {
+    let result = tokio::select! {
         result = run(cli) => result,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("\ngeotag: interrupted; stopping the emulator");
             Ok(())
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The chain of causes, not a backtrace: these are users' errors.
+            eprintln!("geotag: {error:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }
