@@ -27,12 +27,13 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sns::types::MessageAttributeValue;
 use geotag::alerts::{Alert, SpeedWatch};
 use geotag::store::{AlertLog, AlertSink, Claim, SilenceIndex, StoreError, now_ms};
 use serde_json::json;
 
+use crate::batch_get::{batch_get, string_key};
 use crate::device_stats::SILENCE_SHARDS;
 use crate::registry::UNASSIGNED;
 use crate::telemetry::store_error;
@@ -184,68 +185,29 @@ impl AlertLog for DynamoAlertLog {
         &self,
         devices: &[String],
     ) -> Result<HashMap<String, SpeedWatch>, StoreError> {
+        let keys = devices
+            .iter()
+            .map(|device| string_key("id", format!("{WATCH_PREFIX}{device}")))
+            .collect();
         let mut watches = HashMap::new();
-        for chunk in devices.chunks(100) {
-            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
-                .iter()
-                .map(|device| {
-                    HashMap::from([("id".to_owned(), s(format!("{WATCH_PREFIX}{device}")))])
-                })
-                .collect();
-            for attempt in 0..8u32 {
-                if keys.is_empty() {
-                    break;
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut keys)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|error| StoreError::Service {
-                        code: "BuildError".into(),
-                        message: error.to_string(),
-                    })?;
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(store_error)?;
-                for item in output
-                    .responses
-                    .and_then(|mut tables| tables.remove(&self.table))
-                    .unwrap_or_default()
-                {
-                    let Some(device) = item
-                        .get("id")
-                        .and_then(|id| id.as_s().ok())
-                        .and_then(|id| id.strip_prefix(WATCH_PREFIX))
-                    else {
-                        continue;
-                    };
-                    watches.insert(
-                        device.to_owned(),
-                        SpeedWatch {
-                            since_ms: item.get("since").and_then(|v| v.as_n().ok()?.parse().ok()),
-                            alerted: item
-                                .get("alerted")
-                                .and_then(|v| v.as_bool().ok().copied())
-                                .unwrap_or(false),
-                        },
-                    );
-                }
-                keys = output
-                    .unprocessed_keys
-                    .and_then(|mut tables| tables.remove(&self.table))
-                    .map(|unprocessed| unprocessed.keys)
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    tokio::time::sleep(crate::retry::Backoff::default().delay(attempt)).await;
-                }
-            }
-            if !keys.is_empty() {
-                return Err(StoreError::OutOfTime);
-            }
+        for item in batch_get(&self.client, &self.table, keys).await? {
+            let Some(device) = item
+                .get("id")
+                .and_then(|id| id.as_s().ok())
+                .and_then(|id| id.strip_prefix(WATCH_PREFIX))
+            else {
+                continue;
+            };
+            watches.insert(
+                device.to_owned(),
+                SpeedWatch {
+                    since_ms: item.get("since").and_then(|v| v.as_n().ok()?.parse().ok()),
+                    alerted: item
+                        .get("alerted")
+                        .and_then(|v| v.as_bool().ok().copied())
+                        .unwrap_or(false),
+                },
+            );
         }
         Ok(watches)
     }

@@ -7,12 +7,13 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use geotag::stats::{Bucket, LatestState, Point, Rollup, Span, TrailPoint};
 use geotag::store::{
     LATEST_SORT_KEY, SaveError, StatsBody, StatsItem, StatsKey, StatsStore, StoreError,
 };
 
+use crate::batch_get::batch_get;
 use crate::retry::AttemptError;
 use crate::telemetry::classify;
 
@@ -31,8 +32,6 @@ pub fn silence_shard(device_id: &str) -> u32 {
     hash % SILENCE_SHARDS
 }
 
-/// BatchGetItem's limit of keys per request.
-const MAX_BATCH_GET: usize = 100;
 /// Conditional writes in flight at once.
 const WRITE_CONCURRENCY: usize = 16;
 
@@ -47,64 +46,6 @@ impl DynamoStatsStore {
         DynamoStatsStore {
             client,
             table: table.into(),
-        }
-    }
-
-    async fn load_chunk(
-        &self,
-        keys: &[StatsKey],
-    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-        let mut request_keys: Vec<HashMap<String, AttributeValue>> = keys
-            .iter()
-            .map(|(device, sort_key)| {
-                HashMap::from([
-                    ("device_id".to_owned(), AttributeValue::S(device.clone())),
-                    ("sk".to_owned(), AttributeValue::S(sort_key.clone())),
-                ])
-            })
-            .collect();
-        let mut items = Vec::new();
-        for attempt in 0..8u32 {
-            if request_keys.is_empty() {
-                break;
-            }
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(std::mem::take(&mut request_keys)))
-                .consistent_read(true)
-                .build()
-                .map_err(|error| StoreError::Service {
-                    code: "BuildError".into(),
-                    message: error.to_string(),
-                })?;
-            let output = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, request)
-                .send()
-                .await
-                .map_err(|error| match classify(error) {
-                    AttemptError::Transient(error) | AttemptError::Permanent(error) => error,
-                })?;
-            if let Some(found) = output
-                .responses
-                .and_then(|mut tables| tables.remove(&self.table))
-            {
-                items.extend(found);
-            }
-            // Unprocessed keys (throttling) are asked for again after a pause.
-            request_keys = output
-                .unprocessed_keys
-                .and_then(|mut tables| tables.remove(&self.table))
-                .map(|keys| keys.keys)
-                .unwrap_or_default();
-            if !request_keys.is_empty() {
-                tokio::time::sleep(crate::retry::Backoff::default().delay(attempt)).await;
-            }
-        }
-        if request_keys.is_empty() {
-            Ok(items)
-        } else {
-            Err(StoreError::OutOfTime)
         }
     }
 
@@ -138,17 +79,24 @@ impl DynamoStatsStore {
 
 impl StatsStore for DynamoStatsStore {
     async fn load(&self, keys: &[StatsKey]) -> Result<HashMap<StatsKey, StatsItem>, StoreError> {
+        let request_keys = keys
+            .iter()
+            .map(|(device, sort_key)| {
+                HashMap::from([
+                    ("device_id".to_owned(), AttributeValue::S(device.clone())),
+                    ("sk".to_owned(), AttributeValue::S(sort_key.clone())),
+                ])
+            })
+            .collect();
         let mut found = HashMap::new();
-        for chunk in keys.chunks(MAX_BATCH_GET) {
-            for item in self.load_chunk(chunk).await? {
-                if let Some(parsed) = stats_item_from(&item) {
-                    found.insert((parsed.device_id.clone(), parsed.body.sort_key()), parsed);
-                } else {
-                    tracing::error!(
-                        ?item,
-                        "a DeviceStats item that does not parse; it will be rewritten"
-                    );
-                }
+        for item in batch_get(&self.client, &self.table, request_keys).await? {
+            if let Some(parsed) = stats_item_from(&item) {
+                found.insert((parsed.device_id.clone(), parsed.body.sort_key()), parsed);
+            } else {
+                tracing::error!(
+                    ?item,
+                    "a DeviceStats item that does not parse; it will be rewritten"
+                );
             }
         }
         Ok(found)

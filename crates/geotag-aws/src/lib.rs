@@ -8,6 +8,7 @@
 //! and region from the standard chain.
 
 pub mod alert_log;
+pub mod batch_get;
 pub mod clients;
 pub mod dead_letters;
 pub mod device_stats;

@@ -14,11 +14,12 @@
 use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use geotag::alerts::Thresholds;
 use geotag::geofence::{Geofence, Shape};
 use geotag::store::{Assignment, Registry, StoreError};
 
+use crate::batch_get::{batch_get, string_key};
 use crate::telemetry::store_error;
 
 /// The geofence scope that applies to every customer's tags.
@@ -26,8 +27,6 @@ pub const GLOBAL_SCOPE: &str = "*";
 /// The `customer_id` alerts of tags missing from the registry carry; no
 /// customer may take this id.
 pub const UNASSIGNED: &str = "unassigned";
-
-const MAX_BATCH_GET: usize = 100;
 
 #[derive(Debug, Clone)]
 pub struct DynamoRegistry {
@@ -55,58 +54,18 @@ impl DynamoRegistry {
         }
     }
 
-    /// Items of `table` with these values of its hash key `key`, consistently read.
+    /// Items of `table` with these values of its hash key `key`.
     async fn batch_get(
         &self,
         table: &str,
         key: &str,
         values: &[String],
     ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
-        let mut found = Vec::new();
-        for chunk in values.chunks(MAX_BATCH_GET) {
-            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
-                .iter()
-                .map(|value| HashMap::from([(key.to_owned(), AttributeValue::S(value.clone()))]))
-                .collect();
-            for attempt in 0..8u32 {
-                if keys.is_empty() {
-                    break;
-                }
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(std::mem::take(&mut keys)))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|error| StoreError::Service {
-                        code: "BuildError".into(),
-                        message: error.to_string(),
-                    })?;
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(table, request)
-                    .send()
-                    .await
-                    .map_err(store_error)?;
-                found.extend(
-                    output
-                        .responses
-                        .and_then(|mut tables| tables.remove(table))
-                        .unwrap_or_default(),
-                );
-                keys = output
-                    .unprocessed_keys
-                    .and_then(|mut tables| tables.remove(table))
-                    .map(|unprocessed| unprocessed.keys)
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    tokio::time::sleep(crate::retry::Backoff::default().delay(attempt)).await;
-                }
-            }
-            if !keys.is_empty() {
-                return Err(StoreError::OutOfTime);
-            }
-        }
-        Ok(found)
+        let keys = values
+            .iter()
+            .map(|value| string_key(key, value.clone()))
+            .collect();
+        batch_get(&self.client, table, keys).await
     }
 
     /// The geofences of one scope (a customer id, or [`GLOBAL_SCOPE`]).

@@ -218,6 +218,24 @@ pub struct Received {
     pub customer_id: String,
 }
 
+impl Received {
+    /// An alert as an SQS subscriber of AlertsTopic receives it: the SNS
+    /// envelope around the alert's JSON document.
+    pub fn of_sqs_body(body: &str) -> Result<Received> {
+        let envelope: Value = serde_json::from_str(body).context("a message that is not JSON")?;
+        let document: Value =
+            serde_json::from_str(envelope["Message"].as_str().unwrap_or_default())
+                .context("the alert is not the JSON document")?;
+        let text = |key: &str| document[key].as_str().unwrap_or_default().to_owned();
+        Ok(Received {
+            id: text("id"),
+            kind: text("type"),
+            device_id: text("device_id"),
+            customer_id: text("customer_id"),
+        })
+    }
+}
+
 /// Everything in each inbox (read with a long visibility timeout: once each).
 pub async fn read_inboxes(
     local: &LocalStack,
@@ -241,20 +259,10 @@ pub async fn read_inboxes(
                 break;
             }
             for message in messages {
-                let envelope: Value = serde_json::from_str(message.body().unwrap_or_default())
-                    .with_context(|| format!("{name} inbox: a message that is not JSON"))?;
-                let document: Value =
-                    serde_json::from_str(envelope["Message"].as_str().unwrap_or_default())
-                        .with_context(|| {
-                            format!("{name} inbox: the alert is not the JSON document")
-                        })?;
-                let text = |key: &str| document[key].as_str().unwrap_or_default().to_owned();
-                received.push(Received {
-                    id: text("id"),
-                    kind: text("type"),
-                    device_id: text("device_id"),
-                    customer_id: text("customer_id"),
-                });
+                received.push(
+                    Received::of_sqs_body(message.body().unwrap_or_default())
+                        .with_context(|| format!("{name} inbox"))?,
+                );
             }
         }
         received.sort();

@@ -121,15 +121,7 @@ async fn drain(local: &LocalStack, url: &str) -> Vec<Received> {
                 envelope["MessageAttributes"]["type"]["Value"],
                 serde_json::from_str::<Value>(envelope["Message"].as_str().unwrap()).unwrap()["type"]
             );
-            let document: Value =
-                serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
-            let text = |key: &str| document[key].as_str().unwrap().to_owned();
-            received.push(Received {
-                id: text("id"),
-                kind: text("type"),
-                device_id: text("device_id"),
-                customer_id: text("customer_id"),
-            });
+            received.push(Received::of_sqs_body(message.body().unwrap()).unwrap());
         }
     }
     received.sort();
