@@ -11,7 +11,9 @@
 //!
 //! - a duplicate stream record, a retried batch or an EventBridge double
 //!   delivery finds the id published and publishes nothing;
-//! - a concurrent invocation finds it leased, and retries later;
+//! - a concurrent invocation finds it leased: it waits for the mark (or for
+//!   the lease of a claimer that died to run out), and gives its record back
+//!   for a retry only if its own time runs short;
 //! - a failed publish releases the lease and fails the record; the retry
 //!   claims the id again and publishes it. Nothing is lost.
 //!
@@ -60,21 +62,32 @@ impl DynamoAlertLog {
         }
     }
 
-    async fn is_published(&self, alert_id: &str) -> Result<bool, StoreError> {
+    /// What a claim that failed its condition found: published, or leased.
+    async fn claimed(&self, alert_id: &str) -> Result<Claim, StoreError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("id", AttributeValue::S(alert_id.to_owned()))
             .consistent_read(true)
-            .projection_expression("published")
+            .projection_expression("published, lease_until")
             .send()
             .await
             .map_err(store_error)?;
-        Ok(output
-            .item
-            .and_then(|item| item.get("published")?.as_bool().ok().copied())
-            .unwrap_or(false))
+        let item = output.item.unwrap_or_default();
+        if item
+            .get("published")
+            .and_then(|v| v.as_bool().ok().copied())
+            .unwrap_or(false)
+        {
+            return Ok(Claim::Published);
+        }
+        Ok(Claim::Busy {
+            until_ms: item
+                .get("lease_until")
+                .and_then(|v| v.as_n().ok()?.parse().ok())
+                .unwrap_or(0),
+        })
     }
 }
 
@@ -131,11 +144,7 @@ impl AlertLog for DynamoAlertLog {
                     .as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                Ok(if self.is_published(&alert.id).await? {
-                    Claim::Published
-                } else {
-                    Claim::Busy
-                })
+                self.claimed(&alert.id).await
             }
             Err(error) => Err(store_error(error)),
         }

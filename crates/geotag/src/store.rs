@@ -373,9 +373,9 @@ pub enum Claim {
     Unpublished,
     /// Published already: do nothing.
     Published,
-    /// Claimed by another invocation that may still be publishing it (its
-    /// lease has not run out): try again later.
-    Busy,
+    /// Claimed by another invocation that may still be publishing it, until
+    /// its lease runs out at `until_ms`: try again later.
+    Busy { until_ms: i64 },
 }
 
 /// The record of alerts raised, keyed by their deterministic ids, and each
@@ -491,7 +491,7 @@ impl AlertLog for MemoryAlerts {
                 Claim::New
             }
             Some((true, _)) => Claim::Published,
-            Some((false, lease)) if lease > now => Claim::Busy,
+            Some((false, lease)) if lease > now => Claim::Busy { until_ms: lease },
             Some((false, _)) => {
                 claims.insert(alert.id.clone(), (false, lease_until_ms));
                 Claim::Unpublished

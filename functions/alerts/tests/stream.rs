@@ -6,7 +6,7 @@ use aws_lambda_events::dynamodb::EventRecord;
 use geotag::alerts::{AlertKind, Thresholds};
 use geotag::geofence::{Geofence, Shape};
 use geotag::store::{MemoryAlerts, MemoryRegistry, MemorySilenceIndex};
-use geotag_alerts::{Alerts, process_schedule, process_stream};
+use geotag_alerts::{Alerts, process_schedule, process_stream, process_stream_leased};
 use serde_json::{Value, json};
 
 const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
@@ -282,14 +282,45 @@ async fn a_claim_held_by_a_concurrent_invocation_is_retried_not_published_twice(
     };
     let far_future = geotag::store::now_ms() + 3_600_000;
     alerts.log.claim(&raised, far_future).await.unwrap();
-    let busy = process_stream(&alerts, &records).await;
+    // This invocation has 4 s: it polls the claim for a second, then gives
+    // the record back for a retry.
+    let started = std::time::Instant::now();
+    let busy = process_stream_leased(&alerts, &records, geotag::store::now_ms() + 4_000).await;
     assert_eq!(busy.failures, ["110"], "{busy:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
     assert!(alerts.sink.published().is_empty());
     // The other invocation publishes and marks it; the retry then skips it.
     alerts.log.mark_published(&enter).await.unwrap();
     let retry = process_stream(&alerts, &records[1..]).await;
     assert!(retry.failures.is_empty());
     assert_eq!((retry.published, retry.already_published), (0, 1));
+}
+
+#[tokio::test]
+async fn the_claim_of_an_invocation_that_died_is_taken_over_when_its_lease_ends() {
+    let alerts = alerts();
+    let records = track("tag-b", 100, &[(47.9, 90.0, 5.0), (48.0, 90.0, 5.0)]);
+    use geotag::store::AlertLog as _;
+    let raised = geotag::alerts::Alert {
+        id: "geofence_enter#tag-b#depot#k0001".into(),
+        kind: AlertKind::GeofenceEnter,
+        device_id: "tag-b".into(),
+        customer_id: Some("globex".into()),
+        at_ms: T0,
+        geofence: None,
+        subject: String::new(),
+        text: String::new(),
+    };
+    // Claimed by an invocation that then died; its lease ends in 300 ms.
+    alerts
+        .log
+        .claim(&raised, geotag::store::now_ms() + 300)
+        .await
+        .unwrap();
+    let outcome = process_stream(&alerts, &records).await;
+    assert!(outcome.failures.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.published, 1);
+    assert_eq!(alerts.sink.published()[0].id, raised.id);
 }
 
 #[tokio::test]
