@@ -271,6 +271,39 @@ pub async fn read_inboxes(
     Ok(all)
 }
 
+/// (lost, double-counted) alerts: deserved and not published, and published
+/// more often than deserved (or under one id more than once).
+pub fn tally(
+    expected: &Expected,
+    registry: &FleetRegistry,
+    inboxes: &BTreeMap<String, Vec<Received>>,
+    silence_check_ms: i64,
+) -> (u64, u64) {
+    let want = simulate::expected_alerts(expected, |d| registry.setup_of(d), silence_check_ms);
+    let operator = inboxes.get(OPERATOR).cloned().unwrap_or_default();
+    let mut got: BTreeMap<(String, AlertKind), u64> = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    let mut double = 0;
+    for alert in &operator {
+        if !ids.insert(alert.id.as_str()) {
+            double += 1;
+            continue;
+        }
+        if let Some(kind) = ALL_KINDS.iter().find(|k| k.code() == alert.kind) {
+            *got.entry((alert.device_id.clone(), *kind)).or_default() += 1;
+        }
+    }
+    let mut lost = 0;
+    for (key, n) in &want {
+        let g = got.get(key).copied().unwrap_or(0);
+        lost += (*n as u64).saturating_sub(g);
+    }
+    for (key, g) in &got {
+        double += g.saturating_sub(want.get(key).copied().unwrap_or(0) as u64);
+    }
+    (lost, double)
+}
+
 /// The alerts section of the demo report, and whether everything matched.
 pub fn render(
     expected: &Expected,

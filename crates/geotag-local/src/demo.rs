@@ -29,6 +29,37 @@ pub struct DemoOptions {
     /// Schedules run this many times faster than their rate says.
     pub time_scale: f64,
     pub drain_timeout: Duration,
+    /// Faults to inject: the chaos run.
+    pub chaos: Option<Chaos>,
+    /// Print a row per device (a large fleet prints only the rows that differ).
+    pub device_rows: bool,
+}
+
+/// The faults of a chaos run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Chaos {
+    /// Share of the functions' AWS requests refused (throttled or 5xx).
+    pub store_fault_rate: f64,
+    /// Share of invocations that die half-way through their batch.
+    pub crash_rate: f64,
+    pub seed: u64,
+}
+
+/// A run's verdict, in figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub ok: bool,
+    /// Valid readings not stored or not counted, malformed messages not
+    /// dead-lettered, alerts deserved and not published.
+    pub lost: u64,
+    /// Readings counted more than once in DeviceStats, alerts published more
+    /// than once.
+    pub double_counted: u64,
+    pub faults_injected: u64,
+    pub crashes: u64,
+    /// Refused messages dead-lettered more than once (a crash after the
+    /// dead-letter send): at-least-once, told apart by `source_message_id`.
+    pub dead_letter_repeats: u64,
 }
 
 /// What the demo found, beside what it expected.
@@ -38,7 +69,10 @@ pub struct Audit {
     /// Per device, from DeviceStats (when the template has it).
     pub device_stats: Option<BTreeMap<String, DeviceStatsSummary>>,
     pub stored_per_device: BTreeMap<String, DeviceSummary>,
+    /// Refused messages in the DLQ, each once (by `source_message_id`), by reason.
     pub dead_lettered_by_reason: BTreeMap<String, usize>,
+    /// DLQ messages repeating one already counted.
+    pub dead_letter_repeats: u64,
 }
 
 /// What DeviceStats says of a device.
@@ -81,10 +115,46 @@ impl DeviceSummary {
     }
 }
 
-/// Runs the demo and prints its report; `Err` if the audit finds a difference.
-pub async fn run(options: DemoOptions) -> Result<()> {
+/// The template with its timeouts shortened for a chaos run, so that a
+/// crashed SQS batch is redelivered in seconds, not minutes: the same
+/// semantics on a faster clock.
+fn chaos_template(options: &Options) -> Result<std::path::PathBuf> {
+    let root = crate::project::root()?;
+    let source = options
+        .template
+        .clone()
+        .unwrap_or_else(|| root.join("template.yaml"));
+    let mut text = std::fs::read_to_string(&source)?;
+    for (from, to) in [
+        ("Timeout: 30", "Timeout: 10"),
+        ("VisibilityTimeout: 180", "VisibilityTimeout: 20"),
+    ] {
+        if !text.contains(from) {
+            bail!("{} no longer says {from:?}", source.display());
+        }
+        text = text.replace(from, to);
+    }
+    let path = root.join("target/geotag-chaos.template.yaml");
+    std::fs::create_dir_all(root.join("target"))?;
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Runs the demo (or, with faults, the chaos run) and prints its report.
+pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     let total = Instant::now();
-    println!("geotag demo: the whole template on this machine, no cloud, no Docker\n");
+    match options.chaos {
+        None => println!("geotag demo: the whole template on this machine, no cloud, no Docker\n"),
+        Some(chaos) => {
+            println!(
+                "geotag chaos: the whole template on this machine, with {:.0}% of the functions' AWS requests \
+                 refused and {:.0}% of invocations crashing\n",
+                chaos.store_fault_rate * 100.0,
+                chaos.crash_rate * 100.0
+            );
+            options.stack.template = Some(chaos_template(&options.stack)?);
+        }
+    }
     let local = LocalStack::start(&options.stack).await?;
     println!(
         "  emulator    {} ({})",
@@ -107,13 +177,45 @@ pub async fn run(options: DemoOptions) -> Result<()> {
             .join(", ")
     );
 
-    let invoker = match options.invoker.clone() {
+    // In a chaos run the functions reach the emulator through the faults;
+    // the pump, the simulator and the audit do not.
+    let fault_plan = options
+        .chaos
+        .map(|chaos| crate::faults::FaultPlan::new(chaos.store_fault_rate, chaos.seed));
+    let functions_sdk = match &fault_plan {
+        Some(plan) => {
+            // The emulator speaks plain HTTP on loopback.
+            let client = local
+                .sdk
+                .http_client()
+                .unwrap_or_else(|| aws_smithy_http_client::Builder::new().build_http());
+            local
+                .sdk
+                .to_builder()
+                .http_client(crate::faults::FaultyHttpClient::wrap(
+                    client,
+                    std::sync::Arc::clone(plan),
+                ))
+                .build()
+        }
+        None => local.sdk.clone(),
+    };
+    let mut invoker = match options.invoker.clone() {
         Some(invoker) => invoker,
         None => Invoker::InProcess(std::sync::Arc::new(crate::pump::InProcess::for_stack(
             &local.stack,
-            &local.sdk,
+            &functions_sdk,
         )?)),
     };
+    let crashes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if let Some(chaos) = options.chaos {
+        invoker = crate::faults::crashing(
+            invoker,
+            chaos.crash_rate,
+            chaos.seed,
+            std::sync::Arc::clone(&crashes),
+        );
+    }
     let invoker_for_checks = invoker.clone();
     let pump = Pump::start_with(
         &local.stack,
@@ -171,7 +273,16 @@ pub async fn run(options: DemoOptions) -> Result<()> {
     // tick would. EventBridge times have whole seconds.
     let silence_check_ms = geotag_ingest::system_clock_ms() / 1000 * 1000;
     if registry.is_some() {
-        crate::alert_audit::check_silence(&local, &invoker_for_checks, silence_check_ms).await?;
+        // EventBridge retries a failed asynchronous invocation twice.
+        let mut attempts = 0;
+        while let Err(error) =
+            crate::alert_audit::check_silence(&local, &invoker_for_checks, silence_check_ms).await
+        {
+            attempts += 1;
+            if attempts > 2 {
+                return Err(error.context("the silence check failed three times"));
+            }
+        }
         pump.wait_drained(options.drain_timeout).await?;
     }
     let pump_stats = pump.stats.snapshot();
@@ -180,14 +291,29 @@ pub async fn run(options: DemoOptions) -> Result<()> {
     let audit_started = Instant::now();
     let audit = audit(&local).await?;
     let audit_time = audit_started.elapsed();
-    let (report, mut ok) = render(&plan.expected, &audit, &pump_stats);
+    let (report, mut ok) = render(&plan.expected, &audit, &pump_stats, options.device_rows);
     println!("{report}");
+    let mut summary = tally(&plan.expected, &audit);
     if let Some(registry) = &registry {
         let inboxes = crate::alert_audit::read_inboxes(&local, registry).await?;
         let (alerts_report, alerts_ok) =
             crate::alert_audit::render(&plan.expected, registry, &inboxes, silence_check_ms);
         println!("{alerts_report}");
         ok &= alerts_ok;
+        let (lost, double) =
+            crate::alert_audit::tally(&plan.expected, registry, &inboxes, silence_check_ms);
+        summary.lost += lost;
+        summary.double_counted += double;
+    }
+    summary.crashes = crashes.load(std::sync::atomic::Ordering::Relaxed);
+    summary.faults_injected = fault_plan.as_ref().map_or(0, |plan| plan.total_injected());
+    ok &= summary.lost == 0 && summary.double_counted == 0;
+    summary.ok = ok;
+    if let Some(faults) = &fault_plan {
+        println!(
+            "{}",
+            chaos_table(&plan.expected, &summary, &pump_stats, faults)
+        );
     }
     println!(
         "  wall time   {:.1} s: emulator {:.1} s, provisioning {:.1} s, publishing {:.1} s, \
@@ -201,7 +327,8 @@ pub async fn run(options: DemoOptions) -> Result<()> {
     );
     drop(local);
     if !ok {
-        bail!("the audit found differences (marked ✗ above)");
+        println!("\n  the audit found differences (marked ✗ above)");
+        return Ok(summary);
     }
     println!(
         "\n  every valid reading stored once and counted once in DeviceStats, distances as in time order,\n  \
@@ -212,7 +339,7 @@ pub async fn run(options: DemoOptions) -> Result<()> {
             ""
         }
     );
-    Ok(())
+    Ok(summary)
 }
 
 /// Reads back the Telemetry table and the ingest DLQ.
@@ -297,6 +424,7 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
 
     let sqs = aws_sdk_sqs::Client::new(&local.sdk);
     let dlq = local.stack.reference("IngestDLQ")?;
+    let mut seen_sources = std::collections::HashSet::new();
     loop {
         let messages = sqs
             .receive_message()
@@ -312,12 +440,24 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
             break;
         }
         for message in messages {
-            let reason = message
-                .message_attributes()
-                .and_then(|attributes| attributes.get("reason"))
-                .and_then(|value| value.string_value())
-                .unwrap_or("(none: redriven after maxReceiveCount)")
-                .to_owned();
+            let attribute = |name: &str| {
+                message
+                    .message_attributes()
+                    .and_then(|attributes| attributes.get(name))
+                    .and_then(|value| value.string_value())
+                    .map(str::to_owned)
+            };
+            // A function that dead-letters and then dies is retried, and
+            // dead-letters again: the same source message, counted once.
+            let source = attribute("source_message_id")
+                .or_else(|| message.message_id().map(str::to_owned))
+                .unwrap_or_default();
+            if !seen_sources.insert(source) {
+                audit.dead_letter_repeats += 1;
+                continue;
+            }
+            let reason = attribute("reason")
+                .unwrap_or_else(|| "(none: redriven after maxReceiveCount)".into());
             *audit.dead_lettered_by_reason.entry(reason).or_default() += 1;
         }
     }
@@ -333,6 +473,7 @@ pub fn render(
     expected: &Expected,
     audit: &Audit,
     pump: &BTreeMap<&'static str, u64>,
+    device_rows: bool,
 ) -> (String, bool) {
     let mut out = String::new();
     let mut ok = true;
@@ -397,18 +538,7 @@ pub fn render(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let _ = writeln!(
-        out,
-        "\n  {:<10} {:<9} {:>10}  {:<8} {:<8} {:>17}  {:>21}  {:>7}",
-        "device",
-        "kind",
-        "Telemetry",
-        "first",
-        "last",
-        "DeviceStats h/d",
-        "latest position",
-        "battery"
-    );
+    let mut rows = String::new();
     for (device, want) in &expected.readings_per_device {
         let summary = audit
             .stored_per_device
@@ -452,8 +582,12 @@ pub fn render(
                 )
             }
         };
+        let row_ok = device_ok && stats_column.chars().last().is_none_or(|mark| mark != '✗');
+        if !device_rows && row_ok {
+            continue;
+        }
         let _ = writeln!(
-            out,
+            rows,
             "  {device:<10} {kind:<9} {:>8} {} {:<8} {:<8} {:>17}  {:>10.5},{:>10.5}  {:>7}",
             summary.readings,
             mark(device_ok),
@@ -463,6 +597,27 @@ pub fn render(
             position.0,
             position.1,
             battery.map_or("-".to_owned(), |b| format!("{b:.0}%")),
+        );
+    }
+    if !rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n  {:<10} {:<9} {:>10}  {:<8} {:<8} {:>17}  {:>21}  {:>7}",
+            "device",
+            "kind",
+            "Telemetry",
+            "first",
+            "last",
+            "DeviceStats h/d",
+            "latest position",
+            "battery"
+        );
+        out.push_str(&rows);
+    } else {
+        let _ = writeln!(
+            out,
+            "  devices     {} tags, each as expected ✓",
+            expected.readings_per_device.len()
         );
     }
     if !expected.crossings.is_empty() {
@@ -499,6 +654,130 @@ pub fn render(
         );
     }
     (out, ok)
+}
+
+/// Lost and double-counted readings and refused messages.
+pub fn tally(expected: &Expected, audit: &Audit) -> Summary {
+    let mut summary = Summary {
+        dead_letter_repeats: audit.dead_letter_repeats,
+        ..Summary::default()
+    };
+    let gap = |want: u64, got: u64| (want.saturating_sub(got), got.saturating_sub(want));
+    for (device, want) in &expected.readings_per_device {
+        let want = *want as u64;
+        let stored = audit
+            .stored_per_device
+            .get(device)
+            .map_or(0, |s| s.readings) as u64;
+        let (lost, _) = gap(want, stored);
+        summary.lost += lost;
+        if let Some(stats) = audit.device_stats.as_ref() {
+            let stats = stats.get(device).cloned().unwrap_or_default();
+            for counted in [stats.hourly_count, stats.daily_count] {
+                let (lost, double) = gap(want, counted);
+                summary.lost += lost;
+                summary.double_counted += double;
+            }
+        }
+    }
+    for (reason, want) in &expected.rejected_by_reason {
+        let got = audit
+            .dead_lettered_by_reason
+            .get(reason.code())
+            .copied()
+            .unwrap_or(0);
+        summary.lost += (*want as u64).saturating_sub(got as u64);
+    }
+    summary
+}
+
+/// The chaos run's table: what went in, what was done to it, what came out.
+fn chaos_table(
+    expected: &Expected,
+    summary: &Summary,
+    pump: &BTreeMap<&'static str, u64>,
+    faults: &crate::faults::FaultPlan,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\n  chaos");
+    let row = |out: &mut String, name: &str, value: String| {
+        let _ = writeln!(out, "    {name:<40} {value}");
+    };
+    row(
+        &mut out,
+        "valid unique readings published",
+        expected.unique_readings().to_string(),
+    );
+    row(
+        &mut out,
+        "malformed messages published",
+        expected.rejected().to_string(),
+    );
+    row(
+        &mut out,
+        "duplicate deliveries published",
+        expected.duplicates.to_string(),
+    );
+    let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    for ((service, operation, fault), n) in faults.injected() {
+        *by_kind
+            .entry(format!("{service} {operation} {fault:?}"))
+            .or_default() += n;
+    }
+    let passed: u64 = faults.passed().values().sum();
+    row(
+        &mut out,
+        "AWS requests of the functions",
+        format!(
+            "{} ({} refused by injected faults)",
+            passed + faults.total_injected(),
+            faults.total_injected()
+        ),
+    );
+    for (kind, n) in by_kind {
+        row(&mut out, &format!("  {kind}"), n.to_string());
+    }
+    row(
+        &mut out,
+        "invocations crashed half-way",
+        summary.crashes.to_string(),
+    );
+    row(
+        &mut out,
+        "function errors seen by the pump",
+        pump.get("function errors")
+            .copied()
+            .unwrap_or(0)
+            .to_string(),
+    );
+    row(
+        &mut out,
+        "batch item failures (records retried)",
+        pump.get("batch item failures")
+            .copied()
+            .unwrap_or(0)
+            .to_string(),
+    );
+    row(
+        &mut out,
+        "dead letters repeated by a crash",
+        summary.dead_letter_repeats.to_string(),
+    );
+    row(
+        &mut out,
+        "lost",
+        format!("{} {}", summary.lost, mark(summary.lost == 0)),
+    );
+    row(
+        &mut out,
+        "double-counted",
+        format!(
+            "{} {}",
+            summary.double_counted,
+            mark(summary.double_counted == 0)
+        ),
+    );
+    out
 }
 
 /// HH:MM:SS (UTC) of an epoch-ms time.

@@ -12,6 +12,7 @@
 pub mod alert_audit;
 pub mod demo;
 pub mod emulator;
+pub mod faults;
 pub mod project;
 pub mod provision;
 pub mod pump;

@@ -34,6 +34,36 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         drain_timeout: u64,
     },
+    /// Run the pipeline through faults (malformed and duplicate messages,
+    /// throttled and failing AWS requests, functions dying mid-batch) and
+    /// audit that nothing was lost or counted twice.
+    Chaos {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// Valid readings to publish, about (whole tags of --per-device readings).
+        #[arg(long, default_value_t = 20_000)]
+        readings: usize,
+        /// Readings per tag (a minute apart).
+        #[arg(long, default_value_t = 60)]
+        per_device: usize,
+        /// Share of malformed messages.
+        #[arg(long, default_value_t = 0.05)]
+        bad_ratio: f64,
+        /// Share of messages delivered twice.
+        #[arg(long, default_value_t = 0.10)]
+        dup_ratio: f64,
+        /// Share of the functions' AWS requests refused (throttled or 5xx).
+        #[arg(long, default_value_t = 0.10)]
+        store_fault_rate: f64,
+        /// Share of invocations that die half-way through their batch.
+        #[arg(long, default_value_t = 0.01)]
+        crash_rate: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Give up if the pipeline has not drained after this many seconds.
+        #[arg(long, default_value_t = 1800)]
+        drain_timeout: u64,
+    },
     /// Start the stack and keep it running for interactive work, until Ctrl-C.
     Up {
         #[command(flatten)]
@@ -341,14 +371,60 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 None => None,
             };
-            demo::run(DemoOptions {
+            let summary = demo::run(DemoOptions {
                 stack: options,
                 fleet: fleet.config(),
                 invoker,
                 time_scale: stack.time_scale,
                 drain_timeout: Duration::from_secs(drain_timeout),
+                chaos: None,
+                device_rows: true,
             })
-            .await
+            .await?;
+            anyhow::ensure!(summary.ok, "the audit found differences");
+            Ok(())
+        }
+        Command::Chaos {
+            stack,
+            readings,
+            per_device,
+            bad_ratio,
+            dup_ratio,
+            store_fault_rate,
+            crash_rate,
+            seed,
+            drain_timeout,
+        } => {
+            let devices = readings.div_ceil(per_device.max(1)).max(1);
+            let summary = demo::run(DemoOptions {
+                stack: stack.options()?,
+                fleet: FleetConfig {
+                    devices,
+                    readings_per_device: per_device,
+                    interval_secs: 60,
+                    bad_ratio: bad_ratio.clamp(0.0, 1.0),
+                    dup_ratio: dup_ratio.clamp(0.0, 1.0),
+                    seed,
+                    end_ms: geotag_ingest::system_clock_ms(),
+                },
+                invoker: None,
+                time_scale: stack.time_scale,
+                drain_timeout: Duration::from_secs(drain_timeout),
+                chaos: Some(demo::Chaos {
+                    store_fault_rate,
+                    crash_rate,
+                    seed,
+                }),
+                device_rows: false,
+            })
+            .await?;
+            anyhow::ensure!(
+                summary.ok,
+                "lost {}, double-counted {}",
+                summary.lost,
+                summary.double_counted
+            );
+            Ok(())
         }
         Command::Up { stack, env_file } => {
             let local = LocalStack::start(&stack.options()?).await?;
