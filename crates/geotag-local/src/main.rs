@@ -332,7 +332,13 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GEOTAG_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+                // The SDK complains of a connection it cannot close after the
+                // chaos run's injected errors, which never had one.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(
+                        "error,aws_smithy_runtime::client::http::connection_poisoning=off",
+                    )
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -395,18 +401,22 @@ async fn run(cli: Cli) -> Result<()> {
             seed,
             drain_timeout,
         } => {
-            let devices = readings.div_ceil(per_device.max(1)).max(1);
+            // Enough tags for `readings` valid readings (silent tags send fewer).
+            let mut fleet = FleetConfig {
+                devices: readings.div_ceil(per_device.max(1)).max(1),
+                readings_per_device: per_device.max(1),
+                interval_secs: 60,
+                bad_ratio: bad_ratio.clamp(0.0, 1.0),
+                dup_ratio: dup_ratio.clamp(0.0, 1.0),
+                seed,
+                end_ms: geotag_ingest::system_clock_ms(),
+            };
+            while simulate::plan(&fleet).expected.unique_readings() < readings {
+                fleet.devices += 1;
+            }
             let summary = demo::run(DemoOptions {
                 stack: stack.options()?,
-                fleet: FleetConfig {
-                    devices,
-                    readings_per_device: per_device,
-                    interval_secs: 60,
-                    bad_ratio: bad_ratio.clamp(0.0, 1.0),
-                    dup_ratio: dup_ratio.clamp(0.0, 1.0),
-                    seed,
-                    end_ms: geotag_ingest::system_clock_ms(),
-                },
+                fleet,
                 invoker: None,
                 time_scale: stack.time_scale,
                 drain_timeout: Duration::from_secs(drain_timeout),
