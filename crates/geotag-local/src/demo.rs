@@ -223,6 +223,7 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         invoker,
         PumpOptions {
             time_scale: options.time_scale,
+            play_schedules: false,
         },
     );
 
@@ -264,7 +265,12 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     let sns = aws_sdk_sns::Client::new(&local.sdk);
     let topic = local.stack.reference("TelemetryTopic")?.to_owned();
     let publish_started = Instant::now();
-    simulate::publish(&sns, &topic, &plan.messages, true).await?;
+    let pace = simulate::Pace {
+        sqs: aws_sdk_sqs::Client::new(&local.sdk),
+        queue_url: local.stack.reference("IngestQueue")?.to_owned(),
+        max_depth: 1_000,
+    };
+    simulate::publish(&sns, &topic, &plan.messages, true, Some(&pace)).await?;
     let publish_time = publish_started.elapsed();
     pump.wait_drained(options.drain_timeout).await?;
     let drain_time = publish_started.elapsed();

@@ -446,6 +446,7 @@ async fn run(cli: Cli) -> Result<()> {
                 stack.invoker(&local).await?,
                 PumpOptions {
                     time_scale: stack.time_scale,
+                    play_schedules: true,
                 },
             );
             print_up(&local, &env_file, stack.invoke_endpoint.is_some());
@@ -622,6 +623,7 @@ async fn run(cli: Cli) -> Result<()> {
                 &topic,
                 &plan.messages,
                 true,
+                None,
             )
             .await?;
             println!(

@@ -554,11 +554,22 @@ fn round2(value: f64) -> f64 {
 }
 
 /// Publishes the plan's messages to `topic_arn`, ten per PublishBatch call.
+/// Backpressure for [`publish`]: wait while a queue holds more than
+/// `max_depth` messages. The emulator slows down as its queues grow (it reads
+/// them linearly), so a large run publishes about as fast as ingest drains.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub max_depth: u64,
+}
+
 pub async fn publish(
     sns: &aws_sdk_sns::Client,
     topic_arn: &str,
     messages: &[Message],
     progress: bool,
+    pace: Option<&Pace>,
 ) -> Result<()> {
     let bar = if progress {
         ProgressBar::new(messages.len() as u64).with_style(ProgressStyle::with_template(
@@ -567,7 +578,12 @@ pub async fn publish(
     } else {
         ProgressBar::hidden()
     };
-    for chunk in messages.chunks(10) {
+    for (index, chunk) in messages.chunks(10).enumerate() {
+        if let Some(pace) = pace.filter(|_| index % 20 == 0) {
+            while crate::pump::queue_depth(&pace.sqs, &pace.queue_url).await? > pace.max_depth {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
         let entries = chunk
             .iter()
             .enumerate()

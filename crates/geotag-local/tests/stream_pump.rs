@@ -193,7 +193,10 @@ async fn stream_batches_are_filtered_ordered_bisected_and_given_up_after_retries
         &local.stack,
         &local.sdk,
         probe.invoker(),
-        PumpOptions { time_scale: 1.0 },
+        PumpOptions {
+            time_scale: 1.0,
+            play_schedules: true,
+        },
     );
     pump.wait_drained(Duration::from_secs(60)).await.unwrap();
     let stats = pump.stats.snapshot();
@@ -269,7 +272,10 @@ async fn rate_schedules_tick_with_their_input_sped_up() {
         &local.stack,
         &local.sdk,
         probe.invoker(),
-        PumpOptions { time_scale: 120.0 },
+        PumpOptions {
+            time_scale: 120.0,
+            play_schedules: true,
+        },
     );
     while probe.ticks.lock().unwrap().len() < 3 && started.elapsed() < Duration::from_secs(30) {
         tokio::time::sleep(Duration::from_millis(50)).await;
