@@ -463,6 +463,9 @@ enum Delivery {
     Busy,
 }
 
+/// Tries at marking an alert published (each one the SDK's own retries).
+const MARK_ATTEMPTS: u32 = 4;
+
 /// Time a claimer keeps for publishing and marking after waiting out a lease.
 const PUBLISH_MARGIN_MS: i64 = 3_000;
 
@@ -502,7 +505,16 @@ async fn deliver<R, L: AlertLog, P: AlertSink, I>(
                     }
                     return Err(error);
                 }
-                alerts.log.mark_published(&alert.id).await?;
+                // Published: a mark that fails now would let a retry publish
+                // it again once the lease runs out, so insist a little.
+                let mut attempt = 0;
+                while let Err(error) = alerts.log.mark_published(&alert.id).await {
+                    attempt += 1;
+                    if attempt == MARK_ATTEMPTS {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                }
                 return Ok(Delivery::Published);
             }
         }
