@@ -1,6 +1,7 @@
-//! Reading many items by key: BatchGetItem, 100 keys a request, strongly
+//! Reading many items: by key with BatchGetItem, 100 keys a request, strongly
 //! consistent, with the keys DynamoDB leaves unprocessed (throttling) asked
-//! for again after a backoff. The one loop every adapter that reads by key uses.
+//! for again after a backoff (the one loop every adapter that reads by key
+//! uses); and all of a small table with Scan.
 
 use std::collections::HashMap;
 
@@ -72,4 +73,25 @@ pub async fn batch_get(
 /// A key of one string attribute.
 pub fn string_key(name: &str, value: impl Into<String>) -> Item {
     HashMap::from([(name.to_owned(), AttributeValue::S(value.into()))])
+}
+
+/// Every item of a small table (the registry's Customers, Devices and
+/// Geofences), page by page. Never used on Telemetry or DeviceStats.
+pub async fn scan_all(client: &Client, table: &str) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(store_error)?;
+        items.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return Ok(items);
+        }
+    }
 }

@@ -19,7 +19,7 @@ use geotag::alerts::Thresholds;
 use geotag::geofence::{Geofence, Shape};
 use geotag::store::{Assignment, Registry, StoreError};
 
-use crate::batch_get::{batch_get, string_key};
+use crate::batch_get::{batch_get, scan_all, string_key};
 use crate::telemetry::store_error;
 
 /// The geofence scope that applies to every customer's tags.
@@ -164,27 +164,13 @@ impl Registry for DynamoRegistry {
     async fn all_thresholds(&self) -> Result<Vec<Thresholds>, StoreError> {
         // Customers are few (hundreds), so a Scan of their table is a page or two.
         let mut all = vec![self.defaults];
-        let mut start = None;
-        loop {
-            let output = self
-                .client
-                .scan()
-                .table_name(&self.customers_table)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(store_error)?;
-            all.extend(
-                output
-                    .items()
-                    .iter()
-                    .map(|item| thresholds_from(item, self.defaults)),
-            );
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                return Ok(all);
-            }
-        }
+        all.extend(
+            scan_all(&self.client, &self.customers_table)
+                .await?
+                .iter()
+                .map(|item| thresholds_from(item, self.defaults)),
+        );
+        Ok(all)
     }
 }
 

@@ -245,25 +245,11 @@ pub async fn read_inboxes(
     let mut all = BTreeMap::new();
     for (name, url) in &registry.inboxes {
         let mut received = Vec::new();
-        loop {
-            let messages = sqs
-                .receive_message()
-                .queue_url(url)
-                .max_number_of_messages(10)
-                .visibility_timeout(600)
-                .send()
-                .await?
-                .messages
-                .unwrap_or_default();
-            if messages.is_empty() {
-                break;
-            }
-            for message in messages {
-                received.push(
-                    Received::of_sqs_body(message.body().unwrap_or_default())
-                        .with_context(|| format!("{name} inbox"))?,
-                );
-            }
+        for message in crate::pump::read_whole_queue(&sqs, url).await? {
+            received.push(
+                Received::of_sqs_body(message.body().unwrap_or_default())
+                    .with_context(|| format!("{name} inbox"))?,
+            );
         }
         received.sort();
         all.insert(name.clone(), received);

@@ -431,41 +431,26 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
     let sqs = aws_sdk_sqs::Client::new(&local.sdk);
     let dlq = local.stack.reference("IngestDLQ")?;
     let mut seen_sources = std::collections::HashSet::new();
-    loop {
-        let messages = sqs
-            .receive_message()
-            .queue_url(dlq)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .visibility_timeout(300)
-            .send()
-            .await?
-            .messages
+    for message in crate::pump::read_whole_queue(&sqs, dlq).await? {
+        let attribute = |name: &str| {
+            message
+                .message_attributes()
+                .and_then(|attributes| attributes.get(name))
+                .and_then(|value| value.string_value())
+                .map(str::to_owned)
+        };
+        // A function that dead-letters and then dies is retried, and
+        // dead-letters again: the same source message, counted once.
+        let source = attribute("source_message_id")
+            .or_else(|| message.message_id().map(str::to_owned))
             .unwrap_or_default();
-        if messages.is_empty() {
-            break;
+        if !seen_sources.insert(source) {
+            audit.dead_letter_repeats += 1;
+            continue;
         }
-        for message in messages {
-            let attribute = |name: &str| {
-                message
-                    .message_attributes()
-                    .and_then(|attributes| attributes.get(name))
-                    .and_then(|value| value.string_value())
-                    .map(str::to_owned)
-            };
-            // A function that dead-letters and then dies is retried, and
-            // dead-letters again: the same source message, counted once.
-            let source = attribute("source_message_id")
-                .or_else(|| message.message_id().map(str::to_owned))
-                .unwrap_or_default();
-            if !seen_sources.insert(source) {
-                audit.dead_letter_repeats += 1;
-                continue;
-            }
-            let reason = attribute("reason")
-                .unwrap_or_else(|| "(none: redriven after maxReceiveCount)".into());
-            *audit.dead_lettered_by_reason.entry(reason).or_default() += 1;
-        }
+        let reason =
+            attribute("reason").unwrap_or_else(|| "(none: redriven after maxReceiveCount)".into());
+        *audit.dead_lettered_by_reason.entry(reason).or_default() += 1;
     }
     Ok(audit)
 }

@@ -416,22 +416,9 @@ async fn scan(
     dynamodb: &aws_sdk_dynamodb::Client,
     table: &str,
 ) -> Result<Vec<HashMap<String, AttributeValue>>> {
-    let mut items = Vec::new();
-    let mut start = None;
-    loop {
-        let page = dynamodb
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .with_context(|| format!("reading {table}"))?;
-        items.extend(page.items.unwrap_or_default());
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return Ok(items);
-        }
-    }
+    geotag_aws::batch_get::scan_all(dynamodb, table)
+        .await
+        .with_context(|| format!("reading {table}"))
 }
 
 /// Writes `requests`, 25 per BatchWriteItem, until none is left unprocessed.

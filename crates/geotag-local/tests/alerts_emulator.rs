@@ -98,31 +98,18 @@ async fn inbox(local: &LocalStack, name: &str) -> (String, String) {
 async fn drain(local: &LocalStack, url: &str) -> Vec<Received> {
     let sqs = aws_sdk_sqs::Client::new(&local.sdk);
     let mut received = Vec::new();
-    loop {
-        let messages = sqs
-            .receive_message()
-            .queue_url(url)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .visibility_timeout(600)
-            .send()
-            .await
-            .unwrap()
-            .messages
-            .unwrap_or_default();
-        if messages.is_empty() {
-            break;
-        }
-        for message in messages {
-            let envelope: Value = serde_json::from_str(message.body().unwrap()).unwrap();
-            // Email readers get the subject and text; queues the JSON document.
-            assert!(envelope["Subject"].as_str().is_some_and(|s| !s.is_empty()));
-            assert_eq!(
-                envelope["MessageAttributes"]["type"]["Value"],
-                serde_json::from_str::<Value>(envelope["Message"].as_str().unwrap()).unwrap()["type"]
-            );
-            received.push(Received::of_sqs_body(message.body().unwrap()).unwrap());
-        }
+    for message in geotag_local::pump::read_whole_queue(&sqs, url)
+        .await
+        .unwrap()
+    {
+        let envelope: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+        // Email readers get the subject and text; queues the JSON document.
+        assert!(envelope["Subject"].as_str().is_some_and(|s| !s.is_empty()));
+        assert_eq!(
+            envelope["MessageAttributes"]["type"]["Value"],
+            serde_json::from_str::<Value>(envelope["Message"].as_str().unwrap()).unwrap()["type"]
+        );
+        received.push(Received::of_sqs_body(message.body().unwrap()).unwrap());
     }
     received.sort();
     received

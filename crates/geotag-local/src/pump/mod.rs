@@ -414,3 +414,29 @@ pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<u
         .filter_map(|value| value.parse::<u64>().ok())
         .sum())
 }
+
+/// Every message in a queue, each once: received with their attributes and a
+/// visibility timeout long enough that none comes back before the queue is
+/// empty (for audits and tests; nothing is deleted).
+pub async fn read_whole_queue(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> Result<Vec<aws_sdk_sqs::types::Message>> {
+    let mut all = Vec::new();
+    loop {
+        let messages = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .visibility_timeout(600)
+            .send()
+            .await?
+            .messages
+            .unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(all);
+        }
+        all.extend(messages);
+    }
+}
