@@ -107,12 +107,7 @@ impl Registry for DynamoRegistry {
             .batch_get(&self.devices_table, "device_id", devices)
             .await?
             .iter()
-            .filter_map(|item| {
-                Some((
-                    item.get("device_id")?.as_s().ok()?.clone(),
-                    item.get("customer_id")?.as_s().ok()?.clone(),
-                ))
-            })
+            .filter_map(device_from)
             .collect();
         let customers: Vec<String> = customer_of
             .values()
@@ -180,6 +175,28 @@ fn n(value: impl ToString) -> AttributeValue {
 
 fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<f64> {
     item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+/// The Devices item assigning a tag to a customer.
+pub fn device_item(device_id: &str, customer_id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            "device_id".to_owned(),
+            AttributeValue::S(device_id.to_owned()),
+        ),
+        (
+            "customer_id".to_owned(),
+            AttributeValue::S(customer_id.to_owned()),
+        ),
+    ])
+}
+
+/// (device, customer) of a Devices item; `None` if it is not one.
+pub fn device_from(item: &HashMap<String, AttributeValue>) -> Option<(String, String)> {
+    Some((
+        item.get("device_id")?.as_s().ok()?.clone(),
+        item.get("customer_id")?.as_s().ok()?.clone(),
+    ))
 }
 
 /// A customer's thresholds: its own where set, the defaults elsewhere.
@@ -334,6 +351,16 @@ mod tests {
         });
         bad.insert("radius_m".into(), n(-5));
         assert_eq!(geofence_from(&bad), None);
+    }
+
+    #[test]
+    fn device_assignments_round_trip() {
+        let item = device_item("tag-0042", "acme");
+        assert_eq!(
+            device_from(&item),
+            Some(("tag-0042".to_owned(), "acme".to_owned()))
+        );
+        assert_eq!(device_from(&HashMap::new()), None);
     }
 
     #[test]

@@ -257,37 +257,72 @@ pub async fn read_inboxes(
     Ok(all)
 }
 
-/// (lost, double-counted) alerts: deserved and not published, and published
-/// more often than deserved (or under one id more than once).
-pub fn tally(
-    expected: &Expected,
-    registry: &FleetRegistry,
-    inboxes: &BTreeMap<String, Vec<Received>>,
-    silence_check_ms: i64,
-) -> (u64, u64) {
-    let want = simulate::expected_alerts(expected, |d| registry.setup_of(d), silence_check_ms);
-    let operator = inboxes.get(OPERATOR).cloned().unwrap_or_default();
-    let mut got: BTreeMap<(String, AlertKind), u64> = BTreeMap::new();
-    let mut ids = BTreeSet::new();
-    let mut double = 0;
-    for alert in &operator {
-        if !ids.insert(alert.id.as_str()) {
-            double += 1;
-            continue;
+/// The alerts the operator's inbox received, beside those the readings deserve.
+#[derive(Debug, Clone, Default)]
+pub struct AlertComparison {
+    /// What the oracle says, by (device, type).
+    pub want: BTreeMap<(String, AlertKind), usize>,
+    /// Every message the operator received, by (device, type).
+    pub got: BTreeMap<(String, AlertKind), usize>,
+    /// Messages repeating an alert id already received.
+    pub repeated_ids: usize,
+    pub operator: Vec<Received>,
+}
+
+impl AlertComparison {
+    pub fn new(
+        expected: &Expected,
+        registry: &FleetRegistry,
+        inboxes: &BTreeMap<String, Vec<Received>>,
+        silence_check_ms: i64,
+    ) -> AlertComparison {
+        let want = simulate::expected_alerts(expected, |d| registry.setup_of(d), silence_check_ms);
+        let operator = inboxes.get(OPERATOR).cloned().unwrap_or_default();
+        let mut got: BTreeMap<(String, AlertKind), usize> = BTreeMap::new();
+        for alert in &operator {
+            if let Some(kind) = ALL_KINDS.iter().find(|k| k.code() == alert.kind) {
+                *got.entry((alert.device_id.clone(), *kind)).or_default() += 1;
+            }
         }
-        if let Some(kind) = ALL_KINDS.iter().find(|k| k.code() == alert.kind) {
-            *got.entry((alert.device_id.clone(), *kind)).or_default() += 1;
+        let unique: BTreeSet<&str> = operator.iter().map(|r| r.id.as_str()).collect();
+        AlertComparison {
+            want,
+            got,
+            repeated_ids: operator.len() - unique.len(),
+            operator,
         }
     }
-    let mut lost = 0;
-    for (key, n) in &want {
-        let g = got.get(key).copied().unwrap_or(0);
-        lost += (*n as u64).saturating_sub(g);
+
+    /// (lost, double-counted) alerts: deserved and not published, and published
+    /// more often than deserved (or under one id more than once).
+    pub fn tally(&self) -> (u64, u64) {
+        let count = |of: &BTreeMap<(String, AlertKind), usize>, key| {
+            of.get(key).copied().unwrap_or(0) as u64
+        };
+        // Repeats of one id are the double count; the rest is compared by kind.
+        let mut double = self.repeated_ids as u64;
+        let mut distinct: BTreeMap<(String, AlertKind), usize> = BTreeMap::new();
+        let mut ids = BTreeSet::new();
+        for alert in &self.operator {
+            if ids.insert(alert.id.as_str())
+                && let Some(kind) = ALL_KINDS.iter().find(|k| k.code() == alert.kind)
+            {
+                *distinct
+                    .entry((alert.device_id.clone(), *kind))
+                    .or_default() += 1;
+            }
+        }
+        let lost = self
+            .want
+            .iter()
+            .map(|(key, n)| (*n as u64).saturating_sub(count(&distinct, key)))
+            .sum();
+        double += distinct
+            .iter()
+            .map(|(key, g)| (*g as u64).saturating_sub(count(&self.want, key)))
+            .sum::<u64>();
+        (lost, double)
     }
-    for (key, g) in &got {
-        double += g.saturating_sub(want.get(key).copied().unwrap_or(0) as u64);
-    }
-    (lost, double)
 }
 
 /// The alerts section of the demo report, and whether everything matched.
@@ -295,14 +330,17 @@ pub fn render(
     expected: &Expected,
     registry: &FleetRegistry,
     inboxes: &BTreeMap<String, Vec<Received>>,
-    silence_check_ms: i64,
+    comparison: &AlertComparison,
 ) -> (String, bool) {
     let mut out = String::new();
     let mut ok = true;
-    let want = simulate::expected_alerts(expected, |d| registry.setup_of(d), silence_check_ms);
-    let operator = inboxes.get(OPERATOR).cloned().unwrap_or_default();
-    let unique: BTreeSet<&str> = operator.iter().map(|r| r.id.as_str()).collect();
-    let once = unique.len() == operator.len();
+    let AlertComparison {
+        want,
+        got,
+        repeated_ids,
+        operator,
+    } = comparison;
+    let once = *repeated_ids == 0;
     ok &= once;
     let want_total: usize = want.values().sum();
     let total_ok = operator.len() == want_total;
@@ -315,12 +353,6 @@ pub fn render(
         crate::demo::mark(total_ok),
         crate::demo::mark(once)
     );
-    let mut got: BTreeMap<(String, AlertKind), usize> = BTreeMap::new();
-    for alert in &operator {
-        if let Some(kind) = ALL_KINDS.iter().find(|k| k.code() == alert.kind) {
-            *got.entry((alert.device_id.clone(), *kind)).or_default() += 1;
-        }
-    }
     let _ = writeln!(
         out,
         "\n  {:<11} {:>4}  {:>9} {:>9} {:>9} {:>9} {:>9}   inbox",
@@ -344,7 +376,7 @@ pub fn render(
                     .map(|d| of.get(&(d.clone(), kind)).copied().unwrap_or(0))
                     .sum()
             };
-            let (g, w) = (sum(&got), sum(&want));
+            let (g, w) = (sum(got), sum(want));
             ok &= g == w;
             let _ = write!(
                 cells,
@@ -378,7 +410,7 @@ pub fn render(
             devices.len()
         );
     }
-    for ((device, kind), n) in &got {
+    for ((device, kind), n) in got {
         if want.get(&(device.clone(), *kind)) != Some(n) {
             let _ = writeln!(
                 out,
@@ -388,7 +420,7 @@ pub fn render(
             );
         }
     }
-    for ((device, kind), n) in &want {
+    for ((device, kind), n) in want {
         if !got.contains_key(&(device.clone(), *kind)) {
             let _ = writeln!(out, "  ✗ {device}: no {} alert, expected {n}", kind.code());
         }

@@ -302,12 +302,17 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     let mut summary = tally(&plan.expected, &audit);
     if let Some(registry) = &registry {
         let inboxes = crate::alert_audit::read_inboxes(&local, registry).await?;
+        let comparison = crate::alert_audit::AlertComparison::new(
+            &plan.expected,
+            registry,
+            &inboxes,
+            silence_check_ms,
+        );
         let (alerts_report, alerts_ok) =
-            crate::alert_audit::render(&plan.expected, registry, &inboxes, silence_check_ms);
+            crate::alert_audit::render(&plan.expected, registry, &inboxes, &comparison);
         println!("{alerts_report}");
         ok &= alerts_ok;
-        let (lost, double) =
-            crate::alert_audit::tally(&plan.expected, registry, &inboxes, silence_check_ms);
+        let (lost, double) = comparison.tally();
         summary.lost += lost;
         summary.double_counted += double;
     }

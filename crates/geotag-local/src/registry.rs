@@ -14,7 +14,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRe
 use geotag::geofence::Geofence;
 use geotag_aws::clients::SdkConfig;
 use geotag_aws::registry::{
-    GLOBAL_SCOPE, UNASSIGNED, geofence_from, geofence_item, threshold_attributes,
+    GLOBAL_SCOPE, UNASSIGNED, device_from, device_item, geofence_from, geofence_item,
+    threshold_attributes,
 };
 use serde_json::json;
 
@@ -321,8 +322,7 @@ impl RegistryAdmin {
                 Ok(WriteRequest::builder()
                     .put_request(
                         PutRequest::builder()
-                            .item("device_id", AttributeValue::S(device.clone()))
-                            .item("customer_id", AttributeValue::S(customer_id.to_owned()))
+                            .set_item(Some(device_item(device, customer_id)))
                             .build()?,
                     )
                     .build())
@@ -352,12 +352,7 @@ impl RegistryAdmin {
         let mut rows: Vec<(String, String)> = scan(&self.dynamodb, &self.devices_table)
             .await?
             .iter()
-            .filter_map(|item| {
-                Some((
-                    item.get("device_id")?.as_s().ok()?.clone(),
-                    item.get("customer_id")?.as_s().ok()?.clone(),
-                ))
-            })
+            .filter_map(device_from)
             .collect();
         rows.sort();
         Ok(rows)
