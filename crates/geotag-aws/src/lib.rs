@@ -9,6 +9,7 @@
 
 pub mod alert_log;
 pub mod batch_get;
+pub mod capacity;
 pub mod clients;
 pub mod dead_letters;
 pub mod device_stats;

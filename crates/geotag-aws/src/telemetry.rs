@@ -123,7 +123,7 @@ impl ReadingStore for DynamoReadingStore {
         let mut requests: Vec<(usize, WriteRequest)> = Vec::with_capacity(readings.len());
         let mut report = WriteReport::default();
         for (index, reading) in readings.iter().enumerate() {
-            match put_request(reading, self.retention_days) {
+            match write_request(reading, self.retention_days) {
                 Ok(request) => requests.push((index, request)),
                 Err(error) => report.failed.push((index, error)),
             }
@@ -256,7 +256,7 @@ pub fn reading_from_item(item: &HashMap<String, AttributeValue>) -> Option<Readi
     })
 }
 
-fn put_request(reading: &Reading, retention_days: u32) -> Result<WriteRequest, StoreError> {
+pub fn write_request(reading: &Reading, retention_days: u32) -> Result<WriteRequest, StoreError> {
     let put = PutRequest::builder()
         .set_item(Some(reading_item(reading, retention_days)))
         .build()

@@ -60,6 +60,92 @@ pub struct Summary {
     /// Refused messages dead-lettered more than once (a crash after the
     /// dead-letter send): at-least-once, told apart by `source_message_id`.
     pub dead_letter_repeats: u64,
+    /// Device messages published to the telemetry topic, duplicates included.
+    pub messages_published: u64,
+    pub readings_stored: u64,
+    /// Function invocations the pump made.
+    pub invocations: u64,
+    /// The functions' AWS requests by (service, operation), refused ones included.
+    pub requests: BTreeMap<(String, String), u64>,
+    /// DynamoDB write units the functions' writes cost, by table name.
+    pub write_units: BTreeMap<String, WriteUnits>,
+    /// Keys the functions read by GetItem and BatchGetItem, by table name.
+    pub keys_read: BTreeMap<String, u64>,
+}
+
+/// A table's writes and what they cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WriteUnits {
+    pub item_writes: u64,
+    /// Write units, each write costed at its item's size as the run left it
+    /// (transactional writes count double).
+    pub units: f64,
+    /// The mean size of the table's items at the end of the run.
+    pub mean_item_bytes: f64,
+}
+
+/// Costs each table's item writes at its items' mean write units.
+fn write_units(
+    item_writes: &BTreeMap<(String, bool), u64>,
+    item_sizes: &BTreeMap<String, ItemSizes>,
+) -> BTreeMap<String, WriteUnits> {
+    let mut out: BTreeMap<String, WriteUnits> = BTreeMap::new();
+    for ((table, transactional), writes) in item_writes {
+        let sizes = item_sizes.get(table).filter(|sizes| sizes.items > 0);
+        let per_write = sizes.map_or(1.0, |sizes| sizes.write_units as f64 / sizes.items as f64);
+        let entry = out.entry(table.clone()).or_default();
+        entry.mean_item_bytes = sizes.map_or(0.0, |sizes| sizes.bytes as f64 / sizes.items as f64);
+        entry.item_writes += writes;
+        entry.units += *writes as f64 * per_write * if *transactional { 2.0 } else { 1.0 };
+    }
+    out
+}
+
+/// The items a table holds at the end of a run, and their sizes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ItemSizes {
+    pub items: u64,
+    pub bytes: u64,
+    /// Write units of writing each item once.
+    pub write_units: u64,
+}
+
+impl ItemSizes {
+    fn add(&mut self, item: &std::collections::HashMap<String, AttributeValue>) {
+        let size = geotag_aws::capacity::item_size(item);
+        self.items += 1;
+        self.bytes += size as u64;
+        self.write_units += geotag_aws::capacity::write_units(size);
+    }
+}
+
+/// The demo's cost figures: the functions' requests per stored reading.
+fn requests_table(summary: &Summary) -> String {
+    let mut out = String::new();
+    let per_reading = |n: f64| n / summary.readings_stored.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "\n  AWS requests of the functions ({} readings stored from {} messages, {} invocations)",
+        summary.readings_stored, summary.messages_published, summary.invocations
+    );
+    for ((service, operation), n) in &summary.requests {
+        let _ = writeln!(
+            out,
+            "    {:<40} {n:>7}   {:.3} per reading",
+            format!("{service} {operation}"),
+            per_reading(*n as f64)
+        );
+    }
+    for (table, units) in &summary.write_units {
+        let _ = writeln!(
+            out,
+            "    {:<40} {:>7}   {:.3} write units per reading",
+            format!("{table} item writes"),
+            units.item_writes,
+            per_reading(units.units)
+        );
+    }
+    out
 }
 
 /// What the demo found, beside what it expected.
@@ -73,6 +159,8 @@ pub struct Audit {
     pub dead_lettered_by_reason: BTreeMap<String, usize>,
     /// DLQ messages repeating one already counted.
     pub dead_letter_repeats: u64,
+    /// Items and their sizes, by table name.
+    pub item_sizes: BTreeMap<String, ItemSizes>,
 }
 
 /// What DeviceStats says of a device.
@@ -177,28 +265,27 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
             .join(", ")
     );
 
-    // In a chaos run the functions reach the emulator through the faults;
-    // the pump, the simulator and the audit do not.
-    let fault_plan = options
-        .chaos
-        .map(|chaos| crate::faults::FaultPlan::new(chaos.store_fault_rate, chaos.seed));
-    let functions_sdk = match &fault_plan {
-        Some(plan) => {
-            // The emulator speaks plain HTTP on loopback.
-            let client = local
-                .sdk
-                .http_client()
-                .unwrap_or_else(|| aws_smithy_http_client::Builder::new().build_http());
-            local
-                .sdk
-                .to_builder()
-                .http_client(crate::faults::FaultyHttpClient::wrap(
-                    client,
-                    std::sync::Arc::clone(plan),
-                ))
-                .build()
-        }
-        None => local.sdk.clone(),
+    // The functions reach the emulator through a client that counts their
+    // requests (the cost figures) and, in a chaos run, refuses some; the
+    // pump, the simulator and the audit go straight to the emulator.
+    let fault_plan = crate::faults::FaultPlan::new(
+        options.chaos.map_or(0.0, |chaos| chaos.store_fault_rate),
+        options.chaos.map_or(0, |chaos| chaos.seed),
+    );
+    let functions_sdk = {
+        // The emulator speaks plain HTTP on loopback.
+        let client = local
+            .sdk
+            .http_client()
+            .unwrap_or_else(|| aws_smithy_http_client::Builder::new().build_http());
+        local
+            .sdk
+            .to_builder()
+            .http_client(crate::faults::FaultyHttpClient::wrap(
+                client,
+                std::sync::Arc::clone(&fault_plan),
+            ))
+            .build()
     };
     let mut invoker = match options.invoker.clone() {
         Some(invoker) => invoker,
@@ -317,14 +404,25 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         summary.double_counted += double;
     }
     summary.crashes = crashes.load(std::sync::atomic::Ordering::Relaxed);
-    summary.faults_injected = fault_plan.as_ref().map_or(0, |plan| plan.total_injected());
+    summary.faults_injected = fault_plan.total_injected();
+    summary.messages_published = plan.messages.len() as u64;
+    summary.readings_stored = audit.stored as u64;
+    summary.requests = fault_plan.passed();
+    for ((service, operation, _), n) in fault_plan.injected() {
+        *summary.requests.entry((service, operation)).or_default() += n;
+    }
+    summary.write_units = write_units(&fault_plan.item_writes(), &audit.item_sizes);
+    summary.keys_read = fault_plan.keys_read();
+    summary.invocations = pump_stats.get("invocations").copied().unwrap_or(0);
     ok &= summary.lost == 0 && summary.double_counted == 0;
     summary.ok = ok;
-    if let Some(faults) = &fault_plan {
+    if options.chaos.is_some() {
         println!(
             "{}",
-            chaos_table(&plan.expected, &summary, &pump_stats, faults)
+            chaos_table(&plan.expected, &summary, &pump_stats, &fault_plan)
         );
+    } else {
+        println!("{}", requests_table(&summary));
     }
     println!(
         "  wall time   {:.1} s: emulator {:.1} s, provisioning {:.1} s, publishing {:.1} s, \
@@ -370,6 +468,11 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
             let Some(reading) = reading_from_item(&item) else {
                 bail!("an item in {table} is not a reading: {item:?}");
             };
+            audit
+                .item_sizes
+                .entry(table.to_owned())
+                .or_default()
+                .add(&item);
             audit.stored += 1;
             let summary = audit
                 .stored_per_device
@@ -409,6 +512,11 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
                 let Some(stats) = geotag_aws::device_stats::stats_item_from(&item) else {
                     bail!("an item in {stats_table} does not parse: {item:?}");
                 };
+                audit
+                    .item_sizes
+                    .entry(stats_table.to_owned())
+                    .or_default()
+                    .add(&item);
                 let summary = summaries.entry(stats.device_id.clone()).or_default();
                 match stats.body {
                     StatsBody::Latest(state) => {

@@ -39,6 +39,10 @@ pub struct FaultPlan {
     injected: Mutex<BTreeMap<(String, String, Fault), u64>>,
     /// (service, operation) -> requests that went through.
     passed: Mutex<BTreeMap<(String, String), u64>>,
+    /// (table, transactional?) -> item writes in requests that went through.
+    item_writes: Mutex<BTreeMap<(String, bool), u64>>,
+    /// table -> keys read by GetItem and BatchGetItem requests that went through.
+    keys_read: Mutex<BTreeMap<String, u64>>,
 }
 
 impl FaultPlan {
@@ -48,6 +52,8 @@ impl FaultPlan {
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
             injected: Mutex::new(BTreeMap::new()),
             passed: Mutex::new(BTreeMap::new()),
+            item_writes: Mutex::new(BTreeMap::new()),
+            keys_read: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -59,6 +65,17 @@ impl FaultPlan {
     /// Requests let through to the emulator, by (service, operation).
     pub fn passed(&self) -> BTreeMap<(String, String), u64> {
         lock(&self.passed).clone()
+    }
+
+    /// Item writes that went through, by (table name, transactional?): what
+    /// DynamoDB bills write units for.
+    pub fn item_writes(&self) -> BTreeMap<(String, bool), u64> {
+        lock(&self.item_writes).clone()
+    }
+
+    /// Keys read by GetItem and BatchGetItem that went through, by table name.
+    pub fn keys_read(&self) -> BTreeMap<String, u64> {
+        lock(&self.keys_read).clone()
     }
 
     pub fn total_injected(&self) -> u64 {
@@ -144,6 +161,62 @@ fn operation_of(request: &HttpRequest) -> (String, String, Protocol) {
     ("sns".to_owned(), action, Protocol::AwsQuery)
 }
 
+fn json_body(request: &HttpRequest) -> serde_json::Value {
+    request
+        .body()
+        .bytes()
+        .and_then(|bytes| serde_json::from_slice(bytes).ok())
+        .unwrap_or_default()
+}
+
+/// The keys a DynamoDB request reads by key: (table, keys).
+fn keys_read_of(operation: &str, body: &serde_json::Value) -> Vec<(String, u64)> {
+    match operation {
+        "GetItem" => vec![(body["TableName"].as_str().unwrap_or("?").to_owned(), 1)],
+        "BatchGetItem" => body["RequestItems"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(table, request)| {
+                (
+                    table.clone(),
+                    request["Keys"].as_array().map_or(0, Vec::len) as u64,
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The items a DynamoDB request writes: (table, transactional?) for each.
+fn item_writes_of(operation: &str, body: &serde_json::Value) -> Vec<(String, bool)> {
+    let table = |value: &serde_json::Value| value["TableName"].as_str().unwrap_or("?").to_owned();
+    match operation {
+        "PutItem" | "UpdateItem" | "DeleteItem" => vec![(table(body), false)],
+        "BatchWriteItem" => body["RequestItems"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(name, requests)| {
+                let count = requests.as_array().map_or(0, Vec::len);
+                std::iter::repeat_n((name.clone(), false), count)
+            })
+            .collect(),
+        "TransactWriteItems" => body["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|item| {
+                item.as_object()?
+                    .values()
+                    .next()
+                    .map(|op| (table(op), true))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The answer AWS gives for `fault`, in the service's format.
 fn error_response(service: &str, protocol: Protocol, fault: Fault) -> HttpResponse {
     let (status, code, message) = match (fault, service) {
@@ -202,6 +275,17 @@ impl HttpConnector for FaultyConnector {
                 HttpConnectorFuture::ready(Ok(error_response(&service, protocol, fault)))
             }
             None => {
+                if service == "dynamodb" {
+                    let body = json_body(&request);
+                    let mut writes = lock(&self.plan.item_writes);
+                    for table_write in item_writes_of(&operation, &body) {
+                        *writes.entry(table_write).or_default() += 1;
+                    }
+                    let mut reads = lock(&self.plan.keys_read);
+                    for (table, keys) in keys_read_of(&operation, &body) {
+                        *reads.entry(table).or_default() += keys;
+                    }
+                }
                 *lock(&self.plan.passed)
                     .entry((service, operation))
                     .or_default() += 1;

@@ -290,6 +290,10 @@ struct FleetArgs {
     /// Seed of the simulation: the same seed gives the same fleet.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Every tag sends its readings in messages of this many (default: one
+    /// reading per message, and batches of 10 from the tags that buffer).
+    #[arg(long)]
+    readings_per_message: Option<usize>,
 }
 
 impl FleetArgs {
@@ -302,6 +306,7 @@ impl FleetArgs {
             dup_ratio: self.dup_ratio.clamp(0.0, 1.0),
             seed: self.seed,
             end_ms: geotag_ingest::system_clock_ms(),
+            readings_per_message: self.readings_per_message,
         }
     }
 }
@@ -412,6 +417,7 @@ async fn run(cli: Cli) -> Result<()> {
                 dup_ratio: dup_ratio.clamp(0.0, 1.0),
                 seed,
                 end_ms: geotag_ingest::system_clock_ms(),
+                readings_per_message: None,
             };
             while simulate::plan(&fleet).expected.unique_readings() < readings {
                 fleet.devices += 1;

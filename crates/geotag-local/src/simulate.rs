@@ -51,6 +51,9 @@ pub struct FleetConfig {
     pub seed: u64,
     /// Time of the last reading, epoch ms (the run ends "now").
     pub end_ms: i64,
+    /// Every tag sends its readings in messages of this many (firmware that
+    /// batches, for the cost figures); `None`: each tag as its behaviour does.
+    pub readings_per_message: Option<usize>,
 }
 
 /// The kind of each tag, by its index.
@@ -335,10 +338,18 @@ pub fn plan(config: &FleetConfig) -> Plan {
                 .readings_per_device
                 .entry(device_id.clone())
                 .or_default() += 1;
-            if behaviour == Behaviour::Buffered {
+            let buffer_size = match (config.readings_per_message, behaviour) {
+                (Some(size), _) => size.max(1),
+                (None, Behaviour::Buffered) => BUFFER_SIZE,
+                (None, _) => 1,
+            };
+            if buffer_size > 1 {
                 buffer.push(reading);
-                if buffer.len() == BUFFER_SIZE || step + 1 == count {
-                    buffer.reverse();
+                if buffer.len() == buffer_size || step + 1 == count {
+                    if behaviour == Behaviour::Buffered {
+                        // Buffering firmware sends its newest reading first.
+                        buffer.reverse();
+                    }
                     let body = json!({"device_id": device_id, "readings": buffer}).to_string();
                     timeline.push((ts, timeline.len(), body));
                     buffer = Vec::new();
@@ -636,6 +647,7 @@ mod tests {
             dup_ratio: 0.1,
             seed,
             end_ms: 1_795_161_600_000,
+            readings_per_message: None,
         }
     }
 

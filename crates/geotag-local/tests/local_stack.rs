@@ -276,6 +276,7 @@ async fn the_demo_stores_every_valid_reading_once_and_dead_letters_the_rest() {
         dup_ratio: 0.2,
         seed: 7,
         end_ms: geotag_ingest::system_clock_ms(),
+        readings_per_message: None,
     };
     // `run` audits Telemetry, DeviceStats, the DLQ and the alerts' inboxes
     // against the plan.
@@ -307,6 +308,7 @@ async fn the_chaos_run_loses_nothing_and_counts_nothing_twice() {
         dup_ratio: 0.10,
         seed: 11,
         end_ms: geotag_ingest::system_clock_ms(),
+        readings_per_message: None,
     };
     let summary = geotag_local::demo::run(geotag_local::demo::DemoOptions {
         stack: Options::default(),

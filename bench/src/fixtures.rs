@@ -1,0 +1,149 @@
+//! The handlers wired to stores that do everything but the network: what the
+//! benchmarks time is decoding, validating, folding and building requests.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use geotag::Reading;
+use geotag::alerts::Thresholds;
+use geotag::stats::Point;
+use geotag::store::{
+    MemoryAlerts, MemoryDeadLetters, MemoryRegistry, MemorySilenceIndex, MemoryStatsStore,
+    ReadingStore, StoreError, TrackSource, WriteReport,
+};
+use geotag_aws::telemetry::{MAX_BATCH_WRITE, write_request};
+
+use crate::events::{NOW_MS, RETENTION_DAYS, geofences};
+
+/// A Telemetry store that builds every BatchWriteItem request, as the real
+/// one does before sending, and sends nothing.
+#[derive(Debug, Default)]
+pub struct RequestsBuilt;
+
+impl ReadingStore for RequestsBuilt {
+    async fn put_readings(&self, readings: &[Reading], _deadline: Instant) -> WriteReport {
+        let mut report = WriteReport::default();
+        for (index, chunk) in readings.chunks(MAX_BATCH_WRITE).enumerate() {
+            let requests: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(
+                    |(offset, reading)| match write_request(reading, RETENTION_DAYS) {
+                        Ok(request) => Some(request),
+                        Err(error) => {
+                            report
+                                .failed
+                                .push((index * MAX_BATCH_WRITE + offset, error));
+                            None
+                        }
+                    },
+                )
+                .collect();
+            std::hint::black_box(requests);
+            report.requests += 1;
+        }
+        report
+    }
+}
+
+pub type Ingest = geotag_ingest::Ingest<RequestsBuilt, MemoryDeadLetters>;
+
+pub fn ingest() -> Ingest {
+    let mut ingest = geotag_ingest::Ingest::new(
+        RequestsBuilt,
+        MemoryDeadLetters::default(),
+        geotag::Limits::default(),
+    );
+    ingest.clock = || NOW_MS;
+    ingest
+}
+
+/// The hours' tracks, as Telemetry Queries would answer them.
+#[derive(Debug, Default, Clone)]
+pub struct HourTracks(HashMap<(String, i64), Vec<Point>>);
+
+impl HourTracks {
+    pub fn of(readings: &[Reading]) -> HourTracks {
+        let mut tracks: HashMap<(String, i64), Vec<Point>> = HashMap::new();
+        for reading in readings {
+            let hour = reading.ts_ms.div_euclid(3_600_000) * 3_600_000;
+            tracks
+                .entry((reading.device_id.clone(), hour))
+                .or_default()
+                .push(Point::of(reading));
+        }
+        for points in tracks.values_mut() {
+            points.sort_by_key(|point| point.ts_ms);
+        }
+        HourTracks(tracks)
+    }
+}
+
+impl TrackSource for HourTracks {
+    async fn track(
+        &self,
+        device_id: &str,
+        from_ms: i64,
+        _to_ms: i64,
+    ) -> Result<Vec<Point>, StoreError> {
+        Ok(self
+            .0
+            .get(&(device_id.to_owned(), from_ms))
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+pub type Stats = geotag_stats::Stats<MemoryStatsStore, HourTracks>;
+
+pub fn stats(tracks: &HourTracks) -> Stats {
+    geotag_stats::Stats {
+        store: MemoryStatsStore::default(),
+        tracks: tracks.clone(),
+    }
+}
+
+pub type Alerts =
+    geotag_alerts::Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts, MemorySilenceIndex>;
+
+/// Two customers with their own thresholds, every fourth tag unassigned,
+/// and the benchmark's geofences.
+pub fn alerts(devices: impl IntoIterator<Item = String>) -> Alerts {
+    let registry = MemoryRegistry::default();
+    {
+        let mut customers = registry
+            .customers_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (index, device) in devices.into_iter().enumerate() {
+            match index % 4 {
+                0 | 1 => customers.insert(device, "acme".into()),
+                2 => customers.insert(device, "globex".into()),
+                _ => None,
+            };
+        }
+    }
+    registry
+        .thresholds_of
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            "globex".into(),
+            Thresholds {
+                battery_low_pct: 60.0,
+                ..Thresholds::default()
+            },
+        );
+    registry
+        .geofences
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(geofences());
+    geotag_alerts::Alerts {
+        registry,
+        log: MemoryAlerts::default(),
+        sink: MemoryAlerts::default(),
+        silence: MemorySilenceIndex::default(),
+        silence_lookback_ms: 24 * 3_600_000,
+    }
+}

@@ -1,0 +1,66 @@
+//! `geotag-bench report`: the performance table, after `cargo bench` has run
+//! the criterion benches. `scripts/bench` runs the whole sequence.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "geotag's performance and cost table (run by scripts/bench)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Times the Python baseline, measures cold starts, memory and binaries,
+    /// counts a local run's AWS requests, and prints the table beside the
+    /// criterion results of `cargo bench -p geotag-bench`.
+    Report {
+        /// Readings of each local run that counts requests (0: skip the runs).
+        #[arg(long, default_value_t = 2000)]
+        readings: usize,
+        /// Cold starts per function; the table gives the median.
+        #[arg(long, default_value_t = 10)]
+        cold_starts: usize,
+        /// Where the report (Markdown) and the events are written.
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        "warn,aws_smithy_runtime::client::http::connection_poisoning=off".into()
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let Cli { command } = Cli::parse();
+    match command {
+        Command::Report {
+            readings,
+            cold_starts,
+            out,
+        } => {
+            let root = geotag_local::project::root()?;
+            std::env::set_current_dir(&root).context("entering the project root")?;
+            let report = geotag_bench::report::run(&geotag_bench::report::Options {
+                root,
+                out: out.clone(),
+                readings,
+                cold_starts,
+            })
+            .await?;
+            std::fs::create_dir_all(&out)?;
+            let path = out.join("report.md");
+            std::fs::write(&path, &report)?;
+            println!("{report}\nwritten to {}", path.display());
+            Ok(())
+        }
+    }
+}
