@@ -64,6 +64,26 @@ impl DynamoReadingStore {
         self
     }
 
+    /// Builds and writes one chunk of readings; `first` is the index of its first.
+    async fn write_readings(
+        &self,
+        first: usize,
+        chunk: &[Reading],
+        deadline: Instant,
+    ) -> (Vec<(usize, StoreError)>, Attempts) {
+        let mut failed = Vec::new();
+        let mut requests = Vec::with_capacity(chunk.len());
+        for (offset, reading) in chunk.iter().enumerate() {
+            match write_request(reading, self.retention_days) {
+                Ok(request) => requests.push((first + offset, request)),
+                Err(error) => failed.push((first + offset, error)),
+            }
+        }
+        let (mut unwritten, attempts) = self.write_chunk(requests, deadline).await;
+        failed.append(&mut unwritten);
+        (failed, attempts)
+    }
+
     async fn write_chunk(
         &self,
         chunk: Vec<(usize, WriteRequest)>,
@@ -120,22 +140,17 @@ impl DynamoReadingStore {
 impl ReadingStore for DynamoReadingStore {
     async fn put_readings(&self, readings: &[Reading], deadline: StdInstant) -> WriteReport {
         let deadline = Instant::from_std(deadline);
-        let mut requests: Vec<(usize, WriteRequest)> = Vec::with_capacity(readings.len());
         let mut report = WriteReport::default();
-        for (index, reading) in readings.iter().enumerate() {
-            match write_request(reading, self.retention_days) {
-                Ok(request) => requests.push((index, request)),
-                Err(error) => report.failed.push((index, error)),
-            }
-        }
-        let mut chunks = Vec::with_capacity(requests.len().div_ceil(MAX_BATCH_WRITE));
-        let mut requests = requests.into_iter().peekable();
-        while requests.peek().is_some() {
-            chunks.push(requests.by_ref().take(MAX_BATCH_WRITE).collect::<Vec<_>>());
-        }
-        let mut results = futures::stream::iter(chunks)
-            .map(|chunk| self.write_chunk(chunk, deadline))
-            .buffer_unordered(self.concurrency);
+        // Items are built a chunk at a time, as each chunk's turn comes: a
+        // whole batch of items at once would be the invocation's largest
+        // allocation (about a kilobyte a reading).
+        // Futures do nothing until polled, so this builds no item yet.
+        let chunks: Vec<_> = readings
+            .chunks(MAX_BATCH_WRITE)
+            .enumerate()
+            .map(|(number, chunk)| self.write_readings(number * MAX_BATCH_WRITE, chunk, deadline))
+            .collect();
+        let mut results = futures::stream::iter(chunks).buffer_unordered(self.concurrency);
         while let Some((failed, attempts)) = results.next().await {
             report.failed.extend(failed);
             report.requests += attempts.requests;

@@ -69,7 +69,7 @@ pub fn decode_message(
             ),
         ));
     }
-    let probe: EnvelopeProbe = parse(body, "")?;
+    let probe: EnvelopeProbe = parse(body, Prefix::top(""))?;
     if probe.kind.is_some() && probe.topic_arn.is_some() {
         if probe.kind.as_deref() != Some("Notification") {
             return Err(Rejection::new(
@@ -88,18 +88,18 @@ pub fn decode_message(
                 "SNS envelope without a Message",
             ));
         };
-        let mut decoded = decode_payload(&message, "Message.", limits, now_ms)?;
+        let mut decoded = decode_payload(&message, Prefix::top("Message."), limits, now_ms)?;
         decoded.form = BodyForm::SnsEnvelope;
         decoded.sns_message_id = probe.message_id;
         Ok(decoded)
     } else {
-        decode_payload(body, "", limits, now_ms)
+        decode_payload(body, Prefix::top(""), limits, now_ms)
     }
 }
 
 fn decode_payload(
     payload: &str,
-    prefix: &str,
+    prefix: Prefix<'_>,
     limits: &Limits,
     now_ms: i64,
 ) -> Result<DecodedMessage, Rejection> {
@@ -145,8 +145,8 @@ fn decode_payload(
     }
     decoded.readings.reserve_exact(items.len());
     for (index, raw) in items.into_iter().enumerate() {
-        let item_prefix = format!("{prefix}readings[{index}].");
-        let outcome = parse::<WireReading>(raw.get(), &item_prefix).and_then(|item| {
+        let item_prefix = prefix.item(index);
+        let outcome = parse::<WireReading>(raw.get(), item_prefix).and_then(|item| {
             if item.readings.is_some() {
                 return Err(Rejection::new(
                     Reason::AmbiguousMessage,
@@ -154,7 +154,7 @@ fn decode_payload(
                     "readings cannot nest",
                 ));
             }
-            validate(item, Some(&device_id), &item_prefix, limits, now_ms)
+            validate(item, Some(&device_id), item_prefix, limits, now_ms)
         });
         match outcome {
             Ok(reading) => decoded.readings.push(reading),
@@ -165,11 +165,8 @@ fn decode_payload(
 }
 
 /// Parses JSON, naming the failing field with serde_path_to_error.
-fn parse<'a, T: Deserialize<'a>>(json: &'a str, prefix: &str) -> Result<T, Rejection> {
-    let root = || match prefix {
-        "" => "$".to_owned(),
-        _ => prefix.trim_end_matches('.').to_owned(),
-    };
+fn parse<'a, T: Deserialize<'a>>(json: &'a str, prefix: Prefix<'_>) -> Result<T, Rejection> {
+    let root = || prefix.root();
     // serde would read an array as a struct's fields in order and blame `[0]`;
     // a message or reading that is not an object is wrong as a whole.
     if !json.trim_start().starts_with('{') {
@@ -177,6 +174,11 @@ fn parse<'a, T: Deserialize<'a>>(json: &'a str, prefix: &str) -> Result<T, Rejec
             Ok(_) => Rejection::new(Reason::InvalidType, root(), "expected a JSON object"),
             Err(err) => Rejection::new(Reason::MalformedJson, root(), err.to_string()),
         });
+    }
+    // Most bodies are valid: parse without tracking the path (which costs an
+    // allocation per field), and parse again to find it only on failure.
+    if let Ok(value) = serde_json::from_str(json) {
+        return Ok(value);
     }
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
@@ -201,7 +203,7 @@ fn parse<'a, T: Deserialize<'a>>(json: &'a str, prefix: &str) -> Result<T, Rejec
     Ok(value)
 }
 
-fn require_device_id(id: Option<String>, prefix: &str) -> Result<String, Rejection> {
+fn require_device_id(id: Option<String>, prefix: Prefix<'_>) -> Result<String, Rejection> {
     let field = || format!("{prefix}device_id");
     let id = id.ok_or_else(|| Rejection::new(Reason::MissingField, field(), "required"))?;
     if is_valid_device_id(&id) {
@@ -221,7 +223,7 @@ fn require_device_id(id: Option<String>, prefix: &str) -> Result<String, Rejecti
 fn validate(
     wire: WireReading,
     batch_device_id: Option<&str>,
-    prefix: &str,
+    prefix: Prefix<'_>,
     limits: &Limits,
     now_ms: i64,
 ) -> Result<Reading, Rejection> {
@@ -285,46 +287,59 @@ fn validate(
         ));
     }
 
-    let lat = required_in(wire.lat, (-90.0, 90.0), &field("lat"))?;
-    let lon = required_in(wire.lon, (-180.0, 180.0), &field("lon"))?;
+    let lat = required_in(wire.lat, (-90.0, 90.0), prefix, "lat")?;
+    let lon = required_in(wire.lon, (-180.0, 180.0), prefix, "lon")?;
     Ok(Reading {
         device_id,
         ts_ms,
         lat,
         lon,
-        alt: optional_in(wire.alt, range::ALT, &field("alt"))?,
-        speed: optional_in(wire.speed, range::SPEED, &field("speed"))?,
-        heading: optional_in(wire.heading, range::HEADING, &field("heading"))?
+        alt: optional_in(wire.alt, range::ALT, prefix, "alt")?,
+        speed: optional_in(wire.speed, range::SPEED, prefix, "speed")?,
+        heading: optional_in(wire.heading, range::HEADING, prefix, "heading")?
             .map(|heading| if heading == 360.0 { 0.0 } else { heading }),
-        battery: optional_in(wire.battery, range::BATTERY, &field("battery"))?,
-        accuracy: optional_in(wire.accuracy, range::ACCURACY, &field("accuracy"))?,
+        battery: optional_in(wire.battery, range::BATTERY, prefix, "battery")?,
+        accuracy: optional_in(wire.accuracy, range::ACCURACY, prefix, "accuracy")?,
         seq: wire.seq,
     })
 }
 
-fn required_in(value: Option<f64>, bounds: (f64, f64), field: &str) -> Result<f64, Rejection> {
-    let value = value.ok_or_else(|| Rejection::new(Reason::MissingField, field, "required"))?;
-    check_in(value, bounds, field)
+fn required_in(
+    value: Option<f64>,
+    bounds: (f64, f64),
+    prefix: Prefix<'_>,
+    name: &str,
+) -> Result<f64, Rejection> {
+    let value = value.ok_or_else(|| {
+        Rejection::new(Reason::MissingField, format!("{prefix}{name}"), "required")
+    })?;
+    check_in(value, bounds, prefix, name)
 }
 
 fn optional_in(
     value: Option<f64>,
     bounds: (f64, f64),
-    field: &str,
+    prefix: Prefix<'_>,
+    name: &str,
 ) -> Result<Option<f64>, Rejection> {
     value
-        .map(|value| check_in(value, bounds, field))
+        .map(|value| check_in(value, bounds, prefix, name))
         .transpose()
 }
 
-fn check_in(value: f64, (low, high): (f64, f64), field: &str) -> Result<f64, Rejection> {
+fn check_in(
+    value: f64,
+    (low, high): (f64, f64),
+    prefix: Prefix<'_>,
+    name: &str,
+) -> Result<f64, Rejection> {
     // `contains` is false for NaN, so a non-finite value never passes.
     if (low..=high).contains(&value) {
         Ok(value)
     } else {
         Err(Rejection::new(
             Reason::OutOfRange,
-            field,
+            format!("{prefix}{name}"),
             format!("{value} is not in [{low}, {high}]"),
         ))
     }
@@ -339,6 +354,48 @@ fn truncate(text: &str, max_chars: usize) -> Cow<'_, str> {
     match text.char_indices().nth(max_chars) {
         Some((end, _)) => Cow::Owned(format!("{}…", &text[..end])),
         None => Cow::Borrowed(text),
+    }
+}
+
+/// Where a field sits, for naming it in a rejection: written out only when
+/// something is rejected, so that a valid reading costs no string.
+#[derive(Debug, Clone, Copy)]
+struct Prefix<'a> {
+    /// "" for a raw body, "Message." inside an SNS envelope.
+    outer: &'a str,
+    /// The reading's index in a batch message.
+    item: Option<usize>,
+}
+
+impl<'a> Prefix<'a> {
+    fn top(outer: &'a str) -> Self {
+        Prefix { outer, item: None }
+    }
+
+    fn item(self, index: usize) -> Self {
+        Prefix {
+            item: Some(index),
+            ..self
+        }
+    }
+
+    /// The path of the object itself: `$` at the top of a raw body.
+    fn root(self) -> String {
+        let text = self.to_string();
+        match text.trim_end_matches('.') {
+            "" => "$".to_owned(),
+            trimmed => trimmed.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for Prefix<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.outer)?;
+        match self.item {
+            Some(index) => write!(f, "readings[{index}]."),
+            None => Ok(()),
+        }
     }
 }
 

@@ -163,15 +163,25 @@ pub enum Trigger {
 impl<'de> Deserialize<'de> for Trigger {
     /// Told apart by shape, and refused if it is neither: an event from a
     /// trigger nobody configured must fail loudly, not run a silence check.
+    /// The event is held as its text while the shape is probed: a
+    /// `serde_json::Value` of a 6 MB stream batch would take ten times that.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
-        let value = Value::deserialize(deserializer)?;
-        if value.get("Records").is_some() {
-            serde_json::from_value(value)
+        #[derive(Deserialize)]
+        struct Shape<'a> {
+            #[serde(rename = "Records", borrow, default)]
+            records: Option<&'a serde_json::value::RawValue>,
+            #[serde(borrow, default)]
+            source: Option<std::borrow::Cow<'a, str>>,
+        }
+        let text = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        let shape: Shape = serde_json::from_str(text.get()).map_err(D::Error::custom)?;
+        if shape.records.is_some() {
+            serde_json::from_str(text.get())
                 .map(Trigger::Stream)
                 .map_err(D::Error::custom)
-        } else if value.get("source").and_then(Value::as_str) == Some("aws.events") {
-            serde_json::from_value(value)
+        } else if shape.source.as_deref() == Some("aws.events") {
+            serde_json::from_str(text.get())
                 .map(Trigger::Schedule)
                 .map_err(D::Error::custom)
         } else {

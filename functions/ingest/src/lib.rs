@@ -237,9 +237,9 @@ pub async fn process<S: ReadingStore, D: DeadLetterSink>(
     let now_ms = (ingest.clock)();
     let mut outcome = Outcome::default();
     let mut states = Vec::with_capacity(records.len());
-    let mut unique: Vec<Reading> = Vec::new();
-    let mut owners: Vec<Vec<usize>> = Vec::new();
-    let mut index_of: HashMap<(String, String), usize> = HashMap::new();
+    // Every valid reading of the batch, with the record it came from.
+    let mut readings: Vec<Reading> = Vec::with_capacity(records.len());
+    let mut record_of: Vec<usize> = Vec::with_capacity(records.len());
 
     for (record_index, record) in records.iter().enumerate() {
         let Some(message_id) = record.message_id.clone().filter(|id| !id.is_empty()) else {
@@ -279,33 +279,32 @@ pub async fn process<S: ReadingStore, D: DeadLetterSink>(
                 state.rejected_readings = decoded.rejected.len();
                 state.rejection = decoded.rejected.into_iter().next();
                 state.readings = decoded.readings.len();
-                for reading in decoded.readings {
-                    // BatchWriteItem refuses two writes of one key in a request,
-                    // and a batch often holds the same reading twice (SNS retries).
-                    let key = (reading.device_id.clone(), reading.sort_key());
-                    match index_of.get(&key) {
-                        Some(&existing) => {
-                            outcome.duplicates_in_batch += 1;
-                            owners[existing].push(record_index);
-                        }
-                        None => {
-                            index_of.insert(key, unique.len());
-                            unique.push(reading);
-                            owners.push(vec![record_index]);
-                        }
-                    }
-                }
+                record_of.extend(std::iter::repeat_n(record_index, decoded.readings.len()));
+                readings.extend(decoded.readings);
             }
         }
         states.push(state);
     }
 
+    // BatchWriteItem refuses two writes of one key in a request, and a batch
+    // often holds the same reading twice (SNS retries): each key is written
+    // once, and a failure to write it fails every record that carried it.
+    let (unique, slot_of) = deduplicate(readings);
+    outcome.duplicates_in_batch = slot_of.len() - unique.len();
     let report = ingest.store.put_readings(&unique, deadline).await;
     outcome.write_requests = report.requests;
     outcome.write_retries = report.retries;
     outcome.readings_stored = unique.len() - report.failed.len();
-    for (index, error) in &report.failed {
-        for &record_index in &owners[*index] {
+    if !report.failed.is_empty() {
+        let failed: HashMap<usize, &geotag::store::StoreError> = report
+            .failed
+            .iter()
+            .map(|(slot, error)| (*slot, error))
+            .collect();
+        for (slot, &record_index) in slot_of.iter().zip(&record_of) {
+            let Some(error) = failed.get(slot) else {
+                continue;
+            };
             let state = &mut states[record_index];
             if !state.store_failed {
                 tracing::warn!(message_id = %state.message_id, error = %error, "readings not stored; the record will be retried");
@@ -344,6 +343,39 @@ pub async fn process<S: ReadingStore, D: DeadLetterSink>(
         }
     }
     Ok(outcome)
+}
+
+/// The distinct readings, in order of first appearance, and for each reading
+/// given the index of its copy among them. Readings are the same when their
+/// Telemetry keys are: device, time and sequence number.
+fn deduplicate(readings: Vec<Reading>) -> (Vec<Reading>, Vec<usize>) {
+    let mut slot_of = Vec::with_capacity(readings.len());
+    let mut first = vec![false; readings.len()];
+    let mut distinct = 0;
+    {
+        let mut slots: HashMap<(&str, i64, Option<u64>), usize> =
+            HashMap::with_capacity(readings.len());
+        for (index, reading) in readings.iter().enumerate() {
+            let slot = *slots
+                .entry((reading.device_id.as_str(), reading.ts_ms, reading.seq))
+                .or_insert_with(|| {
+                    first[index] = true;
+                    distinct += 1;
+                    distinct - 1
+                });
+            slot_of.push(slot);
+        }
+    }
+    let unique = if distinct == readings.len() {
+        readings
+    } else {
+        readings
+            .into_iter()
+            .zip(first)
+            .filter_map(|(reading, first)| first.then_some(reading))
+            .collect()
+    };
+    (unique, slot_of)
 }
 
 fn log_rejection(message_id: &str, rejection: &Rejection) {

@@ -179,6 +179,47 @@ async fn duplicate_delivery_leaves_one_item() {
 }
 
 #[tokio::test]
+async fn a_reading_carried_twice_and_not_stored_fails_both_records() {
+    let ingest = ingest();
+    let mut event = sample("valid-batch.json");
+    let mut copy = event.records[0].clone();
+    copy.message_id = Some("a-redelivered-copy".into());
+    event.records.push(copy);
+    let device = {
+        let body = event.records[0].body.as_deref().expect("a body");
+        let reading: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        reading["device_id"]
+            .as_str()
+            .expect("a device id")
+            .to_owned()
+    };
+    ingest.store.fail_device(&device);
+    let response = handle(&ingest, LambdaEvent::new(event.clone(), Context::default()))
+        .await
+        .expect("the handler answers");
+    let mut failed: Vec<String> = response
+        .batch_item_failures
+        .into_iter()
+        .map(|failure| failure.item_identifier)
+        .collect();
+    failed.sort();
+    let mut expected: Vec<String> = event
+        .records
+        .iter()
+        .filter(|record| {
+            record
+                .body
+                .as_deref()
+                .is_some_and(|body| body.contains(&format!("\"{device}\"")))
+        })
+        .filter_map(|record| record.message_id.clone())
+        .collect();
+    expected.sort();
+    assert!(expected.len() >= 2, "{expected:?}");
+    assert_eq!(failed, expected);
+}
+
+#[tokio::test]
 async fn a_record_without_message_id_fails_the_batch_loudly() {
     let ingest = ingest();
     let mut event = sample("valid-batch.json");

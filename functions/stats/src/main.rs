@@ -4,7 +4,10 @@
 use geotag_stats::{Config, handle, on_aws};
 use lambda_runtime::{Error, service_fn};
 
-#[tokio::main]
+// One thread: at 256 MB Lambda gives a fraction of one vCPU, so worker threads
+// would only add start-up time and memory; the handlers overlap their
+// requests with async I/O, not with threads.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()?;
