@@ -7,12 +7,12 @@
 //! `cargo bench -p geotag-bench --bench hot_paths`; `scripts/bench` runs it
 //! beside the Python baseline and prints the table.
 
-use aws_lambda_events::sqs::SqsEvent;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use geotag_bench::events::{
     self, fleet, ingest_event, latest_changes_event, telemetry_stream_event,
 };
 use geotag_bench::fixtures;
+use geotag_ingest::IngestEvent;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,7 @@ fn ingest(c: &mut Criterion) {
             }
             group.bench_function(format!("{shape}/{records}"), |b| {
                 b.iter(|| {
-                    let event: SqsEvent =
+                    let event: IngestEvent =
                         serde_json::from_str(black_box(&event)).expect("an SQS event");
                     let deadline = Instant::now() + Duration::from_secs(60);
                     let outcome = runtime

@@ -342,7 +342,7 @@ mod tests {
         let ingest = crate::fixtures::ingest();
         for (records, per_message) in [(10, 1), (100, 50)] {
             let (event, readings) = ingest_event(records, per_message, 7);
-            let event: aws_lambda_events::sqs::SqsEvent =
+            let event: geotag_ingest::IngestEvent =
                 serde_json::from_str(&event).expect("an SQS event");
             assert_eq!(event.records.len(), records);
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -127,7 +127,7 @@ fn sample(name: &str) -> SqsEvent {
 }
 
 async fn invoke(ingest: &AwsIngest, event: SqsEvent) -> Vec<String> {
-    handle(ingest, LambdaEvent::new(event, Context::default()))
+    handle(ingest, LambdaEvent::new(event.into(), Context::default()))
         .await
         .expect("the handler answers")
         .batch_item_failures

