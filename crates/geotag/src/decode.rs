@@ -69,19 +69,20 @@ pub fn decode_message(
             ),
         ));
     }
-    let probe: EnvelopeProbe = parse(body, Prefix::top(""))?;
-    if probe.kind.is_some() && probe.topic_arn.is_some() {
-        if probe.kind.as_deref() != Some("Notification") {
+    // One pass reads a reading's fields and the envelope's alike.
+    let top: WireReading = parse(body, Prefix::top(""))?;
+    if top.kind.0.is_some() && top.topic_arn.0.is_some() {
+        if top.kind.0.as_deref() != Some("Notification") {
             return Err(Rejection::new(
                 Reason::InvalidEnvelope,
                 "Type",
                 format!(
                     "SNS message of type {:?}, expected \"Notification\"",
-                    probe.kind.unwrap_or_default()
+                    top.kind.0.unwrap_or_default()
                 ),
             ));
         }
-        let Some(message) = probe.message else {
+        let Some(message) = top.message.0 else {
             return Err(Rejection::new(
                 Reason::InvalidEnvelope,
                 "Message",
@@ -90,10 +91,10 @@ pub fn decode_message(
         };
         let mut decoded = decode_payload(&message, Prefix::top("Message."), limits, now_ms)?;
         decoded.form = BodyForm::SnsEnvelope;
-        decoded.sns_message_id = probe.message_id;
+        decoded.sns_message_id = top.message_id.0;
         Ok(decoded)
     } else {
-        decode_payload(body, Prefix::top(""), limits, now_ms)
+        decode_wire(top, Prefix::top(""), limits, now_ms)
     }
 }
 
@@ -103,7 +104,16 @@ fn decode_payload(
     limits: &Limits,
     now_ms: i64,
 ) -> Result<DecodedMessage, Rejection> {
-    let mut top: WireReading = parse(payload, prefix)?;
+    decode_wire(parse(payload, prefix)?, prefix, limits, now_ms)
+}
+
+/// A device's message, parsed: one reading, or a batch of them.
+fn decode_wire(
+    mut top: WireReading,
+    prefix: Prefix<'_>,
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<DecodedMessage, Rejection> {
     let mut decoded = DecodedMessage {
         form: BodyForm::Raw,
         sns_message_id: None,
@@ -399,23 +409,20 @@ impl std::fmt::Display for Prefix<'_> {
     }
 }
 
-/// The fields of an SNS envelope that tell it apart; all others are skipped.
-#[derive(Deserialize)]
-struct EnvelopeProbe<'a> {
-    #[serde(rename = "Type", borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(rename = "TopicArn", borrow)]
-    topic_arn: Option<Cow<'a, str>>,
-    #[serde(rename = "MessageId")]
-    message_id: Option<String>,
-    #[serde(rename = "Message")]
-    message: Option<String>,
-}
-
-/// One reading as a device sends it; also the top level of a batch message.
-/// Unknown fields are ignored so that devices can add fields before we use them.
+/// One reading as a device sends it; also the top level of a batch message,
+/// and of an SNS envelope. Unknown fields are ignored so that devices can add
+/// fields before we use them.
 #[derive(Deserialize)]
 struct WireReading<'a> {
+    /// The fields that tell an SNS envelope apart (no reading has them).
+    #[serde(rename = "Type", default)]
+    kind: StringOrIgnored,
+    #[serde(rename = "TopicArn", default)]
+    topic_arn: StringOrIgnored,
+    #[serde(rename = "MessageId", default)]
+    message_id: StringOrIgnored,
+    #[serde(rename = "Message", default)]
+    message: StringOrIgnored,
     device_id: Option<String>,
     #[serde(borrow)]
     readings: Option<Vec<&'a RawValue>>,
@@ -445,6 +452,57 @@ impl WireReading<'_> {
         ]
         .into_iter()
         .find_map(|(name, present)| present.then_some(name))
+    }
+}
+
+/// A string, or nothing if the value is of another type: an envelope field
+/// that is not a string makes the body not an envelope, and in a reading it
+/// is an unknown field like any other.
+#[derive(Default)]
+struct StringOrIgnored(Option<String>);
+
+impl<'de> Deserialize<'de> for StringOrIgnored {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StringVisitor;
+        impl<'de> Visitor<'de> for StringVisitor {
+            type Value = StringOrIgnored;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StringOrIgnored(Some(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(StringOrIgnored(Some(v)))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(StringOrIgnored(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(StringOrIgnored(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(StringOrIgnored(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(StringOrIgnored(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(StringOrIgnored(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(StringOrIgnored(None))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(StringOrIgnored(None))
+            }
+        }
+        deserializer.deserialize_any(StringVisitor)
     }
 }
 
@@ -501,6 +559,28 @@ mod tests {
         assert!(decoded.readings.is_empty(), "{decoded:?}");
         let err = decoded.rejected.into_iter().next().expect("a rejection");
         (err.reason, err.field)
+    }
+
+    #[test]
+    fn envelope_fields_that_are_not_strings_make_no_envelope() {
+        // A device's own `Type` or `Message` field of another type is an unknown
+        // field, at the top and in a batch.
+        let decoded = decode(
+            r#"{"device_id":"tag-1","Type":7,"TopicArn":{"x":[1]},"ts":1795248000000,"lat":1,"lon":2,"Message":null}"#,
+        )
+        .unwrap();
+        assert_eq!(decoded.form, BodyForm::Raw);
+        assert_eq!(decoded.readings.len(), 1);
+        let decoded = decode(
+            r#"{"device_id":"tag-1","readings":[{"ts":1795248000000,"lat":1,"lon":2,"Message":[true],"Type":"x"}]}"#,
+        )
+        .unwrap();
+        assert_eq!((decoded.readings.len(), decoded.rejected.len()), (1, 0));
+        // A real envelope whose Message is not a string says so.
+        assert_eq!(
+            rejection(r#"{"Type":"Notification","TopicArn":"arn","Message":5}"#),
+            (Reason::InvalidEnvelope, "Message".into())
+        );
     }
 
     #[test]
