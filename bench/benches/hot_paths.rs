@@ -16,6 +16,10 @@ use geotag_ingest::IngestEvent;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+// The allocator the functions run with (see their main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .build()

@@ -141,6 +141,8 @@ impl Sandbox {
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/25/[$LATEST]bench")
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
             .envs(function.env.iter().copied())
+            // The allocator's tuning, when experimenting with it.
+            .envs(std::env::vars().filter(|(name, _)| name.starts_with("MIMALLOC_")))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

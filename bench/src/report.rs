@@ -233,7 +233,10 @@ struct ColdCase {
     binary: Option<PathBuf>,
 }
 
-const TABLES_ENV: [(&str, &str); 9] = [
+/// The functions' environment: template.yaml's tables, and its allocator settings.
+const TABLES_ENV: [(&str, &str); 11] = [
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    ("MIMALLOC_PURGE_DELAY", "0"),
     ("TELEMETRY_TABLE", "geotag-telemetry"),
     ("DEVICE_STATS_TABLE", "geotag-device-stats"),
     (

@@ -4,6 +4,9 @@
 use geotag_stats::{Config, handle, on_aws};
 use lambda_runtime::{Error, service_fn};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // One thread: at 256 MB Lambda gives a fraction of one vCPU, so worker threads
 // would only add start-up time and memory; the handlers overlap their
 // requests with async I/O, not with threads.
