@@ -366,7 +366,21 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     // tick would. EventBridge times have whole seconds.
     let silence_check_ms = geotag_ingest::system_clock_ms() / 1000 * 1000;
     if registry.is_some() {
-        // EventBridge retries a failed asynchronous invocation twice.
+        // EventBridge retries a failed asynchronous invocation twice, a minute
+        // and more apart. The wait matters: an alert the failed attempt left
+        // claimed stays leased until that invocation's deadline, and a retry
+        // at once would find it busy. (The 20,000-reading chaos run failed
+        // three attempts in a row that way.) This waits out the lease.
+        let lease = Duration::from_secs(
+            local
+                .stack
+                .functions
+                .values()
+                .map(|function| function.timeout_secs)
+                .max()
+                .unwrap_or(30)
+                + 1,
+        );
         let mut attempts = 0;
         while let Err(error) =
             crate::alert_audit::check_silence(&local, &invoker_for_checks, silence_check_ms).await
@@ -375,6 +389,11 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
             if attempts > 2 {
                 return Err(error.context("the silence check failed three times"));
             }
+            println!(
+                "  silence check failed ({error:#}); retrying in {} s, as EventBridge would",
+                lease.as_secs()
+            );
+            tokio::time::sleep(lease).await;
         }
         pump.wait_drained(options.drain_timeout).await?;
     }
