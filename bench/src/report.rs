@@ -234,7 +234,7 @@ struct ColdCase {
 }
 
 /// The functions' environment: template.yaml's tables, and its allocator settings.
-const TABLES_ENV: [(&str, &str); 11] = [
+const FUNCTION_ENV: [(&str, &str); 11] = [
     ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
     ("MIMALLOC_PURGE_DELAY", "0"),
     ("TELEMETRY_TABLE", "geotag-telemetry"),
@@ -276,7 +276,7 @@ async fn cold_starts(options: &Options) -> Result<String> {
         program: release.join(name),
         args: Vec::new(),
         dir: options.root.clone(),
-        env: TABLES_ENV.to_vec(),
+        env: FUNCTION_ENV.to_vec(),
         small: String::new(),
         large: Vec::new(),
         binary: Some(release.join(name)),
@@ -311,7 +311,7 @@ async fn cold_starts(options: &Options) -> Result<String> {
             program: python(&options.root),
             args: vec!["-m", "awslambdaric", "ingest_baseline.handler"],
             dir: options.root.join("bench/python"),
-            env: TABLES_ENV.to_vec(),
+            env: FUNCTION_ENV.to_vec(),
             small: ingest_event(10, 1, 3).0,
             large: vec![(
                 format!("{} single-reading records", ingest_single.1),
@@ -486,16 +486,10 @@ fn requests_table(runs: &[RequestRun]) -> String {
     }
     let _ = writeln!(table);
     let _ = writeln!(table, "|---|{}", "---:|".repeat(runs.len()));
-    let mut keys: Vec<String> = Vec::new();
-    for run in runs {
-        for (service, operation) in run.summary.requests.keys() {
-            let key = format!("{service} {operation}");
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
-    }
-    keys.sort();
+    let operations: std::collections::BTreeSet<&(String, String)> = runs
+        .iter()
+        .flat_map(|run| run.summary.requests.keys())
+        .collect();
     let row = |table: &mut String, name: &str, values: Vec<f64>| {
         let _ = write!(table, "| {name} |");
         for value in values {
@@ -510,21 +504,14 @@ fn requests_table(runs: &[RequestRun]) -> String {
             .map(|run| per_reading(run, run.summary.messages_published as f64))
             .collect(),
     );
-    for key in &keys {
+    for operation in operations {
         row(
             &mut table,
-            key,
+            &format!("{} {}", operation.0, operation.1),
             runs.iter()
                 .map(|run| {
-                    per_reading(
-                        run,
-                        run.summary
-                            .requests
-                            .iter()
-                            .filter(|((s, o), _)| format!("{s} {o}") == *key)
-                            .map(|(_, n)| *n as f64)
-                            .sum(),
-                    )
+                    let count = run.summary.requests.get(operation).copied().unwrap_or(0);
+                    per_reading(run, count as f64)
                 })
                 .collect(),
         );
@@ -717,15 +704,22 @@ impl Cost {
         let seconds = |invocations: f64, cpu_ns: f64, rounds: f64| {
             invocations * (cpu_ns * 1e-9 + rounds * assume::DYNAMODB_ROUND_MS / 1000.0)
         };
-        let mut gb_seconds = assume::MEMORY_GB
+        // The naive design awaits every request in turn: a round per reading
+        // in ingest, six (three reads, three writes) per reading in stats.
+        let (ingest_rounds, stats_rounds) = if naive {
+            (readings_per_ingest, 6.0 * assume::STATS_BATCH)
+        } else {
+            (assume::INGEST_ROUNDS, assume::STATS_ROUNDS)
+        };
+        let gb_seconds = assume::MEMORY_GB
             * (seconds(
                 ingest_invocations,
                 ingest_ns * readings_per_ingest,
-                assume::INGEST_ROUNDS,
+                ingest_rounds,
             ) + seconds(
                 stats_invocations,
                 stats_ns * assume::STATS_BATCH,
-                assume::STATS_ROUNDS,
+                stats_rounds,
             ) + seconds(
                 alerts_invocations,
                 alerts_ns * MILLION / alerts_invocations.max(1.0),
@@ -738,34 +732,24 @@ impl Cost {
             .map_or(256.0, |(_, units)| units.mean_item_bytes);
         // A strongly consistent Query costs a read unit per started 4 KB.
         let track_query_units = (assume::READINGS_PER_HOUR * telemetry_item_bytes / 4096.0).ceil();
-        let mut write_units = total_units;
-        let mut read_units = keys_read + requests("dynamodb", "Query") * track_query_units;
-        if naive {
+        let (write_units, read_units) = if naive {
             // One write per reading per item, and a strongly consistent read
-            // before each stats write; every request awaited in turn.
+            // before each stats write.
             let mean_stats_units = if stats_writes > 0.0 {
                 stats_units / stats_writes
             } else {
                 1.0
             };
-            write_units =
-                telemetry_units / telemetry_writes.max(1e-9) + 3.0 * mean_stats_units + other_units;
-            read_units = 3.0;
-            gb_seconds = assume::MEMORY_GB
-                * (seconds(
-                    ingest_invocations,
-                    ingest_ns * readings_per_ingest,
-                    readings_per_ingest,
-                ) + seconds(
-                    stats_invocations,
-                    stats_ns * assume::STATS_BATCH,
-                    6.0 * assume::STATS_BATCH,
-                ) + seconds(
-                    alerts_invocations,
-                    alerts_ns * MILLION / alerts_invocations.max(1.0),
-                    assume::ALERTS_ROUNDS,
-                ));
-        }
+            (
+                telemetry_units / telemetry_writes.max(1e-9) + 3.0 * mean_stats_units + other_units,
+                3.0,
+            )
+        } else {
+            (
+                total_units,
+                keys_read + requests("dynamodb", "Query") * track_query_units,
+            )
+        };
         let function_sqs = requests("sqs", "SendMessageBatch") + requests("sqs", "SendMessage");
         Cost {
             sns: messages * price::SNS_PUBLISH
