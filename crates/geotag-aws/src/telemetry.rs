@@ -64,24 +64,35 @@ impl DynamoReadingStore {
         self
     }
 
-    /// Builds and writes one chunk of readings; `first` is the index of its first.
+    /// Builds and writes one chunk of readings; `first` is the index of its
+    /// first. Returns the readings not written, the requests sent, and the
+    /// write units of the items written.
     async fn write_readings(
         &self,
         first: usize,
         chunk: &[Reading],
         deadline: Instant,
-    ) -> (Vec<(usize, StoreError)>, Attempts) {
+    ) -> (Vec<(usize, StoreError)>, Attempts, u64) {
         let mut failed = Vec::new();
         let mut requests = Vec::with_capacity(chunk.len());
+        let mut units = Vec::with_capacity(chunk.len());
         for (offset, reading) in chunk.iter().enumerate() {
             match write_request(reading, self.retention_days) {
-                Ok(request) => requests.push((first + offset, request)),
+                Ok(request) => {
+                    units.push((first + offset, request_write_units(&request)));
+                    requests.push((first + offset, request));
+                }
                 Err(error) => failed.push((first + offset, error)),
             }
         }
         let (mut unwritten, attempts) = self.write_chunk(requests, deadline).await;
+        let write_units = units
+            .iter()
+            .filter(|(index, _)| !unwritten.iter().any(|(failed, _)| failed == index))
+            .map(|(_, units)| units)
+            .sum();
         failed.append(&mut unwritten);
-        (failed, attempts)
+        (failed, attempts, write_units)
     }
 
     async fn write_chunk(
@@ -151,10 +162,11 @@ impl ReadingStore for DynamoReadingStore {
             .map(|(number, chunk)| self.write_readings(number * MAX_BATCH_WRITE, chunk, deadline))
             .collect();
         let mut results = futures::stream::iter(chunks).buffer_unordered(self.concurrency);
-        while let Some((failed, attempts)) = results.next().await {
+        while let Some((failed, attempts, write_units)) = results.next().await {
             report.failed.extend(failed);
             report.requests += attempts.requests;
             report.retries += attempts.retries;
+            report.write_units += write_units;
         }
         report.failed.sort_by_key(|(index, _)| *index);
         report
@@ -265,6 +277,13 @@ pub fn reading_from_item(item: &HashMap<String, AttributeValue>) -> Option<Readi
             Some(value) => Some(value.as_n().ok()?.parse().ok()?),
             None => None,
         },
+    })
+}
+
+/// What DynamoDB bills a put of the request's item.
+fn request_write_units(request: &WriteRequest) -> u64 {
+    request.put_request().map_or(0, |put| {
+        crate::capacity::write_units(crate::capacity::item_size(put.item()))
     })
 }
 

@@ -10,13 +10,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use aws_sdk_dynamodb::types::AttributeValue;
 use geotag::Reason;
 use geotag::stats::Bucket;
 use geotag::store::StatsBody;
 use geotag_aws::telemetry::reading_from_item;
 
+use crate::metrics::MetricTotals;
 use crate::pump::{Invoker, Pump, PumpOptions};
 use crate::simulate::{self, Expected, FleetConfig};
 use crate::stack::{LocalStack, Options};
@@ -71,6 +72,8 @@ pub struct Summary {
     pub write_units: BTreeMap<String, WriteUnits>,
     /// Keys the functions read by GetItem and BatchGetItem, by table name.
     pub keys_read: BTreeMap<String, u64>,
+    /// The functions' EMF metrics, summed (in-process runs only).
+    pub metrics: MetricTotals,
 }
 
 /// A table's writes and what they cost.
@@ -287,12 +290,17 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
             ))
             .build()
     };
-    let mut invoker = match options.invoker.clone() {
-        Some(invoker) => invoker,
-        None => Invoker::InProcess(std::sync::Arc::new(crate::pump::InProcess::for_stack(
+    let in_process = match options.invoker {
+        Some(_) => None,
+        None => Some(std::sync::Arc::new(crate::pump::InProcess::for_stack(
             &local.stack,
             &functions_sdk,
         )?)),
+    };
+    let mut invoker = match (&options.invoker, &in_process) {
+        (Some(invoker), _) => invoker.clone(),
+        (None, Some(handlers)) => Invoker::InProcess(std::sync::Arc::clone(handlers)),
+        (None, None) => unreachable!("in-process handlers are built when no invoker is given"),
     };
     let crashes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     if let Some(chaos) = options.chaos {
@@ -406,6 +414,7 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     let (report, mut ok) = render(&plan.expected, &audit, &pump_stats, options.device_rows);
     println!("{report}");
     let mut summary = tally(&plan.expected, &audit);
+    let mut operator_alerts = None;
     if let Some(registry) = &registry {
         let inboxes = crate::alert_audit::read_inboxes(&local, registry).await?;
         let comparison = crate::alert_audit::AlertComparison::new(
@@ -421,6 +430,40 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         let (lost, double) = comparison.tally();
         summary.lost += lost;
         summary.double_counted += double;
+        operator_alerts = Some(
+            comparison
+                .operator
+                .iter()
+                .map(|received| received.id.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+        );
+    }
+    if let Some(handlers) = &in_process {
+        let lines = handlers.metric_lines();
+        let binary_of: BTreeMap<&str, &str> = local
+            .stack
+            .functions
+            .values()
+            .map(|function| (function.name.as_str(), function.binary.as_str()))
+            .collect();
+        summary.metrics = MetricTotals::of_lines(&lines, |name| {
+            binary_of.get(name).map_or(name, |binary| binary).to_owned()
+        });
+        let path = local.root.join("target/geotag/metrics.jsonl");
+        write_lines(&path, &lines)?;
+        let (text, agrees) = reconcile_metrics(
+            &summary.metrics,
+            &audit,
+            operator_alerts,
+            options.chaos.is_none(),
+        );
+        println!(
+            "  metrics     {} EMF lines from the functions, as CloudWatch would read them: {}\n{text}",
+            summary.metrics.lines,
+            path.display()
+        );
+        ok &= agrees;
     }
     summary.crashes = crashes.load(std::sync::atomic::Ordering::Relaxed);
     summary.faults_injected = fault_plan.total_injected();
@@ -468,6 +511,72 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         }
     );
     Ok(summary)
+}
+
+fn write_lines(path: &std::path::Path, lines: &[String]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Sets the functions' own counts beside the audit's. Faults and crashes cut
+/// invocations short before they report, so only a run without them must agree.
+fn reconcile_metrics(
+    metrics: &MetricTotals,
+    audit: &Audit,
+    operator_alerts: Option<usize>,
+    must_agree: bool,
+) -> (String, bool) {
+    let mut text = metrics.render();
+    let mut ok = metrics.invalid.is_empty();
+    for invalid in metrics.invalid.iter().take(3) {
+        text.push_str(&format!("    ✗ not a valid EMF document: {invalid}\n"));
+    }
+    let dead_lettered =
+        audit.dead_lettered_by_reason.values().sum::<usize>() as u64 + audit.dead_letter_repeats;
+    let mut checks = vec![
+        (
+            "ingest MessagesDeadLettered",
+            metrics.total("ingest", "MessagesDeadLettered"),
+            "messages in the DLQ",
+            dead_lettered as f64,
+        ),
+        (
+            "stats ReadingsApplied",
+            metrics.total("stats", "ReadingsApplied"),
+            "readings in Telemetry",
+            audit.stored as f64,
+        ),
+    ];
+    if let Some(received) = operator_alerts {
+        checks.push((
+            "alerts AlertsPublished",
+            metrics.total("alerts", "AlertsPublished"),
+            "alerts the operator received",
+            received as f64,
+        ));
+    }
+    for (metric, value, counted, expected) in checks {
+        let agrees = value == expected;
+        if must_agree {
+            ok &= agrees;
+        }
+        let mark = match (agrees, must_agree) {
+            (true, _) => "✓",
+            (false, true) => "✗",
+            (false, false) => "~",
+        };
+        text.push_str(&format!(
+            "    {mark} {metric} {value:.0}, {counted} {expected:.0}\n"
+        ));
+    }
+    if !must_agree {
+        text.push_str("    (~: an invocation that crashed or was refused reports nothing; only a run without faults must agree)\n");
+    }
+    (text, ok)
 }
 
 /// Reads back the Telemetry table and the ingest DLQ.

@@ -7,12 +7,14 @@
 //! - [`pump`] plays Lambda's event source mappings;
 //! - [`registry`] manages customers, device assignments and geofences;
 //! - [`simulate`] plans and publishes a fleet's messages;
-//! - [`demo`] runs it all and audits the result.
+//! - [`demo`] runs it all and audits the result;
+//! - [`metrics`] reads back the functions' EMF lines.
 
 pub mod alert_audit;
 pub mod demo;
 pub mod emulator;
 pub mod faults;
+pub mod metrics;
 pub mod project;
 pub mod provision;
 pub mod pump;

@@ -293,6 +293,32 @@ async fn the_demo_stores_every_valid_reading_once_and_dead_letters_the_rest() {
     .expect("the demo runs");
     assert!(summary.ok, "{summary:?}");
     assert_eq!((summary.lost, summary.double_counted), (0, 0));
+    // The functions' EMF lines: valid, from all three, and (checked by `run`
+    // as part of `ok`) agreeing with the DLQ, Telemetry and the operator's inbox.
+    let metrics = &summary.metrics;
+    assert!(metrics.invalid.is_empty(), "{:?}", metrics.invalid);
+    // Duplicates in separate batches are written again (idempotently).
+    assert!(
+        metrics.total("ingest", "ReadingsStored") >= summary.readings_stored as f64,
+        "{metrics:?}"
+    );
+    assert_eq!(
+        metrics.total("ingest", "WriteUnits"),
+        metrics.total("ingest", "ReadingsStored"),
+        "a reading item is under 1 KB"
+    );
+    let rejected = metrics.by("ingest", "Reason", "ReadingsRejected");
+    assert_eq!(
+        rejected.values().sum::<f64>(),
+        metrics.total("ingest", "ReadingsRejected")
+    );
+    assert!(rejected.len() > 3, "{rejected:?}");
+    assert!(metrics.total("stats", "ItemsWritten") > 0.0);
+    assert!(
+        !metrics
+            .by("alerts", "AlertType", "AlertsPublished")
+            .is_empty()
+    );
 }
 
 /// The chaos run, small: 2,000 readings through malformed and duplicate

@@ -36,6 +36,8 @@ pub struct WriteReport {
     pub requests: u32,
     /// Retries after throttling, errors or unprocessed items.
     pub retries: u32,
+    /// Write units the stored readings cost (one per started kilobyte of item).
+    pub write_units: u64,
 }
 
 /// Where readings are stored. Writing the same reading twice must leave one item.

@@ -36,6 +36,7 @@ use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse
 use geotag::alerts::{Alert, Thresholds, Transition, live_steps, silence_alert, transition_alerts};
 use geotag::stats::{LatestState, TrailPoint, cmp_sequence};
 use geotag::store::{AlertLog, AlertSink, Claim, Registry, SilenceIndex, StoreError};
+use geotag_aws::emf::{self, Emitter, Metrics};
 use geotag_aws::{DynamoAlertLog, DynamoRegistry, DynamoSilenceIndex, SnsAlertSink};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Deserialize;
@@ -55,6 +56,8 @@ pub struct Alerts<R, L, P, I> {
     /// device silent for longer was alerted on already (or before the
     /// function existed) and is not read again.
     pub silence_lookback_ms: i64,
+    /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
+    pub metrics: Emitter,
 }
 
 /// Configuration from the environment variables that template.yaml sets.
@@ -70,6 +73,8 @@ pub struct Config {
     pub defaults: Thresholds,
     pub alert_retention_days: u32,
     pub silence_lookback_hours: u32,
+    /// `METRICS_NAMESPACE` and `AWS_LAMBDA_FUNCTION_NAME`
+    pub metrics: emf::Settings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +131,7 @@ impl Config {
             },
             alert_retention_days: number("ALERT_RETENTION_DAYS", 30.0)? as u32,
             silence_lookback_hours: number("SILENCE_LOOKBACK_HOURS", 24.0)? as u32,
+            metrics: emf::Settings::from_lookup(&lookup, "alerts"),
         })
     }
 }
@@ -151,6 +157,7 @@ pub fn on_aws(sdk: &geotag_aws::clients::SdkConfig, config: &Config) -> OnAws {
         sink: SnsAlertSink::new(aws_sdk_sns::Client::new(sdk), &config.alerts_topic_arn),
         silence: DynamoSilenceIndex::new(dynamodb, &config.device_stats_table),
         silence_lookback_ms: i64::from(config.silence_lookback_hours) * 3_600_000,
+        metrics: Emitter::new(config.metrics.clone()),
     }
 }
 
@@ -201,9 +208,22 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
 ) -> Result<Value, Error> {
     // The claim's lease: this invocation cannot outlive its deadline.
     let lease_until_ms = event.context.deadline as i64 + 1_000;
+    let started = std::time::Instant::now();
+    let mut metrics = Metrics::new();
+    metrics.property("requestId", event.context.request_id.as_str());
     match event.payload {
         Trigger::Stream(stream) => {
             let outcome = process_stream_leased(alerts, &stream.records, lease_until_ms).await;
+            metrics
+                .count("RecordsReceived", stream.records.len())
+                .count("StateChanges", outcome.transitions)
+                .count("AlertsRaised", outcome.raised)
+                .count("AlreadyPublished", outcome.already_published)
+                .count("BatchItemFailures", outcome.failures.len());
+            count_published(&mut metrics, outcome.published, &outcome.published_by_type);
+            alerts
+                .metrics
+                .emit(metrics.duration("HandlerDuration", started.elapsed()));
             tracing::info!(
                 records = stream.records.len(),
                 transitions = outcome.transitions,
@@ -230,7 +250,23 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
             let now_ms = scheduled
                 .time
                 .map_or_else(geotag::store::now_ms, |time| time.timestamp_millis());
-            let outcome = process_schedule(alerts, now_ms, lease_until_ms).await?;
+            let outcome = process_schedule(alerts, now_ms, lease_until_ms).await;
+            match &outcome {
+                Ok(outcome) => {
+                    metrics
+                        .count("SilentDevices", outcome.silent)
+                        .count("AlreadyPublished", outcome.already_published)
+                        .count("AlertsUndelivered", outcome.undelivered);
+                    count_published(&mut metrics, outcome.published, &outcome.published_by_type);
+                }
+                Err(_) => {
+                    metrics.count("SilenceCheckFailures", 1);
+                }
+            }
+            alerts
+                .metrics
+                .emit(metrics.duration("HandlerDuration", started.elapsed()));
+            let outcome = outcome?;
             tracing::info!(?outcome, "silence check");
             if outcome.undelivered > 0 {
                 return Err(format!(
@@ -249,6 +285,13 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
     }
 }
 
+fn count_published(metrics: &mut Metrics, total: usize, by_type: &BTreeMap<&str, usize>) {
+    metrics.count("AlertsPublished", total);
+    for (alert_type, count) in by_type {
+        metrics.count_by("AlertType", alert_type, "AlertsPublished", *count);
+    }
+}
+
 /// What one invocation did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Outcome {
@@ -259,6 +302,8 @@ pub struct Outcome {
     pub published: usize,
     /// Alerts whose id had been published already (duplicates, retries).
     pub already_published: usize,
+    /// Alerts published, by type code.
+    pub published_by_type: BTreeMap<&'static str, usize>,
     /// Records that are not a `latest` change (filter criteria should drop them).
     pub ignored: usize,
 }
@@ -431,7 +476,13 @@ pub async fn process_stream_leased<R: Registry, L: AlertLog, P: AlertSink, I>(
             let mut delivered = true;
             for alert in &raised {
                 match deliver(alerts, alert, lease_until_ms).await {
-                    Ok(Delivery::Published) => outcome.published += 1,
+                    Ok(Delivery::Published) => {
+                        outcome.published += 1;
+                        *outcome
+                            .published_by_type
+                            .entry(alert.kind.code())
+                            .or_default() += 1;
+                    }
                     Ok(Delivery::AlreadyPublished) => outcome.already_published += 1,
                     Ok(Delivery::Busy) => {
                         tracing::info!(alert_id = %alert.id, "alert claimed by a concurrent invocation; its record will be retried");
@@ -538,6 +589,8 @@ pub struct ScheduleOutcome {
     pub silent: usize,
     pub published: usize,
     pub already_published: usize,
+    /// Alerts published, by type code.
+    pub published_by_type: BTreeMap<&'static str, usize>,
     /// Alerts not delivered (publish failed, or claimed elsewhere).
     pub undelivered: usize,
 }
@@ -590,7 +643,13 @@ pub async fn process_schedule<R: Registry, L: AlertLog, P: AlertSink, I: Silence
         };
         outcome.silent += 1;
         match deliver(alerts, &alert, lease_until_ms).await {
-            Ok(Delivery::Published) => outcome.published += 1,
+            Ok(Delivery::Published) => {
+                outcome.published += 1;
+                *outcome
+                    .published_by_type
+                    .entry(alert.kind.code())
+                    .or_default() += 1;
+            }
             Ok(Delivery::AlreadyPublished) => outcome.already_published += 1,
             Ok(Delivery::Busy) => outcome.undelivered += 1,
             Err(error) => {

@@ -102,6 +102,7 @@ fn alerts() -> Memory {
         sink: MemoryAlerts::default(),
         silence: MemorySilenceIndex::default(),
         silence_lookback_ms: 24 * 3_600_000,
+        metrics: geotag_aws::emf::Emitter::for_binary("alerts"),
     }
 }
 

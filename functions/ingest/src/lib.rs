@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use geotag::store::{DeadLetter, DeadLetterSink, ReadingStore};
 use geotag::{BodyForm, Limits, Reading, Reason, Rejection, decode_message};
+use geotag_aws::emf::{self, Emitter, Metrics};
 use geotag_aws::{DynamoReadingStore, SqsDeadLetters};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Deserialize;
@@ -44,6 +45,8 @@ pub struct Config {
     pub telemetry_table: String,
     /// `INGEST_DLQ_URL`
     pub dead_letter_queue_url: String,
+    /// `METRICS_NAMESPACE` and `AWS_LAMBDA_FUNCTION_NAME`
+    pub metrics: emf::Settings,
     /// `RETENTION_DAYS` (30), `MAX_FUTURE_SKEW_SECONDS` (300),
     /// `MAX_READINGS_PER_MESSAGE` (500), `MAX_MESSAGE_BYTES` (262144)
     pub limits: Limits,
@@ -72,6 +75,7 @@ impl Config {
         Ok(Config {
             telemetry_table: required("TELEMETRY_TABLE")?,
             dead_letter_queue_url: required("INGEST_DLQ_URL")?,
+            metrics: emf::Settings::from_lookup(&lookup, "ingest"),
             limits: Limits {
                 retention_days: parsed(&lookup, "RETENTION_DAYS", defaults.retention_days)?,
                 max_future_skew_ms: parsed(
@@ -117,6 +121,8 @@ pub struct Ingest<S, D> {
     pub limits: Limits,
     /// Milliseconds since the epoch; a fixed clock makes tests repeatable.
     pub clock: fn() -> i64,
+    /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
+    pub metrics: Emitter,
 }
 
 impl<S: ReadingStore, D: DeadLetterSink> Ingest<S, D> {
@@ -126,7 +132,13 @@ impl<S: ReadingStore, D: DeadLetterSink> Ingest<S, D> {
             dead_letters,
             limits,
             clock: system_clock_ms,
+            metrics: Emitter::for_binary("ingest"),
         }
+    }
+
+    pub fn with_metrics(mut self, metrics: Emitter) -> Self {
+        self.metrics = metrics;
+        self
     }
 }
 
@@ -144,6 +156,7 @@ pub fn on_aws(
         SqsDeadLetters::new(aws_sdk_sqs::Client::new(sdk), &config.dead_letter_queue_url),
         config.limits.clone(),
     )
+    .with_metrics(Emitter::new(config.metrics.clone()))
 }
 
 pub fn system_clock_ms() -> i64 {
@@ -173,6 +186,8 @@ pub struct Outcome {
     pub enveloped: usize,
     pub write_requests: u32,
     pub write_retries: u32,
+    /// Write units the stored readings cost.
+    pub write_units: u64,
 }
 
 /// An SQS event as ingest reads it: each record's message id and body.
@@ -216,8 +231,15 @@ pub async fn handle<S: ReadingStore, D: DeadLetterSink>(
     ingest: &Ingest<S, D>,
     event: LambdaEvent<IngestEvent>,
 ) -> Result<SqsBatchResponse, Error> {
+    let started = Instant::now();
     let deadline = deadline_of(event.context.deadline);
     let outcome = process(ingest, &event.payload.records, deadline).await?;
+    ingest.metrics.emit(&metrics_of(
+        &outcome,
+        event.payload.records.len(),
+        started.elapsed(),
+        &event.context.request_id,
+    ));
     tracing::info!(
         request_id = %event.context.request_id,
         records = event.payload.records.len(),
@@ -242,6 +264,33 @@ pub async fn handle<S: ReadingStore, D: DeadLetterSink>(
         })
         .collect();
     Ok(response)
+}
+
+/// The invocation's metrics: what came in, what was stored, refused (by
+/// reason) and retried, and what it cost.
+pub fn metrics_of(
+    outcome: &Outcome,
+    records: usize,
+    duration: Duration,
+    request_id: &str,
+) -> Metrics {
+    let mut metrics = Metrics::new();
+    metrics
+        .property("requestId", request_id)
+        .count("RecordsReceived", records)
+        .count("ReadingsStored", outcome.readings_stored)
+        .count("DuplicatesInBatch", outcome.duplicates_in_batch)
+        .count("ReadingsRejected", outcome.rejected.values().sum())
+        .count("MessagesDeadLettered", outcome.dead_lettered)
+        .count("BatchItemFailures", outcome.failures.len())
+        .count("WriteRequests", outcome.write_requests as usize)
+        .count("WriteRetries", outcome.write_retries as usize)
+        .count("WriteUnits", outcome.write_units as usize)
+        .duration("HandlerDuration", duration);
+    for (reason, count) in &outcome.rejected {
+        metrics.count_by("Reason", reason.code(), "ReadingsRejected", *count);
+    }
+    metrics
 }
 
 /// Converts the context's deadline (epoch ms; 0 when unknown) to an Instant.
@@ -331,6 +380,7 @@ pub async fn process<S: ReadingStore, D: DeadLetterSink>(
     let report = ingest.store.put_readings(&unique, deadline).await;
     outcome.write_requests = report.requests;
     outcome.write_retries = report.retries;
+    outcome.write_units = report.write_units;
     outcome.readings_stored = unique.len() - report.failed.len();
     if !report.failed.is_empty() {
         let failed: HashMap<usize, &geotag::store::StoreError> = report

@@ -22,6 +22,7 @@ use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse
 use geotag::Reading;
 use geotag::stats::{Bucket, HOUR_MS, LatestState, Point, Rollup, Span, cmp_sequence};
 use geotag::store::{SaveError, StatsBody, StatsItem, StatsKey, StatsStore, TrackSource};
+use geotag_aws::emf::{self, Emitter, Metrics};
 use geotag_aws::{DynamoReadingStore, DynamoStatsStore};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Deserialize;
@@ -35,6 +36,8 @@ pub struct Config {
     pub device_stats_table: String,
     /// `TELEMETRY_TABLE`: where hours' tracks are read from.
     pub telemetry_table: String,
+    /// `METRICS_NAMESPACE` and `AWS_LAMBDA_FUNCTION_NAME`
+    pub metrics: emf::Settings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,7 @@ impl Config {
             device_stats_table: lookup("DEVICE_STATS_TABLE")
                 .ok_or(ConfigError("DEVICE_STATS_TABLE"))?,
             telemetry_table: lookup("TELEMETRY_TABLE").ok_or(ConfigError("TELEMETRY_TABLE"))?,
+            metrics: emf::Settings::from_lookup(&lookup, "stats"),
         })
     }
 }
@@ -59,6 +63,8 @@ impl Config {
 pub struct Stats<S, T> {
     pub store: S,
     pub tracks: T,
+    /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
+    pub metrics: Emitter,
 }
 
 pub fn on_aws(
@@ -70,6 +76,7 @@ pub fn on_aws(
         store: DynamoStatsStore::new(client.clone(), &config.device_stats_table),
         // Retention only matters for writes, which stats never makes here.
         tracks: DynamoReadingStore::new(client, &config.telemetry_table, 0),
+        metrics: Emitter::new(config.metrics.clone()),
     }
 }
 
@@ -96,7 +103,14 @@ pub async fn handle<S: StatsStore, T: TrackSource>(
     stats: &Stats<S, T>,
     event: LambdaEvent<Event>,
 ) -> Result<DynamoDbEventResponse, Error> {
+    let started = std::time::Instant::now();
     let outcome = process(stats, &event.payload.records).await;
+    stats.metrics.emit(&metrics_of(
+        &outcome,
+        event.payload.records.len(),
+        started.elapsed(),
+        &event.context.request_id,
+    ));
     tracing::info!(
         request_id = %event.context.request_id,
         records = event.payload.records.len(),
@@ -120,6 +134,29 @@ pub async fn handle<S: StatsStore, T: TrackSource>(
         })
         .collect();
     Ok(response)
+}
+
+/// The invocation's metrics: readings folded in, items written, and the
+/// retries and conflicts on the way.
+pub fn metrics_of(
+    outcome: &Outcome,
+    records: usize,
+    duration: std::time::Duration,
+    request_id: &str,
+) -> Metrics {
+    let mut metrics = Metrics::new();
+    metrics
+        .property("requestId", request_id)
+        .count("RecordsReceived", records)
+        .count("ReadingsApplied", outcome.readings)
+        .count("ItemsWritten", outcome.items_written)
+        .count("AlreadyApplied", outcome.already_applied)
+        .count("WriteConflicts", outcome.conflicts)
+        .count("TrackQueries", outcome.track_queries)
+        .count("InvalidRecords", outcome.invalid)
+        .count("BatchItemFailures", outcome.failures.len())
+        .duration("HandlerDuration", duration);
+    metrics
 }
 
 /// A Telemetry item as the stream shows it.

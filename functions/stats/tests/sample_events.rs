@@ -19,6 +19,7 @@ fn stats() -> MemoryStats {
     Stats {
         store: MemoryStatsStore::default(),
         tracks: MemoryReadingStore::default(),
+        metrics: geotag_aws::emf::Emitter::for_binary("stats"),
     }
 }
 

@@ -34,8 +34,8 @@ pub mod stream;
 pub use sqs::sqs_record;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -113,6 +113,8 @@ pub struct InProcess {
     ingest: Option<Ingest<DynamoReadingStore, SqsDeadLetters>>,
     stats: Option<geotag_stats::Stats<geotag_aws::DynamoStatsStore, DynamoReadingStore>>,
     alerts: Option<geotag_alerts::OnAws>,
+    /// The EMF lines the handlers wrote, as CloudWatch Logs would receive them.
+    metric_lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl InProcess {
@@ -123,24 +125,40 @@ impl InProcess {
             ingest: None,
             stats: None,
             alerts: None,
+            metric_lines: Arc::default(),
         };
         for function in stack.functions.values() {
-            let lookup = |name: &str| function.environment.get(name).cloned();
+            // What Lambda adds to the template's environment.
+            let lookup = |name: &str| match name {
+                "AWS_LAMBDA_FUNCTION_NAME" => Some(function.name.clone()),
+                _ => function.environment.get(name).cloned(),
+            };
+            let metrics = |settings: &geotag_aws::emf::Settings| {
+                geotag_aws::emf::Emitter::new(settings.clone()).with_sink(
+                    geotag_aws::emf::Sink::Memory(Arc::clone(&handlers.metric_lines)),
+                )
+            };
             match function.binary.as_str() {
                 "ingest" => {
                     let config = geotag_ingest::Config::from_lookup(lookup)
                         .with_context(|| format!("configuring {}", function.logical_id))?;
-                    handlers.ingest = Some(geotag_ingest::on_aws(sdk, &config));
+                    handlers.ingest = Some(
+                        geotag_ingest::on_aws(sdk, &config).with_metrics(metrics(&config.metrics)),
+                    );
                 }
                 "stats" => {
                     let config = geotag_stats::Config::from_lookup(lookup)
                         .with_context(|| format!("configuring {}", function.logical_id))?;
-                    handlers.stats = Some(geotag_stats::on_aws(sdk, &config));
+                    let mut stats = geotag_stats::on_aws(sdk, &config);
+                    stats.metrics = metrics(&config.metrics);
+                    handlers.stats = Some(stats);
                 }
                 "alerts" => {
                     let config = geotag_alerts::Config::from_lookup(lookup)
                         .with_context(|| format!("configuring {}", function.logical_id))?;
-                    handlers.alerts = Some(geotag_alerts::on_aws(sdk, &config));
+                    let mut alerts = geotag_alerts::on_aws(sdk, &config);
+                    alerts.metrics = metrics(&config.metrics);
+                    handlers.alerts = Some(alerts);
                 }
                 other => bail!(
                     "no in-process handler for binary {other:?} ({}); run it with --invoke-endpoint",
@@ -149,6 +167,14 @@ impl InProcess {
             }
         }
         Ok(handlers)
+    }
+
+    /// The EMF lines written so far, oldest first.
+    pub fn metric_lines(&self) -> Vec<String> {
+        self.metric_lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     async fn call(
