@@ -174,7 +174,9 @@ fn not_emulated_reason(kind: &str) -> &'static str {
         "AWS::SNS::TopicPolicy" | "AWS::SQS::QueuePolicy" => {
             "resource policies are not enforced locally"
         }
-        "AWS::Logs::LogGroup" => "functions log to the terminal locally",
+        "AWS::Logs::LogGroup" => {
+            "functions log to the terminal locally; their EMF metrics go to target/geotag/metrics.jsonl"
+        }
         "AWS::CloudWatch::Alarm" | "AWS::CloudWatch::Dashboard" => "no CloudWatch locally",
         "AWS::IAM::Role" | "AWS::IAM::Policy" => "IAM is not enforced locally",
         _ => "not supported by the local stack",
