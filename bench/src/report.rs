@@ -456,6 +456,7 @@ async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
             drain_timeout: Duration::from_secs(3600),
             chaos: None,
             device_rows: false,
+            output_dir: None,
         })
         .await?;
         if !summary.ok {

@@ -34,6 +34,8 @@ pub struct DemoOptions {
     pub chaos: Option<Chaos>,
     /// Print a row per device (a large fleet prints only the rows that differ).
     pub device_rows: bool,
+    /// Where the map and the metrics go (default: `target/geotag` in the project).
+    pub output_dir: Option<std::path::PathBuf>,
 }
 
 /// The faults of a chaos run.
@@ -74,6 +76,8 @@ pub struct Summary {
     pub keys_read: BTreeMap<String, u64>,
     /// The functions' EMF metrics, summed (in-process runs only).
     pub metrics: MetricTotals,
+    /// The HTML map of the run (`target/geotag/report.html`).
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// A table's writes and what they cost.
@@ -414,6 +418,10 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     let (report, mut ok) = render(&plan.expected, &audit, &pump_stats, options.device_rows);
     println!("{report}");
     let mut summary = tally(&plan.expected, &audit);
+    let output_dir = options
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| local.root.join("target/geotag"));
     let mut operator_alerts = None;
     if let Some(registry) = &registry {
         let inboxes = crate::alert_audit::read_inboxes(&local, registry).await?;
@@ -450,7 +458,7 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         summary.metrics = MetricTotals::of_lines(&lines, |name| {
             binary_of.get(name).map_or(name, |binary| binary).to_owned()
         });
-        let path = local.root.join("target/geotag/metrics.jsonl");
+        let path = output_dir.join("metrics.jsonl");
         write_lines(&path, &lines)?;
         let (text, agrees) = reconcile_metrics(
             &summary.metrics,
@@ -476,6 +484,33 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     summary.write_units = write_units(&fault_plan.item_writes(), &audit.item_sizes);
     summary.keys_read = fault_plan.keys_read();
     summary.invocations = pump_stats.get("invocations").copied().unwrap_or(0);
+    if registry.is_some() {
+        let path = output_dir.join("report.html");
+        let data = crate::map::gather(
+            &local.sdk,
+            &crate::map::Tables::of_local(&local.stack)?,
+            &format!(
+                "geotag {}: {} tags, seed {}",
+                if options.chaos.is_some() {
+                    "chaos"
+                } else {
+                    "demo"
+                },
+                options.fleet.devices,
+                options.fleet.seed
+            ),
+        )
+        .await?;
+        crate::map::write(&path, &data)?;
+        println!(
+            "  map         {} devices, {} alerts, {} geofences: open {}",
+            data.devices.len(),
+            data.alerts.len(),
+            data.geofences.len(),
+            path.display()
+        );
+        summary.report = Some(path);
+    }
     ok &= summary.lost == 0 && summary.double_counted == 0;
     summary.ok = ok;
     if options.chaos.is_some() {

@@ -8,12 +8,14 @@
 //! - [`registry`] manages customers, device assignments and geofences;
 //! - [`simulate`] plans and publishes a fleet's messages;
 //! - [`demo`] runs it all and audits the result;
-//! - [`metrics`] reads back the functions' EMF lines.
+//! - [`metrics`] reads back the functions' EMF lines;
+//! - [`map`] draws the fleet on one self-contained HTML page.
 
 pub mod alert_audit;
 pub mod demo;
 pub mod emulator;
 pub mod faults;
+pub mod map;
 pub mod metrics;
 pub mod project;
 pub mod provision;

@@ -113,6 +113,15 @@ enum Command {
         #[command(flatten)]
         fleet: FleetArgs,
     },
+    /// Draw the fleet on one self-contained HTML page: tracks, geofences,
+    /// alerts where they fired, and the per-device stats table.
+    Report {
+        /// Where to write the page.
+        #[arg(long, value_name = "FILE")]
+        html: PathBuf,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -392,6 +401,7 @@ async fn run(cli: Cli) -> Result<()> {
                 drain_timeout: Duration::from_secs(drain_timeout),
                 chaos: None,
                 device_rows: true,
+                output_dir: None,
             })
             .await?;
             anyhow::ensure!(summary.ok, "the audit found differences");
@@ -434,6 +444,7 @@ async fn run(cli: Cli) -> Result<()> {
                     seed,
                 }),
                 device_rows: false,
+                output_dir: None,
             })
             .await?;
             anyhow::ensure!(
@@ -640,6 +651,41 @@ async fn run(cli: Cli) -> Result<()> {
                 plan.expected.unique_readings(),
                 plan.expected.rejected(),
                 plan.expected.duplicates
+            );
+            Ok(())
+        }
+        Command::Report { html, target } => {
+            let (sdk, tables, title) = match (&target.endpoint, &target.stack) {
+                (Some(endpoint), _) => {
+                    let local = LocalStack::start(&Options {
+                        endpoint: Some(endpoint.clone()),
+                        ..Options::default()
+                    })
+                    .await?;
+                    let tables = geotag_local::map::Tables::of_local(&local.stack)?;
+                    (
+                        local.sdk.clone(),
+                        tables,
+                        format!("geotag: local stack at {endpoint}"),
+                    )
+                }
+                (None, Some(stack)) => (
+                    geotag_aws::clients::load().await,
+                    geotag_local::map::Tables::of_deployed(stack),
+                    format!("geotag: stack {stack}"),
+                ),
+                (None, None) => anyhow::bail!(
+                    "say which stack: --endpoint URL (a running `geotag up`) or --stack NAME (deployed)"
+                ),
+            };
+            let data = geotag_local::map::gather(&sdk, &tables, &title).await?;
+            geotag_local::map::write(&html, &data)?;
+            println!(
+                "wrote {}: {} devices, {} alerts, {} geofences",
+                html.display(),
+                data.devices.len(),
+                data.alerts.len(),
+                data.geofences.len()
             );
             Ok(())
         }

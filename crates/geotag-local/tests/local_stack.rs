@@ -288,6 +288,7 @@ async fn the_demo_stores_every_valid_reading_once_and_dead_letters_the_rest() {
         drain_timeout: Duration::from_secs(120),
         chaos: None,
         device_rows: true,
+        output_dir: None,
     })
     .await
     .expect("the demo runs");
@@ -348,6 +349,7 @@ async fn the_chaos_run_loses_nothing_and_counts_nothing_twice() {
             seed: 11,
         }),
         device_rows: false,
+        output_dir: None,
     })
     .await
     .expect("the chaos run runs");
