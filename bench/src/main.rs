@@ -29,6 +29,22 @@ enum Command {
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
     },
+    /// Starts builds of a function side by side, cold, with and without an
+    /// X-Ray daemon, and tables init, first answer, RSS and size.
+    Cold {
+        /// LABEL=PATH of a function binary (repeat to compare builds).
+        #[arg(long = "binary", value_parser = labelled_path, required = true)]
+        binaries: Vec<(String, PathBuf)>,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
+}
+
+fn labelled_path(text: &str) -> Result<(String, PathBuf), String> {
+    let (label, path) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not LABEL=PATH"))?;
+    Ok((label.to_owned(), PathBuf::from(path)))
 }
 
 #[tokio::main]
@@ -60,6 +76,10 @@ async fn main() -> anyhow::Result<()> {
             let path = out.join("report.md");
             std::fs::write(&path, &report)?;
             println!("{report}\nwritten to {}", path.display());
+            Ok(())
+        }
+        Command::Cold { binaries, runs } => {
+            println!("{}", geotag_bench::cold::compare(&binaries, runs).await?);
             Ok(())
         }
     }

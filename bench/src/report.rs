@@ -234,7 +234,7 @@ struct ColdCase {
 }
 
 /// The functions' environment: template.yaml's tables, and its allocator settings.
-const FUNCTION_ENV: [(&str, &str); 11] = [
+pub(crate) const FUNCTION_ENV: [(&str, &str); 11] = [
     ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
     ("MIMALLOC_PURGE_DELAY", "0"),
     ("TELEMETRY_TABLE", "geotag-telemetry"),
@@ -393,7 +393,7 @@ async fn cold_starts(options: &Options) -> Result<String> {
     Ok(table)
 }
 
-fn check_answer(name: &str, run: &ColdRun) -> Result<()> {
+pub(crate) fn check_answer(name: &str, run: &ColdRun) -> Result<()> {
     if run.response.starts_with("ERROR") || run.response.contains("\"itemIdentifier\"") {
         bail!("{name} did not process its event cleanly: {}", run.response);
     }
@@ -418,11 +418,11 @@ fn arm64_size(root: &Path, function: &str) -> String {
     })
 }
 
-fn ms(duration: Duration) -> f64 {
+pub(crate) fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-fn mb(bytes: u64) -> f64 {
+pub(crate) fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1_048_576.0
 }
 
