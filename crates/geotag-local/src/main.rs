@@ -363,7 +363,7 @@ async fn main() -> std::process::ExitCode {
     // emulator (owned by the stack) is stopped when it is dropped.
     let result = tokio::select! {
         result = run(cli) => result,
-        _ = tokio::signal::ctrl_c() => {
+        () = interrupted() => {
             eprintln!("\ngeotag: interrupted; stopping the emulator");
             Ok(())
         }
@@ -375,6 +375,23 @@ async fn main() -> std::process::ExitCode {
             eprintln!("geotag: {error:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Ctrl-C, or SIGTERM (`kill`, a supervisor): either way the emulator is
+/// stopped on the way out rather than left running.
+async fn interrupted() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
 
@@ -469,10 +486,10 @@ async fn run(cli: Cli) -> Result<()> {
                 },
             );
             print_up(&local, &env_file, stack.invoke_endpoint.is_some());
-            let result = tokio::signal::ctrl_c().await.context("waiting for Ctrl-C");
+            interrupted().await;
             eprintln!("\ngeotag: stopping the pump and the emulator");
             pump.stop().await;
-            result
+            Ok(())
         }
         Command::Invoke {
             function,
@@ -741,4 +758,7 @@ fn print_up(local: &LocalStack, env_file: &std::path::Path, remote: bool) {
         println!("    aws dynamodb scan --table-name {table}");
     }
     println!("\n  a simulated fleet: cargo run -p geotag-local -- simulate --endpoint {endpoint}");
+    println!(
+        "  the map:           cargo run -p geotag-local -- report --html target/geotag/fleet.html --endpoint {endpoint}"
+    );
 }
