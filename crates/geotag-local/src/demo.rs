@@ -619,86 +619,57 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
     let dynamodb = aws_sdk_dynamodb::Client::new(&local.sdk);
     let table = local.stack.reference("TelemetryTable")?;
     let mut audit = Audit::default();
-    let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
-    loop {
-        let page = dynamodb
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await?;
-        for item in page.items.unwrap_or_default() {
-            let Some(reading) = reading_from_item(&item) else {
-                bail!("an item in {table} is not a reading: {item:?}");
-            };
-            audit
-                .item_sizes
-                .entry(table.to_owned())
-                .or_default()
-                .add(&item);
-            audit.stored += 1;
-            let summary = audit
-                .stored_per_device
-                .entry(reading.device_id.clone())
-                .or_default();
-            if summary.readings == 0 || reading.ts_ms < summary.first_ms {
-                summary.first_ms = reading.ts_ms;
-            }
-            if summary.readings == 0 || reading.ts_ms >= summary.last_ms {
-                summary.last_ms = reading.ts_ms;
-                summary.last_position = (reading.lat, reading.lon);
-                summary.last_battery = reading.battery;
-            }
-            summary.readings += 1;
-            summary
-                .track
-                .push((reading.ts_ms, reading.lat, reading.lon));
+    for item in crate::map::scan_all(&dynamodb, table, false).await? {
+        let Some(reading) = reading_from_item(&item) else {
+            bail!("an item in {table} is not a reading: {item:?}");
+        };
+        audit
+            .item_sizes
+            .entry(table.to_owned())
+            .or_default()
+            .add(&item);
+        audit.stored += 1;
+        let summary = audit
+            .stored_per_device
+            .entry(reading.device_id.clone())
+            .or_default();
+        if summary.readings == 0 || reading.ts_ms < summary.first_ms {
+            summary.first_ms = reading.ts_ms;
         }
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            break;
+        if summary.readings == 0 || reading.ts_ms >= summary.last_ms {
+            summary.last_ms = reading.ts_ms;
+            summary.last_position = (reading.lat, reading.lon);
+            summary.last_battery = reading.battery;
         }
+        summary.readings += 1;
+        summary
+            .track
+            .push((reading.ts_ms, reading.lat, reading.lon));
     }
 
     if let Ok(stats_table) = local.stack.reference("DeviceStatsTable") {
         let mut summaries: BTreeMap<String, DeviceStatsSummary> = BTreeMap::new();
-        let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = dynamodb
-                .scan()
-                .table_name(stats_table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await?;
-            for item in page.items.unwrap_or_default() {
-                let Some(stats) = geotag_aws::device_stats::stats_item_from(&item) else {
-                    bail!("an item in {stats_table} does not parse: {item:?}");
-                };
-                audit
-                    .item_sizes
-                    .entry(stats_table.to_owned())
-                    .or_default()
-                    .add(&item);
-                let summary = summaries.entry(stats.device_id.clone()).or_default();
-                match stats.body {
-                    StatsBody::Latest(state) => {
-                        summary.latest_ms = Some(state.ts_ms);
-                        summary.latest_position = Some((state.lat, state.lon));
-                        summary.battery = state.battery;
-                    }
-                    StatsBody::Rollup(Bucket::Hour(_), rollup) => {
-                        summary.hourly_count += rollup.count
-                    }
-                    StatsBody::Rollup(Bucket::Day(_), rollup) => {
-                        summary.daily_count += rollup.count;
-                        summary.distance_m += rollup.distance_m();
-                    }
+        for item in crate::map::scan_all(&dynamodb, stats_table, true).await? {
+            let Some(stats) = geotag_aws::device_stats::stats_item_from(&item) else {
+                bail!("an item in {stats_table} does not parse: {item:?}");
+            };
+            audit
+                .item_sizes
+                .entry(stats_table.to_owned())
+                .or_default()
+                .add(&item);
+            let summary = summaries.entry(stats.device_id.clone()).or_default();
+            match stats.body {
+                StatsBody::Latest(state) => {
+                    summary.latest_ms = Some(state.ts_ms);
+                    summary.latest_position = Some((state.lat, state.lon));
+                    summary.battery = state.battery;
                 }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
+                StatsBody::Rollup(Bucket::Hour(_), rollup) => summary.hourly_count += rollup.count,
+                StatsBody::Rollup(Bucket::Day(_), rollup) => {
+                    summary.daily_count += rollup.count;
+                    summary.distance_m += rollup.distance_m();
+                }
             }
         }
         audit.device_stats = Some(summaries);

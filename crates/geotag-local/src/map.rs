@@ -113,13 +113,19 @@ pub struct AlertMark {
     pub published: bool,
 }
 
-async fn scan_all(dynamodb: &Client, table: &str) -> Result<Vec<HashMap<String, AttributeValue>>> {
+/// Every item of `table`, page after page.
+pub(crate) async fn scan_all(
+    dynamodb: &Client,
+    table: &str,
+    consistent: bool,
+) -> Result<Vec<HashMap<String, AttributeValue>>> {
     let mut items = Vec::new();
     let mut start = None;
     loop {
         let page = dynamodb
             .scan()
             .table_name(table)
+            .consistent_read(consistent)
             .set_exclusive_start_key(start)
             .send()
             .await
@@ -137,7 +143,7 @@ pub async fn gather(sdk: &SdkConfig, tables: &Tables, title: &str) -> Result<Map
     let dynamodb = Client::new(sdk);
     let mut devices: BTreeMap<String, DeviceTrack> = BTreeMap::new();
     let mut unreadable = 0usize;
-    for item in scan_all(&dynamodb, &tables.telemetry).await? {
+    for item in scan_all(&dynamodb, &tables.telemetry, false).await? {
         let Some(reading) = geotag_aws::telemetry::reading_from_item(&item) else {
             unreadable += 1;
             continue;
@@ -155,7 +161,7 @@ pub async fn gather(sdk: &SdkConfig, tables: &Tables, title: &str) -> Result<Map
             "items that are not readings; left off the map"
         );
     }
-    for item in scan_all(&dynamodb, &tables.device_stats).await? {
+    for item in scan_all(&dynamodb, &tables.device_stats, false).await? {
         let Some(stats) = geotag_aws::device_stats::stats_item_from(&item) else {
             continue;
         };
@@ -173,7 +179,7 @@ pub async fn gather(sdk: &SdkConfig, tables: &Tables, title: &str) -> Result<Map
             StatsBody::Rollup(Bucket::Hour(_), _) => {}
         }
     }
-    for item in scan_all(&dynamodb, &tables.devices).await? {
+    for item in scan_all(&dynamodb, &tables.devices, false).await? {
         if let Some((device_id, customer)) = geotag_aws::registry::device_from(&item)
             && let Some(device) = devices.get_mut(&device_id)
         {
@@ -186,7 +192,7 @@ pub async fn gather(sdk: &SdkConfig, tables: &Tables, title: &str) -> Result<Map
         device.points = thinned(std::mem::take(&mut device.points), MAX_POINTS_PER_DEVICE);
     }
 
-    let geofences = scan_all(&dynamodb, &tables.geofences)
+    let geofences = scan_all(&dynamodb, &tables.geofences, false)
         .await?
         .iter()
         .filter_map(geotag_aws::registry::geofence_from)
@@ -206,7 +212,7 @@ pub async fn gather(sdk: &SdkConfig, tables: &Tables, title: &str) -> Result<Map
         .collect();
 
     let mut alerts = Vec::new();
-    for item in scan_all(&dynamodb, &tables.alerts).await? {
+    for item in scan_all(&dynamodb, &tables.alerts, false).await? {
         let string = |name: &str| item.get(name)?.as_s().ok().cloned();
         // The alert log also holds speeding watches, which have no kind.
         let (Some(id), Some(kind), Some(device_id)) =
