@@ -320,6 +320,106 @@ async fn the_demo_stores_every_valid_reading_once_and_dead_letters_the_rest() {
             .by("alerts", "AlertType", "AlertsPublished")
             .is_empty()
     );
+
+    // Every metric of the geotag namespace the dashboard draws is one the
+    // functions report (a renamed metric would leave a graph empty).
+    let charted = dashboard_metrics();
+    assert!(charted.len() > 10, "{charted:?}");
+    for (function, dimension, metric) in charted {
+        let reported = match &dimension {
+            None => metrics
+                .totals
+                .contains_key(&(function.clone(), metric.clone())),
+            Some(dimension) => !metrics.by(&function, dimension, &metric).is_empty(),
+        };
+        assert!(
+            reported,
+            "the dashboard charts {function} {metric} (by {dimension:?}), which no function reported"
+        );
+    }
+}
+
+/// The (function, extra dimension, metric) of each `geotag` metric in the
+/// template's dashboard, with the function dimension's value as the binary.
+fn dashboard_metrics() -> Vec<(String, Option<String>, String)> {
+    let root = geotag_local::project::root().unwrap();
+    let template = geotag_local::template::Template::load(&root.join("template.yaml")).unwrap();
+    let body = template.resources["Dashboard"].properties["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .expect("DashboardBody is a !Sub string")
+        .replace("${IngestFunction}", "ingest")
+        .replace("${StatsFunction}", "stats")
+        .replace("${AlertsFunction}", "alerts");
+    let mut substituted = String::new();
+    let mut rest = body.as_str();
+    while let Some(start) = rest.find("${") {
+        substituted.push_str(&rest[..start]);
+        substituted.push_str("placeholder");
+        rest = &rest[start + rest[start..].find('}').unwrap() + 1..];
+    }
+    substituted.push_str(rest);
+    let dashboard: serde_json::Value = serde_json::from_str(&substituted).unwrap();
+    let mut charted = Vec::new();
+    for widget in dashboard["widgets"].as_array().unwrap() {
+        // CloudWatch's shorthand: "." repeats the field above, "..." all but the last.
+        let mut previous: Vec<serde_json::Value> = Vec::new();
+        for row in widget["properties"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let row = row.as_array().unwrap();
+            if let Some(expression) = row[0]["expression"].as_str() {
+                let quoted = |key: &str| {
+                    let start = expression.find(&format!("{key}=\"")).unwrap() + key.len() + 2;
+                    let value = &expression[start..];
+                    value[..value.find('"').unwrap()].to_owned()
+                };
+                let schema =
+                    &expression[expression.find('{').unwrap() + 1..expression.find('}').unwrap()];
+                let schema: Vec<&str> = schema.split(',').collect();
+                if schema[0] == "geotag" {
+                    charted.push((
+                        quoted("Function"),
+                        schema.get(2).map(|d| (*d).to_owned()),
+                        quoted("MetricName"),
+                    ));
+                }
+                continue;
+            }
+            let fields: Vec<serde_json::Value> = row
+                .iter()
+                .filter(|field| !field.is_object())
+                .cloned()
+                .collect();
+            let fields: Vec<serde_json::Value> = if fields[0] == "..." {
+                let mut full = previous[..previous.len() - 1].to_vec();
+                full.extend(fields[1..].iter().cloned());
+                full
+            } else {
+                fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, field)| {
+                        if field == "." {
+                            previous[i].clone()
+                        } else {
+                            field.clone()
+                        }
+                    })
+                    .collect()
+            };
+            if fields[0] == "geotag" {
+                charted.push((
+                    fields[3].as_str().unwrap().to_owned(),
+                    None,
+                    fields[1].as_str().unwrap().to_owned(),
+                ));
+            }
+            previous = fields;
+        }
+    }
+    charted
 }
 
 /// The chaos run, small: 2,000 readings through malformed and duplicate
