@@ -215,6 +215,15 @@ impl AlertLog for DynamoAlertLog {
                         .get("alerted")
                         .and_then(|v| v.as_bool().ok().copied())
                         .unwrap_or(false),
+                    observed: item
+                        .get("observed_ts")
+                        .and_then(|v| v.as_n().ok()?.parse().ok())
+                        .map(|ts| {
+                            let seq = item
+                                .get("observed_seq")
+                                .and_then(|v| v.as_n().ok()?.parse().ok());
+                            (ts, seq)
+                        }),
                 },
             );
         }
@@ -236,6 +245,12 @@ impl AlertLog for DynamoAlertLog {
         ]);
         if let Some(since) = watch.since_ms {
             item.insert("since".to_owned(), n(since));
+        }
+        if let Some((ts, seq)) = watch.observed {
+            item.insert("observed_ts".to_owned(), n(ts));
+            if let Some(seq) = seq {
+                item.insert("observed_seq".to_owned(), n(seq));
+            }
         }
         self.client
             .put_item()

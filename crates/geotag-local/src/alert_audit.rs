@@ -412,11 +412,18 @@ pub fn render(
     }
     for ((device, kind), n) in got {
         if want.get(&(device.clone(), *kind)) != Some(n) {
+            // The ids tell a repeated alert from two causes the oracle saw as one.
+            let ids: Vec<&str> = operator
+                .iter()
+                .filter(|r| &r.device_id == device && r.kind == kind.code())
+                .map(|r| r.id.as_str())
+                .collect();
             let _ = writeln!(
                 out,
-                "  ✗ {device}: {n} {} alerts, expected {}",
+                "  ✗ {device}: {n} {} alerts, expected {}: {}",
                 kind.code(),
-                want.get(&(device.clone(), *kind)).copied().unwrap_or(0)
+                want.get(&(device.clone(), *kind)).copied().unwrap_or(0),
+                ids.join(", ")
             );
         }
     }

@@ -269,11 +269,21 @@ pub struct SpeedWatch {
     pub since_ms: Option<i64>,
     /// Whether this episode has raised its alert.
     pub alerted: bool,
+    /// The newest state observed, as (time, sequence number): what the
+    /// episode already accounts for.
+    ///
+    /// A stream retry replays changes from its checkpoint, which may lie
+    /// before changes whose effect on the episode was saved (another device's
+    /// failure sets the checkpoint). Replayed onto that later episode, a
+    /// stretch of the old one would look like a new episode and raise a second
+    /// alert, under a new id. States at or before this one are skipped.
+    pub observed: Option<(i64, Option<u64>)>,
 }
 
 impl SpeedWatch {
     /// Observes a new latest state; returns the alert when the episode has
-    /// lasted past the grace time, once.
+    /// lasted past the grace time, once. A state no newer than the last one
+    /// observed changes nothing.
     pub fn observe(
         &mut self,
         device_id: &str,
@@ -281,9 +291,17 @@ impl SpeedWatch {
         state: &LatestState,
         thresholds: &Thresholds,
     ) -> Option<Alert> {
+        let position = (state.ts_ms, state.seq);
+        if self.observed.is_some_and(|seen| position <= seen) {
+            return None;
+        }
+        self.observed = Some(position);
         let speed = state.speed.unwrap_or(0.0);
         if speed <= thresholds.speed_limit_mps {
-            *self = SpeedWatch::default();
+            *self = SpeedWatch {
+                observed: self.observed,
+                ..SpeedWatch::default()
+            };
             return None;
         }
         let since = *self.since_ms.get_or_insert(state.ts_ms);
@@ -527,6 +545,40 @@ mod tests {
             raised,
             [(2, AlertKind::BatteryLow), (6, AlertKind::BatteryLow)]
         );
+    }
+
+    #[test]
+    fn a_replayed_stretch_of_an_episode_raises_nothing_new() {
+        let t = Thresholds {
+            speed_limit_mps: 30.0,
+            speed_grace_ms: 120_000,
+            ..Thresholds::default()
+        };
+        let speeds = [10.0, 35.0, 40.0, 38.0, 41.0, 20.0];
+        let mut watch = SpeedWatch::default();
+        let observe = |watch: &mut SpeedWatch, minute: usize| {
+            watch
+                .observe(
+                    "tag-1",
+                    None,
+                    &state(minute as i64, 47.0, 90.0, speeds[minute], 1),
+                    &t,
+                )
+                .map(|alert| alert.id)
+        };
+        let first: Vec<String> = (0..speeds.len())
+            .filter_map(|m| observe(&mut watch, m))
+            .collect();
+        assert_eq!(first, [format!("speeding#tag-1#{}", T0 + 60_000)]);
+        // The episode ended at minute 5 and that was saved; a retry from a
+        // checkpoint at minute 2 replays minutes 2 to 5. Without the replay
+        // guard, minutes 2 to 4 looked like a new episode due at minute 4.
+        let saved = watch;
+        let replay: Vec<String> = (2..speeds.len())
+            .filter_map(|m| observe(&mut watch, m))
+            .collect();
+        assert!(replay.is_empty(), "{replay:?}");
+        assert_eq!(watch, saved);
     }
 
     #[test]

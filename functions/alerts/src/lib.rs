@@ -494,7 +494,10 @@ pub async fn process_stream_leased<R: Registry, L: AlertLog, P: AlertSink, I>(
                     }
                 }
             }
-            if delivered && watch != before {
+            // Saved when the episode changes, with the position it was
+            // observed at; a state that only moved `observed` on is replayed
+            // onto the saved episode with the same result.
+            if delivered && (watch.since_ms, watch.alerted) != (before.since_ms, before.alerted) {
                 match alerts.log.save_speed_watch(device_id, &watch).await {
                     Ok(()) => {
                         watches_saved.insert(device_id.clone(), watch);

@@ -240,6 +240,63 @@ async fn a_speeding_episode_spanning_batches_raises_one_alert() {
     assert_eq!(speeding[0].at_ms, T0 + 2 * 60_000);
 }
 
+/// Lambda retries a stream batch from its lowest failed record, whatever the
+/// device: the records after it are replayed, including another device's,
+/// whose speeding episode was already alerted on and then ended (and saved).
+#[tokio::test]
+async fn a_retry_from_another_devices_failure_does_not_alert_a_replayed_episode_again() {
+    let alerts = alerts();
+    // tag-b: 40 m/s from minute 1 (due at minute 2), back under at minute 4.
+    let speeds: Vec<(f64, f64, f64)> = [5.0, 40.0, 40.0, 42.0, 3.0]
+        .iter()
+        .map(|s| (47.0, 90.0, *s))
+        .collect();
+    let mut records = track("tag-b", 100, &speeds);
+    // tag-a's battery crossing at sequence 115, between tag-b's minutes 1 and 2;
+    // its publish fails, so the retry starts there.
+    records.extend(track("tag-a", 105, &[(47.0, 60.0, 0.0), (47.0, 15.0, 0.0)]));
+    records.sort_by_key(|r| {
+        r.change
+            .sequence_number
+            .clone()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    });
+    alerts.sink.fail_next_publishes(1);
+    let first = process_stream(&alerts, &records).await;
+    assert_eq!(first.failures, ["115"], "{first:?}");
+    let retry: Vec<_> = records
+        .iter()
+        .filter(|r| {
+            r.change
+                .sequence_number
+                .as_deref()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                >= 115
+        })
+        .cloned()
+        .collect();
+    assert!(process_stream(&alerts, &retry).await.failures.is_empty());
+    let speeding: Vec<String> = alerts
+        .sink
+        .published()
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::Speeding)
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(speeding, [format!("speeding#tag-b#{}", T0 + 60_000)]);
+    let battery = alerts
+        .sink
+        .published()
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::BatteryLow)
+        .count();
+    assert_eq!(battery, 1, "tag-a's alert, published by the retry");
+}
+
 #[tokio::test]
 async fn a_visit_folded_into_one_stats_write_is_seen_through_the_trail() {
     let alerts = alerts();
