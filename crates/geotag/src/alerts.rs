@@ -281,6 +281,13 @@ pub struct SpeedWatch {
 }
 
 impl SpeedWatch {
+    /// Whether the two hold the same episode: a watch needs saving only when
+    /// it does not. A state that only moved `observed` on is replayed onto the
+    /// saved episode with the same result.
+    pub fn same_episode(&self, other: &SpeedWatch) -> bool {
+        (self.since_ms, self.alerted) == (other.since_ms, other.alerted)
+    }
+
     /// Observes a new latest state; returns the alert when the episode has
     /// lasted past the grace time, once. A state no newer than the last one
     /// observed changes nothing.

@@ -220,7 +220,7 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
                 .count("AlertsRaised", outcome.raised)
                 .count("AlreadyPublished", outcome.already_published)
                 .count("BatchItemFailures", outcome.failures.len());
-            count_published(&mut metrics, outcome.published, &outcome.published_by_type);
+            count_published(&mut metrics, &outcome.published_by_type);
             alerts
                 .metrics
                 .emit(metrics.duration("HandlerDuration", started.elapsed()));
@@ -228,7 +228,7 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
                 records = stream.records.len(),
                 transitions = outcome.transitions,
                 raised = outcome.raised,
-                published = outcome.published,
+                published = outcome.published(),
                 already_published = outcome.already_published,
                 failures = outcome.failures.len(),
                 "stream batch"
@@ -257,7 +257,7 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
                         .count("SilentDevices", outcome.silent)
                         .count("AlreadyPublished", outcome.already_published)
                         .count("AlertsUndelivered", outcome.undelivered);
-                    count_published(&mut metrics, outcome.published, &outcome.published_by_type);
+                    count_published(&mut metrics, &outcome.published_by_type);
                 }
                 Err(_) => {
                     metrics.count("SilenceCheckFailures", 1);
@@ -278,15 +278,15 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
             Ok(json!({
                 "checked_at_ms": now_ms,
                 "silent_devices": outcome.silent,
-                "published": outcome.published,
+                "published": outcome.published(),
                 "already_published": outcome.already_published,
             }))
         }
     }
 }
 
-fn count_published(metrics: &mut Metrics, total: usize, by_type: &BTreeMap<&str, usize>) {
-    metrics.count("AlertsPublished", total);
+fn count_published(metrics: &mut Metrics, by_type: &BTreeMap<&str, usize>) {
+    metrics.count("AlertsPublished", by_type.values().sum());
     for (alert_type, count) in by_type {
         metrics.count_by("AlertType", alert_type, "AlertsPublished", *count);
     }
@@ -299,13 +299,19 @@ pub struct Outcome {
     pub failures: Vec<String>,
     pub transitions: usize,
     pub raised: usize,
-    pub published: usize,
     /// Alerts whose id had been published already (duplicates, retries).
     pub already_published: usize,
     /// Alerts published, by type code.
     pub published_by_type: BTreeMap<&'static str, usize>,
     /// Records that are not a `latest` change (filter criteria should drop them).
     pub ignored: usize,
+}
+
+impl Outcome {
+    /// Alerts published, of every type.
+    pub fn published(&self) -> usize {
+        self.published_by_type.values().sum()
+    }
 }
 
 /// A trail point as DeviceStats stores it (short names: see `geotag_aws::device_stats`).
@@ -477,7 +483,6 @@ pub async fn process_stream_leased<R: Registry, L: AlertLog, P: AlertSink, I>(
             for alert in &raised {
                 match deliver(alerts, alert, lease_until_ms).await {
                     Ok(Delivery::Published) => {
-                        outcome.published += 1;
                         *outcome
                             .published_by_type
                             .entry(alert.kind.code())
@@ -494,10 +499,7 @@ pub async fn process_stream_leased<R: Registry, L: AlertLog, P: AlertSink, I>(
                     }
                 }
             }
-            // Saved when the episode changes, with the position it was
-            // observed at; a state that only moved `observed` on is replayed
-            // onto the saved episode with the same result.
-            if delivered && (watch.since_ms, watch.alerted) != (before.since_ms, before.alerted) {
+            if delivered && !watch.same_episode(&before) {
                 match alerts.log.save_speed_watch(device_id, &watch).await {
                     Ok(()) => {
                         watches_saved.insert(device_id.clone(), watch);
@@ -590,12 +592,18 @@ async fn deliver<R, L: AlertLog, P: AlertSink, I>(
 pub struct ScheduleOutcome {
     /// Devices found silent past their threshold.
     pub silent: usize,
-    pub published: usize,
     pub already_published: usize,
     /// Alerts published, by type code.
     pub published_by_type: BTreeMap<&'static str, usize>,
     /// Alerts not delivered (publish failed, or claimed elsewhere).
     pub undelivered: usize,
+}
+
+impl ScheduleOutcome {
+    /// Alerts published, of every type.
+    pub fn published(&self) -> usize {
+        self.published_by_type.values().sum()
+    }
 }
 
 /// Finds the devices silent at `now_ms` and raises one silence alert for
@@ -647,7 +655,6 @@ pub async fn process_schedule<R: Registry, L: AlertLog, P: AlertSink, I: Silence
         outcome.silent += 1;
         match deliver(alerts, &alert, lease_until_ms).await {
             Ok(Delivery::Published) => {
-                outcome.published += 1;
                 *outcome
                     .published_by_type
                     .entry(alert.kind.code())

@@ -44,6 +44,16 @@ fn record(sequence: u64, old: Option<Value>, new: Value) -> EventRecord {
     .unwrap()
 }
 
+fn sequence_of(record: &EventRecord) -> u64 {
+    record
+        .change
+        .sequence_number
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// A track of states, as consecutive stream records (old image = previous state).
 fn track(device: &str, first_sequence: u64, states: &[(f64, f64, f64)]) -> Vec<EventRecord> {
     let mut previous: Option<Value> = None;
@@ -158,7 +168,7 @@ async fn a_crossing_raises_enter_and_exit_once_for_each_zone_that_applies() {
 
     // The same records again (a retried batch, duplicates): nothing new.
     let again = process_stream(&alerts, &records).await;
-    assert_eq!((again.published, again.already_published), (0, 8));
+    assert_eq!((again.published(), again.already_published), (0, 8));
     assert_eq!(alerts.sink.published().len(), 8);
 }
 
@@ -255,28 +265,13 @@ async fn a_retry_from_another_devices_failure_does_not_alert_a_replayed_episode_
     // tag-a's battery crossing at sequence 115, between tag-b's minutes 1 and 2;
     // its publish fails, so the retry starts there.
     records.extend(track("tag-a", 105, &[(47.0, 60.0, 0.0), (47.0, 15.0, 0.0)]));
-    records.sort_by_key(|r| {
-        r.change
-            .sequence_number
-            .clone()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    });
+    records.sort_by_key(sequence_of);
     alerts.sink.fail_next_publishes(1);
     let first = process_stream(&alerts, &records).await;
     assert_eq!(first.failures, ["115"], "{first:?}");
     let retry: Vec<_> = records
         .iter()
-        .filter(|r| {
-            r.change
-                .sequence_number
-                .as_deref()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-                >= 115
-        })
+        .filter(|r| sequence_of(r) >= 115)
         .cloned()
         .collect();
     assert!(process_stream(&alerts, &retry).await.failures.is_empty());
@@ -351,7 +346,7 @@ async fn a_claim_held_by_a_concurrent_invocation_is_retried_not_published_twice(
     alerts.log.mark_published(&enter).await.unwrap();
     let retry = process_stream(&alerts, &records[1..]).await;
     assert!(retry.failures.is_empty());
-    assert_eq!((retry.published, retry.already_published), (0, 1));
+    assert_eq!((retry.published(), retry.already_published), (0, 1));
 }
 
 #[tokio::test]
@@ -377,7 +372,7 @@ async fn the_claim_of_an_invocation_that_died_is_taken_over_when_its_lease_ends(
         .unwrap();
     let outcome = process_stream(&alerts, &records).await;
     assert!(outcome.failures.is_empty(), "{outcome:?}");
-    assert_eq!(outcome.published, 1);
+    assert_eq!(outcome.published(), 1);
     assert_eq!(alerts.sink.published()[0].id, raised.id);
 }
 
@@ -407,7 +402,7 @@ async fn the_schedule_raises_silence_once_per_quiet_period_with_each_customers_t
     let lease = geotag::store::now_ms() + 60_000;
     let first = process_schedule(&alerts, now, lease).await.unwrap();
     assert_eq!(
-        (first.silent, first.published, first.undelivered),
+        (first.silent, first.published(), first.undelivered),
         (2, 2, 0)
     );
     let got: Vec<_> = alerts
@@ -427,7 +422,7 @@ async fn the_schedule_raises_silence_once_per_quiet_period_with_each_customers_t
     let next = process_schedule(&alerts, now + 5 * 60_000, lease)
         .await
         .unwrap();
-    assert_eq!((next.published, next.already_published), (0, 2));
+    assert_eq!((next.published(), next.already_published), (0, 2));
     // tag-a reports again, then falls silent again: a new period, a new alert.
     alerts
         .silence
@@ -439,7 +434,7 @@ async fn the_schedule_raises_silence_once_per_quiet_period_with_each_customers_t
     let later = process_schedule(&alerts, now + 25 * 60_000, lease)
         .await
         .unwrap();
-    assert_eq!((later.published, later.already_published), (2, 1));
+    assert_eq!((later.published(), later.already_published), (2, 1));
     let devices: Vec<_> = alerts.sink.published()[2..]
         .iter()
         .map(|a| a.device_id.clone())
@@ -461,5 +456,5 @@ async fn the_schedule_raises_silence_once_per_quiet_period_with_each_customers_t
     let retried = process_schedule(&alerts, now + 40 * 60_000, lease)
         .await
         .unwrap();
-    assert_eq!((retried.undelivered, retried.published), (0, 1));
+    assert_eq!((retried.undelivered, retried.published()), (0, 1));
 }
