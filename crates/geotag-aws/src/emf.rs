@@ -60,6 +60,14 @@ impl Metrics {
         Metrics::default()
     }
 
+    /// An invocation's metrics, its lines carrying the request id (the
+    /// `requestId` property), so Logs Insights finds them beside its logs.
+    pub fn for_request(request_id: &str) -> Metrics {
+        let mut metrics = Metrics::default();
+        metrics.property("requestId", request_id);
+        metrics
+    }
+
     pub fn count(&mut self, metric: &'static str, count: usize) -> &mut Metrics {
         self.values.push((metric, Unit::Count, count as f64));
         self

@@ -209,8 +209,7 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
     // The claim's lease: this invocation cannot outlive its deadline.
     let lease_until_ms = event.context.deadline as i64 + 1_000;
     let started = std::time::Instant::now();
-    let mut metrics = Metrics::new();
-    metrics.property("requestId", event.context.request_id.as_str());
+    let mut metrics = Metrics::for_request(&event.context.request_id);
     match event.payload {
         Trigger::Stream(stream) => {
             let outcome = process_stream_leased(alerts, &stream.records, lease_until_ms).await;

@@ -274,9 +274,8 @@ pub fn metrics_of(
     duration: Duration,
     request_id: &str,
 ) -> Metrics {
-    let mut metrics = Metrics::new();
+    let mut metrics = Metrics::for_request(request_id);
     metrics
-        .property("requestId", request_id)
         .count("RecordsReceived", records)
         .count("ReadingsStored", outcome.readings_stored)
         .count("DuplicatesInBatch", outcome.duplicates_in_batch)

@@ -144,9 +144,8 @@ pub fn metrics_of(
     duration: std::time::Duration,
     request_id: &str,
 ) -> Metrics {
-    let mut metrics = Metrics::new();
+    let mut metrics = Metrics::for_request(request_id);
     metrics
-        .property("requestId", request_id)
         .count("RecordsReceived", records)
         .count("ReadingsApplied", outcome.readings)
         .count("ItemsWritten", outcome.items_written)
