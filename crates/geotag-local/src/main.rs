@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use geotag::geofence::{Geofence, Shape};
+use geotag_aws::clients::SdkConfig;
 use geotag_local::demo::{self, DemoOptions};
 use geotag_local::pump::{InProcess, Invoker, Pump, PumpOptions};
 use geotag_local::registry::{CustomerSpec, RegistryAdmin};
@@ -198,7 +199,7 @@ enum GeofenceAction {
     },
 }
 
-/// Where the registry commands act.
+/// Where the registry and report commands act.
 #[derive(Args)]
 struct TargetArgs {
     /// The emulator of a running `geotag up`.
@@ -209,23 +210,39 @@ struct TargetArgs {
     stack: Option<String>,
 }
 
+/// A stack the commands act on.
+#[expect(clippy::large_enum_variant, reason = "one per command run")]
+enum Target {
+    Local(LocalStack),
+    Deployed { sdk: SdkConfig, stack_name: String },
+}
+
 impl TargetArgs {
-    async fn admin(&self) -> Result<RegistryAdmin> {
+    async fn target(&self) -> Result<Target> {
         match (&self.endpoint, &self.stack) {
-            (Some(endpoint), _) => {
-                let local = LocalStack::start(&Options {
+            (Some(endpoint), _) => Ok(Target::Local(
+                LocalStack::start(&Options {
                     endpoint: Some(endpoint.clone()),
                     ..Options::default()
                 })
-                .await?;
-                RegistryAdmin::for_local(&local.stack, &local.sdk)
-            }
-            (None, Some(stack)) => {
-                RegistryAdmin::for_deployed(&geotag_aws::clients::load().await, stack).await
-            }
+                .await?,
+            )),
+            (None, Some(stack)) => Ok(Target::Deployed {
+                sdk: geotag_aws::clients::load().await,
+                stack_name: stack.clone(),
+            }),
             (None, None) => anyhow::bail!(
                 "say which stack: --endpoint URL (a running `geotag up`) or --stack NAME (deployed)"
             ),
+        }
+    }
+
+    async fn admin(&self) -> Result<RegistryAdmin> {
+        match self.target().await? {
+            Target::Local(local) => RegistryAdmin::for_local(&local.stack, &local.sdk),
+            Target::Deployed { sdk, stack_name } => {
+                RegistryAdmin::for_deployed(&sdk, &stack_name).await
+            }
         }
     }
 }
@@ -672,27 +689,16 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Report { html, target } => {
-            let (sdk, tables, title) = match (&target.endpoint, &target.stack) {
-                (Some(endpoint), _) => {
-                    let local = LocalStack::start(&Options {
-                        endpoint: Some(endpoint.clone()),
-                        ..Options::default()
-                    })
-                    .await?;
-                    let tables = geotag_local::map::Tables::of_local(&local.stack)?;
-                    (
-                        local.sdk.clone(),
-                        tables,
-                        format!("geotag: local stack at {endpoint}"),
-                    )
-                }
-                (None, Some(stack)) => (
-                    geotag_aws::clients::load().await,
-                    geotag_local::map::Tables::of_deployed(stack),
-                    format!("geotag: stack {stack}"),
+            let (sdk, tables, title) = match target.target().await? {
+                Target::Local(local) => (
+                    local.sdk.clone(),
+                    geotag_local::map::Tables::of_local(&local.stack)?,
+                    format!("geotag: local stack at {}", local.emulator.endpoint()),
                 ),
-                (None, None) => anyhow::bail!(
-                    "say which stack: --endpoint URL (a running `geotag up`) or --stack NAME (deployed)"
+                Target::Deployed { sdk, stack_name } => (
+                    sdk,
+                    geotag_local::map::Tables::of_deployed(&stack_name),
+                    format!("geotag: stack {stack_name}"),
                 ),
             };
             let data = geotag_local::map::gather(&sdk, &tables, &title).await?;
