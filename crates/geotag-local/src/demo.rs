@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use aws_sdk_dynamodb::types::AttributeValue;
 use geotag::Reason;
 use geotag::stats::Bucket;
@@ -230,8 +230,7 @@ fn chaos_template(options: &Options) -> Result<std::path::PathBuf> {
         text = text.replace(from, to);
     }
     let path = root.join("target/geotag-chaos.template.yaml");
-    std::fs::create_dir_all(root.join("target"))?;
-    std::fs::write(&path, text)?;
+    crate::project::write_file(&path, text)?;
     Ok(path)
 }
 
@@ -294,17 +293,19 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
             ))
             .build()
     };
-    let in_process = match options.invoker {
-        Some(_) => None,
-        None => Some(std::sync::Arc::new(crate::pump::InProcess::for_stack(
-            &local.stack,
-            &functions_sdk,
-        )?)),
-    };
-    let mut invoker = match (&options.invoker, &in_process) {
-        (Some(invoker), _) => invoker.clone(),
-        (None, Some(handlers)) => Invoker::InProcess(std::sync::Arc::clone(handlers)),
-        (None, None) => unreachable!("in-process handlers are built when no invoker is given"),
+    // In-process handlers are kept: their EMF lines are read back at the end.
+    let (mut invoker, in_process) = match options.invoker.clone() {
+        Some(invoker) => (invoker, None),
+        None => {
+            let handlers = std::sync::Arc::new(crate::pump::InProcess::for_stack(
+                &local.stack,
+                &functions_sdk,
+            )?);
+            (
+                Invoker::InProcess(std::sync::Arc::clone(&handlers)),
+                Some(handlers),
+            )
+        }
     };
     let crashes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     if let Some(chaos) = options.chaos {
@@ -438,14 +439,7 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         let (lost, double) = comparison.tally();
         summary.lost += lost;
         summary.double_counted += double;
-        operator_alerts = Some(
-            comparison
-                .operator
-                .iter()
-                .map(|received| received.id.as_str())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len(),
-        );
+        operator_alerts = Some(comparison.operator.len() - comparison.repeated_ids);
     }
     if let Some(handlers) = &in_process {
         let lines = handlers.metric_lines();
@@ -459,7 +453,7 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
             binary_of.get(name).map_or(name, |binary| binary).to_owned()
         });
         let path = output_dir.join("metrics.jsonl");
-        write_lines(&path, &lines)?;
+        crate::project::write_file(&path, lines.join("\n") + "\n")?;
         let (text, agrees) = reconcile_metrics(
             &summary.metrics,
             &audit,
@@ -546,15 +540,6 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         }
     );
     Ok(summary)
-}
-
-fn write_lines(path: &std::path::Path, lines: &[String]) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut text = lines.join("\n");
-    text.push('\n');
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Sets the functions' own counts beside the audit's. Faults and crashes cut

@@ -288,10 +288,7 @@ pub fn render(data: &MapData) -> Result<String> {
 }
 
 pub fn write(path: &Path, data: &MapData) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(path, render(data)?).with_context(|| format!("writing {}", path.display()))
+    crate::project::write_file(path, render(data)?)
 }
 
 fn html_escape(text: &str) -> String {

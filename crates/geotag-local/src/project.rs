@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 /// The repository root: the nearest ancestor of the working directory that
 /// holds both `template.yaml` and `Cargo.toml`, or `GEOTAG_ROOT` if set.
@@ -30,4 +30,13 @@ pub fn root() -> Result<PathBuf> {
 
 fn is_root(dir: &Path) -> bool {
     dir.join("template.yaml").is_file() && dir.join("Cargo.toml").is_file()
+}
+
+/// Writes `contents` to `path`, creating the folders it needs.
+pub fn write_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
 }

@@ -91,11 +91,7 @@ impl LocalStack {
                 .iter()
                 .map(|(name, value)| format!("{name}={value}")),
         );
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(path, lines.join("\n") + "\n")?;
-        Ok(())
+        project::write_file(path, lines.join("\n") + "\n")
     }
 }
 
