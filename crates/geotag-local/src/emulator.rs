@@ -2,20 +2,24 @@
 //!
 //! [`Emulator::start`] installs moto into `.venv` on first use (pinned in
 //! `requirements/emulator.txt`; never into the system Python), starts it on
-//! 127.0.0.1 and a free port, and waits until it answers. Dropping the
+//! 127.0.0.1 on a port it binds itself and announces (proof that the server
+//! we talk to is the one we started), and waits until it answers. Dropping the
 //! [`Emulator`] stops the server, so a test or a command that returns early,
 //! or panics, still leaves nothing running.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use geotag_aws::clients::SdkConfig;
+
+use crate::server_process::{ServerProcess, werkzeug_announcement};
 
 /// moto's default account and the region the local stack uses.
 pub const ACCOUNT_ID: &str = "123456789012";
@@ -30,87 +34,39 @@ static INSTALL: Mutex<()> = Mutex::new(());
 #[derive(Debug)]
 pub struct Emulator {
     endpoint: String,
-    child: Option<Child>,
-    log: Option<PathBuf>,
+    server: Option<ServerProcess>,
 }
 
 impl Emulator {
     /// Installs moto into `<root>/.venv` if needed, and starts it.
     pub fn start(root: &Path) -> Result<Emulator> {
-        let server = ensure_installed(root)?;
-        let mut last_error = None;
-        // A free port can be taken between our probe and moto's bind; try again then.
-        for _ in 0..3 {
-            match Self::spawn(&server, root) {
-                Ok(emulator) => return Ok(emulator),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto did not start")))
+        let executable = ensure_installed(root)?;
+        // moto binds port 0 and announces the port the kernel gave it: see
+        // `server_process` for why a probed port would race.
+        let mut command = Command::new(&executable);
+        command
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .env("PYTHONUNBUFFERED", "1");
+        let log = root.join("target").join(format!(
+            "moto-{}-{}.log",
+            std::process::id(),
+            next_instance()
+        ));
+        let mut server =
+            ServerProcess::spawn("moto", command, log, werkzeug_announcement, STARTUP_TIMEOUT)?;
+        wait_until_answering(&mut server)?;
+        Ok(Emulator {
+            endpoint: format!("http://{}", server.address()),
+            server: Some(server),
+        })
     }
 
     /// Uses an emulator that is already running (moto, LocalStack, ...).
     pub fn existing(endpoint: &str) -> Emulator {
         Emulator {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
-            child: None,
-            log: None,
+            server: None,
         }
-    }
-
-    fn spawn(server: &Path, root: &Path) -> Result<Emulator> {
-        let port = free_port()?;
-        let log = root.join("target").join(format!("moto-{port}.log"));
-        std::fs::create_dir_all(log.parent().unwrap_or(root))?;
-        let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| format!("starting {}", server.display()))?;
-        let mut emulator = Emulator {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            child: Some(child),
-            log: Some(log),
-        };
-        emulator.wait_until_healthy(port)?;
-        Ok(emulator)
-    }
-
-    fn wait_until_healthy(&mut self, port: u16) -> Result<()> {
-        let started = Instant::now();
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                bail!(
-                    "moto exited with {status} before answering; its log:\n{}",
-                    self.log_tail()
-                );
-            }
-            if answers(address) {
-                return Ok(());
-            }
-            if started.elapsed() > STARTUP_TIMEOUT {
-                bail!(
-                    "moto did not answer on {address} within {STARTUP_TIMEOUT:?}; its log:\n{}",
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let Some(log) = &self.log else {
-            return String::new();
-        };
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let lines: Vec<_> = text.lines().rev().take(20).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     pub fn endpoint(&self) -> &str {
@@ -124,19 +80,33 @@ impl Emulator {
 
     /// Stops the server now (dropping does the same).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            if let Some(log) = self.log.take() {
-                let _ = std::fs::remove_file(log);
-            }
-        }
+        self.server.take();
     }
 }
 
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        self.stop();
+/// Each emulator of one process logs to a file of its own.
+fn next_instance() -> u64 {
+    static INSTANCES: AtomicU64 = AtomicU64::new(0);
+    INSTANCES.fetch_add(1, Ordering::Relaxed)
+}
+
+/// werkzeug announces the port between its bind and its first accept; the
+/// first request proves the application is loaded and serving.
+fn wait_until_answering(server: &mut ServerProcess) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        server.ensure_running()?;
+        if answers(server.address()) {
+            return Ok(());
+        }
+        if started.elapsed() > STARTUP_TIMEOUT {
+            bail!(
+                "moto announced {} but did not answer within {STARTUP_TIMEOUT:?}; its log:\n{}",
+                server.address(),
+                server.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -203,10 +173,6 @@ fn run(command: &mut Command) -> Result<()> {
         bail!("{command:?} failed with {status}");
     }
     Ok(())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
 /// Whether an HTTP server answers at `address` (any status line will do).

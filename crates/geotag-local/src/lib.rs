@@ -21,6 +21,7 @@ pub mod project;
 pub mod provision;
 pub mod pump;
 pub mod registry;
+pub mod server_process;
 pub mod simulate;
 pub mod stack;
 pub mod template;
