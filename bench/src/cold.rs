@@ -19,7 +19,7 @@ use crate::report::{FUNCTION_ENV, check_answer, mb, ms};
 /// Starts each `(label, binary)` `runs` times on a 10-record ingest event,
 /// without then with a daemon, and tables the medians.
 pub async fn compare(binaries: &[(String, PathBuf)], runs: usize) -> Result<String> {
-    let root = geotag_local::project::root()?;
+    let root = geotag_local_cloud::project::root()?;
     let event = ingest_event(10, 1, 3).0;
     let daemon = UdpSocket::bind("127.0.0.1:0").context("binding the daemon's UDP port")?;
     daemon.set_nonblocking(true)?;

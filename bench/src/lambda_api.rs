@@ -247,7 +247,7 @@ async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Reply,
             std::future::pending::<()>().await;
             unreachable!("pending never resolves");
         };
-        let deadline = geotag::store::now_ms() + 60_000;
+        let deadline = geotag::clock::now_ms() + 60_000;
         let mut response = reply(StatusCode::OK, "application/json", event);
         let headers = response.headers_mut();
         for (name, value) in [
@@ -263,7 +263,7 @@ async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Reply,
                 "lambda-runtime-trace-id",
                 format!(
                     "Root=1-{:08x}-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1",
-                    geotag::store::now_ms() / 1000
+                    geotag::clock::now_ms() / 1000
                 ),
             ),
         ] {

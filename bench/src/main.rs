@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
             cold_starts,
             out,
         } => {
-            let root = geotag_local::project::root()?;
+            let root = geotag_local_cloud::project::root()?;
             std::env::set_current_dir(&root).context("entering the project root")?;
             let report = geotag_bench::report::run(&geotag_bench::report::Options {
                 root,

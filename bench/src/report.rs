@@ -429,27 +429,27 @@ pub(crate) fn mb(bytes: u64) -> f64 {
 /// A local run's counts, for one kind of device.
 pub struct RequestRun {
     pub readings_per_message: usize,
-    pub summary: geotag_local::demo::Summary,
+    pub summary: geotag_simulation::demo::Summary,
 }
 
 async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
     let mut runs = Vec::new();
     for per_message in [1, 50] {
-        let fleet = geotag_local::simulate::FleetConfig {
+        let fleet = geotag_simulation::simulate::FleetConfig {
             devices: readings.div_ceil(50).max(1),
             readings_per_device: 50,
             interval_secs: 60,
             bad_ratio: 0.0,
             dup_ratio: 0.0,
             seed: 5,
-            end_ms: geotag::store::now_ms(),
+            end_ms: geotag::clock::now_ms(),
             readings_per_message: Some(per_message),
         };
         println!(
             "\nbench: a local run of {readings} readings, {per_message} per message, counting requests"
         );
-        let summary = geotag_local::demo::run(geotag_local::demo::DemoOptions {
-            stack: geotag_local::stack::Options::default(),
+        let summary = geotag_simulation::demo::run(geotag_simulation::demo::DemoOptions {
+            stack: geotag_local_cloud::stack::Options::default(),
             fleet,
             invoker: None,
             time_scale: 1.0,

@@ -32,7 +32,8 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sns::types::MessageAttributeValue;
 use geotag::alerts::{Alert, SpeedWatch};
-use geotag::store::{AlertLog, AlertSink, Claim, SilenceIndex, StoreError, now_ms};
+use geotag::clock::{DAY_MS, now_ms};
+use geotag::store::{AlertLog, AlertSink, Claim, SilenceIndex, StoreError};
 use serde_json::json;
 
 use crate::batch_get::{batch_get, string_key};
@@ -58,7 +59,7 @@ impl DynamoAlertLog {
         DynamoAlertLog {
             client,
             table: table.into(),
-            retention_ms: i64::from(retention_days) * 86_400_000,
+            retention_ms: i64::from(retention_days) * DAY_MS,
         }
     }
 

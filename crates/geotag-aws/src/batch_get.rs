@@ -75,15 +75,21 @@ pub fn string_key(name: &str, value: impl Into<String>) -> Item {
     HashMap::from([(name.to_owned(), AttributeValue::S(value.into()))])
 }
 
-/// Every item of a small table (the registry's Customers, Devices and
-/// Geofences), page by page. Never used on Telemetry or DeviceStats.
-pub async fn scan_all(client: &Client, table: &str) -> Result<Vec<Item>, StoreError> {
+/// Every item of a table, page by page. The functions scan only the
+/// registry's small tables (Customers, Devices, Geofences); the operator's
+/// report and the demo's audit read whole tables, the latter `consistent`ly.
+pub async fn scan_all(
+    client: &Client,
+    table: &str,
+    consistent: bool,
+) -> Result<Vec<Item>, StoreError> {
     let mut items = Vec::new();
     let mut start = None;
     loop {
         let page = client
             .scan()
             .table_name(table)
+            .consistent_read(consistent)
             .set_exclusive_start_key(start)
             .send()
             .await

@@ -263,7 +263,7 @@ impl Emitter {
             .documents(
                 &self.settings.namespace,
                 &self.settings.function,
-                geotag::store::now_ms(),
+                geotag::clock::now_ms(),
             )
             .iter()
             .map(Value::to_string)

@@ -160,7 +160,7 @@ impl Registry for DynamoRegistry {
         // Customers are few (hundreds), so a Scan of their table is a page or two.
         let mut all = vec![self.defaults];
         all.extend(
-            scan_all(&self.client, &self.customers_table)
+            scan_all(&self.client, &self.customers_table, false)
                 .await?
                 .iter()
                 .map(|item| thresholds_from(item, self.defaults)),

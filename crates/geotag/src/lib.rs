@@ -7,6 +7,7 @@
 //! in-memory stores in [`store`].
 
 pub mod alerts;
+pub mod clock;
 pub mod decode;
 pub mod geo;
 pub mod geofence;

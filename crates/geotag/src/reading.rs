@@ -21,6 +21,8 @@
 
 use std::fmt::Write as _;
 
+use crate::clock::{DAY_MS, HOUR_MS};
+
 /// The most a device id may hold, in bytes.
 pub const MAX_DEVICE_ID_LEN: usize = 64;
 
@@ -64,7 +66,7 @@ impl Default for Limits {
 
 impl Limits {
     pub fn retention_ms(&self) -> i64 {
-        i64::from(self.retention_days) * 86_400_000
+        i64::from(self.retention_days) * DAY_MS
     }
 }
 
@@ -125,11 +127,11 @@ pub fn is_valid_device_id(id: &str) -> bool {
 /// for any `i64`; years outside 0..=9999 only occur for readings that were
 /// never validated, and are written with a sign to stay unambiguous.
 pub fn write_rfc3339_millis(out: &mut String, ts_ms: i64) {
-    let days = ts_ms.div_euclid(86_400_000);
-    let ms_of_day = ts_ms.rem_euclid(86_400_000);
+    let days = ts_ms.div_euclid(DAY_MS);
+    let ms_of_day = ts_ms.rem_euclid(DAY_MS);
     let (year, month, day) = civil_from_days(days);
     let (h, m, s, ms) = (
-        ms_of_day / 3_600_000,
+        ms_of_day / HOUR_MS,
         ms_of_day / 60_000 % 60,
         ms_of_day / 1000 % 60,
         ms_of_day % 1000,

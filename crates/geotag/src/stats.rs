@@ -40,11 +40,9 @@
 
 use std::cmp::Ordering;
 
+use crate::clock::{DAY_MS, HOUR_MS};
 use crate::geo::distance_m;
 use crate::reading::{Reading, write_rfc3339_millis};
-
-pub const HOUR_MS: i64 = 3_600_000;
-pub const DAY_MS: i64 = 86_400_000;
 
 /// Compares two DynamoDB stream sequence numbers (decimal strings of up to 40
 /// digits, wider than u128 can always hold).

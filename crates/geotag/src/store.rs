@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::alerts::{Alert, SpeedWatch, Thresholds};
+use crate::clock::now_ms;
 use crate::geofence::Geofence;
 use crate::reading::Reading;
 use crate::reject::Rejection;
@@ -153,13 +154,6 @@ impl DeadLetterSink for MemoryDeadLetters {
         lock(&self.letters).extend_from_slice(letters);
         Vec::new()
     }
-}
-
-/// The system clock, epoch milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 /// A poisoned lock only means another test thread panicked; the data is still usable.

@@ -248,7 +248,7 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
             // The rule's time, not the clock: a retried run judges the same instant.
             let now_ms = scheduled
                 .time
-                .map_or_else(geotag::store::now_ms, |time| time.timestamp_millis());
+                .map_or_else(geotag::clock::now_ms, |time| time.timestamp_millis());
             let outcome = process_schedule(alerts, now_ms, lease_until_ms).await;
             match &outcome {
                 Ok(outcome) => {
@@ -391,7 +391,7 @@ pub async fn process_stream<R: Registry, L: AlertLog, P: AlertSink, I>(
     alerts: &Alerts<R, L, P, I>,
     records: &[EventRecord],
 ) -> Outcome {
-    process_stream_leased(alerts, records, geotag::store::now_ms() + 60_000).await
+    process_stream_leased(alerts, records, geotag::clock::now_ms() + 60_000).await
 }
 
 /// Judges every `latest` change in `records` and delivers the alerts they
@@ -552,7 +552,7 @@ async fn deliver<R, L: AlertLog, P: AlertSink, I>(
         match alerts.log.claim(alert, lease_until_ms).await? {
             Claim::Published => return Ok(Delivery::AlreadyPublished),
             Claim::Busy { until_ms } => {
-                let now = geotag::store::now_ms();
+                let now = geotag::clock::now_ms();
                 if now + pause_ms.min(until_ms - now).max(0) > give_up_at {
                     return Ok(Delivery::Busy);
                 }

@@ -51,7 +51,7 @@ fn alerts() -> Memory {
 
 async fn invoke(alerts: &Memory, name: &str) -> Result<Value, lambda_runtime::Error> {
     let mut context = Context::default();
-    context.deadline = (geotag::store::now_ms() + 30_000) as u64;
+    context.deadline = (geotag::clock::now_ms() + 30_000) as u64;
     handle(alerts, LambdaEvent::new(event(name), context)).await
 }
 

@@ -333,12 +333,12 @@ async fn a_claim_held_by_a_concurrent_invocation_is_retried_not_published_twice(
         subject: String::new(),
         text: String::new(),
     };
-    let far_future = geotag::store::now_ms() + 3_600_000;
+    let far_future = geotag::clock::now_ms() + 3_600_000;
     alerts.log.claim(&raised, far_future).await.unwrap();
     // This invocation has 4 s: it polls the claim for a second, then gives
     // the record back for a retry.
     let started = std::time::Instant::now();
-    let busy = process_stream_leased(&alerts, &records, geotag::store::now_ms() + 4_000).await;
+    let busy = process_stream_leased(&alerts, &records, geotag::clock::now_ms() + 4_000).await;
     assert_eq!(busy.failures, ["110"], "{busy:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
     assert!(alerts.sink.published().is_empty());
@@ -367,7 +367,7 @@ async fn the_claim_of_an_invocation_that_died_is_taken_over_when_its_lease_ends(
     // Claimed by an invocation that then died; its lease ends in 300 ms.
     alerts
         .log
-        .claim(&raised, geotag::store::now_ms() + 300)
+        .claim(&raised, geotag::clock::now_ms() + 300)
         .await
         .unwrap();
     let outcome = process_stream(&alerts, &records).await;
@@ -399,7 +399,7 @@ async fn the_schedule_raises_silence_once_per_quiet_period_with_each_customers_t
         // seen a minute ago.
         ("tag-c".to_owned(), now - 60_000),
     ]);
-    let lease = geotag::store::now_ms() + 60_000;
+    let lease = geotag::clock::now_ms() + 60_000;
     let first = process_schedule(&alerts, now, lease).await.unwrap();
     assert_eq!(
         (first.silent, first.published(), first.undelivered),

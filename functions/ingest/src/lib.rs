@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::env;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use geotag::store::{DeadLetter, DeadLetterSink, ReadingStore};
@@ -131,7 +131,7 @@ impl<S: ReadingStore, D: DeadLetterSink> Ingest<S, D> {
             store,
             dead_letters,
             limits,
-            clock: system_clock_ms,
+            clock: geotag::clock::now_ms,
             metrics: Emitter::for_binary("ingest"),
         }
     }
@@ -157,14 +157,6 @@ pub fn on_aws(
         config.limits.clone(),
     )
     .with_metrics(Emitter::new(config.metrics.clone()))
-}
-
-pub fn system_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }
 
 /// What one invocation did; logged as one line, and asserted on by tests.
@@ -298,7 +290,7 @@ fn deadline_of(deadline_epoch_ms: u64) -> Instant {
     if deadline_epoch_ms == 0 {
         return now + DEFAULT_BUDGET;
     }
-    let now_ms = u64::try_from(system_clock_ms()).unwrap_or(0);
+    let now_ms = u64::try_from(geotag::clock::now_ms()).unwrap_or(0);
     let left = Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms));
     now + left.saturating_sub(DEADLINE_MARGIN)
 }

@@ -1,0 +1,270 @@
+//! The pump: plays the part of Lambda's event source mappings, with their
+//! documented semantics, for the event sources template.yaml declares.
+//!
+//! # SQS event sources
+//!
+//! As the Lambda service does for an SQS trigger
+//! (<https://docs.aws.amazon.com/lambda/latest/dg/with-sqs.html>):
+//!
+//! - up to `BatchSize` records per invocation, gathered for at most
+//!   `MaximumBatchingWindowInSeconds` (with no window, whatever one receive
+//!   returns is invoked at once);
+//! - at most `ScalingConfig.MaximumConcurrency` invocations in flight;
+//! - receiving makes records invisible for the queue's visibility timeout;
+//!   after the invocation the pump deletes the records that succeeded. With
+//!   `ReportBatchItemFailures`, those named in `batchItemFailures` are left for
+//!   SQS to deliver again once their visibility timeout runs out; an answer
+//!   naming a record that is not in the batch (or an empty id) fails the whole
+//!   batch, as Lambda does. A function error deletes nothing.
+//! - the queue's redrive policy, applied by SQS itself (moto), moves a record
+//!   to the dead-letter queue after `maxReceiveCount` receives.
+//!
+//! The records a handler sees are built by [`sqs::sqs_record`] with the fields
+//! the Lambda service sets, so a handler cannot tell the local stack from AWS.
+//!
+//! DynamoDB streams and schedules are played by [`stream`] and [`schedule`],
+//! whose documentation gives their semantics; [`filter`] implements event
+//! filtering patterns.
+
+pub mod filter;
+pub mod schedule;
+pub mod sqs;
+pub mod stream;
+
+pub use sqs::sqs_record;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use aws_sdk_sqs::types::QueueAttributeName;
+use geotag_aws::clients::SdkConfig;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::invoker::Invoker;
+use crate::provision::{EventSource, Stack};
+
+/// How long an idle poller waits before asking an empty queue again.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+/// Lambda's default when `ScalingConfig` is absent is "as many as the account
+/// allows"; locally a handful keeps moto responsive.
+const DEFAULT_CONCURRENCY: usize = 5;
+
+/// Counters of what the pump did, shared with the report.
+#[derive(Debug, Default)]
+pub struct PumpStats {
+    pub invocations: AtomicU64,
+    pub records_delivered: AtomicU64,
+    pub records_deleted: AtomicU64,
+    pub batch_item_failures: AtomicU64,
+    pub function_errors: AtomicU64,
+    pub in_flight: AtomicU64,
+    /// Stream shards with records read but not yet processed.
+    pub busy_streams: AtomicU64,
+    pub records_filtered_out: AtomicU64,
+    /// Stream records whose batch exhausted its retries (sent to OnFailure).
+    pub records_given_up: AtomicU64,
+    pub schedule_ticks: AtomicU64,
+}
+
+impl PumpStats {
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        [
+            ("invocations", &self.invocations),
+            ("records delivered", &self.records_delivered),
+            ("records deleted", &self.records_deleted),
+            ("batch item failures", &self.batch_item_failures),
+            ("function errors", &self.function_errors),
+            ("stream records filtered out", &self.records_filtered_out),
+            ("stream records given up", &self.records_given_up),
+            ("schedule ticks", &self.schedule_ticks),
+        ]
+        .into_iter()
+        .map(|(name, counter)| (name, counter.load(Ordering::Relaxed)))
+        .collect()
+    }
+}
+
+/// How the pump plays time.
+#[derive(Debug, Clone, Copy)]
+pub struct PumpOptions {
+    /// Schedules run this many times faster than their rate says.
+    pub time_scale: f64,
+    /// Whether schedules tick. A demo that plays an hour of readings in
+    /// seconds turns them off: a silence check in the middle of compressed
+    /// time would find every tag silent. It fires the check itself at the end.
+    pub play_schedules: bool,
+}
+
+impl Default for PumpOptions {
+    fn default() -> Self {
+        PumpOptions {
+            time_scale: 1.0,
+            play_schedules: true,
+        }
+    }
+}
+
+/// The running pump: one poller per event source.
+pub struct Pump {
+    tasks: JoinSet<()>,
+    shutdown: watch::Sender<bool>,
+    pub stats: Arc<PumpStats>,
+    queues: Vec<String>,
+    sqs: aws_sdk_sqs::Client,
+}
+
+impl Pump {
+    /// Starts polling every event source of every function in `stack`.
+    pub fn start(stack: &Stack, sdk: &SdkConfig, invoker: Invoker) -> Pump {
+        Pump::start_with(stack, sdk, invoker, PumpOptions::default())
+    }
+
+    pub fn start_with(
+        stack: &Stack,
+        sdk: &SdkConfig,
+        invoker: Invoker,
+        options: PumpOptions,
+    ) -> Pump {
+        let (shutdown, watcher) = watch::channel(false);
+        let stats = Arc::new(PumpStats::default());
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let streams = aws_sdk_dynamodbstreams::Client::new(sdk);
+        let mut tasks = JoinSet::new();
+        let mut queues = Vec::new();
+        for function in stack.functions.values() {
+            for source in &function.events {
+                match source {
+                    EventSource::Sqs(source) => {
+                        queues.push(source.queue_url.clone());
+                        tasks.spawn(sqs::poll_sqs(
+                            sqs.clone(),
+                            source.clone(),
+                            function.clone(),
+                            invoker.clone(),
+                            Arc::clone(&stats),
+                            watcher.clone(),
+                        ));
+                    }
+                    EventSource::DynamoDb(source) => {
+                        let poller = stream::StreamPoller {
+                            streams: streams.clone(),
+                            sqs: sqs.clone(),
+                            source: source.clone(),
+                            function: function.clone(),
+                            invoker: invoker.clone(),
+                            stats: Arc::clone(&stats),
+                        };
+                        tasks.spawn(poller.run(watcher.clone()));
+                    }
+                    EventSource::Schedule(_) if !options.play_schedules => {}
+                    EventSource::Schedule(source) => {
+                        tasks.spawn(schedule::run_schedule(
+                            source.clone(),
+                            function.clone(),
+                            invoker.clone(),
+                            Arc::clone(&stats),
+                            options.time_scale,
+                            watcher.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        Pump {
+            tasks,
+            shutdown,
+            stats,
+            queues,
+            sqs,
+        }
+    }
+
+    /// Whether every source queue is empty (visible and in flight) and no
+    /// invocation is running.
+    pub async fn is_drained(&self) -> Result<bool> {
+        if self.stats.in_flight.load(Ordering::SeqCst) > 0
+            || self.stats.busy_streams.load(Ordering::SeqCst) > 0
+        {
+            return Ok(false);
+        }
+        for queue in &self.queues {
+            if queue_depth(&self.sqs, queue).await? > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(self.stats.in_flight.load(Ordering::SeqCst) == 0
+            && self.stats.busy_streams.load(Ordering::SeqCst) == 0)
+    }
+
+    /// Waits until [`Pump::is_drained`] holds twice in a row, or `timeout`.
+    pub async fn wait_drained(&self, timeout: Duration) -> Result<()> {
+        let started = tokio::time::Instant::now();
+        let mut confirmations = 0;
+        while confirmations < 2 {
+            if started.elapsed() > timeout {
+                bail!("the pipeline did not drain within {timeout:?}");
+            }
+            if self.is_drained().await? {
+                confirmations += 1;
+            } else {
+                confirmations = 0;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops polling and waits for invocations in flight to finish.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Messages in a queue: visible, in flight and delayed.
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<u64> {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await?
+        .attributes
+        .unwrap_or_default();
+    Ok(attributes
+        .values()
+        .filter_map(|value| value.parse::<u64>().ok())
+        .sum())
+}
+
+/// Every message in a queue, each once: received with their attributes and a
+/// visibility timeout long enough that none comes back before the queue is
+/// empty (for audits and tests; nothing is deleted).
+pub async fn read_whole_queue(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> Result<Vec<aws_sdk_sqs::types::Message>> {
+    let mut all = Vec::new();
+    loop {
+        let messages = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .visibility_timeout(600)
+            .send()
+            .await?
+            .messages
+            .unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(all);
+        }
+        all.extend(messages);
+    }
+}

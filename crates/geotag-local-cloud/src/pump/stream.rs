@@ -1,0 +1,459 @@
+//! The DynamoDB stream event source, as Lambda plays it
+//! (<https://docs.aws.amazon.com/lambda/latest/dg/with-ddb.html>):
+//!
+//! - one worker per shard, reading in order from `StartingPosition`; a shard's
+//!   batches are invoked one after another, never concurrently, so the
+//!   function sees each shard's records in order;
+//! - up to `BatchSize` records per invocation, gathered for at most
+//!   `MaximumBatchingWindowInSeconds`; records that no `FilterCriteria`
+//!   pattern admits are dropped before batching, as Lambda drops them;
+//! - a function error retries the batch (after a short backoff), split in two
+//!   first when `BisectBatchOnFunctionError` is set, until
+//!   `MaximumRetryAttempts` is exhausted; then a description of the batch
+//!   (not its records) goes to the `OnFailure` destination queue and the
+//!   shard moves on;
+//! - with `ReportBatchItemFailures`, the lowest failed sequence number is the
+//!   checkpoint: the records before it are done, and the batch is retried from
+//!   it; an identifier that is not in the batch fails the whole batch.
+//!
+//! moto's shard iterators can go stale (after a failed transaction, for one);
+//! a worker that gets an error from GetRecords takes a fresh iterator after
+//! the last sequence number it read.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow};
+use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::{IDLE_POLL, PumpStats, filter};
+use crate::emulator::{ACCOUNT_ID, REGION};
+use crate::invoker::{Invoker, request_id};
+use crate::provision::{FunctionSpec, StartingPosition, StreamSource};
+
+/// How often the shard list is read again, for shards opened since.
+const SHARD_DISCOVERY: Duration = Duration::from_secs(2);
+
+pub(super) struct StreamPoller {
+    pub streams: aws_sdk_dynamodbstreams::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub source: StreamSource,
+    pub function: FunctionSpec,
+    pub invoker: Invoker,
+    pub stats: Arc<PumpStats>,
+}
+
+impl StreamPoller {
+    pub(super) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let poller = Arc::new(self);
+        let mut workers = JoinSet::new();
+        let mut started: HashMap<String, ()> = HashMap::new();
+        loop {
+            match poller.shards().await {
+                Ok(shards) => {
+                    for shard in shards {
+                        if started.insert(shard.clone(), ()).is_none() {
+                            workers
+                                .spawn(Arc::clone(&poller).shard_worker(shard, shutdown.clone()));
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(stream = %poller.source.stream_arn, error = %format!("{error:#}"), "describing the stream failed");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SHARD_DISCOVERY) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        while workers.join_next().await.is_some() {}
+    }
+
+    async fn shards(&self) -> Result<Vec<String>> {
+        let description = self
+            .streams
+            .describe_stream()
+            .stream_arn(&self.source.stream_arn)
+            .send()
+            .await?
+            .stream_description
+            .ok_or_else(|| anyhow!("no stream description"))?;
+        Ok(description
+            .shards
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|shard| shard.shard_id)
+            .collect())
+    }
+
+    async fn iterator(&self, shard: &str, after: Option<&str>) -> Result<Option<String>> {
+        let mut request = self
+            .streams
+            .get_shard_iterator()
+            .stream_arn(&self.source.stream_arn)
+            .shard_id(shard);
+        request = match (after, self.source.starting_position) {
+            (Some(sequence), _) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(sequence),
+            (None, StartingPosition::TrimHorizon) => {
+                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
+            }
+            (None, StartingPosition::Latest) => {
+                request.shard_iterator_type(ShardIteratorType::Latest)
+            }
+        };
+        Ok(request.send().await?.shard_iterator)
+    }
+
+    async fn shard_worker(self: Arc<Self>, shard: String, shutdown: watch::Receiver<bool>) {
+        let mut busy = false;
+        let mut set_busy = |now: bool, stats: &PumpStats| {
+            if now != busy {
+                if now {
+                    stats.busy_streams.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    stats.busy_streams.fetch_sub(1, Ordering::SeqCst);
+                }
+                busy = now;
+            }
+        };
+        let mut last_read: Option<String> = None;
+        let mut iterator = None;
+        let window = Duration::from_secs(self.source.batching_window_secs);
+        let mut pending: Vec<Value> = Vec::new();
+        let mut window_start = tokio::time::Instant::now();
+        loop {
+            if *shutdown.borrow() && pending.is_empty() {
+                break;
+            }
+            if iterator.is_none() {
+                match self.iterator(&shard, last_read.as_deref()).await {
+                    Ok(Some(fresh)) => iterator = Some(fresh),
+                    Ok(None) => break, // a closed shard, read to its end
+                    Err(error) => {
+                        tracing::warn!(%shard, error = %format!("{error:#}"), "no shard iterator");
+                        tokio::time::sleep(IDLE_POLL * 4).await;
+                        continue;
+                    }
+                }
+            }
+            let want = (self.source.batch_size - pending.len()).clamp(1, 1000) as i32;
+            let read = self
+                .streams
+                .get_records()
+                .shard_iterator(iterator.clone().unwrap_or_default())
+                .limit(want)
+                .send()
+                .await;
+            let records = match read {
+                Ok(output) => {
+                    iterator = output.next_shard_iterator;
+                    output.records.unwrap_or_default()
+                }
+                Err(error) => {
+                    tracing::debug!(%shard, error = %aws_sdk_dynamodbstreams::error::DisplayErrorContext(&error), "GetRecords failed; taking a fresh iterator");
+                    iterator = None;
+                    tokio::time::sleep(IDLE_POLL).await;
+                    continue;
+                }
+            };
+            let got_some = !records.is_empty();
+            if pending.is_empty() && got_some {
+                window_start = tokio::time::Instant::now();
+            }
+            for record in &records {
+                if let Some(sequence) = record
+                    .dynamodb()
+                    .and_then(|change| change.sequence_number())
+                {
+                    last_read = Some(sequence.to_owned());
+                }
+                let json = record_json(record, &self.source.stream_arn);
+                if filter::admits(&self.source.filters, &json) {
+                    pending.push(json);
+                } else {
+                    self.stats
+                        .records_filtered_out
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let full = pending.len() >= self.source.batch_size;
+            let window_over = window.is_zero() || window_start.elapsed() >= window;
+            if !pending.is_empty() && (full || window_over || *shutdown.borrow()) {
+                set_busy(true, &self.stats);
+                let batch = std::mem::take(&mut pending);
+                self.process(&shard, batch).await;
+                continue;
+            }
+            if !got_some {
+                // Caught up with the shard: nothing read, nothing held back.
+                set_busy(!pending.is_empty(), &self.stats);
+                tokio::time::sleep(IDLE_POLL).await;
+            } else {
+                set_busy(true, &self.stats);
+            }
+            if iterator.is_none() && pending.is_empty() {
+                break;
+            }
+        }
+        set_busy(false, &self.stats);
+    }
+
+    /// Invokes the function on `batch` until it succeeds or is given up on.
+    async fn process(&self, shard: &str, batch: Vec<Value>) {
+        let mut work: VecDeque<(Vec<Value>, u32)> = VecDeque::from([(batch, 0)]);
+        while let Some((records, attempts)) = work.pop_front() {
+            self.stats.invocations.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .records_delivered
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            let outcome = self
+                .invoker
+                .invoke(&self.function, json!({ "Records": records }))
+                .await;
+            let retry_from = match outcome {
+                Ok(response) if self.source.report_batch_item_failures => {
+                    match checkpoint(&response, &records) {
+                        Ok(None) => None,
+                        Ok(Some(index)) => {
+                            self.stats
+                                .batch_item_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                            Some((index, false))
+                        }
+                        Err(()) => {
+                            self.stats.function_errors.fetch_add(1, Ordering::Relaxed);
+                            Some((0, true))
+                        }
+                    }
+                }
+                Ok(_) => None,
+                Err(error) => {
+                    self.stats.function_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(function = %self.function.logical_id, %shard, error = %format!("{error:#}"), "function error on a stream batch");
+                    Some((0, true))
+                }
+            };
+            let Some((from, function_error)) = retry_from else {
+                continue;
+            };
+            let remaining: Vec<Value> = records[from..].to_vec();
+            let attempts = attempts + 1;
+            if self
+                .source
+                .maximum_retry_attempts
+                .is_some_and(|limit| attempts > limit)
+            {
+                self.give_up(shard, &remaining, attempts).await;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(50 * 2u64.pow(attempts.min(5)))).await;
+            if function_error && self.source.bisect_on_error && remaining.len() > 1 {
+                let (first, second) = remaining.split_at(remaining.len() / 2);
+                work.push_front((second.to_vec(), attempts));
+                work.push_front((first.to_vec(), attempts));
+            } else {
+                work.push_front((remaining, attempts));
+            }
+        }
+    }
+
+    /// Sends the batch's description to the on-failure destination, as Lambda does.
+    async fn give_up(&self, shard: &str, records: &[Value], attempts: u32) {
+        self.stats
+            .records_given_up
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        let sequence = |record: Option<&Value>| {
+            record
+                .and_then(|r| r["dynamodb"]["SequenceNumber"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let arrival = |record: Option<&Value>| {
+            record
+                .and_then(|r| r["dynamodb"]["ApproximateCreationDateTime"].as_f64())
+                .map(|seconds| rfc3339((seconds * 1000.0) as i64))
+                .unwrap_or_default()
+        };
+        let description = json!({
+            "requestContext": {
+                "requestId": request_id(),
+                "functionArn": format!("arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{}", self.function.name),
+                "condition": "RetryAttemptsExhausted",
+                "approximateInvokeCount": attempts,
+            },
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "version": "1.0",
+            "timestamp": rfc3339(geotag::clock::now_ms()),
+            "DDBStreamBatchInfo": {
+                "shardId": shard,
+                "startSequenceNumber": sequence(records.first()),
+                "endSequenceNumber": sequence(records.last()),
+                "approximateArrivalOfFirstRecord": arrival(records.first()),
+                "approximateArrivalOfLastRecord": arrival(records.last()),
+                "batchSize": records.len(),
+                "streamArn": self.source.stream_arn,
+            },
+        });
+        tracing::warn!(function = %self.function.logical_id, %shard, records = records.len(), "retries exhausted; batch sent to the on-failure destination");
+        if let Some(queue) = &self.source.on_failure_queue_url
+            && let Err(error) = self
+                .sqs
+                .send_message()
+                .queue_url(queue)
+                .message_body(description.to_string())
+                .send()
+                .await
+                .context("sending to the on-failure destination")
+        {
+            tracing::error!(error = %format!("{error:#}"), "the on-failure destination refused the batch description");
+        }
+    }
+}
+
+/// The index of the lowest-sequence failed record, `Ok(None)` if none failed,
+/// `Err` if the response names a record not in the batch.
+fn checkpoint(response: &Value, records: &[Value]) -> Result<Option<usize>, ()> {
+    let Some(failures) = response.get("batchItemFailures").and_then(Value::as_array) else {
+        return Ok(None);
+    };
+    let mut lowest: Option<usize> = None;
+    for failure in failures {
+        let id = failure
+            .get("itemIdentifier")
+            .and_then(Value::as_str)
+            .ok_or(())?;
+        let index = records
+            .iter()
+            .position(|record| record["dynamodb"]["SequenceNumber"].as_str() == Some(id))
+            .ok_or(())?;
+        lowest = Some(lowest.map_or(index, |low| low.min(index)));
+    }
+    Ok(lowest)
+}
+
+/// A stream record as Lambda puts it in an event (DynamoDB JSON images).
+pub fn record_json(record: &Record, stream_arn: &str) -> Value {
+    let mut change = Map::new();
+    if let Some(stream) = record.dynamodb() {
+        if let Some(created) = stream.approximate_creation_date_time() {
+            change.insert(
+                "ApproximateCreationDateTime".into(),
+                json!(created.as_secs_f64().floor()),
+            );
+        }
+        for (name, image) in [
+            ("Keys", stream.keys()),
+            ("NewImage", stream.new_image()),
+            ("OldImage", stream.old_image()),
+        ] {
+            if let Some(image) = image {
+                change.insert(name.into(), item_json(image));
+            }
+        }
+        if let Some(sequence) = stream.sequence_number() {
+            change.insert("SequenceNumber".into(), json!(sequence));
+        }
+        if let Some(size) = stream.size_bytes() {
+            change.insert("SizeBytes".into(), json!(size));
+        }
+        if let Some(view) = stream.stream_view_type() {
+            change.insert("StreamViewType".into(), json!(view.as_str()));
+        }
+    }
+    json!({
+        "eventID": record.event_id().unwrap_or_default(),
+        "eventName": record.event_name().map(|name| name.as_str()).unwrap_or_default(),
+        "eventVersion": record.event_version().unwrap_or("1.1"),
+        "eventSource": "aws:dynamodb",
+        "awsRegion": REGION,
+        "eventSourceARN": stream_arn,
+        "dynamodb": change,
+    })
+}
+
+fn item_json(item: &HashMap<String, AttributeValue>) -> Value {
+    Value::Object(
+        item.iter()
+            .map(|(name, value)| (name.clone(), attribute_json(value)))
+            .collect(),
+    )
+}
+
+fn attribute_json(value: &AttributeValue) -> Value {
+    use aws_smithy_types::base64::encode;
+    match value {
+        AttributeValue::S(s) => json!({ "S": s }),
+        AttributeValue::N(n) => json!({ "N": n }),
+        AttributeValue::B(b) => json!({ "B": encode(b.as_ref()) }),
+        AttributeValue::Bool(b) => json!({ "BOOL": b }),
+        AttributeValue::Null(_) => json!({ "NULL": true }),
+        AttributeValue::M(m) => json!({ "M": item_json(m) }),
+        AttributeValue::L(l) => json!({ "L": l.iter().map(attribute_json).collect::<Vec<_>>() }),
+        AttributeValue::Ss(ss) => json!({ "SS": ss }),
+        AttributeValue::Ns(ns) => json!({ "NS": ns }),
+        AttributeValue::Bs(bs) => {
+            json!({ "BS": bs.iter().map(|b| encode(b.as_ref())).collect::<Vec<_>>() })
+        }
+        _ => Value::Null,
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    let mut text = String::new();
+    geotag::reading::write_rfc3339_millis(&mut text, ms);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(sequences: &[&str]) -> Vec<Value> {
+        sequences
+            .iter()
+            .map(|s| json!({"dynamodb": {"SequenceNumber": s}}))
+            .collect()
+    }
+
+    #[test]
+    fn the_lowest_failure_is_the_checkpoint() {
+        let batch = records(&["100", "200", "300"]);
+        assert_eq!(checkpoint(&Value::Null, &batch), Ok(None));
+        assert_eq!(
+            checkpoint(&json!({"batchItemFailures": []}), &batch),
+            Ok(None)
+        );
+        assert_eq!(
+            checkpoint(
+                &json!({"batchItemFailures": [{"itemIdentifier": "300"}, {"itemIdentifier": "200"}]}),
+                &batch
+            ),
+            Ok(Some(1))
+        );
+        assert_eq!(
+            checkpoint(
+                &json!({"batchItemFailures": [{"itemIdentifier": "999"}]}),
+                &batch
+            ),
+            Err(())
+        );
+        assert_eq!(
+            checkpoint(
+                &json!({"batchItemFailures": [{"itemIdentifier": null}]}),
+                &batch
+            ),
+            Err(())
+        );
+    }
+}

@@ -1,0 +1,385 @@
+//! The stats function against the emulator, through the pump's stream event
+//! source: exact DeviceStats under duplicate deliveries, and under a function
+//! that dies in the middle of a batch after writing part of it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use aws_lambda_events::dynamodb::Event;
+use futures::FutureExt;
+use geotag::Reading;
+use geotag::stats::{Bucket, Point, Span};
+use geotag::store::{ReadingStore, StatsBody, StatsStore};
+use geotag_local_cloud::invoker::Invoker;
+use geotag_local_cloud::pump::Pump;
+use geotag_local_cloud::stack::{LocalStack, Options};
+use serde_json::Value;
+
+const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
+
+/// 6 tags, 50 readings each, 90 s apart (75 minutes: two hours, one day),
+/// in a shuffled write order as concurrent ingest produces.
+fn readings() -> Vec<Reading> {
+    let mut readings = Vec::new();
+    for device in 0..6 {
+        for i in 0..50 {
+            readings.push(Reading {
+                device_id: format!("tag-{device:04}"),
+                ts_ms: T0 + 1_800_000 + i * 90_000,
+                lat: 48.8 + device as f64 * 0.01 + i as f64 * 0.0007,
+                lon: 2.3 + (i as f64 * 0.3).sin() * 0.002,
+                alt: None,
+                speed: Some(i as f64 % 7.0),
+                heading: None,
+                battery: Some(90.0 - i as f64 * 0.5),
+                accuracy: None,
+                seq: Some(i as u64),
+            });
+        }
+    }
+    fastrand::Rng::with_seed(5).shuffle(&mut readings);
+    readings
+}
+
+/// What DeviceStats must hold, computed from the readings directly.
+fn expected(readings: &[Reading]) -> BTreeMap<(String, String), (u64, f64)> {
+    let mut points: BTreeMap<(String, String), Vec<Point>> = BTreeMap::new();
+    for reading in readings {
+        for bucket in Bucket::of(reading.ts_ms) {
+            points
+                .entry((reading.device_id.clone(), bucket.sort_key()))
+                .or_default()
+                .push(Point::of(reading));
+        }
+    }
+    points
+        .into_iter()
+        .map(|(key, points)| {
+            let distance = Span::of_points(&points).map_or(0.0, |span| span.distance_m);
+            (key, (points.len() as u64, distance))
+        })
+        .collect()
+}
+
+async fn actual(
+    local: &LocalStack,
+    readings: &[Reading],
+) -> BTreeMap<(String, String), (u64, f64)> {
+    let store = geotag_aws::DynamoStatsStore::new(
+        aws_sdk_dynamodb::Client::new(&local.sdk),
+        local.stack.reference("DeviceStatsTable").unwrap(),
+    );
+    let keys: Vec<(String, String)> = expected(readings).into_keys().collect();
+    store
+        .load(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|(key, item)| match item.body {
+            StatsBody::Rollup(_, rollup) => Some((key, (rollup.count, rollup.distance_m()))),
+            StatsBody::Latest(_) => None,
+        })
+        .collect()
+}
+
+fn assert_exact(
+    actual: &BTreeMap<(String, String), (u64, f64)>,
+    expected: &BTreeMap<(String, String), (u64, f64)>,
+) {
+    assert_eq!(actual.len(), expected.len());
+    for (key, (count, distance)) in expected {
+        let (got_count, got_distance) = actual[key];
+        assert_eq!(got_count, *count, "{key:?}");
+        assert!(
+            (got_distance - distance).abs() < 1e-6,
+            "{key:?}: {got_distance} vs {distance}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn device_stats_are_exact_under_duplicates_and_a_crash_mid_batch() {
+    let local = LocalStack::start(&Options::default())
+        .await
+        .expect("local stack");
+    let config = geotag_stats::Config::from_lookup(|name| {
+        local
+            .stack
+            .function("StatsFunction")
+            .unwrap()
+            .environment
+            .get(name)
+            .cloned()
+    })
+    .unwrap();
+    let stats = Arc::new(geotag_stats::on_aws(&local.sdk, &config));
+
+    // Telemetry written as ingest writes it, in three parts, the first twice
+    // (a duplicate delivery: the same items again, MODIFY records).
+    let telemetry = geotag_aws::DynamoReadingStore::new(
+        aws_sdk_dynamodb::Client::new(&local.sdk),
+        local.stack.reference("TelemetryTable").unwrap(),
+        3650,
+    );
+    let readings = readings();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for part in [
+        &readings[..100],
+        &readings[..100],
+        &readings[100..200],
+        &readings[200..],
+    ] {
+        assert!(
+            telemetry
+                .put_readings(part, deadline)
+                .await
+                .failed
+                .is_empty()
+        );
+    }
+
+    // The stats function, except that its first invocation applies half of
+    // its batch to DeviceStats and then dies.
+    let invocations = Arc::new(AtomicUsize::new(0));
+    let crashed_after = Arc::new(Mutex::new(0usize));
+    let event_names = Arc::new(Mutex::new(BTreeMap::<String, usize>::new()));
+    let invoker = {
+        let (stats, invocations, crashed_after, event_names) = (
+            Arc::clone(&stats),
+            Arc::clone(&invocations),
+            Arc::clone(&crashed_after),
+            Arc::clone(&event_names),
+        );
+        Invoker::Closure(Arc::new(move |function, payload: Value| {
+            let (stats, invocations, crashed_after, event_names) = (
+                Arc::clone(&stats),
+                Arc::clone(&invocations),
+                Arc::clone(&crashed_after),
+                Arc::clone(&event_names),
+            );
+            let binary = function.binary.clone();
+            async move {
+                if binary == "alerts" {
+                    // Not under test here: acknowledge DeviceStats' changes.
+                    return Ok(serde_json::json!({"batchItemFailures": []}));
+                }
+                if binary != "stats" {
+                    return Err(anyhow!("only stats runs in this test"));
+                }
+                let event: Event = serde_json::from_value(payload)?;
+                for record in &event.records {
+                    *event_names.lock().unwrap().entry(record.event_name.clone()).or_default() += 1;
+                }
+                if invocations.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let half = event.records.len() / 2;
+                    let partial = geotag_stats::process(&stats, &event.records[..half]).await;
+                    assert!(partial.failures.is_empty());
+                    *crashed_after.lock().unwrap() = partial.items_written;
+                    return Err(anyhow!("the function died after writing {} items", partial.items_written));
+                }
+                let outcome = geotag_stats::process(&stats, &event.records).await;
+                Ok(serde_json::json!({
+                    "batchItemFailures": outcome.failures.iter().map(|s| serde_json::json!({"itemIdentifier": s})).collect::<Vec<_>>()
+                }))
+            }
+            .boxed()
+        }))
+    };
+    let pump = Pump::start(&local.stack, &local.sdk, invoker);
+    pump.wait_drained(Duration::from_secs(120)).await.unwrap();
+    let pump_stats = pump.stats.snapshot();
+    pump.stop().await;
+
+    assert!(
+        *crashed_after.lock().unwrap() > 0,
+        "the crash came after some items were written"
+    );
+    assert!(pump_stats["function errors"] >= 1, "{pump_stats:?}");
+    // The duplicate writes are MODIFYs, which the filter keeps from stats
+    // (the counter also holds DeviceStats rollup changes kept from alerts).
+    assert!(
+        pump_stats["stream records filtered out"] >= 100,
+        "{pump_stats:?}"
+    );
+    assert_eq!(
+        event_names
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        ["INSERT"],
+        "only inserts reach stats"
+    );
+    assert_exact(&actual(&local, &readings).await, &expected(&readings));
+}
+
+#[tokio::test]
+async fn a_batch_of_1000_readings_costs_one_write_per_device_and_bucket_at_the_wire() {
+    // The template's batch size raised by parameter, as `sam deploy` would.
+    let local = LocalStack::start(&Options {
+        parameter_overrides: [("StatsBatchSize".to_owned(), "1000".to_owned())].into(),
+        ..Options::default()
+    })
+    .await
+    .expect("local stack");
+    let environment = local
+        .stack
+        .function("StatsFunction")
+        .unwrap()
+        .environment
+        .clone();
+    let config = geotag_stats::Config::from_lookup(|name| environment.get(name).cloned()).unwrap();
+
+    // 1,000 readings from 10 tags over 2 hours (08:00 to 09:59).
+    let readings: Vec<Reading> = (0..1000)
+        .map(|i| Reading {
+            device_id: format!("tag-{:04}", i % 10),
+            ts_ms: T0 + (i / 10) as i64 * 72_000,
+            lat: 48.8 + (i / 10) as f64 * 1e-4,
+            lon: 2.3 + (i % 10) as f64 * 0.01,
+            alt: None,
+            speed: Some(4.0),
+            heading: None,
+            battery: Some(80.0),
+            accuracy: None,
+            seq: Some(i as u64),
+        })
+        .collect();
+    let telemetry = geotag_aws::DynamoReadingStore::new(
+        aws_sdk_dynamodb::Client::new(&local.sdk),
+        &config.telemetry_table,
+        3650,
+    );
+    let report = telemetry
+        .put_readings(&readings, Instant::now() + Duration::from_secs(60))
+        .await;
+    assert!(report.failed.is_empty());
+
+    let counter = geotag_aws::request_count::RequestCounter::default();
+    let client = counter.dynamodb(&local.sdk);
+    let stats = Arc::new(geotag_stats::Stats {
+        store: geotag_aws::DynamoStatsStore::new(client.clone(), &config.device_stats_table),
+        tracks: geotag_aws::DynamoReadingStore::new(client, &config.telemetry_table, 0),
+        metrics: geotag_aws::emf::Emitter::for_binary("stats"),
+    });
+    let batch_sizes = Arc::new(Mutex::new(Vec::new()));
+    let invoker = {
+        let (stats, batch_sizes) = (Arc::clone(&stats), Arc::clone(&batch_sizes));
+        Invoker::Closure(Arc::new(move |function, payload: Value| {
+            let (stats, batch_sizes) = (Arc::clone(&stats), Arc::clone(&batch_sizes));
+            let binary = function.binary.clone();
+            async move {
+                if binary == "alerts" {
+                    // Not under test here: acknowledge DeviceStats' changes.
+                    return Ok(serde_json::json!({"batchItemFailures": []}));
+                }
+                if binary != "stats" {
+                    return Err(anyhow!("only stats runs in this test"));
+                }
+                let event: Event = serde_json::from_value(payload)?;
+                batch_sizes.lock().unwrap().push(event.records.len());
+                let outcome = geotag_stats::process(&stats, &event.records).await;
+                assert!(outcome.failures.is_empty());
+                Ok(serde_json::json!({}))
+            }
+            .boxed()
+        }))
+    };
+    let pump = Pump::start(&local.stack, &local.sdk, invoker);
+    pump.wait_drained(Duration::from_secs(120)).await.unwrap();
+    pump.stop().await;
+
+    assert_eq!(
+        *batch_sizes.lock().unwrap(),
+        [1000],
+        "one batch of 1,000 records"
+    );
+    // Per tag: `latest`, 2 hours, 1 day = 40 items; 20 hour tracks.
+    assert_eq!(counter.of("PutItem"), 40, "{:?}", counter.counts());
+    assert_eq!(counter.of("BatchGetItem"), 1, "{:?}", counter.counts());
+    assert_eq!(counter.of("Query"), 20, "{:?}", counter.counts());
+    assert_eq!(counter.total(), 61, "{:?}", counter.counts());
+    assert_exact(&actual(&local, &readings).await, &expected(&readings));
+}
+
+#[tokio::test]
+async fn the_silence_index_finds_silent_devices_without_a_scan() {
+    let local = LocalStack::start(&Options::default())
+        .await
+        .expect("local stack");
+    let table = local
+        .stack
+        .reference("DeviceStatsTable")
+        .unwrap()
+        .to_owned();
+    let client = aws_sdk_dynamodb::Client::new(&local.sdk);
+    let store = geotag_aws::DynamoStatsStore::new(client.clone(), &table);
+
+    // 40 tags, last seen 0 to 78 minutes before T0; each also has rollups,
+    // which the sparse index must not show.
+    let mut writes = Vec::new();
+    for i in 0..40i64 {
+        let reading = Reading {
+            device_id: format!("tag-{i:04}"),
+            ts_ms: T0 - i * 2 * 60_000,
+            lat: 48.0,
+            lon: 2.0,
+            alt: None,
+            speed: None,
+            heading: None,
+            battery: None,
+            accuracy: None,
+            seq: None,
+        };
+        let latest =
+            geotag::stats::LatestState::apply(None, std::slice::from_ref(&reading)).unwrap();
+        let mut rollup = geotag::stats::Rollup::default();
+        rollup.count_readings(std::slice::from_ref(&reading));
+        for body in [
+            StatsBody::Latest(latest),
+            StatsBody::Rollup(Bucket::of(reading.ts_ms)[0], rollup),
+        ] {
+            writes.push((
+                geotag::store::StatsItem {
+                    device_id: reading.device_id.clone(),
+                    watermark: "1".into(),
+                    body,
+                },
+                None,
+            ));
+        }
+    }
+    assert!(store.save(&writes).await.iter().all(Result::is_ok));
+
+    // Silent for more than 30 minutes at T0: last seen before T0 - 30 min.
+    let cutoff = T0 - 30 * 60_000;
+    let mut silent = Vec::new();
+    for shard in 0..geotag_aws::device_stats::SILENCE_SHARDS {
+        let page = client
+            .query()
+            .table_name(&table)
+            .index_name("SilenceIndex")
+            .key_condition_expression("silence_shard = :shard AND last_seen < :cutoff")
+            .expression_attribute_values(
+                ":shard",
+                aws_sdk_dynamodb::types::AttributeValue::N(shard.to_string()),
+            )
+            .expression_attribute_values(
+                ":cutoff",
+                aws_sdk_dynamodb::types::AttributeValue::N(cutoff.to_string()),
+            )
+            .send()
+            .await
+            .unwrap();
+        for item in page.items.unwrap_or_default() {
+            silent.push(item["device_id"].as_s().unwrap().clone());
+        }
+    }
+    silent.sort();
+    let expected: Vec<String> = (16..40).map(|i| format!("tag-{i:04}")).collect();
+    assert_eq!(silent, expected);
+}

@@ -1,0 +1,324 @@
+//! `geotag report --html FILE`: the fleet on one self-contained page.
+//!
+//! The page holds its data (as JSON) and the script that draws it: each
+//! device's track as an SVG polyline, the geofences, a marker where each
+//! alert fired, and the per-device stats table. Nothing is fetched when it
+//! opens (no tiles, no CDN), so it can be mailed, archived, or opened on a
+//! plane. Positions are drawn on a local equirectangular projection, which
+//! is true to scale over the tens of kilometres a fleet covers.
+//!
+//! The data comes from the stack's tables, local or deployed: Telemetry for
+//! the tracks, DeviceStats for each device's totals, the alert log for the
+//! alerts, and the registry for geofences and customers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use aws_sdk_dynamodb::Client;
+use geotag::geofence::Shape;
+use geotag::stats::Bucket;
+use geotag::store::StatsBody;
+use geotag_aws::clients::SdkConfig;
+use serde::Serialize;
+
+use geotag_local_cloud::provision::Stack;
+
+/// Points drawn per device at most; longer tracks are thinned evenly (their
+/// first and last points kept). A browser draws this many without effort.
+const MAX_POINTS_PER_DEVICE: usize = 5_000;
+
+/// The tables a report reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tables {
+    pub telemetry: String,
+    pub device_stats: String,
+    pub alerts: String,
+    pub geofences: String,
+    pub devices: String,
+}
+
+impl Tables {
+    pub fn of_local(stack: &Stack) -> Result<Tables> {
+        Ok(Tables {
+            telemetry: stack.reference("TelemetryTable")?.to_owned(),
+            device_stats: stack.reference("DeviceStatsTable")?.to_owned(),
+            alerts: stack.reference("AlertsTable")?.to_owned(),
+            geofences: stack.reference("GeofencesTable")?.to_owned(),
+            devices: stack.reference("DevicesTable")?.to_owned(),
+        })
+    }
+
+    /// template.yaml names every table `<stack>-<name>`.
+    pub fn of_deployed(stack_name: &str) -> Tables {
+        Tables {
+            telemetry: format!("{stack_name}-telemetry"),
+            device_stats: format!("{stack_name}-device-stats"),
+            alerts: format!("{stack_name}-alerts"),
+            geofences: format!("{stack_name}-geofences"),
+            devices: format!("{stack_name}-devices"),
+        }
+    }
+}
+
+/// Everything the page draws.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MapData {
+    pub title: String,
+    pub generated_at: String,
+    pub devices: Vec<DeviceTrack>,
+    pub geofences: Vec<Zone>,
+    pub alerts: Vec<AlertMark>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeviceTrack {
+    pub id: String,
+    pub customer: Option<String>,
+    /// `[time ms, lat, lon]` in time order (thinned past `MAX_POINTS_PER_DEVICE`).
+    pub points: Vec<(i64, f64, f64)>,
+    /// Readings in Telemetry.
+    pub readings: usize,
+    /// From DeviceStats: readings counted in the daily rollups, their
+    /// distance, and the latest state.
+    pub counted: u64,
+    pub distance_m: f64,
+    pub last_seen_ms: Option<i64>,
+    pub battery: Option<f64>,
+    pub speed_mps: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Zone {
+    pub id: String,
+    pub name: String,
+    pub customer: Option<String>,
+    /// `[lat, lon, radius m]` for a circle.
+    pub circle: Option<(f64, f64, f64)>,
+    /// `[lat, lon]` vertices for a polygon.
+    pub ring: Option<Vec<(f64, f64)>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertMark {
+    pub id: String,
+    pub kind: String,
+    pub device_id: String,
+    pub at_ms: i64,
+    /// Where the device was at `at_ms` (its reading nearest in time).
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub subject: String,
+    pub published: bool,
+}
+
+/// Reads the tables into what the page draws.
+pub async fn gather(sdk: &SdkConfig, tables: &Tables, title: &str) -> Result<MapData> {
+    let dynamodb = Client::new(sdk);
+    let mut devices: BTreeMap<String, DeviceTrack> = BTreeMap::new();
+    let mut unreadable = 0usize;
+    for item in crate::table_scan::scan_all(&dynamodb, &tables.telemetry, false).await? {
+        let Some(reading) = geotag_aws::telemetry::reading_from_item(&item) else {
+            unreadable += 1;
+            continue;
+        };
+        let device = devices.entry(reading.device_id.clone()).or_default();
+        device.readings += 1;
+        device
+            .points
+            .push((reading.ts_ms, reading.lat, reading.lon));
+    }
+    if unreadable > 0 {
+        tracing::warn!(
+            unreadable,
+            table = %tables.telemetry,
+            "items that are not readings; left off the map"
+        );
+    }
+    for item in crate::table_scan::scan_all(&dynamodb, &tables.device_stats, false).await? {
+        let Some(stats) = geotag_aws::device_stats::stats_item_from(&item) else {
+            continue;
+        };
+        let device = devices.entry(stats.device_id.clone()).or_default();
+        match stats.body {
+            StatsBody::Latest(state) => {
+                device.last_seen_ms = Some(state.ts_ms);
+                device.battery = state.battery;
+                device.speed_mps = state.speed;
+            }
+            StatsBody::Rollup(Bucket::Day(_), rollup) => {
+                device.counted += rollup.count;
+                device.distance_m += rollup.distance_m();
+            }
+            StatsBody::Rollup(Bucket::Hour(_), _) => {}
+        }
+    }
+    for item in crate::table_scan::scan_all(&dynamodb, &tables.devices, false).await? {
+        if let Some((device_id, customer)) = geotag_aws::registry::device_from(&item)
+            && let Some(device) = devices.get_mut(&device_id)
+        {
+            device.customer = Some(customer);
+        }
+    }
+    for (id, device) in &mut devices {
+        id.clone_into(&mut device.id);
+        device.points.sort_by_key(|point| point.0);
+        device.points = thinned(std::mem::take(&mut device.points), MAX_POINTS_PER_DEVICE);
+    }
+
+    let geofences = crate::table_scan::scan_all(&dynamodb, &tables.geofences, false)
+        .await?
+        .iter()
+        .filter_map(geotag_aws::registry::geofence_from)
+        .map(|geofence| {
+            let (circle, ring) = match geofence.shape {
+                Shape::Circle { lat, lon, radius_m } => (Some((lat, lon, radius_m)), None),
+                Shape::Polygon { ring } => (None, Some(ring)),
+            };
+            Zone {
+                id: geofence.id,
+                name: geofence.name,
+                customer: geofence.customer_id,
+                circle,
+                ring,
+            }
+        })
+        .collect();
+
+    let mut alerts = Vec::new();
+    for item in crate::table_scan::scan_all(&dynamodb, &tables.alerts, false).await? {
+        let string = |name: &str| item.get(name)?.as_s().ok().cloned();
+        // The alert log also holds speeding watches, which have no kind.
+        let (Some(id), Some(kind), Some(device_id)) =
+            (string("id"), string("kind"), string("device_id"))
+        else {
+            continue;
+        };
+        let Some(at_ms) = item
+            .get("alert_at")
+            .and_then(|value| value.as_n().ok()?.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let position = devices
+            .get(&device_id)
+            .and_then(|device| nearest(&device.points, at_ms));
+        alerts.push(AlertMark {
+            id,
+            kind,
+            device_id,
+            at_ms,
+            lat: position.map(|p| p.0),
+            lon: position.map(|p| p.1),
+            subject: string("subject").unwrap_or_default(),
+            published: item
+                .get("published")
+                .and_then(|value| value.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
+        });
+    }
+    alerts.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
+
+    Ok(MapData {
+        title: title.to_owned(),
+        generated_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        devices: devices.into_values().collect(),
+        geofences,
+        alerts,
+    })
+}
+
+/// At most `max` points, evenly spaced, the first and the last kept.
+fn thinned<T: Copy>(points: Vec<T>, max: usize) -> Vec<T> {
+    if points.len() <= max || max < 2 {
+        return points;
+    }
+    let last = points.len() - 1;
+    (0..max).map(|i| points[i * last / (max - 1)]).collect()
+}
+
+/// The position of the point nearest `at_ms` in a time-sorted track.
+fn nearest(points: &[(i64, f64, f64)], at_ms: i64) -> Option<(f64, f64)> {
+    let index = points.partition_point(|point| point.0 < at_ms);
+    let candidates = [index.checked_sub(1), Some(index)];
+    candidates
+        .into_iter()
+        .flatten()
+        .filter_map(|i| points.get(i))
+        .min_by_key(|point| (point.0 - at_ms).abs())
+        .map(|point| (point.1, point.2))
+}
+
+/// The page: the data as JSON inside it, drawn by the script beside it.
+pub fn render(data: &MapData) -> Result<String> {
+    // `</` inside a script element would end it early, whatever the JSON says.
+    let json = serde_json::to_string(data)?.replace("</", "<\\/");
+    Ok(TEMPLATE
+        .replace("{{TITLE}}", &html_escape(&data.title))
+        .replace("{{DATA}}", &json))
+}
+
+pub fn write(path: &Path, data: &MapData) -> Result<()> {
+    geotag_local_cloud::project::write_file(path, render(data)?)
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const TEMPLATE: &str = include_str!("map.html");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thinning_keeps_the_ends_and_the_count() {
+        let points: Vec<usize> = (0..10_001).collect();
+        let kept = thinned(points, 100);
+        assert_eq!(kept.len(), 100);
+        assert_eq!((kept[0], kept[99]), (0, 10_000));
+        assert!(kept.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(thinned(vec![1, 2, 3], 100), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn an_alert_sits_at_the_reading_nearest_its_time() {
+        let track = [(1_000, 1.0, 1.0), (2_000, 2.0, 2.0), (3_000, 3.0, 3.0)];
+        assert_eq!(nearest(&track, 2_400), Some((2.0, 2.0)));
+        assert_eq!(nearest(&track, 2_600), Some((3.0, 3.0)));
+        assert_eq!(nearest(&track, 0), Some((1.0, 1.0)));
+        assert_eq!(nearest(&track, 9_000), Some((3.0, 3.0)));
+        assert_eq!(nearest(&[], 9_000), None);
+    }
+
+    #[test]
+    fn text_from_the_tables_cannot_break_out_of_the_page() {
+        let data = MapData {
+            title: "<b>fleet</b>".to_owned(),
+            alerts: vec![AlertMark {
+                id: "a".to_owned(),
+                kind: "battery_low".to_owned(),
+                device_id: "tag-1".to_owned(),
+                at_ms: 0,
+                lat: None,
+                lon: None,
+                subject: "</script><script>alert(1)</script>".to_owned(),
+                published: true,
+            }],
+            ..MapData::default()
+        };
+        let page = render(&data).unwrap();
+        assert!(!page.contains("</script><script>alert(1)"));
+        assert!(page.contains("&lt;b&gt;fleet&lt;/b&gt;"));
+        for fetch in ["src=\"http", "href=\"http", "url(http", "@import", "fetch("] {
+            assert!(!page.contains(fetch), "the page fetches nothing: {fetch}");
+        }
+    }
+}

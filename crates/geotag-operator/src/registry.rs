@@ -1,0 +1,465 @@
+//! The registry commands (`geotag customer`, `geotag device`, `geotag
+//! geofence`): who owns which tag, each customer's thresholds and alert
+//! subscriptions, and the zones, on the local stack or a deployed one.
+//!
+//! A customer's alerts reach it through an AlertsTopic subscription whose
+//! filter policy accepts only its `customer_id` message attribute: SNS does
+//! the per-customer fan-out, and no code of ours decides who may read what.
+//! The tables are those of template.yaml (see `geotag_aws::registry`).
+
+use anyhow::{Context as _, Result, bail, ensure};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use geotag::geofence::Geofence;
+use geotag_aws::clients::SdkConfig;
+use geotag_aws::registry::{
+    GLOBAL_SCOPE, UNASSIGNED, device_from, device_item, geofence_from, geofence_item,
+    threshold_attributes,
+};
+use serde_json::json;
+
+use geotag_local_cloud::provision::Stack;
+
+/// The registry of one stack.
+#[derive(Debug, Clone)]
+pub struct RegistryAdmin {
+    dynamodb: aws_sdk_dynamodb::Client,
+    sns: aws_sdk_sns::Client,
+    pub devices_table: String,
+    pub customers_table: String,
+    pub geofences_table: String,
+    pub alerts_topic_arn: String,
+}
+
+/// A customer to add, or to update (thresholds left `None` are the defaults).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CustomerSpec {
+    pub customer_id: String,
+    /// Addresses subscribed to the customer's alerts (SNS asks each to confirm).
+    pub emails: Vec<String>,
+    /// SQS queues subscribed to the customer's alerts (integrations, tests).
+    pub queue_arns: Vec<String>,
+    pub battery_low_pct: Option<f64>,
+    pub speed_limit_kmh: Option<f64>,
+    pub speed_grace_seconds: Option<f64>,
+    pub silence_minutes: Option<f64>,
+}
+
+/// A customer as the Customers table and AlertsTopic know it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerRow {
+    pub customer_id: String,
+    pub emails: Vec<String>,
+    pub thresholds: String,
+    /// Subscriptions whose filter policy names this customer: (protocol, endpoint).
+    pub subscriptions: Vec<(String, String)>,
+}
+
+/// Customer ids: what a device id may be, less the reserved names.
+pub fn check_customer_id(id: &str) -> Result<()> {
+    ensure!(
+        geotag::reading::is_valid_device_id(id),
+        "customer id {id:?}: 1 to 64 characters of A-Z a-z 0-9 . _ : -"
+    );
+    ensure!(
+        id != UNASSIGNED && id != GLOBAL_SCOPE,
+        "customer id {id:?} is reserved"
+    );
+    Ok(())
+}
+
+/// The filter policy that gives a subscription one customer's alerts.
+pub fn customer_filter_policy(customer_id: &str) -> String {
+    json!({"customer_id": [customer_id]}).to_string()
+}
+
+impl RegistryAdmin {
+    /// The registry of a local stack.
+    pub fn for_local(stack: &Stack, sdk: &SdkConfig) -> Result<RegistryAdmin> {
+        Ok(RegistryAdmin {
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            sns: aws_sdk_sns::Client::new(sdk),
+            devices_table: stack.reference("DevicesTable")?.to_owned(),
+            customers_table: stack.reference("CustomersTable")?.to_owned(),
+            geofences_table: stack.reference("GeofencesTable")?.to_owned(),
+            alerts_topic_arn: stack.reference("AlertsTopic")?.to_owned(),
+        })
+    }
+
+    /// The registry of a stack deployed by `sam deploy` as `stack_name`: the
+    /// template names its tables `<stack>-devices` etc. and its topic
+    /// `<stack>-alerts`, which is looked up among the account's topics.
+    pub async fn for_deployed(sdk: &SdkConfig, stack_name: &str) -> Result<RegistryAdmin> {
+        let sns = aws_sdk_sns::Client::new(sdk);
+        let suffix = format!(":{stack_name}-alerts");
+        let mut next = None;
+        let topic = loop {
+            let page = sns.list_topics().set_next_token(next).send().await?;
+            if let Some(arn) = page
+                .topics()
+                .iter()
+                .filter_map(|t| t.topic_arn())
+                .find(|arn| arn.ends_with(&suffix))
+            {
+                break arn.to_owned();
+            }
+            next = page.next_token;
+            if next.is_none() {
+                bail!(
+                    "no topic {stack_name}-alerts in this account and region: is the stack deployed?"
+                );
+            }
+        };
+        Ok(RegistryAdmin {
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            sns,
+            devices_table: format!("{stack_name}-devices"),
+            customers_table: format!("{stack_name}-customers"),
+            geofences_table: format!("{stack_name}-geofences"),
+            alerts_topic_arn: topic,
+        })
+    }
+
+    /// Records the customer and subscribes its addresses and queues to its
+    /// alerts. Returns the subscription ARNs (email ones stay "pending
+    /// confirmation" until the recipient clicks the link SNS sends).
+    pub async fn add_customer(&self, customer: &CustomerSpec) -> Result<Vec<String>> {
+        check_customer_id(&customer.customer_id)?;
+        let mut item = threshold_attributes(
+            customer.battery_low_pct,
+            customer.speed_limit_kmh.map(|kmh| kmh / 3.6),
+            customer.speed_grace_seconds,
+            customer.silence_minutes.map(|minutes| minutes * 60.0),
+        );
+        item.insert(
+            "customer_id".into(),
+            AttributeValue::S(customer.customer_id.clone()),
+        );
+        if !customer.emails.is_empty() {
+            item.insert("emails".into(), AttributeValue::Ss(customer.emails.clone()));
+        }
+        self.dynamodb
+            .put_item()
+            .table_name(&self.customers_table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .with_context(|| format!("writing customer {}", customer.customer_id))?;
+        let endpoints = customer
+            .emails
+            .iter()
+            .map(|email| ("email", email))
+            .chain(customer.queue_arns.iter().map(|arn| ("sqs", arn)));
+        let mut arns = Vec::new();
+        for (protocol, endpoint) in endpoints {
+            let arn = self
+                .sns
+                .subscribe()
+                .topic_arn(&self.alerts_topic_arn)
+                .protocol(protocol)
+                .endpoint(endpoint)
+                .attributes("FilterPolicyScope", "MessageAttributes")
+                .attributes(
+                    "FilterPolicy",
+                    customer_filter_policy(&customer.customer_id),
+                )
+                .return_subscription_arn(true)
+                .send()
+                .await
+                .with_context(|| format!("subscribing {endpoint} to the alerts topic"))?
+                .subscription_arn
+                .unwrap_or_default();
+            arns.push(arn);
+        }
+        Ok(arns)
+    }
+
+    /// AlertsTopic's subscriptions: (arn, protocol, endpoint, filter policy).
+    async fn subscriptions(&self) -> Result<Vec<(String, String, String, Option<String>)>> {
+        let mut all = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self
+                .sns
+                .list_subscriptions_by_topic()
+                .topic_arn(&self.alerts_topic_arn)
+                .set_next_token(next)
+                .send()
+                .await?;
+            for subscription in page.subscriptions() {
+                let arn = subscription
+                    .subscription_arn()
+                    .unwrap_or_default()
+                    .to_owned();
+                // A pending email confirmation has no ARN to ask about yet.
+                let policy = if arn.starts_with("arn:") {
+                    self.sns
+                        .get_subscription_attributes()
+                        .subscription_arn(&arn)
+                        .send()
+                        .await?
+                        .attributes
+                        .and_then(|mut attributes| attributes.remove("FilterPolicy"))
+                } else {
+                    None
+                };
+                all.push((
+                    arn,
+                    subscription.protocol().unwrap_or_default().to_owned(),
+                    subscription.endpoint().unwrap_or_default().to_owned(),
+                    policy,
+                ));
+            }
+            next = page.next_token;
+            if next.is_none() {
+                return Ok(all);
+            }
+        }
+    }
+
+    fn names_customer(policy: Option<&str>, customer_id: &str) -> bool {
+        policy
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+            .and_then(|p| p.get("customer_id").cloned())
+            .is_some_and(|ids| ids == json!([customer_id]))
+    }
+
+    pub async fn list_customers(&self) -> Result<Vec<CustomerRow>> {
+        let subscriptions = self.subscriptions().await?;
+        let mut rows = Vec::new();
+        for item in
+            crate::table_scan::scan_all(&self.dynamodb, &self.customers_table, false).await?
+        {
+            let Some(customer_id) = item.get("customer_id").and_then(|v| v.as_s().ok()) else {
+                continue;
+            };
+            let thresholds = [
+                "battery_low_pct",
+                "speed_limit_mps",
+                "speed_grace_s",
+                "silence_after_s",
+            ]
+            .iter()
+            .filter_map(|name| Some(format!("{name}={}", item.get(*name)?.as_n().ok()?)))
+            .collect::<Vec<_>>()
+            .join(" ");
+            rows.push(CustomerRow {
+                customer_id: customer_id.clone(),
+                emails: item
+                    .get("emails")
+                    .and_then(|v| v.as_ss().ok())
+                    .cloned()
+                    .unwrap_or_default(),
+                thresholds: if thresholds.is_empty() {
+                    "defaults".into()
+                } else {
+                    thresholds
+                },
+                subscriptions: subscriptions
+                    .iter()
+                    .filter(|(_, _, _, policy)| {
+                        Self::names_customer(policy.as_deref(), customer_id)
+                    })
+                    .map(|(_, protocol, endpoint, _)| (protocol.clone(), endpoint.clone()))
+                    .collect(),
+            });
+        }
+        rows.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+        Ok(rows)
+    }
+
+    /// Removes the customer, its subscriptions and its devices' assignments
+    /// (they become unassigned: their alerts go to the operator only).
+    /// Returns (subscriptions removed, devices unassigned).
+    pub async fn remove_customer(&self, customer_id: &str) -> Result<(usize, usize)> {
+        let mut removed = 0;
+        for (arn, _, _, policy) in self.subscriptions().await? {
+            if arn.starts_with("arn:") && Self::names_customer(policy.as_deref(), customer_id) {
+                self.sns.unsubscribe().subscription_arn(arn).send().await?;
+                removed += 1;
+            }
+        }
+        let devices: Vec<String> = self
+            .list_devices()
+            .await?
+            .into_iter()
+            .filter(|(_, customer)| customer == customer_id)
+            .map(|(device, _)| device)
+            .collect();
+        self.unassign(&devices).await?;
+        self.dynamodb
+            .delete_item()
+            .table_name(&self.customers_table)
+            .key("customer_id", AttributeValue::S(customer_id.to_owned()))
+            .send()
+            .await?;
+        Ok((removed, devices.len()))
+    }
+
+    /// Assigns tags to a customer that exists.
+    pub async fn assign(&self, devices: &[String], customer_id: &str) -> Result<()> {
+        let known = self
+            .dynamodb
+            .get_item()
+            .table_name(&self.customers_table)
+            .key("customer_id", AttributeValue::S(customer_id.to_owned()))
+            .send()
+            .await?
+            .item
+            .is_some();
+        ensure!(
+            known,
+            "no customer {customer_id:?}; add it first with `geotag customer add {customer_id}`"
+        );
+        if let Some(bad) = devices
+            .iter()
+            .find(|d| !geotag::reading::is_valid_device_id(d))
+        {
+            bail!("device id {bad:?}: 1 to 64 characters of A-Z a-z 0-9 . _ : -");
+        }
+        let requests = devices
+            .iter()
+            .map(|device| {
+                Ok(WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(device_item(device, customer_id)))
+                            .build()?,
+                    )
+                    .build())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        batch_write(&self.dynamodb, &self.devices_table, requests).await
+    }
+
+    pub async fn unassign(&self, devices: &[String]) -> Result<()> {
+        let requests = devices
+            .iter()
+            .map(|device| {
+                Ok(WriteRequest::builder()
+                    .delete_request(
+                        DeleteRequest::builder()
+                            .key("device_id", AttributeValue::S(device.clone()))
+                            .build()?,
+                    )
+                    .build())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        batch_write(&self.dynamodb, &self.devices_table, requests).await
+    }
+
+    /// (device, customer), by device.
+    pub async fn list_devices(&self) -> Result<Vec<(String, String)>> {
+        let mut rows: Vec<(String, String)> =
+            crate::table_scan::scan_all(&self.dynamodb, &self.devices_table, false)
+                .await?
+                .iter()
+                .filter_map(device_from)
+                .collect();
+        rows.sort();
+        Ok(rows)
+    }
+
+    pub async fn put_geofence(&self, geofence: &Geofence) -> Result<()> {
+        if let Some(problem) = geofence.shape.problem() {
+            bail!("geofence {}: {problem}", geofence.id);
+        }
+        ensure!(
+            !geofence.id.is_empty() && !geofence.id.contains('#'),
+            "a geofence id is not empty and has no '#' (alert ids are joined with it)"
+        );
+        if let Some(customer) = &geofence.customer_id {
+            check_customer_id(customer)?;
+        }
+        self.dynamodb
+            .put_item()
+            .table_name(&self.geofences_table)
+            .set_item(Some(geofence_item(geofence)))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_geofences(&self) -> Result<Vec<Geofence>> {
+        let mut zones: Vec<Geofence> =
+            crate::table_scan::scan_all(&self.dynamodb, &self.geofences_table, false)
+                .await?
+                .iter()
+                .filter_map(geofence_from)
+                .collect();
+        zones.sort_by(|a, b| (&a.customer_id, &a.id).cmp(&(&b.customer_id, &b.id)));
+        Ok(zones)
+    }
+
+    /// Removes a zone; `false` if there was none.
+    pub async fn remove_geofence(&self, customer_id: Option<&str>, id: &str) -> Result<bool> {
+        let output = self
+            .dynamodb
+            .delete_item()
+            .table_name(&self.geofences_table)
+            .key(
+                "scope",
+                AttributeValue::S(customer_id.unwrap_or(GLOBAL_SCOPE).to_owned()),
+            )
+            .key("geofence_id", AttributeValue::S(id.to_owned()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await?;
+        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+    }
+}
+
+/// Writes `requests`, 25 per BatchWriteItem, until none is left unprocessed.
+async fn batch_write(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    requests: Vec<WriteRequest>,
+) -> Result<()> {
+    for chunk in requests.chunks(25) {
+        let mut pending = chunk.to_vec();
+        for attempt in 0..10u32 {
+            if pending.is_empty() {
+                break;
+            }
+            let output = dynamodb
+                .batch_write_item()
+                .request_items(table, std::mem::take(&mut pending))
+                .send()
+                .await
+                .with_context(|| format!("writing to {table}"))?;
+            pending = output
+                .unprocessed_items
+                .and_then(|mut tables| tables.remove(table))
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                tokio::time::sleep(geotag_aws::retry::Backoff::default().delay(attempt)).await;
+            }
+        }
+        ensure!(
+            pending.is_empty(),
+            "{table} kept refusing writes (throttled)"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customer_ids_are_checked_and_the_reserved_ones_refused() {
+        assert!(check_customer_id("acme-logistics.eu").is_ok());
+        for bad in ["", "unassigned", "*", "has space", &"x".repeat(65)] {
+            assert!(check_customer_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_filter_policy_names_exactly_one_customer() {
+        let policy = customer_filter_policy("acme");
+        assert_eq!(policy, r#"{"customer_id":["acme"]}"#);
+        assert!(RegistryAdmin::names_customer(Some(&policy), "acme"));
+        assert!(!RegistryAdmin::names_customer(Some(&policy), "globex"));
+        assert!(!RegistryAdmin::names_customer(None, "acme"));
+    }
+}

@@ -1,0 +1,436 @@
+//! The alerts part of the demo: a registry for the simulated fleet, an inbox
+//! per customer, the silence check, and an audit of what each inbox got.
+//!
+//! The fleet is split between two customers, `acme` (tags 0-9 of every
+//! twenty) and `globex` (10-19), with each tenth tag's 7 left unassigned;
+//! globex sets its own 30% battery threshold and owns the [`east_gate`]
+//! polygon, the depot is everyone's. Each customer's inbox is an SQS queue
+//! subscribed through `geotag customer add --queue-arn` (the same filter
+//! policy an email subscription gets), and the operator's inbox is
+//! subscribed to everything. The audit compares what arrived with what the
+//! oracle ([`simulate::expected_alerts`]) says the readings deserve.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use anyhow::{Context as _, Result};
+use geotag::alerts::{AlertKind, Thresholds};
+use geotag::geofence::{Geofence, Shape};
+use serde_json::Value;
+
+use crate::simulate::{self, DEPOT, EAST_GATE, Expected, east_gate};
+use geotag_local_cloud::invoker::Invoker;
+use geotag_local_cloud::provision::EventSource;
+use geotag_local_cloud::pump::schedule::scheduled_event;
+use geotag_local_cloud::stack::LocalStack;
+use geotag_operator::registry::{CustomerSpec, RegistryAdmin};
+
+/// The operator's inbox, subscribed to every alert.
+pub const OPERATOR: &str = "operator";
+const ALL_KINDS: [AlertKind; 5] = [
+    AlertKind::GeofenceEnter,
+    AlertKind::GeofenceExit,
+    AlertKind::BatteryLow,
+    AlertKind::Speeding,
+    AlertKind::Silence,
+];
+
+/// The registry the demo sets up, and where each inbox is.
+#[derive(Debug, Clone)]
+pub struct FleetRegistry {
+    pub customer_of: BTreeMap<String, String>,
+    pub thresholds_of: BTreeMap<String, Thresholds>,
+    pub defaults: Thresholds,
+    pub zones: Vec<Geofence>,
+    /// Inbox queue URL by customer id (and [`OPERATOR`]).
+    pub inboxes: BTreeMap<String, String>,
+}
+
+impl FleetRegistry {
+    /// (customer, thresholds, zones) of a device, as the alerts function sees it.
+    pub fn setup_of(&self, device: &str) -> (Option<String>, Thresholds, Vec<Geofence>) {
+        let customer = self.customer_of.get(device).cloned();
+        let thresholds = customer
+            .as_ref()
+            .and_then(|c| self.thresholds_of.get(c))
+            .copied()
+            .unwrap_or(self.defaults);
+        let zones = self
+            .zones
+            .iter()
+            .filter(|z| z.customer_id.is_none() || z.customer_id == customer)
+            .cloned()
+            .collect();
+        (customer, thresholds, zones)
+    }
+}
+
+/// The customer of the simulated tag `tag-NNNN`, if any.
+pub fn customer_of_tag(index: usize) -> Option<&'static str> {
+    match (index % 10, (index / 10) % 2) {
+        (7, _) => None,
+        (_, 0) => Some("acme"),
+        _ => Some("globex"),
+    }
+}
+
+/// Creates the demo's customers, inboxes, assignments and zones.
+pub async fn set_up(local: &LocalStack, devices: usize) -> Result<FleetRegistry> {
+    let admin = RegistryAdmin::for_local(&local.stack, &local.sdk)?;
+    let sqs = aws_sdk_sqs::Client::new(&local.sdk);
+    let sns = aws_sdk_sns::Client::new(&local.sdk);
+    let alerts_function = local
+        .stack
+        .functions
+        .values()
+        .find(|f| f.binary == "alerts")
+        .context("the template has no alerts function")?;
+    let config =
+        geotag_alerts::Config::from_lookup(|name| alerts_function.environment.get(name).cloned())?;
+
+    let mut inboxes = BTreeMap::new();
+    let mut inbox_arn = BTreeMap::new();
+    for name in [OPERATOR, "acme", "globex"] {
+        let url = sqs
+            .create_queue()
+            .queue_name(format!(
+                "{}-inbox-{name}",
+                geotag_local_cloud::provision::LOCAL_STACK_NAME
+            ))
+            .send()
+            .await?
+            .queue_url
+            .context("CreateQueue returned no URL")?;
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await?
+            .attributes
+            .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .context("no queue ARN")?;
+        inboxes.insert(name.to_owned(), url);
+        inbox_arn.insert(name, arn);
+    }
+    sns.subscribe()
+        .topic_arn(&admin.alerts_topic_arn)
+        .protocol("sqs")
+        .endpoint(&inbox_arn[OPERATOR])
+        .send()
+        .await?;
+
+    let globex = Thresholds {
+        battery_low_pct: 30.0,
+        ..config.defaults
+    };
+    admin
+        .add_customer(&CustomerSpec {
+            customer_id: "acme".into(),
+            emails: vec!["fleet-ops@acme.example".into()],
+            queue_arns: vec![inbox_arn["acme"].clone()],
+            ..CustomerSpec::default()
+        })
+        .await?;
+    admin
+        .add_customer(&CustomerSpec {
+            customer_id: "globex".into(),
+            emails: vec!["alerts@globex.example".into()],
+            queue_arns: vec![inbox_arn["globex"].clone()],
+            battery_low_pct: Some(globex.battery_low_pct),
+            ..CustomerSpec::default()
+        })
+        .await?;
+    let mut customer_of = BTreeMap::new();
+    for index in 0..devices {
+        if let Some(customer) = customer_of_tag(index) {
+            customer_of.insert(format!("tag-{index:04}"), customer.to_owned());
+        }
+    }
+    for customer in ["acme", "globex"] {
+        let tags: Vec<String> = customer_of
+            .iter()
+            .filter(|(_, c)| c.as_str() == customer)
+            .map(|(d, _)| d.clone())
+            .collect();
+        if !tags.is_empty() {
+            admin.assign(&tags, customer).await?;
+        }
+    }
+    let zones = vec![
+        Geofence {
+            id: DEPOT.id.into(),
+            name: DEPOT.name.into(),
+            customer_id: None,
+            shape: Shape::Circle {
+                lat: DEPOT.lat,
+                lon: DEPOT.lon,
+                radius_m: DEPOT.radius_m,
+            },
+        },
+        Geofence {
+            id: EAST_GATE.0.into(),
+            name: EAST_GATE.1.into(),
+            customer_id: Some("globex".into()),
+            shape: Shape::Polygon { ring: east_gate() },
+        },
+    ];
+    for zone in &zones {
+        admin.put_geofence(zone).await?;
+    }
+    Ok(FleetRegistry {
+        customer_of,
+        thresholds_of: BTreeMap::from([
+            ("acme".into(), config.defaults),
+            ("globex".into(), globex),
+        ]),
+        defaults: config.defaults,
+        zones,
+        inboxes,
+    })
+}
+
+/// Runs the alerts function's schedule once, at `at_ms`, as EventBridge would
+/// at its next tick. Returns the function's answer.
+pub async fn check_silence(local: &LocalStack, invoker: &Invoker, at_ms: i64) -> Result<Value> {
+    let (function, source) = local
+        .stack
+        .functions
+        .values()
+        .find_map(|function| {
+            function.events.iter().find_map(|event| match event {
+                EventSource::Schedule(source) => Some((function, source)),
+                _ => None,
+            })
+        })
+        .context("the template has no schedule")?;
+    invoker
+        .invoke(function, scheduled_event(function, source, at_ms))
+        .await
+}
+
+/// An alert as an inbox received it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Received {
+    pub id: String,
+    pub kind: String,
+    pub device_id: String,
+    pub customer_id: String,
+}
+
+impl Received {
+    /// An alert as an SQS subscriber of AlertsTopic receives it: the SNS
+    /// envelope around the alert's JSON document.
+    pub fn of_sqs_body(body: &str) -> Result<Received> {
+        let envelope: Value = serde_json::from_str(body).context("a message that is not JSON")?;
+        let document: Value =
+            serde_json::from_str(envelope["Message"].as_str().unwrap_or_default())
+                .context("the alert is not the JSON document")?;
+        let text = |key: &str| document[key].as_str().unwrap_or_default().to_owned();
+        Ok(Received {
+            id: text("id"),
+            kind: text("type"),
+            device_id: text("device_id"),
+            customer_id: text("customer_id"),
+        })
+    }
+}
+
+/// Everything in each inbox (read with a long visibility timeout: once each).
+pub async fn read_inboxes(
+    local: &LocalStack,
+    registry: &FleetRegistry,
+) -> Result<BTreeMap<String, Vec<Received>>> {
+    let sqs = aws_sdk_sqs::Client::new(&local.sdk);
+    let mut all = BTreeMap::new();
+    for (name, url) in &registry.inboxes {
+        let mut received = Vec::new();
+        for message in geotag_local_cloud::pump::read_whole_queue(&sqs, url).await? {
+            received.push(
+                Received::of_sqs_body(message.body().unwrap_or_default())
+                    .with_context(|| format!("{name} inbox"))?,
+            );
+        }
+        received.sort();
+        all.insert(name.clone(), received);
+    }
+    Ok(all)
+}
+
+/// The alerts the operator's inbox received, beside those the readings deserve.
+#[derive(Debug, Clone, Default)]
+pub struct AlertComparison {
+    /// What the oracle says, by (device, type).
+    pub want: BTreeMap<(String, AlertKind), usize>,
+    /// Every message the operator received, by (device, type).
+    pub got: BTreeMap<(String, AlertKind), usize>,
+    /// Messages repeating an alert id already received.
+    pub repeated_ids: usize,
+    pub operator: Vec<Received>,
+}
+
+impl AlertComparison {
+    pub fn new(
+        expected: &Expected,
+        registry: &FleetRegistry,
+        inboxes: &BTreeMap<String, Vec<Received>>,
+        silence_check_ms: i64,
+    ) -> AlertComparison {
+        let want = simulate::expected_alerts(expected, |d| registry.setup_of(d), silence_check_ms);
+        let operator = inboxes.get(OPERATOR).cloned().unwrap_or_default();
+        let mut got: BTreeMap<(String, AlertKind), usize> = BTreeMap::new();
+        for alert in &operator {
+            if let Some(kind) = ALL_KINDS.iter().find(|k| k.code() == alert.kind) {
+                *got.entry((alert.device_id.clone(), *kind)).or_default() += 1;
+            }
+        }
+        let unique: BTreeSet<&str> = operator.iter().map(|r| r.id.as_str()).collect();
+        AlertComparison {
+            want,
+            got,
+            repeated_ids: operator.len() - unique.len(),
+            operator,
+        }
+    }
+
+    /// (lost, double-counted) alerts: deserved and not published, and published
+    /// more often than deserved (or under one id more than once).
+    pub fn tally(&self) -> (u64, u64) {
+        let count = |of: &BTreeMap<(String, AlertKind), usize>, key| {
+            of.get(key).copied().unwrap_or(0) as u64
+        };
+        // Repeats of one id are the double count; the rest is compared by kind.
+        let mut double = self.repeated_ids as u64;
+        let mut distinct: BTreeMap<(String, AlertKind), usize> = BTreeMap::new();
+        let mut ids = BTreeSet::new();
+        for alert in &self.operator {
+            if ids.insert(alert.id.as_str())
+                && let Some(kind) = ALL_KINDS.iter().find(|k| k.code() == alert.kind)
+            {
+                *distinct
+                    .entry((alert.device_id.clone(), *kind))
+                    .or_default() += 1;
+            }
+        }
+        let lost = self
+            .want
+            .iter()
+            .map(|(key, n)| (*n as u64).saturating_sub(count(&distinct, key)))
+            .sum();
+        double += distinct
+            .iter()
+            .map(|(key, g)| (*g as u64).saturating_sub(count(&self.want, key)))
+            .sum::<u64>();
+        (lost, double)
+    }
+}
+
+/// The alerts section of the demo report, and whether everything matched.
+pub fn render(
+    expected: &Expected,
+    registry: &FleetRegistry,
+    inboxes: &BTreeMap<String, Vec<Received>>,
+    comparison: &AlertComparison,
+) -> (String, bool) {
+    let mut out = String::new();
+    let mut ok = true;
+    let AlertComparison {
+        want,
+        got,
+        repeated_ids,
+        operator,
+    } = comparison;
+    let once = *repeated_ids == 0;
+    ok &= once;
+    let want_total: usize = want.values().sum();
+    let total_ok = operator.len() == want_total;
+    ok &= total_ok;
+    let _ = writeln!(
+        out,
+        "\n  alerts      {:>6} published to AlertsTopic, {} expected {}; each id once {}",
+        operator.len(),
+        want_total,
+        crate::demo::mark(total_ok),
+        crate::demo::mark(once)
+    );
+    let _ = writeln!(
+        out,
+        "\n  {:<11} {:>4}  {:>9} {:>9} {:>9} {:>9} {:>9}   inbox",
+        "customer", "tags", "enter", "exit", "battery", "speeding", "silence"
+    );
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for device in expected.tracks.keys() {
+        let customer = registry
+            .customer_of
+            .get(device)
+            .cloned()
+            .unwrap_or_else(|| geotag_aws::registry::UNASSIGNED.to_owned());
+        groups.entry(customer).or_default().push(device.clone());
+    }
+    for (customer, devices) in &groups {
+        let mut cells = String::new();
+        for kind in ALL_KINDS {
+            let sum = |of: &BTreeMap<(String, AlertKind), usize>| -> usize {
+                devices
+                    .iter()
+                    .map(|d| of.get(&(d.clone(), kind)).copied().unwrap_or(0))
+                    .sum()
+            };
+            let (g, w) = (sum(got), sum(want));
+            ok &= g == w;
+            let _ = write!(
+                cells,
+                " {:>7} {}",
+                format!("{g}/{w}"),
+                crate::demo::mark(g == w)
+            );
+        }
+        // The customer's inbox holds exactly the operator's alerts of its tags.
+        let inbox = match inboxes.get(customer) {
+            None => "(operator only)".to_owned(),
+            Some(received) => {
+                let theirs: Vec<&Received> = operator
+                    .iter()
+                    .filter(|r| devices.contains(&r.device_id))
+                    .collect();
+                let exact = received.len() == theirs.len()
+                    && received.iter().zip(&theirs).all(|(a, b)| a == *b)
+                    && received.iter().all(|r| &r.customer_id == customer);
+                ok &= exact;
+                format!(
+                    "{} alerts, exactly its tags' {}",
+                    received.len(),
+                    crate::demo::mark(exact)
+                )
+            }
+        };
+        let _ = writeln!(
+            out,
+            "  {customer:<11} {:>4} {cells}   {inbox}",
+            devices.len()
+        );
+    }
+    for ((device, kind), n) in got {
+        if want.get(&(device.clone(), *kind)) != Some(n) {
+            // The ids tell a repeated alert from two causes the oracle saw as one.
+            let ids: Vec<&str> = operator
+                .iter()
+                .filter(|r| &r.device_id == device && r.kind == kind.code())
+                .map(|r| r.id.as_str())
+                .collect();
+            let _ = writeln!(
+                out,
+                "  ✗ {device}: {n} {} alerts, expected {}: {}",
+                kind.code(),
+                want.get(&(device.clone(), *kind)).copied().unwrap_or(0),
+                ids.join(", ")
+            );
+        }
+    }
+    for ((device, kind), n) in want {
+        if !got.contains_key(&(device.clone(), *kind)) {
+            let _ = writeln!(out, "  ✗ {device}: no {} alert, expected {n}", kind.code());
+        }
+    }
+    (out, ok)
+}

@@ -1,0 +1,18 @@
+//! The audited simulation: a fleet published to a stack, and audits that add
+//! up what the pipeline made of it against what the fleet sent.
+//!
+//! # Layout
+//!
+//! - [`simulate`]: the fleet's plan (tracks, malformed and duplicate messages,
+//!   what each deserves) and its publishing;
+//! - [`demo`]: `geotag demo` and `geotag chaos`, end to end, with the report;
+//! - [`alert_audit`]: the demo's registry, customer inboxes and silence check,
+//!   and the audit of every alert against the oracle;
+//! - [`faults`]: refused AWS requests and crashing invocations, for the chaos run;
+//! - [`metrics`]: the functions' EMF lines read back and summed.
+
+pub mod alert_audit;
+pub mod demo;
+pub mod faults;
+pub mod metrics;
+pub mod simulate;
