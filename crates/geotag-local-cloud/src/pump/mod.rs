@@ -62,7 +62,8 @@ pub struct PumpStats {
     pub batch_item_failures: AtomicU64,
     pub function_errors: AtomicU64,
     pub in_flight: AtomicU64,
-    /// Stream shards with records read but not yet processed.
+    /// Stream shards with records read but not yet processed, shards not yet
+    /// read to their end once, and streams whose shards are not yet listed.
     pub busy_streams: AtomicU64,
     pub records_filtered_out: AtomicU64,
     /// Stream records whose batch exhausted its retries (sent to OnFailure).
@@ -158,6 +159,10 @@ impl Pump {
                             invoker: invoker.clone(),
                             stats: Arc::clone(&stats),
                         };
+                        // Busy until its first look at the stream: records
+                        // written before the pump started are not yet read,
+                        // and the pipeline is not drained while they wait.
+                        stats.busy_streams.fetch_add(1, Ordering::SeqCst);
                         tasks.spawn(poller.run(watcher.clone()));
                     }
                     EventSource::Schedule(_) if !options.play_schedules => {}

@@ -53,14 +53,23 @@ impl StreamPoller {
         let poller = Arc::new(self);
         let mut workers = JoinSet::new();
         let mut started: HashMap<String, ()> = HashMap::new();
+        let mut listed = false;
         loop {
             match poller.shards().await {
                 Ok(shards) => {
                     for shard in shards {
                         if started.insert(shard.clone(), ()).is_none() {
+                            // Each new shard is busy until read to its end
+                            // once (the worker clears it), counted before the
+                            // stream's own mark below is taken off.
+                            poller.stats.busy_streams.fetch_add(1, Ordering::SeqCst);
                             workers
                                 .spawn(Arc::clone(&poller).shard_worker(shard, shutdown.clone()));
                         }
+                    }
+                    if !listed {
+                        listed = true;
+                        poller.stats.busy_streams.fetch_sub(1, Ordering::SeqCst);
                     }
                 }
                 Err(error) => {
@@ -116,7 +125,8 @@ impl StreamPoller {
     }
 
     async fn shard_worker(self: Arc<Self>, shard: String, shutdown: watch::Receiver<bool>) {
-        let mut busy = false;
+        // Counted busy by the poller when it spawned this worker.
+        let mut busy = true;
         let mut set_busy = |now: bool, stats: &PumpStats| {
             if now != busy {
                 if now {
