@@ -2,6 +2,10 @@
 
 use aws_config::BehaviorVersion;
 pub use aws_config::SdkConfig;
+use aws_sdk_dynamodb::config::{Credentials, Region, SharedHttpClient};
+
+/// The region the local stack plays (moto's default account lives there too).
+pub const LOCAL_REGION: &str = "us-east-1";
 
 /// Loads the shared SDK configuration from the environment.
 ///
@@ -11,4 +15,28 @@ pub use aws_config::SdkConfig;
 /// points every client at the emulator.
 pub async fn load() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// SDK configuration for an emulator (moto, LocalStack) or a local Lambda
+/// Invoke API (`cargo lambda watch`) at `endpoint`: the local region and
+/// static dummy credentials, which none of them checks.
+pub async fn for_emulator(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(LOCAL_REGION))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "geotag-local",
+        ))
+        .load()
+        .await
+}
+
+/// The same configuration, its requests sent through `http_client` (the
+/// chaos run's fault injector, the request counter).
+pub fn with_http_client(sdk: &SdkConfig, http_client: SharedHttpClient) -> SdkConfig {
+    sdk.to_builder().http_client(http_client).build()
 }

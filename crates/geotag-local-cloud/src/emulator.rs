@@ -18,14 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use aws_sdk_dynamodb::config::{Credentials, Region};
 use geotag_aws::clients::SdkConfig;
 
 use crate::server_process::{ServerProcess, werkzeug_announcement};
 
 /// moto's default account and the region the local stack uses.
 pub const ACCOUNT_ID: &str = "123456789012";
-pub const REGION: &str = "us-east-1";
+pub const REGION: &str = geotag_aws::clients::LOCAL_REGION;
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -80,7 +79,7 @@ impl Emulator {
 
     /// SDK configuration for talking to this emulator.
     pub async fn sdk_config(&self) -> SdkConfig {
-        sdk_config_for(&self.endpoint).await
+        geotag_aws::clients::for_emulator(&self.endpoint).await
     }
 
     /// Stops the server now (dropping does the same).
@@ -113,22 +112,6 @@ fn wait_until_answering(server: &mut ServerProcess) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// SDK configuration for an emulator at `endpoint`, with dummy credentials.
-pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "geotag-local",
-        ))
-        .load()
-        .await
 }
 
 fn venv_python(root: &Path) -> PathBuf {

@@ -285,14 +285,10 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
             .sdk
             .http_client()
             .unwrap_or_else(|| aws_smithy_http_client::Builder::new().build_http());
-        local
-            .sdk
-            .to_builder()
-            .http_client(crate::faults::FaultyHttpClient::wrap(
-                client,
-                std::sync::Arc::clone(&fault_plan),
-            ))
-            .build()
+        geotag_aws::clients::with_http_client(
+            &local.sdk,
+            crate::faults::FaultyHttpClient::wrap(client, std::sync::Arc::clone(&fault_plan)),
+        )
     };
     // In-process handlers are kept: their EMF lines are read back at the end.
     let (mut invoker, in_process) = match options.invoker.clone() {

@@ -1,0 +1,301 @@
+//! The command line, as clap reads it: every subcommand's arguments, and the
+//! options several share (declared once here, flattened where they are used).
+//! What each command does lives in `commands/`, one file per command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Runs geotag's template locally: an AWS emulator (moto, installed into
+/// .venv on first use), the template's resources, a pump that plays Lambda's
+/// event source mappings, and a device simulator. No cloud account, no Docker.
+#[derive(Parser)]
+#[command(name = "geotag", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline on a simulated fleet, print an audited report, stop.
+    Demo(DemoArgs),
+    /// Run the pipeline through faults (malformed and duplicate messages,
+    /// throttled and failing AWS requests, functions dying mid-batch) and
+    /// audit that nothing was lost or counted twice.
+    Chaos(ChaosArgs),
+    /// Start the stack and keep it running for interactive work, until Ctrl-C.
+    Up(UpArgs),
+    /// Run one function once on an event file and print its response
+    /// (what `sam local invoke` does, without Docker).
+    Invoke(InvokeArgs),
+    /// Customers: each receives the alerts of its own tags, by email or on a queue.
+    Customer {
+        #[command(subcommand)]
+        action: CustomerAction,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// The device registry: which customer owns a tag.
+    Device {
+        #[command(subcommand)]
+        action: DeviceAction,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Geofences: zones whose entry and exit raise alerts.
+    Geofence {
+        #[command(subcommand)]
+        action: GeofenceAction,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Publish a simulated fleet's readings to the telemetry topic of a running stack.
+    Simulate(SimulateArgs),
+    /// Draw the fleet on one self-contained HTML page: tracks, geofences,
+    /// alerts where they fired, and the per-device stats table.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Give up if the pipeline has not drained after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub drain_timeout: u64,
+}
+
+#[derive(Args)]
+pub struct ChaosArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Valid readings to publish, about (whole tags of --per-device readings).
+    #[arg(long, default_value_t = 20_000)]
+    pub readings: usize,
+    /// Readings per tag (a minute apart).
+    #[arg(long, default_value_t = 60)]
+    pub per_device: usize,
+    /// Share of malformed messages.
+    #[arg(long, default_value_t = 0.05)]
+    pub bad_ratio: f64,
+    /// Share of messages delivered twice.
+    #[arg(long, default_value_t = 0.10)]
+    pub dup_ratio: f64,
+    /// Share of the functions' AWS requests refused (throttled or 5xx).
+    #[arg(long, default_value_t = 0.10)]
+    pub store_fault_rate: f64,
+    /// Share of invocations that die half-way through their batch.
+    #[arg(long, default_value_t = 0.01)]
+    pub crash_rate: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Give up if the pipeline has not drained this many seconds after
+    /// publishing. The emulator is the limit: at 20,000 readings it still
+    /// had the alerts stream to drain after 30 minutes.
+    #[arg(long, default_value_t = 7200)]
+    pub drain_timeout: u64,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Where to write the functions' environment for `cargo lambda watch --env-file`.
+    #[arg(long, default_value = "target/geotag-local.env")]
+    pub env_file: PathBuf,
+}
+
+#[derive(Args)]
+pub struct InvokeArgs {
+    /// The function's logical id in template.yaml (IngestFunction) or its binary (ingest).
+    pub function: String,
+    /// The event, as JSON (see events/).
+    pub event: PathBuf,
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
+#[derive(Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub emulator: EmulatorArgs,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Where to write the page.
+    #[arg(long, value_name = "FILE")]
+    pub html: PathBuf,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Subcommand)]
+pub enum CustomerAction {
+    /// Add (or update) a customer and subscribe its addresses to its tags' alerts.
+    Add {
+        id: String,
+        /// An address to email the customer's alerts to (repeatable; SNS asks it to confirm).
+        #[arg(long)]
+        email: Vec<String>,
+        /// An SQS queue ARN to send the customer's alerts to (repeatable).
+        #[arg(long)]
+        queue_arn: Vec<String>,
+        /// The customer's own battery threshold, percent (default: the template's).
+        #[arg(long)]
+        battery_low_pct: Option<f64>,
+        /// The customer's own speed limit, km/h.
+        #[arg(long)]
+        speed_limit_kmh: Option<f64>,
+        /// Seconds above the speed limit before an alert.
+        #[arg(long)]
+        speed_grace_seconds: Option<f64>,
+        /// Minutes without a reading before a silence alert.
+        #[arg(long)]
+        silence_minutes: Option<f64>,
+    },
+    List,
+    /// Remove a customer, its subscriptions and its tags' assignments.
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DeviceAction {
+    /// Assign tags to a customer.
+    Assign {
+        #[arg(required = true)]
+        devices: Vec<String>,
+        #[arg(long)]
+        customer: String,
+    },
+    /// Remove tags from the registry (their alerts go to the operator only).
+    Unassign {
+        #[arg(required = true)]
+        devices: Vec<String>,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum GeofenceAction {
+    /// Add (or replace) a zone: a circle or a polygon.
+    Add {
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// The customer whose tags it applies to (default: every tag).
+        #[arg(long)]
+        customer: Option<String>,
+        /// LAT,LON,RADIUS_M
+        #[arg(long, conflicts_with = "polygon", required_unless_present = "polygon")]
+        circle: Option<String>,
+        /// LAT,LON;LAT,LON;LAT,LON... (at least 3 vertices; the ring closes itself)
+        #[arg(long)]
+        polygon: Option<String>,
+    },
+    List,
+    Remove {
+        id: String,
+        /// The customer the zone belongs to (default: a zone of every tag).
+        #[arg(long)]
+        customer: Option<String>,
+    },
+}
+
+/// An emulator that is already running: `geotag up`'s, or any moto or LocalStack.
+#[derive(Args)]
+pub struct EmulatorArgs {
+    /// The AWS emulator to use (e.g. the one `geotag up` printed) instead of starting moto.
+    #[arg(long, global = true)]
+    pub endpoint: Option<String>,
+}
+
+/// Where the registry and report commands act: a local stack or a deployed one.
+#[derive(Args)]
+pub struct TargetArgs {
+    #[command(flatten)]
+    pub emulator: EmulatorArgs,
+    /// A stack deployed by `sam deploy` (AWS credentials and region from the environment).
+    #[arg(long, global = true, conflicts_with = "endpoint")]
+    pub stack: Option<String>,
+}
+
+/// How the local stack is started and its functions run.
+#[derive(Args)]
+pub struct StackArgs {
+    #[command(flatten)]
+    pub emulator: EmulatorArgs,
+    /// Send invocations through the Lambda Invoke API at this URL (e.g. `cargo lambda watch`'s
+    /// http://127.0.0.1:9000) instead of calling the handlers in-process.
+    #[arg(long)]
+    pub invoke_endpoint: Option<String>,
+    /// Template parameters, as `sam deploy` takes them: Key=Value ...
+    #[arg(long, num_args = 1..)]
+    pub parameter_overrides: Vec<String>,
+    /// The template (default: template.yaml at the project root).
+    #[arg(long)]
+    pub template: Option<PathBuf>,
+    /// Run schedules this many times faster than their rate(...) says.
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+}
+
+/// The simulated fleet.
+#[derive(Args)]
+pub struct FleetArgs {
+    /// Tags in the fleet.
+    #[arg(long, default_value_t = 20)]
+    pub devices: usize,
+    /// Readings per tag.
+    #[arg(long, default_value_t = 60)]
+    pub readings: usize,
+    /// Seconds between a tag's readings.
+    #[arg(long, default_value_t = 60)]
+    pub interval: u64,
+    /// Share of malformed messages, 0 to 1.
+    #[arg(long, default_value_t = 0.05)]
+    pub bad_ratio: f64,
+    /// Share of messages delivered twice, 0 to 1.
+    #[arg(long, default_value_t = 0.05)]
+    pub dup_ratio: f64,
+    /// Seed of the simulation: the same seed gives the same fleet.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Every tag sends its readings in messages of this many (default: one
+    /// reading per message, and batches of 10 from the tags that buffer).
+    #[arg(long)]
+    pub readings_per_message: Option<usize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn endpoint_and_stack_exclude_each_other() {
+        let both = Cli::try_parse_from([
+            "geotag",
+            "device",
+            "list",
+            "--endpoint",
+            "http://127.0.0.1:5000",
+            "--stack",
+            "prod",
+        ]);
+        assert!(both.is_err());
+        assert!(Cli::try_parse_from(["geotag", "device", "list", "--stack", "prod"]).is_ok());
+    }
+}

@@ -1,0 +1,14 @@
+//! One file per `geotag` subcommand, each a `run` function of its arguments;
+//! [`local`] and [`target`] resolve the options several commands share.
+
+pub mod chaos;
+pub mod customer;
+pub mod demo;
+pub mod device;
+pub mod geofence;
+pub mod invoke;
+pub mod local;
+pub mod report;
+pub mod simulate;
+pub mod target;
+pub mod up;

@@ -1,0 +1,84 @@
+//! `geotag up`: the local stack, kept running for interactive work (the
+//! AWS CLI, `cargo lambda watch`, `geotag simulate`) until Ctrl-C or SIGTERM.
+
+use std::path::Path;
+
+use anyhow::Result;
+use geotag_local_cloud::pump::{Pump, PumpOptions};
+use geotag_local_cloud::stack::LocalStack;
+
+use crate::args::UpArgs;
+
+pub async fn run(args: UpArgs) -> Result<()> {
+    let local = LocalStack::start(&args.stack.options()?).await?;
+    let env_file = local.root.join(&args.env_file);
+    local.write_env_file(&env_file)?;
+    let pump = Pump::start_with(
+        &local.stack,
+        &local.sdk,
+        args.stack.invoker(&local).await?,
+        PumpOptions {
+            time_scale: args.stack.time_scale,
+            play_schedules: true,
+        },
+    );
+    print_up(&local, &env_file, args.stack.invoke_endpoint.is_some());
+    crate::signals::interrupted().await;
+    eprintln!("\ngeotag: stopping the pump and the emulator");
+    pump.stop().await;
+    Ok(())
+}
+
+fn print_up(local: &LocalStack, env_file: &Path, remote: bool) {
+    let endpoint = local.emulator.endpoint();
+    println!("geotag up: the local stack is running (Ctrl-C stops it)\n");
+    println!("  emulator   {endpoint}");
+    for (logical_id, kind) in &local.stack.created {
+        if let Ok(reference) = local.stack.reference(logical_id) {
+            println!("  {logical_id:<22} {kind:<28} {reference}");
+        }
+    }
+    for (logical_id, kind, why) in &local.stack.not_emulated {
+        println!("  {logical_id:<22} {kind:<28} not emulated: {why}");
+    }
+    println!(
+        "\n  the pump runs {}",
+        if remote {
+            "each invocation through the Lambda Invoke API"
+        } else {
+            "the handlers in-process"
+        }
+    );
+    println!(
+        "\n  run the functions under cargo lambda instead (restart with --invoke-endpoint http://127.0.0.1:9000):"
+    );
+    println!(
+        "    cargo lambda watch --invoke-address 127.0.0.1 --env-file {}",
+        env_file.display()
+    );
+    println!(
+        "    cargo lambda invoke --invoke-address 127.0.0.1 ingest --data-file events/ingest/valid-batch.json"
+    );
+    println!(
+        "    cargo lambda invoke --invoke-address 127.0.0.1 stats --data-file events/stats/inserts.json"
+    );
+    println!(
+        "    cargo lambda invoke --invoke-address 127.0.0.1 alerts --data-file events/alerts/latest-changes.json"
+    );
+    println!("\n  the AWS CLI against it:");
+    println!(
+        "    export AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing"
+    );
+    if let Ok(topic) = local.stack.reference("TelemetryTopic") {
+        println!(
+            "    aws sns publish --topic-arn {topic} --message '{{\"device_id\":\"tag-1\",\"ts\":\"'$(date -u +%FT%TZ)'\",\"lat\":48.85,\"lon\":2.35}}'"
+        );
+    }
+    if let Ok(table) = local.stack.reference("TelemetryTable") {
+        println!("    aws dynamodb scan --table-name {table}");
+    }
+    println!("\n  a simulated fleet: cargo run -p geotag-cli -- simulate --endpoint {endpoint}");
+    println!(
+        "  the map:           cargo run -p geotag-cli -- report --html target/geotag/fleet.html --endpoint {endpoint}"
+    );
+}
