@@ -38,7 +38,10 @@ pub async fn compare(binaries: &[(String, PathBuf)], runs: usize) -> Result<Stri
         for with_daemon in [false, true] {
             let mut env = FUNCTION_ENV.to_vec();
             if with_daemon {
-                env.push((geotag_aws::observability::DAEMON_ADDRESS, &daemon_address));
+                env.push((
+                    geotag_runtime::observability::DAEMON_ADDRESS,
+                    &daemon_address,
+                ));
             }
             let function = Function {
                 program,

@@ -248,8 +248,8 @@ pub fn latest_changes_event(readings: &[Reading], batch: usize) -> String {
     let stats = geotag_stats::Stats {
         store: MemoryStatsStore::default(),
         tracks: geotag::store::MemoryReadingStore::default(),
-        metrics: geotag_aws::emf::Emitter::for_binary("stats")
-            .with_sink(geotag_aws::emf::Sink::Discard),
+        metrics: geotag_runtime::emf::Emitter::for_binary("stats")
+            .with_sink(geotag_runtime::emf::Sink::Discard),
     };
     let mut records = Vec::new();
     for (number, chunk) in readings.chunks(batch.max(1)).enumerate() {

@@ -55,8 +55,8 @@ pub fn ingest() -> Ingest {
         geotag::Limits::default(),
     );
     ingest.clock = || NOW_MS;
-    ingest.metrics =
-        geotag_aws::emf::Emitter::for_binary("ingest").with_sink(geotag_aws::emf::Sink::Discard);
+    ingest.metrics = geotag_runtime::emf::Emitter::for_binary("ingest")
+        .with_sink(geotag_runtime::emf::Sink::Discard);
     ingest
 }
 
@@ -102,8 +102,8 @@ pub fn stats(tracks: &HourTracks) -> Stats {
     geotag_stats::Stats {
         store: MemoryStatsStore::default(),
         tracks: tracks.clone(),
-        metrics: geotag_aws::emf::Emitter::for_binary("stats")
-            .with_sink(geotag_aws::emf::Sink::Discard),
+        metrics: geotag_runtime::emf::Emitter::for_binary("stats")
+            .with_sink(geotag_runtime::emf::Sink::Discard),
     }
 }
 
@@ -149,7 +149,7 @@ pub fn alerts(devices: impl IntoIterator<Item = String>) -> Alerts {
         sink: MemoryAlerts::default(),
         silence: MemorySilenceIndex::default(),
         silence_lookback_ms: 24 * 3_600_000,
-        metrics: geotag_aws::emf::Emitter::for_binary("alerts")
-            .with_sink(geotag_aws::emf::Sink::Discard),
+        metrics: geotag_runtime::emf::Emitter::for_binary("alerts")
+            .with_sink(geotag_runtime::emf::Sink::Discard),
     }
 }

@@ -44,7 +44,7 @@ fn alerts() -> geotag_alerts::Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts,
         sink: MemoryAlerts::default(),
         silence: MemorySilenceIndex::default(),
         silence_lookback_ms: 86_400_000,
-        metrics: geotag_aws::emf::Emitter::for_binary("alerts").with_sink(geotag_aws::emf::Sink::Discard),
+        metrics: geotag_runtime::emf::Emitter::for_binary("alerts").with_sink(geotag_runtime::emf::Sink::Discard),
     }
 }
 

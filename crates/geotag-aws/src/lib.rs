@@ -13,8 +13,6 @@ pub mod capacity;
 pub mod clients;
 pub mod dead_letters;
 pub mod device_stats;
-pub mod emf;
-pub mod observability;
 pub mod registry;
 pub mod request_count;
 pub mod retry;

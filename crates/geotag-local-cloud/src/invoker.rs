@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::emulator::REGION;
 use crate::provision::{FunctionSpec, Stack};
+use geotag_runtime::FromEnvironment as _;
 
 /// How functions are run.
 #[derive(Clone)]
@@ -61,9 +62,9 @@ impl InProcess {
                 "AWS_LAMBDA_FUNCTION_NAME" => Some(function.name.clone()),
                 _ => function.environment.get(name).cloned(),
             };
-            let metrics = |settings: &geotag_aws::emf::Settings| {
-                geotag_aws::emf::Emitter::new(settings.clone()).with_sink(
-                    geotag_aws::emf::Sink::Memory(Arc::clone(&handlers.metric_lines)),
+            let metrics = |settings: &geotag_runtime::emf::Settings| {
+                geotag_runtime::emf::Emitter::new(settings.clone()).with_sink(
+                    geotag_runtime::emf::Sink::Memory(Arc::clone(&handlers.metric_lines)),
                 )
             };
             match function.binary.as_str() {

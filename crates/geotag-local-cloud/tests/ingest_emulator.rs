@@ -16,6 +16,7 @@ use geotag_local_cloud::project;
 use geotag_local_cloud::provision::{LOCAL_STACK_NAME, Stack, provision};
 use geotag_local_cloud::pump;
 use geotag_local_cloud::template::Template;
+use geotag_runtime::FromEnvironment as _;
 use lambda_runtime::{Context, LambdaEvent};
 
 type AwsIngest = Ingest<DynamoReadingStore, SqsDeadLetters>;

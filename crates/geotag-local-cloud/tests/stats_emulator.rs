@@ -16,6 +16,7 @@ use geotag::store::{ReadingStore, StatsBody, StatsStore};
 use geotag_local_cloud::invoker::Invoker;
 use geotag_local_cloud::pump::Pump;
 use geotag_local_cloud::stack::{LocalStack, Options};
+use geotag_runtime::FromEnvironment as _;
 use serde_json::Value;
 
 const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
@@ -264,7 +265,7 @@ async fn a_batch_of_1000_readings_costs_one_write_per_device_and_bucket_at_the_w
     let stats = Arc::new(geotag_stats::Stats {
         store: geotag_aws::DynamoStatsStore::new(client.clone(), &config.device_stats_table),
         tracks: geotag_aws::DynamoReadingStore::new(client, &config.telemetry_table, 0),
-        metrics: geotag_aws::emf::Emitter::for_binary("stats"),
+        metrics: geotag_runtime::emf::Emitter::for_binary("stats"),
     });
     let batch_sizes = Arc::new(Mutex::new(Vec::new()));
     let invoker = {

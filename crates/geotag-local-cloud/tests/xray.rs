@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use geotag_ingest::{IngestEvent, IngestRecord};
 use geotag_local_cloud::stack::{LocalStack, Options};
+use geotag_runtime::FromEnvironment as _;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
 use tracing::Instrument as _;
@@ -62,10 +63,11 @@ async fn the_handler_and_its_aws_calls_are_traced_under_lambdas_segment() {
     let daemon = UdpSocket::bind("127.0.0.1:0").unwrap();
     let logs = Logs::default();
     let writer = logs.clone();
-    let guard =
-        geotag_aws::observability::init_with(Some(daemon.local_addr().unwrap()), true, move || {
-            writer.clone()
-        });
+    let guard = geotag_runtime::observability::init_with(
+        Some(daemon.local_addr().unwrap()),
+        true,
+        move || writer.clone(),
+    );
 
     let local = LocalStack::start(&Options::default())
         .await
@@ -74,7 +76,8 @@ async fn the_handler_and_its_aws_calls_are_traced_under_lambdas_segment() {
     let config =
         geotag_ingest::Config::from_lookup(|name| function.environment.get(name).cloned()).unwrap();
     let ingest = geotag_ingest::on_aws(&local.sdk, &config).with_metrics(
-        geotag_aws::emf::Emitter::for_binary("ingest").with_sink(geotag_aws::emf::Sink::Discard),
+        geotag_runtime::emf::Emitter::for_binary("ingest")
+            .with_sink(geotag_runtime::emf::Sink::Discard),
     );
 
     let now = time::OffsetDateTime::now_utc()
@@ -99,7 +102,7 @@ async fn the_handler_and_its_aws_calls_are_traced_under_lambdas_segment() {
     context.xray_trace_id = Some(format!(
         "Root={trace_root};Parent={LAMBDA_SEGMENT};Sampled=1"
     ));
-    let span = geotag_aws::observability::invocation_span(
+    let span = geotag_runtime::observability::invocation_span(
         "ingest",
         &context.request_id,
         context.xray_trace_id.as_deref(),

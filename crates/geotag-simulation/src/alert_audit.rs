@@ -24,6 +24,7 @@ use geotag_local_cloud::provision::EventSource;
 use geotag_local_cloud::pump::schedule::scheduled_event;
 use geotag_local_cloud::stack::LocalStack;
 use geotag_operator::registry::{CustomerSpec, RegistryAdmin};
+use geotag_runtime::FromEnvironment as _;
 
 /// The operator's inbox, subscribed to every alert.
 pub const OPERATOR: &str = "operator";

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use geotag_aws::emf::{FUNCTION_DIMENSION, check_document};
+use geotag_runtime::emf::{FUNCTION_DIMENSION, check_document};
 use serde_json::Value;
 
 /// Sums of the functions' metrics over a run.
@@ -120,7 +120,7 @@ impl MetricTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use geotag_aws::emf::{Emitter, Metrics, Sink};
+    use geotag_runtime::emf::{Emitter, Metrics, Sink};
     use std::sync::{Arc, Mutex};
 
     #[test]

@@ -22,6 +22,7 @@ use geotag_local_cloud::invoker::Invoker;
 use geotag_local_cloud::pump::Pump;
 use geotag_local_cloud::stack::{LocalStack, Options};
 use geotag_operator::registry::{CustomerSpec, RegistryAdmin};
+use geotag_runtime::FromEnvironment as _;
 use geotag_simulation::alert_audit::Received;
 use serde_json::{Value, json};
 
@@ -218,7 +219,7 @@ async fn every_alert_is_published_once_and_only_to_its_customer() {
         },
         silence: real.silence,
         silence_lookback_ms: real.silence_lookback_ms,
-        metrics: geotag_aws::emf::Emitter::for_binary("alerts"),
+        metrics: geotag_runtime::emf::Emitter::for_binary("alerts"),
     });
     let alert_invocations = Arc::new(AtomicUsize::new(0));
     let invoker = {

@@ -29,15 +29,19 @@
 //! silence alert per quiet period, through the same claim-publish-mark path.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::env;
 
 use aws_lambda_events::dynamodb::EventRecord;
-use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+
 use geotag::alerts::{Alert, Thresholds, Transition, live_steps, silence_alert, transition_alerts};
 use geotag::stats::{LatestState, TrailPoint, cmp_sequence};
-use geotag::store::{AlertLog, AlertSink, Claim, Registry, SilenceIndex, StoreError};
-use geotag_aws::emf::{self, Emitter, Metrics};
+use geotag::store::{
+    AlertLog, AlertSink, Claim, MemoryAlerts, MemoryRegistry, MemorySilenceIndex, Registry,
+    SilenceIndex, StoreError,
+};
 use geotag_aws::{DynamoAlertLog, DynamoRegistry, DynamoSilenceIndex, SnsAlertSink};
+use geotag_runtime::emf::{self, Emitter, Metrics};
+use geotag_runtime::responses::stream_batch_response;
+use geotag_runtime::{ConfigError, Environment, FromEnvironment};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -77,67 +81,54 @@ pub struct Config {
     pub metrics: emf::Settings,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("environment variable {0} is not set")]
-    Missing(&'static str),
-    #[error("environment variable {name}={value:?} is not {expected}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-}
-
-impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| env::var(name).ok())
-    }
-
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let required = |name: &'static str| lookup(name).ok_or(ConfigError::Missing(name));
-        let number = |name: &'static str, default: f64| -> Result<f64, ConfigError> {
-            match lookup(name) {
-                None => Ok(default),
-                Some(value) => match value.parse::<f64>() {
-                    Ok(number) if number.is_finite() && number >= 0.0 => Ok(number),
-                    _ => Err(ConfigError::Invalid {
-                        name,
-                        value,
-                        expected: "a non-negative number",
-                    }),
-                },
-            }
-        };
+impl FromEnvironment for Config {
+    fn read(env: &Environment) -> Result<Config, ConfigError> {
         let defaults = Thresholds::default();
+        let speed_grace_seconds = defaults.speed_grace_ms as f64 / 1000.0;
+        let silence_minutes = defaults.silence_after_ms as f64 / 60_000.0;
         Ok(Config {
-            devices_table: required("DEVICES_TABLE")?,
-            customers_table: required("CUSTOMERS_TABLE")?,
-            geofences_table: required("GEOFENCES_TABLE")?,
-            alerts_table: required("ALERTS_TABLE")?,
-            device_stats_table: required("DEVICE_STATS_TABLE")?,
-            alerts_topic_arn: required("ALERTS_TOPIC_ARN")?,
+            devices_table: env.required("DEVICES_TABLE")?,
+            customers_table: env.required("CUSTOMERS_TABLE")?,
+            geofences_table: env.required("GEOFENCES_TABLE")?,
+            alerts_table: env.required("ALERTS_TABLE")?,
+            device_stats_table: env.required("DEVICE_STATS_TABLE")?,
+            alerts_topic_arn: env.required("ALERTS_TOPIC_ARN")?,
             defaults: Thresholds {
-                battery_low_pct: number("BATTERY_LOW_PCT", defaults.battery_low_pct)?,
-                speed_limit_mps: number("SPEED_LIMIT_KMH", defaults.speed_limit_mps * 3.6)? / 3.6,
-                speed_grace_ms: (number(
-                    "SPEED_GRACE_SECONDS",
-                    defaults.speed_grace_ms as f64 / 1000.0,
-                )? * 1000.0) as i64,
-                silence_after_ms: (number(
-                    "SILENCE_MINUTES",
-                    defaults.silence_after_ms as f64 / 60_000.0,
-                )? * 60_000.0) as i64,
+                battery_low_pct: env.non_negative("BATTERY_LOW_PCT", defaults.battery_low_pct)?,
+                speed_limit_mps: env
+                    .non_negative("SPEED_LIMIT_KMH", defaults.speed_limit_mps * 3.6)?
+                    / 3.6,
+                speed_grace_ms: (env.non_negative("SPEED_GRACE_SECONDS", speed_grace_seconds)?
+                    * 1000.0) as i64,
+                silence_after_ms: (env.non_negative("SILENCE_MINUTES", silence_minutes)? * 60_000.0)
+                    as i64,
             },
-            alert_retention_days: number("ALERT_RETENTION_DAYS", 30.0)? as u32,
-            silence_lookback_hours: number("SILENCE_LOOKBACK_HOURS", 24.0)? as u32,
-            metrics: emf::Settings::from_lookup(&lookup, "alerts"),
+            alert_retention_days: env.non_negative("ALERT_RETENTION_DAYS", 30.0)? as u32,
+            silence_lookback_hours: env.non_negative("SILENCE_LOOKBACK_HOURS", 24.0)? as u32,
+            metrics: env.metrics("alerts"),
         })
     }
 }
 
 /// The handler on AWS (or the emulator `AWS_ENDPOINT_URL` names).
 pub type OnAws = Alerts<DynamoRegistry, DynamoAlertLog, SnsAlertSink, DynamoSilenceIndex>;
+
+/// The handler over in-memory stores (the log is also the sink: what was
+/// published is what it holds), for tests and for trying rules out.
+pub type InMemory = Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts, MemorySilenceIndex>;
+
+/// The in-memory handler of `registry`'s customers and zones, with a day of
+/// silence look-back.
+pub fn in_memory(registry: MemoryRegistry) -> InMemory {
+    Alerts {
+        registry,
+        log: MemoryAlerts::default(),
+        sink: MemoryAlerts::default(),
+        silence: MemorySilenceIndex::default(),
+        silence_lookback_ms: geotag::clock::DAY_MS,
+        metrics: Emitter::for_binary("alerts"),
+    }
+}
 
 pub fn on_aws(sdk: &geotag_aws::clients::SdkConfig, config: &Config) -> OnAws {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
@@ -219,7 +210,7 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
                 .count("AlertsRaised", outcome.raised)
                 .count("AlreadyPublished", outcome.already_published)
                 .count("BatchItemFailures", outcome.failures.len());
-            count_published(&mut metrics, &outcome.published_by_type);
+            outcome.published_by_type.count_into(&mut metrics);
             alerts
                 .metrics
                 .emit(metrics.duration("HandlerDuration", started.elapsed()));
@@ -232,17 +223,9 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
                 failures = outcome.failures.len(),
                 "stream batch"
             );
-            let mut response = DynamoDbEventResponse::default();
-            response.batch_item_failures = outcome
-                .failures
-                .into_iter()
-                .map(|sequence| {
-                    let mut failure = DynamoDbBatchItemFailure::default();
-                    failure.item_identifier = Some(sequence);
-                    failure
-                })
-                .collect();
-            Ok(serde_json::to_value(response)?)
+            Ok(serde_json::to_value(stream_batch_response(
+                outcome.failures,
+            ))?)
         }
         Trigger::Schedule(scheduled) => {
             // The rule's time, not the clock: a retried run judges the same instant.
@@ -256,7 +239,7 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
                         .count("SilentDevices", outcome.silent)
                         .count("AlreadyPublished", outcome.already_published)
                         .count("AlertsUndelivered", outcome.undelivered);
-                    count_published(&mut metrics, &outcome.published_by_type);
+                    outcome.published_by_type.count_into(&mut metrics);
                 }
                 Err(_) => {
                     metrics.count("SilenceCheckFailures", 1);
@@ -284,10 +267,24 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
     }
 }
 
-fn count_published(metrics: &mut Metrics, by_type: &BTreeMap<&str, usize>) {
-    metrics.count("AlertsPublished", by_type.values().sum());
-    for (alert_type, count) in by_type {
-        metrics.count_by("AlertType", alert_type, "AlertsPublished", *count);
+/// Alerts published, counted by type code (`AlertsPublished` by `AlertType`).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PublishedAlerts(BTreeMap<&'static str, usize>);
+
+impl PublishedAlerts {
+    fn add(&mut self, alert: &Alert) {
+        *self.0.entry(alert.kind.code()).or_default() += 1;
+    }
+
+    pub fn total(&self) -> usize {
+        self.0.values().sum()
+    }
+
+    fn count_into(&self, metrics: &mut Metrics) {
+        metrics.count("AlertsPublished", self.total());
+        for (alert_type, count) in &self.0 {
+            metrics.count_by("AlertType", alert_type, "AlertsPublished", *count);
+        }
     }
 }
 
@@ -300,16 +297,14 @@ pub struct Outcome {
     pub raised: usize,
     /// Alerts whose id had been published already (duplicates, retries).
     pub already_published: usize,
-    /// Alerts published, by type code.
-    pub published_by_type: BTreeMap<&'static str, usize>,
+    pub published_by_type: PublishedAlerts,
     /// Records that are not a `latest` change (filter criteria should drop them).
     pub ignored: usize,
 }
 
 impl Outcome {
-    /// Alerts published, of every type.
     pub fn published(&self) -> usize {
-        self.published_by_type.values().sum()
+        self.published_by_type.total()
     }
 }
 
@@ -481,12 +476,7 @@ pub async fn process_stream_leased<R: Registry, L: AlertLog, P: AlertSink, I>(
             let mut delivered = true;
             for alert in &raised {
                 match deliver(alerts, alert, lease_until_ms).await {
-                    Ok(Delivery::Published) => {
-                        *outcome
-                            .published_by_type
-                            .entry(alert.kind.code())
-                            .or_default() += 1;
-                    }
+                    Ok(Delivery::Published) => outcome.published_by_type.add(alert),
                     Ok(Delivery::AlreadyPublished) => outcome.already_published += 1,
                     Ok(Delivery::Busy) => {
                         tracing::info!(alert_id = %alert.id, "alert claimed by a concurrent invocation; its record will be retried");
@@ -592,16 +582,14 @@ pub struct ScheduleOutcome {
     /// Devices found silent past their threshold.
     pub silent: usize,
     pub already_published: usize,
-    /// Alerts published, by type code.
-    pub published_by_type: BTreeMap<&'static str, usize>,
+    pub published_by_type: PublishedAlerts,
     /// Alerts not delivered (publish failed, or claimed elsewhere).
     pub undelivered: usize,
 }
 
 impl ScheduleOutcome {
-    /// Alerts published, of every type.
     pub fn published(&self) -> usize {
-        self.published_by_type.values().sum()
+        self.published_by_type.total()
     }
 }
 
@@ -653,12 +641,7 @@ pub async fn process_schedule<R: Registry, L: AlertLog, P: AlertSink, I: Silence
         };
         outcome.silent += 1;
         match deliver(alerts, &alert, lease_until_ms).await {
-            Ok(Delivery::Published) => {
-                *outcome
-                    .published_by_type
-                    .entry(alert.kind.code())
-                    .or_default() += 1;
-            }
+            Ok(Delivery::Published) => outcome.published_by_type.add(&alert),
             Ok(Delivery::AlreadyPublished) => outcome.already_published += 1,
             Ok(Delivery::Busy) => outcome.undelivered += 1,
             Err(error) => {

@@ -5,12 +5,13 @@ use std::path::Path;
 
 use geotag::alerts::{AlertKind, Thresholds};
 use geotag::geofence::{Geofence, Shape};
-use geotag::store::{MemoryAlerts, MemoryRegistry, MemorySilenceIndex};
-use geotag_alerts::{Alerts, Trigger, handle};
+use geotag::store::MemoryRegistry;
+use geotag_alerts::{Trigger, handle};
+use geotag_runtime::FromEnvironment as _;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
 
-type Memory = Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts, MemorySilenceIndex>;
+type Memory = geotag_alerts::InMemory;
 
 const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
 
@@ -39,14 +40,7 @@ fn alerts() -> Memory {
             radius_m: 500.0,
         },
     });
-    Alerts {
-        registry,
-        log: MemoryAlerts::default(),
-        sink: MemoryAlerts::default(),
-        silence: MemorySilenceIndex::default(),
-        silence_lookback_ms: 24 * 3_600_000,
-        metrics: geotag_aws::emf::Emitter::for_binary("alerts"),
-    }
+    geotag_alerts::in_memory(registry)
 }
 
 async fn invoke(alerts: &Memory, name: &str) -> Result<Value, lambda_runtime::Error> {

@@ -5,8 +5,8 @@
 use aws_lambda_events::dynamodb::EventRecord;
 use geotag::alerts::{AlertKind, Thresholds};
 use geotag::geofence::{Geofence, Shape};
-use geotag::store::{MemoryAlerts, MemoryRegistry, MemorySilenceIndex};
-use geotag_alerts::{Alerts, process_schedule, process_stream, process_stream_leased};
+use geotag::store::MemoryRegistry;
+use geotag_alerts::{process_schedule, process_stream, process_stream_leased};
 use serde_json::{Value, json};
 
 const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
@@ -86,7 +86,7 @@ fn zone(id: &str, customer: Option<&str>) -> Geofence {
     }
 }
 
-type Memory = Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts, MemorySilenceIndex>;
+type Memory = geotag_alerts::InMemory;
 
 fn alerts() -> Memory {
     let registry = MemoryRegistry::default();
@@ -106,14 +106,14 @@ fn alerts() -> Memory {
         .lock()
         .unwrap()
         .extend([zone("depot", None), zone("acme-yard", Some("acme"))]);
-    Alerts {
-        registry,
-        log: MemoryAlerts::default(),
-        sink: MemoryAlerts::default(),
-        silence: MemorySilenceIndex::default(),
-        silence_lookback_ms: 24 * 3_600_000,
-        metrics: geotag_aws::emf::Emitter::for_binary("alerts"),
-    }
+    geotag_alerts::in_memory(registry)
+}
+
+/// The alerts of one kind published so far, in order.
+fn published_of(alerts: &Memory, kind: AlertKind) -> Vec<geotag::alerts::Alert> {
+    let mut published = alerts.sink.published();
+    published.retain(|alert| alert.kind == kind);
+    published
 }
 
 fn published(alerts: &Memory) -> Vec<(String, AlertKind, Option<String>)> {
@@ -154,10 +154,7 @@ async fn a_crossing_raises_enter_and_exit_once_for_each_zone_that_applies() {
             ("tag-z".into(), exit, zone("depot")),
         ]
     );
-    let customers: Vec<_> = alerts
-        .sink
-        .published()
-        .into_iter()
+    let customers: Vec<(String, Option<String>)> = (alerts.sink.published().into_iter())
         .map(|a| (a.device_id, a.customer_id))
         .collect();
     assert!(customers.contains(&("tag-b".into(), Some("globex".into()))));
@@ -211,11 +208,8 @@ async fn battery_uses_the_customers_threshold_once_per_crossing() {
     let mut records = track("tag-a", 100, &levels);
     records.extend(track("tag-b", 200, &levels));
     assert!(process_stream(&alerts, &records).await.failures.is_empty());
-    let battery: Vec<_> = alerts
-        .sink
-        .published()
+    let battery: Vec<_> = published_of(&alerts, AlertKind::BatteryLow)
         .into_iter()
-        .filter(|a| a.kind == AlertKind::BatteryLow)
         .map(|a| (a.device_id, a.subject))
         .collect();
     assert_eq!(
@@ -275,11 +269,8 @@ async fn a_retry_from_another_devices_failure_does_not_alert_a_replayed_episode_
         .cloned()
         .collect();
     assert!(process_stream(&alerts, &retry).await.failures.is_empty());
-    let speeding: Vec<String> = alerts
-        .sink
-        .published()
+    let speeding: Vec<String> = published_of(&alerts, AlertKind::Speeding)
         .into_iter()
-        .filter(|a| a.kind == AlertKind::Speeding)
         .map(|a| a.id)
         .collect();
     assert_eq!(speeding, [format!("speeding#tag-b#{}", T0 + 60_000)]);
@@ -316,15 +307,11 @@ async fn a_visit_folded_into_one_stats_write_is_seen_through_the_trail() {
     );
 }
 
-#[tokio::test]
-async fn a_claim_held_by_a_concurrent_invocation_is_retried_not_published_twice() {
-    let alerts = alerts();
-    let records = track("tag-b", 100, &[(47.9, 90.0, 5.0), (48.0, 90.0, 5.0)]);
-    // Another invocation claimed the enter alert and is still publishing it.
-    let enter = "geofence_enter#tag-b#depot#k0001".to_owned();
-    use geotag::store::AlertLog as _;
-    let raised = geotag::alerts::Alert {
-        id: enter.clone(),
+/// The alert the first two states of `track("tag-b", 100, ...)` raise, as
+/// another invocation would have claimed it.
+fn tag_b_enters_the_depot() -> geotag::alerts::Alert {
+    geotag::alerts::Alert {
+        id: "geofence_enter#tag-b#depot#k0001".into(),
         kind: AlertKind::GeofenceEnter,
         device_id: "tag-b".into(),
         customer_id: Some("globex".into()),
@@ -332,7 +319,17 @@ async fn a_claim_held_by_a_concurrent_invocation_is_retried_not_published_twice(
         geofence: None,
         subject: String::new(),
         text: String::new(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_claim_held_by_a_concurrent_invocation_is_retried_not_published_twice() {
+    let alerts = alerts();
+    let records = track("tag-b", 100, &[(47.9, 90.0, 5.0), (48.0, 90.0, 5.0)]);
+    // Another invocation claimed the enter alert and is still publishing it.
+    let enter = "geofence_enter#tag-b#depot#k0001".to_owned();
+    use geotag::store::AlertLog as _;
+    let raised = tag_b_enters_the_depot();
     let far_future = geotag::clock::now_ms() + 3_600_000;
     alerts.log.claim(&raised, far_future).await.unwrap();
     // This invocation has 4 s: it polls the claim for a second, then gives
@@ -354,16 +351,7 @@ async fn the_claim_of_an_invocation_that_died_is_taken_over_when_its_lease_ends(
     let alerts = alerts();
     let records = track("tag-b", 100, &[(47.9, 90.0, 5.0), (48.0, 90.0, 5.0)]);
     use geotag::store::AlertLog as _;
-    let raised = geotag::alerts::Alert {
-        id: "geofence_enter#tag-b#depot#k0001".into(),
-        kind: AlertKind::GeofenceEnter,
-        device_id: "tag-b".into(),
-        customer_id: Some("globex".into()),
-        at_ms: T0,
-        geofence: None,
-        subject: String::new(),
-        text: String::new(),
-    };
+    let raised = tag_b_enters_the_depot();
     // Claimed by an invocation that then died; its lease ends in 300 ms.
     alerts
         .log

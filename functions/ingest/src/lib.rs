@@ -22,14 +22,15 @@
 //! are stored, so a retried record is not dead-lettered twice.
 
 use std::collections::{BTreeMap, HashMap};
-use std::env;
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use geotag::store::{DeadLetter, DeadLetterSink, ReadingStore};
 use geotag::{BodyForm, Limits, Reading, Reason, Rejection, decode_message};
-use geotag_aws::emf::{self, Emitter, Metrics};
 use geotag_aws::{DynamoReadingStore, SqsDeadLetters};
+use geotag_runtime::emf::{self, Emitter, Invocation, Metrics};
+use geotag_runtime::responses::sqs_batch_response;
+use geotag_runtime::{ConfigError, Environment, FromEnvironment};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Deserialize;
 
@@ -52,65 +53,28 @@ pub struct Config {
     pub limits: Limits,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("environment variable {0} is not set")]
-    Missing(&'static str),
-    #[error("environment variable {name}={value:?} is not a valid {expected}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-}
-
-impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| env::var(name).ok())
-    }
-
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let required = |name: &'static str| lookup(name).ok_or(ConfigError::Missing(name));
+impl FromEnvironment for Config {
+    fn read(env: &Environment) -> Result<Config, ConfigError> {
         let defaults = Limits::default();
         Ok(Config {
-            telemetry_table: required("TELEMETRY_TABLE")?,
-            dead_letter_queue_url: required("INGEST_DLQ_URL")?,
-            metrics: emf::Settings::from_lookup(&lookup, "ingest"),
+            telemetry_table: env.required("TELEMETRY_TABLE")?,
+            dead_letter_queue_url: env.required("INGEST_DLQ_URL")?,
+            metrics: env.metrics("ingest"),
             limits: Limits {
-                retention_days: parsed(&lookup, "RETENTION_DAYS", defaults.retention_days)?,
-                max_future_skew_ms: parsed(
-                    &lookup,
-                    "MAX_FUTURE_SKEW_SECONDS",
-                    defaults.max_future_skew_ms / 1000,
-                )?
-                .saturating_mul(1000),
-                max_readings_per_message: parsed(
-                    &lookup,
+                retention_days: env.parsed("RETENTION_DAYS", defaults.retention_days)?,
+                max_future_skew_ms: env
+                    .parsed(
+                        "MAX_FUTURE_SKEW_SECONDS",
+                        defaults.max_future_skew_ms / 1000,
+                    )?
+                    .saturating_mul(1000),
+                max_readings_per_message: env.parsed(
                     "MAX_READINGS_PER_MESSAGE",
                     defaults.max_readings_per_message,
                 )?,
-                max_message_bytes: parsed(
-                    &lookup,
-                    "MAX_MESSAGE_BYTES",
-                    defaults.max_message_bytes,
-                )?,
+                max_message_bytes: env.parsed("MAX_MESSAGE_BYTES", defaults.max_message_bytes)?,
             },
         })
-    }
-}
-
-fn parsed<T: std::str::FromStr>(
-    lookup: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: T,
-) -> Result<T, ConfigError> {
-    match lookup(name) {
-        None => Ok(default),
-        Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
-            name,
-            value,
-            expected: std::any::type_name::<T>(),
-        }),
     }
 }
 
@@ -223,18 +187,14 @@ pub async fn handle<S: ReadingStore, D: DeadLetterSink>(
     ingest: &Ingest<S, D>,
     event: LambdaEvent<IngestEvent>,
 ) -> Result<SqsBatchResponse, Error> {
-    let started = Instant::now();
+    let records = &event.payload.records;
+    let invocation = Invocation::start(&ingest.metrics, &event.context.request_id, records.len());
     let deadline = deadline_of(event.context.deadline);
-    let outcome = process(ingest, &event.payload.records, deadline).await?;
-    ingest.metrics.emit(&metrics_of(
-        &outcome,
-        event.payload.records.len(),
-        started.elapsed(),
-        &event.context.request_id,
-    ));
+    let outcome = process(ingest, records, deadline).await?;
+    invocation.finish(|metrics| count_outcome(metrics, &outcome));
     tracing::info!(
         request_id = %event.context.request_id,
-        records = event.payload.records.len(),
+        records = records.len(),
         records_done = outcome.records_done,
         batch_item_failures = outcome.failures.len(),
         readings_stored = outcome.readings_stored,
@@ -245,30 +205,13 @@ pub async fn handle<S: ReadingStore, D: DeadLetterSink>(
         write_retries = outcome.write_retries,
         "batch processed"
     );
-    let mut response = SqsBatchResponse::default();
-    response.batch_item_failures = outcome
-        .failures
-        .into_iter()
-        .map(|message_id| {
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = message_id;
-            failure
-        })
-        .collect();
-    Ok(response)
+    Ok(sqs_batch_response(outcome.failures))
 }
 
-/// The invocation's metrics: what came in, what was stored, refused (by
-/// reason) and retried, and what it cost.
-pub fn metrics_of(
-    outcome: &Outcome,
-    records: usize,
-    duration: Duration,
-    request_id: &str,
-) -> Metrics {
-    let mut metrics = Metrics::for_request(request_id);
+/// The invocation's own metrics: what was stored, refused (by reason) and
+/// retried, and what it cost.
+fn count_outcome(metrics: &mut Metrics, outcome: &Outcome) {
     metrics
-        .count("RecordsReceived", records)
         .count("ReadingsStored", outcome.readings_stored)
         .count("DuplicatesInBatch", outcome.duplicates_in_batch)
         .count("ReadingsRejected", outcome.rejected.values().sum())
@@ -276,12 +219,10 @@ pub fn metrics_of(
         .count("BatchItemFailures", outcome.failures.len())
         .count("WriteRequests", outcome.write_requests as usize)
         .count("WriteRetries", outcome.write_retries as usize)
-        .count("WriteUnits", outcome.write_units as usize)
-        .duration("HandlerDuration", duration);
+        .count("WriteUnits", outcome.write_units as usize);
     for (reason, count) in &outcome.rejected {
         metrics.count_by("Reason", reason.code(), "ReadingsRejected", *count);
     }
-    metrics
 }
 
 /// Converts the context's deadline (epoch ms; 0 when unknown) to an Instant.

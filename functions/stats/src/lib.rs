@@ -15,16 +15,17 @@
 //! that were written skip, by their watermarks, what they already hold.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::env;
 
 use aws_lambda_events::dynamodb::{Event, EventRecord};
-use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use aws_lambda_events::streams::DynamoDbEventResponse;
 use geotag::Reading;
 use geotag::clock::HOUR_MS;
 use geotag::stats::{Bucket, LatestState, Point, Rollup, Span, cmp_sequence};
 use geotag::store::{SaveError, StatsBody, StatsItem, StatsKey, StatsStore, TrackSource};
-use geotag_aws::emf::{self, Emitter, Metrics};
 use geotag_aws::{DynamoReadingStore, DynamoStatsStore};
+use geotag_runtime::emf::{self, Emitter, Invocation, Metrics};
+use geotag_runtime::responses::stream_batch_response;
+use geotag_runtime::{ConfigError, Environment, FromEnvironment};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Deserialize;
 
@@ -41,21 +42,12 @@ pub struct Config {
     pub metrics: emf::Settings,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("environment variable {0} is not set")]
-pub struct ConfigError(&'static str);
-
-impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| env::var(name).ok())
-    }
-
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+impl FromEnvironment for Config {
+    fn read(env: &Environment) -> Result<Config, ConfigError> {
         Ok(Config {
-            device_stats_table: lookup("DEVICE_STATS_TABLE")
-                .ok_or(ConfigError("DEVICE_STATS_TABLE"))?,
-            telemetry_table: lookup("TELEMETRY_TABLE").ok_or(ConfigError("TELEMETRY_TABLE"))?,
-            metrics: emf::Settings::from_lookup(&lookup, "stats"),
+            device_stats_table: env.required("DEVICE_STATS_TABLE")?,
+            telemetry_table: env.required("TELEMETRY_TABLE")?,
+            metrics: env.metrics("stats"),
         })
     }
 }
@@ -104,17 +96,13 @@ pub async fn handle<S: StatsStore, T: TrackSource>(
     stats: &Stats<S, T>,
     event: LambdaEvent<Event>,
 ) -> Result<DynamoDbEventResponse, Error> {
-    let started = std::time::Instant::now();
-    let outcome = process(stats, &event.payload.records).await;
-    stats.metrics.emit(&metrics_of(
-        &outcome,
-        event.payload.records.len(),
-        started.elapsed(),
-        &event.context.request_id,
-    ));
+    let records = &event.payload.records;
+    let invocation = Invocation::start(&stats.metrics, &event.context.request_id, records.len());
+    let outcome = process(stats, records).await;
+    invocation.finish(|metrics| count_outcome(metrics, &outcome));
     tracing::info!(
         request_id = %event.context.request_id,
-        records = event.payload.records.len(),
+        records = records.len(),
         readings = outcome.readings,
         items_written = outcome.items_written,
         already_applied = outcome.already_applied,
@@ -124,39 +112,20 @@ pub async fn handle<S: StatsStore, T: TrackSource>(
         batch_item_failures = outcome.failures.len(),
         "batch processed"
     );
-    let mut response = DynamoDbEventResponse::default();
-    response.batch_item_failures = outcome
-        .failures
-        .into_iter()
-        .map(|sequence| {
-            let mut failure = DynamoDbBatchItemFailure::default();
-            failure.item_identifier = Some(sequence);
-            failure
-        })
-        .collect();
-    Ok(response)
+    Ok(stream_batch_response(outcome.failures))
 }
 
-/// The invocation's metrics: readings folded in, items written, and the
+/// The invocation's own metrics: readings folded in, items written, and the
 /// retries and conflicts on the way.
-pub fn metrics_of(
-    outcome: &Outcome,
-    records: usize,
-    duration: std::time::Duration,
-    request_id: &str,
-) -> Metrics {
-    let mut metrics = Metrics::for_request(request_id);
+fn count_outcome(metrics: &mut Metrics, outcome: &Outcome) {
     metrics
-        .count("RecordsReceived", records)
         .count("ReadingsApplied", outcome.readings)
         .count("ItemsWritten", outcome.items_written)
         .count("AlreadyApplied", outcome.already_applied)
         .count("WriteConflicts", outcome.conflicts)
         .count("TrackQueries", outcome.track_queries)
         .count("InvalidRecords", outcome.invalid)
-        .count("BatchItemFailures", outcome.failures.len())
-        .duration("HandlerDuration", duration);
-    metrics
+        .count("BatchItemFailures", outcome.failures.len());
 }
 
 /// A Telemetry item as the stream shows it.

@@ -19,7 +19,7 @@ fn stats() -> MemoryStats {
     Stats {
         store: MemoryStatsStore::default(),
         tracks: MemoryReadingStore::default(),
-        metrics: geotag_aws::emf::Emitter::for_binary("stats"),
+        metrics: geotag_runtime::emf::Emitter::for_binary("stats"),
     }
 }
 
@@ -175,12 +175,18 @@ fn totals(stats: &MemoryStats) -> Vec<(String, String, u64, String)> {
         .collect()
 }
 
+/// Stats after `records`, stored in Telemetry, went through in one clean batch.
+async fn processed_cleanly(records: &[EventRecord]) -> MemoryStats {
+    let stats = stats();
+    stored(&stats, records);
+    assert!(process(&stats, records).await.failures.is_empty());
+    stats
+}
+
 #[tokio::test]
 async fn a_failure_in_the_middle_of_a_batch_is_retried_to_the_same_totals() {
     let records = generated(4, 40);
-    let clean = stats();
-    stored(&clean, &records);
-    assert!(process(&clean, &records).await.failures.is_empty());
+    let clean = processed_cleanly(&records).await;
 
     // The same batch, with one hourly item's write failing: the function
     // reports the first record that item still needs; Lambda retries from it.
@@ -241,9 +247,7 @@ async fn one_write_per_device_and_bucket_whatever_the_number_of_readings() {
 #[tokio::test]
 async fn readings_in_any_arrival_order_give_the_in_order_distance() {
     let records = generated(3, 60);
-    let in_order = stats();
-    stored(&in_order, &records);
-    assert!(process(&in_order, &records).await.failures.is_empty());
+    let in_order = processed_cleanly(&records).await;
 
     // The same readings reach the stream shuffled (concurrent ingest, buffered
     // uploads), in small batches: each record keeps its position in the

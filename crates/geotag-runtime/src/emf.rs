@@ -201,6 +201,36 @@ pub fn check_document(document: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// One batch invocation being measured: its request id, the records it
+/// received and when it began. [`Invocation::finish`] writes its metrics with
+/// those three, around the counts only the function knows.
+pub struct Invocation<'a> {
+    emitter: &'a Emitter,
+    request_id: &'a str,
+    records: usize,
+    started: std::time::Instant,
+}
+
+impl<'a> Invocation<'a> {
+    pub fn start(emitter: &'a Emitter, request_id: &'a str, records: usize) -> Invocation<'a> {
+        Invocation {
+            emitter,
+            request_id,
+            records,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Emits `RecordsReceived`, what `counts` adds, and `HandlerDuration`.
+    pub fn finish(self, counts: impl FnOnce(&mut Metrics)) {
+        let mut metrics = Metrics::for_request(self.request_id);
+        metrics.count("RecordsReceived", self.records);
+        counts(&mut metrics);
+        metrics.duration("HandlerDuration", self.started.elapsed());
+        self.emitter.emit(&metrics);
+    }
+}
+
 /// Where the lines go: the process's stdout in Lambda (the function's log);
 /// a shared buffer for the local stack and tests, which read them back.
 #[derive(Debug, Clone, Default)]
