@@ -285,6 +285,12 @@ pub fn trail_from(value: &AttributeValue) -> Option<Vec<TrailPoint>> {
         .collect()
 }
 
+/// Reads a DeviceStats item as its stream record shows it (old or new
+/// image); `None` if it is not one.
+pub fn stats_item_from_image(image: &serde_dynamo::Item) -> Option<StatsItem> {
+    stats_item_from(&HashMap::from(image.clone()))
+}
+
 /// Reads a DeviceStats item back; `None` if it is not one.
 pub fn stats_item_from(item: &HashMap<String, AttributeValue>) -> Option<StatsItem> {
     let s = |name: &str| item.get(name)?.as_s().ok().cloned();

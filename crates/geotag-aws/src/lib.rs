@@ -22,4 +22,4 @@ pub use alert_log::{DynamoAlertLog, DynamoSilenceIndex, SnsAlertSink};
 pub use dead_letters::SqsDeadLetters;
 pub use device_stats::DynamoStatsStore;
 pub use registry::DynamoRegistry;
-pub use telemetry::DynamoReadingStore;
+pub use telemetry::{DynamoReadingStore, DynamoTrackSource};

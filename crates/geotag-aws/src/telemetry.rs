@@ -1,5 +1,8 @@
 //! The Telemetry table: one item per reading, keyed as `geotag::reading`
-//! explains, written with BatchWriteItem in concurrent chunks of 25.
+//! explains, written with BatchWriteItem in concurrent chunks of 25. The
+//! item's layout lives here alone: [`reading_item`] writes it, and
+//! [`reading_from_item`] reads it back, from the SDK and (through
+//! [`reading_from_image`]) from the table's stream.
 
 use std::collections::HashMap;
 use std::time::Instant as StdInstant;
@@ -173,7 +176,25 @@ impl ReadingStore for DynamoReadingStore {
     }
 }
 
-impl TrackSource for DynamoReadingStore {
+/// Tracks read back from the Telemetry table (stats' hour tracks). Apart
+/// from [`DynamoReadingStore`] because reading needs no retention, which
+/// only sets the items' expiry when they are written.
+#[derive(Debug, Clone)]
+pub struct DynamoTrackSource {
+    client: Client,
+    table: String,
+}
+
+impl DynamoTrackSource {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoTrackSource {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+impl TrackSource for DynamoTrackSource {
     /// One strongly consistent Query on the device's partition, projecting the
     /// position only, between the sort keys of the two times.
     async fn track(
@@ -278,6 +299,11 @@ pub fn reading_from_item(item: &HashMap<String, AttributeValue>) -> Option<Readi
             None => None,
         },
     })
+}
+
+/// Reads a Telemetry item as its stream record shows it; `None` if it is not one.
+pub fn reading_from_image(image: &serde_dynamo::Item) -> Option<Reading> {
+    reading_from_item(&HashMap::from(image.clone()))
 }
 
 /// What DynamoDB bills a put of the request's item.

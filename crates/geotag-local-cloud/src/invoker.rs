@@ -40,7 +40,7 @@ pub type FunctionOfEvent =
 /// The handlers this binary can run in-process, keyed by cargo binary name.
 pub struct InProcess {
     ingest: Option<Ingest<DynamoReadingStore, SqsDeadLetters>>,
-    stats: Option<geotag_stats::Stats<geotag_aws::DynamoStatsStore, DynamoReadingStore>>,
+    stats: Option<geotag_stats::Stats<geotag_aws::DynamoStatsStore, geotag_aws::DynamoTrackSource>>,
     alerts: Option<geotag_alerts::OnAws>,
     /// The EMF lines the handlers wrote, as CloudWatch Logs would receive them.
     metric_lines: Arc<Mutex<Vec<String>>>,

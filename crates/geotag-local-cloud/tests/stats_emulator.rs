@@ -264,7 +264,7 @@ async fn a_batch_of_1000_readings_costs_one_write_per_device_and_bucket_at_the_w
     let client = counter.dynamodb(&local.sdk);
     let stats = Arc::new(geotag_stats::Stats {
         store: geotag_aws::DynamoStatsStore::new(client.clone(), &config.device_stats_table),
-        tracks: geotag_aws::DynamoReadingStore::new(client, &config.telemetry_table, 0),
+        tracks: geotag_aws::DynamoTrackSource::new(client, &config.telemetry_table),
         metrics: geotag_runtime::emf::Emitter::for_binary("stats"),
     });
     let batch_sizes = Arc::new(Mutex::new(Vec::new()));

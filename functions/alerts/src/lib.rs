@@ -33,10 +33,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_lambda_events::dynamodb::EventRecord;
 
 use geotag::alerts::{Alert, Thresholds, Transition, live_steps, silence_alert, transition_alerts};
-use geotag::stats::{LatestState, TrailPoint, cmp_sequence};
+use geotag::stats::{LatestState, cmp_sequence};
 use geotag::store::{
     AlertLog, AlertSink, Claim, MemoryAlerts, MemoryRegistry, MemorySilenceIndex, Registry,
-    SilenceIndex, StoreError,
+    SilenceIndex, StatsBody, StoreError,
 };
 use geotag_aws::{DynamoAlertLog, DynamoRegistry, DynamoSilenceIndex, SnsAlertSink};
 use geotag_runtime::emf::{self, Emitter, Metrics};
@@ -308,70 +308,14 @@ impl Outcome {
     }
 }
 
-/// A trail point as DeviceStats stores it (short names: see `geotag_aws::device_stats`).
-#[derive(Deserialize)]
-struct TrailImage {
-    t: i64,
-    k: String,
-    la: f64,
-    lo: f64,
-    s: Option<f64>,
-    b: Option<f64>,
-}
-
-/// A `latest` item as the DeviceStats stream shows it.
-#[derive(Deserialize)]
-struct LatestImage {
-    device_id: String,
-    sk: String,
-    ts: i64,
-    reading_key: String,
-    lat: f64,
-    lon: f64,
-    speed: Option<f64>,
-    heading: Option<f64>,
-    accuracy: Option<f64>,
-    battery: Option<f64>,
-    battery_ts: Option<i64>,
-    seq: Option<u64>,
-    version: u64,
-    #[serde(default)]
-    trail: Vec<TrailImage>,
-}
-
-fn latest_of(item: &serde_dynamo::Item) -> Option<(String, LatestState)> {
-    let image: LatestImage = serde_dynamo::from_item(item.clone()).ok()?;
-    if image.sk != geotag::store::LATEST_SORT_KEY {
-        return None;
+/// The `latest` state a DeviceStats stream image holds, with its device;
+/// `None` for rollups and for what is not a DeviceStats item.
+fn latest_of(image: &serde_dynamo::Item) -> Option<(String, LatestState)> {
+    let item = geotag_aws::device_stats::stats_item_from_image(image)?;
+    match item.body {
+        StatsBody::Latest(state) => Some((item.device_id, state)),
+        StatsBody::Rollup(..) => None,
     }
-    Some((
-        image.device_id,
-        LatestState {
-            ts_ms: image.ts,
-            reading_key: image.reading_key,
-            lat: image.lat,
-            lon: image.lon,
-            speed: image.speed,
-            heading: image.heading,
-            accuracy: image.accuracy,
-            battery: image.battery,
-            battery_ts_ms: image.battery_ts,
-            seq: image.seq,
-            version: image.version,
-            trail: image
-                .trail
-                .into_iter()
-                .map(|p| TrailPoint {
-                    ts_ms: p.t,
-                    reading_key: p.k,
-                    lat: p.la,
-                    lon: p.lo,
-                    speed: p.s,
-                    battery: p.b,
-                })
-                .collect(),
-        },
-    ))
 }
 
 struct Change {

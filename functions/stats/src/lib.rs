@@ -22,12 +22,11 @@ use geotag::Reading;
 use geotag::clock::HOUR_MS;
 use geotag::stats::{Bucket, LatestState, Point, Rollup, Span, cmp_sequence};
 use geotag::store::{SaveError, StatsBody, StatsItem, StatsKey, StatsStore, TrackSource};
-use geotag_aws::{DynamoReadingStore, DynamoStatsStore};
+use geotag_aws::{DynamoStatsStore, DynamoTrackSource};
 use geotag_runtime::emf::{self, Emitter, Invocation, Metrics};
 use geotag_runtime::responses::stream_batch_response;
 use geotag_runtime::{ConfigError, Environment, FromEnvironment};
 use lambda_runtime::{Error, LambdaEvent};
-use serde::Deserialize;
 
 /// Rounds of reload-and-retry after a conditional-write conflict.
 const CONFLICT_ROUNDS: usize = 3;
@@ -63,12 +62,11 @@ pub struct Stats<S, T> {
 pub fn on_aws(
     sdk: &geotag_aws::clients::SdkConfig,
     config: &Config,
-) -> Stats<DynamoStatsStore, DynamoReadingStore> {
+) -> Stats<DynamoStatsStore, DynamoTrackSource> {
     let client = aws_sdk_dynamodb::Client::new(sdk);
     Stats {
         store: DynamoStatsStore::new(client.clone(), &config.device_stats_table),
-        // Retention only matters for writes, which stats never makes here.
-        tracks: DynamoReadingStore::new(client, &config.telemetry_table, 0),
+        tracks: DynamoTrackSource::new(client, &config.telemetry_table),
         metrics: Emitter::new(config.metrics.clone()),
     }
 }
@@ -128,36 +126,9 @@ fn count_outcome(metrics: &mut Metrics, outcome: &Outcome) {
         .count("BatchItemFailures", outcome.failures.len());
 }
 
-/// A Telemetry item as the stream shows it.
-#[derive(Deserialize)]
-struct TelemetryImage {
-    device_id: String,
-    ts: i64,
-    lat: f64,
-    lon: f64,
-    alt: Option<f64>,
-    speed: Option<f64>,
-    heading: Option<f64>,
-    battery: Option<f64>,
-    accuracy: Option<f64>,
-    seq: Option<u64>,
-}
-
 /// The reading an INSERT record carries; `None` if its image is not a Telemetry reading.
 pub fn reading_of(record: &EventRecord) -> Option<Reading> {
-    let image: TelemetryImage = serde_dynamo::from_item(record.change.new_image.clone()).ok()?;
-    Some(Reading {
-        device_id: image.device_id,
-        ts_ms: image.ts,
-        lat: image.lat,
-        lon: image.lon,
-        alt: image.alt,
-        speed: image.speed,
-        heading: image.heading,
-        battery: image.battery,
-        accuracy: image.accuracy,
-        seq: image.seq,
-    })
+    geotag_aws::telemetry::reading_from_image(&record.change.new_image)
 }
 
 pub async fn process<S: StatsStore, T: TrackSource>(
@@ -404,15 +375,4 @@ fn next_item(
         },
         stored.map(|item| item.watermark.clone()),
     ))
-}
-
-/// Keys of the items a set of records touches (for tests and tools).
-pub fn keys_touched(readings: &[Reading]) -> HashMap<String, BTreeSet<String>> {
-    let mut keys: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for reading in readings {
-        let entry = keys.entry(reading.device_id.clone()).or_default();
-        entry.insert(geotag::store::LATEST_SORT_KEY.to_owned());
-        entry.extend(Bucket::of(reading.ts_ms).iter().map(|b| b.sort_key()));
-    }
-    keys
 }
