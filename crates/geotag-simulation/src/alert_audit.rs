@@ -351,8 +351,8 @@ pub fn render(
         "\n  alerts      {:>6} published to AlertsTopic, {} expected {}; each id once {}",
         operator.len(),
         want_total,
-        crate::demo::mark(total_ok),
-        crate::demo::mark(once)
+        crate::report::mark(total_ok),
+        crate::report::mark(once)
     );
     let _ = writeln!(
         out,
@@ -383,7 +383,7 @@ pub fn render(
                 cells,
                 " {:>7} {}",
                 format!("{g}/{w}"),
-                crate::demo::mark(g == w)
+                crate::report::mark(g == w)
             );
         }
         // The customer's inbox holds exactly the operator's alerts of its tags.
@@ -401,7 +401,7 @@ pub fn render(
                 format!(
                     "{} alerts, exactly its tags' {}",
                     received.len(),
-                    crate::demo::mark(exact)
+                    crate::report::mark(exact)
                 )
             }
         };

@@ -7,21 +7,24 @@
 //! or a malformed message is not dead-lettered with the reason it deserved.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use aws_sdk_dynamodb::types::AttributeValue;
-use geotag::Reason;
-use geotag::stats::Bucket;
-use geotag::store::StatsBody;
-use geotag_aws::telemetry::reading_from_item;
-
-use crate::metrics::MetricTotals;
-use crate::simulate::{self, Expected, FleetConfig};
-use geotag_local_cloud::invoker::Invoker;
+use geotag_local_cloud::invoker::{InProcess, Invoker};
 use geotag_local_cloud::pump::{Pump, PumpOptions};
 use geotag_local_cloud::stack::{LocalStack, Options};
+use geotag_operator::map;
+
+use crate::alert_audit::{self, FleetRegistry};
+use crate::cost::{self, WriteUnits};
+use crate::faults::{self, FaultPlan, FaultyHttpClient};
+use crate::metrics::MetricTotals;
+use crate::reading_audit::{self, Audit};
+use crate::report;
+use crate::simulate::{self, FleetConfig};
 
 #[derive(Clone)]
 pub struct DemoOptions {
@@ -81,136 +84,6 @@ pub struct Summary {
     pub report: Option<std::path::PathBuf>,
 }
 
-/// A table's writes and what they cost.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct WriteUnits {
-    pub item_writes: u64,
-    /// Write units, each write costed at its item's size as the run left it
-    /// (transactional writes count double).
-    pub units: f64,
-    /// The mean size of the table's items at the end of the run.
-    pub mean_item_bytes: f64,
-}
-
-/// Costs each table's item writes at its items' mean write units.
-fn write_units(
-    item_writes: &BTreeMap<(String, bool), u64>,
-    item_sizes: &BTreeMap<String, ItemSizes>,
-) -> BTreeMap<String, WriteUnits> {
-    let mut out: BTreeMap<String, WriteUnits> = BTreeMap::new();
-    for ((table, transactional), writes) in item_writes {
-        let sizes = item_sizes.get(table).filter(|sizes| sizes.items > 0);
-        let per_write = sizes.map_or(1.0, |sizes| sizes.write_units as f64 / sizes.items as f64);
-        let entry = out.entry(table.clone()).or_default();
-        entry.mean_item_bytes = sizes.map_or(0.0, |sizes| sizes.bytes as f64 / sizes.items as f64);
-        entry.item_writes += writes;
-        entry.units += *writes as f64 * per_write * if *transactional { 2.0 } else { 1.0 };
-    }
-    out
-}
-
-/// The items a table holds at the end of a run, and their sizes.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ItemSizes {
-    pub items: u64,
-    pub bytes: u64,
-    /// Write units of writing each item once.
-    pub write_units: u64,
-}
-
-impl ItemSizes {
-    fn add(&mut self, item: &std::collections::HashMap<String, AttributeValue>) {
-        let size = geotag_aws::capacity::item_size(item);
-        self.items += 1;
-        self.bytes += size as u64;
-        self.write_units += geotag_aws::capacity::write_units(size);
-    }
-}
-
-/// The demo's cost figures: the functions' requests per stored reading.
-fn requests_table(summary: &Summary) -> String {
-    let mut out = String::new();
-    let per_reading = |n: f64| n / summary.readings_stored.max(1) as f64;
-    let _ = writeln!(
-        out,
-        "\n  AWS requests of the functions ({} readings stored from {} messages, {} invocations)",
-        summary.readings_stored, summary.messages_published, summary.invocations
-    );
-    for ((service, operation), n) in &summary.requests {
-        let _ = writeln!(
-            out,
-            "    {:<40} {n:>7}   {:.3} per reading",
-            format!("{service} {operation}"),
-            per_reading(*n as f64)
-        );
-    }
-    for (table, units) in &summary.write_units {
-        let _ = writeln!(
-            out,
-            "    {:<40} {:>7}   {:.3} write units per reading",
-            format!("{table} item writes"),
-            units.item_writes,
-            per_reading(units.units)
-        );
-    }
-    out
-}
-
-/// What the demo found, beside what it expected.
-#[derive(Debug, Clone, Default)]
-pub struct Audit {
-    pub stored: usize,
-    /// Per device, from DeviceStats (when the template has it).
-    pub device_stats: Option<BTreeMap<String, DeviceStatsSummary>>,
-    pub stored_per_device: BTreeMap<String, DeviceSummary>,
-    /// Refused messages in the DLQ, each once (by `source_message_id`), by reason.
-    pub dead_lettered_by_reason: BTreeMap<String, usize>,
-    /// DLQ messages repeating one already counted.
-    pub dead_letter_repeats: u64,
-    /// Items and their sizes, by table name.
-    pub item_sizes: BTreeMap<String, ItemSizes>,
-}
-
-/// What DeviceStats says of a device.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DeviceStatsSummary {
-    /// Sums of the hourly and of the daily rollups' counts.
-    pub hourly_count: u64,
-    pub daily_count: u64,
-    pub distance_m: f64,
-    pub latest_ms: Option<i64>,
-    pub latest_position: Option<(f64, f64)>,
-    pub battery: Option<f64>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct DeviceSummary {
-    pub readings: usize,
-    pub first_ms: i64,
-    pub last_ms: i64,
-    pub last_position: (f64, f64),
-    pub last_battery: Option<f64>,
-    /// The readings' (time, lat, lon), for the in-order distance.
-    pub track: Vec<(i64, f64, f64)>,
-}
-
-impl DeviceSummary {
-    /// Distance between consecutive readings in time order, within each UTC
-    /// day: what DeviceStats' daily rollups must add up to.
-    pub fn in_order_daily_distance_m(&self) -> f64 {
-        let mut track = self.track.clone();
-        track.sort_by_key(|point| point.0);
-        track
-            .windows(2)
-            .filter(|pair| {
-                pair[0].0.div_euclid(geotag::clock::DAY_MS)
-                    == pair[1].0.div_euclid(geotag::clock::DAY_MS)
-            })
-            .map(|pair| geotag::geo::distance_m(pair[0].1, pair[0].2, pair[1].1, pair[1].2))
-            .sum()
-    }
-}
-
 /// The template with its timeouts shortened for a chaos run, so that a
 /// crashed SQS batch is redelivered in seconds, not minutes: the same
 /// semantics on a faster clock.
@@ -238,6 +111,97 @@ fn chaos_template(options: &Options) -> Result<std::path::PathBuf> {
 /// Runs the demo (or, with faults, the chaos run) and prints its report.
 pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     let total = Instant::now();
+    announce(&mut options)?;
+    let local = start_stack(&options).await?;
+    // The functions reach the emulator through a client that counts their
+    // requests (the cost figures) and, in a chaos run, refuses some; the
+    // pump, the simulator and the audit go straight to the emulator.
+    let fault_plan = FaultPlan::new(
+        options.chaos.map_or(0.0, |chaos| chaos.store_fault_rate),
+        options.chaos.map_or(0, |chaos| chaos.seed),
+    );
+    let functions = Functions::for_run(&local, &options, &fault_plan)?;
+    let pump = Pump::start_with(
+        &local.stack,
+        &local.sdk,
+        functions.invoker.clone(),
+        PumpOptions {
+            time_scale: options.time_scale,
+            play_schedules: false,
+        },
+    );
+    let registry = set_up_registry(&local, &options).await?;
+    let plan = simulate::plan(&options.fleet);
+    let timings = publish_and_drain(&local, &options, &plan, &pump).await?;
+    // The silence check runs on a schedule (every 5 minutes by default); the
+    // demo runs it once now that the fleet's readings are in, as its next
+    // tick would. EventBridge times have whole seconds.
+    let silence_check_ms = geotag::clock::now_ms() / 1000 * 1000;
+    if registry.is_some() {
+        check_silence_as_eventbridge_would(&local, &functions.invoker, silence_check_ms).await?;
+        pump.wait_drained(options.drain_timeout).await?;
+    }
+    let pump_stats = pump.stats.snapshot();
+    pump.stop().await;
+
+    let audit_started = Instant::now();
+    let audit = reading_audit::audit(&local).await?;
+    let audit_time = audit_started.elapsed();
+    let (report, mut ok) = report::render(&plan.expected, &audit, &pump_stats, options.device_rows);
+    println!("{report}");
+    let mut summary = reading_audit::tally(&plan.expected, &audit);
+    let output_dir = options
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| local.root.join("target/geotag"));
+    let mut operator_alerts = None;
+    if let Some(registry) = &registry {
+        let (alerts_ok, operator) =
+            audit_alerts(&local, &plan, registry, silence_check_ms, &mut summary).await?;
+        ok &= alerts_ok;
+        operator_alerts = Some(operator);
+    }
+    if let Some(handlers) = &functions.in_process {
+        ok &= read_back_metrics(
+            &local,
+            handlers,
+            &output_dir,
+            &audit,
+            operator_alerts,
+            options.chaos.is_none(),
+            &mut summary,
+        )?;
+    }
+    summary.crashes = functions.crashes.load(Ordering::Relaxed);
+    add_costs(&mut summary, &fault_plan, &audit, &plan, &pump_stats);
+    if registry.is_some() {
+        summary.report = Some(draw_map(&local, &options, &output_dir).await?);
+    }
+    ok &= summary.lost == 0 && summary.double_counted == 0;
+    summary.ok = ok;
+    if options.chaos.is_some() {
+        let table = report::chaos_table(&plan.expected, &summary, &pump_stats, &fault_plan);
+        println!("{table}");
+    } else {
+        println!("{}", report::requests_table(&summary));
+    }
+    println!(
+        "  wall time   {:.1} s: emulator {:.1} s, provisioning {:.1} s, publishing {:.1} s, \
+         publish-to-drained {:.1} s, audit {:.1} s",
+        total.elapsed().as_secs_f64(),
+        local.emulator_start.as_secs_f64(),
+        local.provision_time.as_secs_f64(),
+        timings.publishing.as_secs_f64(),
+        timings.publish_to_drained.as_secs_f64(),
+        audit_time.as_secs_f64(),
+    );
+    drop(local);
+    print_verdict(ok, registry.is_some());
+    Ok(summary)
+}
+
+/// The run's first line; a chaos run also gets its faster-clock template.
+fn announce(options: &mut DemoOptions) -> Result<()> {
     match options.chaos {
         None => println!("geotag demo: the whole template on this machine, no cloud, no Docker\n"),
         Some(chaos) => {
@@ -250,6 +214,10 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
             options.stack.template = Some(chaos_template(&options.stack)?);
         }
     }
+    Ok(())
+}
+
+async fn start_stack(options: &DemoOptions) -> Result<LocalStack> {
     let local = LocalStack::start(&options.stack).await?;
     println!(
         "  emulator    {} ({})",
@@ -260,96 +228,103 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
             "moto, started from .venv"
         }
     );
+    let not_emulated: Vec<&str> = (local.stack.not_emulated.iter())
+        .map(|(id, _, _)| id.as_str())
+        .collect();
     println!(
         "  provisioned {} resources from template.yaml; not emulated: {}",
         local.stack.created.len(),
-        local
-            .stack
-            .not_emulated
-            .iter()
-            .map(|(id, _, _)| id.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        not_emulated.join(", ")
     );
+    Ok(local)
+}
 
-    // The functions reach the emulator through a client that counts their
-    // requests (the cost figures) and, in a chaos run, refuses some; the
-    // pump, the simulator and the audit go straight to the emulator.
-    let fault_plan = crate::faults::FaultPlan::new(
-        options.chaos.map_or(0.0, |chaos| chaos.store_fault_rate),
-        options.chaos.map_or(0, |chaos| chaos.seed),
-    );
-    let functions_sdk = {
-        // The emulator speaks plain HTTP on loopback.
-        let client = local
-            .sdk
-            .http_client()
-            .unwrap_or_else(|| aws_smithy_http_client::Builder::new().build_http());
-        geotag_aws::clients::with_http_client(
-            &local.sdk,
-            crate::faults::FaultyHttpClient::wrap(client, std::sync::Arc::clone(&fault_plan)),
-        )
-    };
-    // In-process handlers are kept: their EMF lines are read back at the end.
-    let (mut invoker, in_process) = match options.invoker.clone() {
-        Some(invoker) => (invoker, None),
-        None => {
-            let handlers = std::sync::Arc::new(geotag_local_cloud::invoker::InProcess::for_stack(
-                &local.stack,
-                &functions_sdk,
-            )?);
-            (
-                Invoker::InProcess(std::sync::Arc::clone(&handlers)),
-                Some(handlers),
-            )
+/// How the run invokes the functions.
+struct Functions {
+    invoker: Invoker,
+    /// The in-process handlers, kept to read their EMF lines back at the end
+    /// (none when the functions run behind a Lambda Invoke API).
+    in_process: Option<Arc<InProcess>>,
+    /// Invocations the chaos run made die half-way.
+    crashes: Arc<AtomicU64>,
+}
+
+impl Functions {
+    fn for_run(
+        local: &LocalStack,
+        options: &DemoOptions,
+        faults: &Arc<FaultPlan>,
+    ) -> Result<Functions> {
+        let (mut invoker, in_process) = match options.invoker.clone() {
+            Some(invoker) => (invoker, None),
+            None => {
+                // The emulator speaks plain HTTP on loopback.
+                let client = local
+                    .sdk
+                    .http_client()
+                    .unwrap_or_else(|| aws_smithy_http_client::Builder::new().build_http());
+                let functions_sdk = geotag_aws::clients::with_http_client(
+                    &local.sdk,
+                    FaultyHttpClient::wrap(client, Arc::clone(faults)),
+                );
+                let handlers = Arc::new(InProcess::for_stack(&local.stack, &functions_sdk)?);
+                (Invoker::InProcess(Arc::clone(&handlers)), Some(handlers))
+            }
+        };
+        let crashes = Arc::new(AtomicU64::new(0));
+        if let Some(chaos) = options.chaos {
+            invoker = faults::crashing(invoker, chaos.crash_rate, chaos.seed, Arc::clone(&crashes));
         }
-    };
-    let crashes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    if let Some(chaos) = options.chaos {
-        invoker = crate::faults::crashing(
+        Ok(Functions {
             invoker,
-            chaos.crash_rate,
-            chaos.seed,
-            std::sync::Arc::clone(&crashes),
-        );
+            in_process,
+            crashes,
+        })
     }
-    let invoker_for_checks = invoker.clone();
-    let pump = Pump::start_with(
-        &local.stack,
-        &local.sdk,
-        invoker,
-        PumpOptions {
-            time_scale: options.time_scale,
-            play_schedules: false,
-        },
+}
+
+/// The demo's customers, tags and zones, when the template has alerts.
+async fn set_up_registry(
+    local: &LocalStack,
+    options: &DemoOptions,
+) -> Result<Option<FleetRegistry>> {
+    if local.stack.reference("AlertsTopic").is_err() {
+        return Ok(None);
+    }
+    let registry = alert_audit::set_up(local, options.fleet.devices).await?;
+    let zones: Vec<String> = (registry.zones.iter())
+        .map(|z| {
+            format!(
+                "{} ({})",
+                z.id,
+                z.customer_id.as_deref().unwrap_or("every tag")
+            )
+        })
+        .collect();
+    println!(
+        "  registry    customers acme and globex (battery threshold {}%), {} tags assigned, {} unassigned; \
+         geofences {}",
+        registry.thresholds_of["globex"].battery_low_pct,
+        registry.customer_of.len(),
+        options.fleet.devices - registry.customer_of.len(),
+        zones.join(", ")
     );
+    Ok(Some(registry))
+}
 
-    let has_alerts = local.stack.reference("AlertsTopic").is_ok();
-    let registry = if has_alerts {
-        let registry = crate::alert_audit::set_up(&local, options.fleet.devices).await?;
-        println!(
-            "  registry    customers acme and globex (battery threshold {}%), {} tags assigned, {} unassigned; \
-             geofences {}",
-            registry.thresholds_of["globex"].battery_low_pct,
-            registry.customer_of.len(),
-            options.fleet.devices - registry.customer_of.len(),
-            registry
-                .zones
-                .iter()
-                .map(|z| format!(
-                    "{} ({})",
-                    z.id,
-                    z.customer_id.as_deref().unwrap_or("every tag")
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        Some(registry)
-    } else {
-        None
-    };
+struct Timings {
+    publishing: Duration,
+    publish_to_drained: Duration,
+}
 
-    let plan = simulate::plan(&options.fleet);
+/// Publishes the fleet's messages, paced by the ingest queue's depth, and
+/// waits for the pipeline to drain.
+async fn publish_and_drain(
+    local: &LocalStack,
+    options: &DemoOptions,
+    plan: &simulate::Plan,
+    pump: &Pump,
+) -> Result<Timings> {
     println!(
         "  simulating  {} tags, {} messages ({} readings, {} malformed, {} duplicates), seed {}",
         options.fleet.devices,
@@ -361,110 +336,113 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     );
     let sns = aws_sdk_sns::Client::new(&local.sdk);
     let topic = local.stack.reference("TelemetryTopic")?.to_owned();
-    let publish_started = Instant::now();
+    let started = Instant::now();
     let pace = simulate::Pace {
         sqs: aws_sdk_sqs::Client::new(&local.sdk),
         queue_url: local.stack.reference("IngestQueue")?.to_owned(),
         max_depth: 1_000,
     };
     simulate::publish(&sns, &topic, &plan.messages, true, Some(&pace)).await?;
-    let publish_time = publish_started.elapsed();
+    let publishing = started.elapsed();
     pump.wait_drained(options.drain_timeout).await?;
-    let drain_time = publish_started.elapsed();
-    // The silence check runs on a schedule (every 5 minutes by default); the
-    // demo runs it once now that the fleet's readings are in, as its next
-    // tick would. EventBridge times have whole seconds.
-    let silence_check_ms = geotag::clock::now_ms() / 1000 * 1000;
-    if registry.is_some() {
-        // EventBridge retries a failed asynchronous invocation twice, a minute
-        // and more apart. The wait matters: an alert the failed attempt left
-        // claimed stays leased until that invocation's deadline, and a retry
-        // at once would find it busy. (The 20,000-reading chaos run failed
-        // three attempts in a row that way.) This waits out the lease.
-        let lease = Duration::from_secs(
-            local
-                .stack
-                .functions
-                .values()
-                .map(|function| function.timeout_secs)
-                .max()
-                .unwrap_or(30)
-                + 1,
-        );
-        let mut attempts = 0;
-        while let Err(error) =
-            crate::alert_audit::check_silence(&local, &invoker_for_checks, silence_check_ms).await
-        {
-            attempts += 1;
-            if attempts > 2 {
-                return Err(error.context("the silence check failed three times"));
-            }
-            println!(
-                "  silence check failed ({error:#}); retrying in {} s, as EventBridge would",
-                lease.as_secs()
-            );
-            tokio::time::sleep(lease).await;
-        }
-        pump.wait_drained(options.drain_timeout).await?;
-    }
-    let pump_stats = pump.stats.snapshot();
-    pump.stop().await;
+    Ok(Timings {
+        publishing,
+        publish_to_drained: started.elapsed(),
+    })
+}
 
-    let audit_started = Instant::now();
-    let audit = audit(&local).await?;
-    let audit_time = audit_started.elapsed();
-    let (report, mut ok) = render(&plan.expected, &audit, &pump_stats, options.device_rows);
-    println!("{report}");
-    let mut summary = tally(&plan.expected, &audit);
-    let output_dir = options
-        .output_dir
-        .clone()
-        .unwrap_or_else(|| local.root.join("target/geotag"));
-    let mut operator_alerts = None;
-    if let Some(registry) = &registry {
-        let inboxes = crate::alert_audit::read_inboxes(&local, registry).await?;
-        let comparison = crate::alert_audit::AlertComparison::new(
-            &plan.expected,
-            registry,
-            &inboxes,
-            silence_check_ms,
-        );
-        let (alerts_report, alerts_ok) =
-            crate::alert_audit::render(&plan.expected, registry, &inboxes, &comparison);
-        println!("{alerts_report}");
-        ok &= alerts_ok;
-        let (lost, double) = comparison.tally();
-        summary.lost += lost;
-        summary.double_counted += double;
-        operator_alerts = Some(comparison.operator.len() - comparison.repeated_ids);
-    }
-    if let Some(handlers) = &in_process {
-        let lines = handlers.metric_lines();
-        let binary_of: BTreeMap<&str, &str> = local
-            .stack
-            .functions
-            .values()
-            .map(|function| (function.name.as_str(), function.binary.as_str()))
-            .collect();
-        summary.metrics = MetricTotals::of_lines(&lines, |name| {
-            binary_of.get(name).map_or(name, |binary| binary).to_owned()
-        });
-        let path = output_dir.join("metrics.jsonl");
-        geotag_local_cloud::project::write_file(&path, lines.join("\n") + "\n")?;
-        let (text, agrees) = reconcile_metrics(
-            &summary.metrics,
-            &audit,
-            operator_alerts,
-            options.chaos.is_none(),
-        );
+/// The silence check, retried as EventBridge retries a failed asynchronous
+/// invocation: twice, a minute and more apart. The wait matters: an alert
+/// the failed attempt left claimed stays leased until that invocation's
+/// deadline, and a retry at once would find it busy. (The 20,000-reading
+/// chaos run failed three attempts in a row that way.) This waits out the lease.
+async fn check_silence_as_eventbridge_would(
+    local: &LocalStack,
+    invoker: &Invoker,
+    at_ms: i64,
+) -> Result<()> {
+    let longest_timeout = (local.stack.functions.values())
+        .map(|function| function.timeout_secs)
+        .max()
+        .unwrap_or(30);
+    let lease = Duration::from_secs(longest_timeout + 1);
+    let mut attempts = 0;
+    while let Err(error) = alert_audit::check_silence(local, invoker, at_ms).await {
+        attempts += 1;
+        if attempts > 2 {
+            return Err(error.context("the silence check failed three times"));
+        }
         println!(
-            "  metrics     {} EMF lines from the functions, as CloudWatch would read them: {}\n{text}",
-            summary.metrics.lines,
-            path.display()
+            "  silence check failed ({error:#}); retrying in {} s, as EventBridge would",
+            lease.as_secs()
         );
-        ok &= agrees;
+        tokio::time::sleep(lease).await;
     }
-    summary.crashes = crashes.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Every inbox against the oracle; prints the alerts table. Returns whether
+/// it matched and the distinct alerts the operator received.
+async fn audit_alerts(
+    local: &LocalStack,
+    plan: &simulate::Plan,
+    registry: &FleetRegistry,
+    silence_check_ms: i64,
+    summary: &mut Summary,
+) -> Result<(bool, usize)> {
+    let inboxes = alert_audit::read_inboxes(local, registry).await?;
+    let comparison =
+        alert_audit::AlertComparison::new(&plan.expected, registry, &inboxes, silence_check_ms);
+    let (alerts_report, alerts_ok) =
+        alert_audit::render(&plan.expected, registry, &inboxes, &comparison);
+    println!("{alerts_report}");
+    let (lost, double) = comparison.tally();
+    summary.lost += lost;
+    summary.double_counted += double;
+    Ok((
+        alerts_ok,
+        comparison.operator.len() - comparison.repeated_ids,
+    ))
+}
+
+/// The in-process handlers' EMF lines: written to `metrics.jsonl`, summed,
+/// and set beside the audit. Returns whether they agree where they must.
+fn read_back_metrics(
+    local: &LocalStack,
+    handlers: &InProcess,
+    output_dir: &Path,
+    audit: &Audit,
+    operator_alerts: Option<usize>,
+    must_agree: bool,
+    summary: &mut Summary,
+) -> Result<bool> {
+    let lines = handlers.metric_lines();
+    let binary_of: BTreeMap<&str, &str> = (local.stack.functions.values())
+        .map(|function| (function.name.as_str(), function.binary.as_str()))
+        .collect();
+    summary.metrics = MetricTotals::of_lines(&lines, |name| {
+        binary_of.get(name).map_or(name, |binary| binary).to_owned()
+    });
+    let path = output_dir.join("metrics.jsonl");
+    geotag_local_cloud::project::write_file(&path, lines.join("\n") + "\n")?;
+    let (text, agrees) =
+        report::reconcile_metrics(&summary.metrics, audit, operator_alerts, must_agree);
+    println!(
+        "  metrics     {} EMF lines from the functions, as CloudWatch would read them: {}\n{text}",
+        summary.metrics.lines,
+        path.display()
+    );
+    Ok(agrees)
+}
+
+/// The functions' requests, refused ones included, and what their writes cost.
+fn add_costs(
+    summary: &mut Summary,
+    fault_plan: &FaultPlan,
+    audit: &Audit,
+    plan: &simulate::Plan,
+    pump_stats: &BTreeMap<&'static str, u64>,
+) {
     summary.faults_injected = fault_plan.total_injected();
     summary.messages_published = plan.messages.len() as u64;
     summary.readings_stored = audit.stored as u64;
@@ -472,537 +450,47 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     for ((service, operation, _), n) in fault_plan.injected() {
         *summary.requests.entry((service, operation)).or_default() += n;
     }
-    summary.write_units = write_units(&fault_plan.item_writes(), &audit.item_sizes);
+    summary.write_units = cost::write_units(&fault_plan.item_writes(), &audit.item_sizes);
     summary.keys_read = fault_plan.keys_read();
     summary.invocations = pump_stats.get("invocations").copied().unwrap_or(0);
-    if registry.is_some() {
-        let path = output_dir.join("report.html");
-        let data = geotag_operator::map::gather(
-            &local.sdk,
-            &geotag_operator::map::Tables::of_local(&local.stack)?,
-            &format!(
-                "geotag {}: {} tags, seed {}",
-                if options.chaos.is_some() {
-                    "chaos"
-                } else {
-                    "demo"
-                },
-                options.fleet.devices,
-                options.fleet.seed
-            ),
-        )
-        .await?;
-        geotag_operator::map::write(&path, &data)?;
-        println!(
-            "  map         {} devices, {} alerts, {} geofences: open {}",
-            data.devices.len(),
-            data.alerts.len(),
-            data.geofences.len(),
-            path.display()
-        );
-        summary.report = Some(path);
-    }
-    ok &= summary.lost == 0 && summary.double_counted == 0;
-    summary.ok = ok;
-    if options.chaos.is_some() {
-        println!(
-            "{}",
-            chaos_table(&plan.expected, &summary, &pump_stats, &fault_plan)
-        );
+}
+
+/// The run on one page: `report.html` in the output folder.
+async fn draw_map(local: &LocalStack, options: &DemoOptions, output_dir: &Path) -> Result<PathBuf> {
+    let path = output_dir.join("report.html");
+    let run = if options.chaos.is_some() {
+        "chaos"
     } else {
-        println!("{}", requests_table(&summary));
-    }
-    println!(
-        "  wall time   {:.1} s: emulator {:.1} s, provisioning {:.1} s, publishing {:.1} s, \
-         publish-to-drained {:.1} s, audit {:.1} s",
-        total.elapsed().as_secs_f64(),
-        local.emulator_start.as_secs_f64(),
-        local.provision_time.as_secs_f64(),
-        publish_time.as_secs_f64(),
-        drain_time.as_secs_f64(),
-        audit_time.as_secs_f64(),
+        "demo"
+    };
+    let title = format!(
+        "geotag {run}: {} tags, seed {}",
+        options.fleet.devices, options.fleet.seed
     );
-    drop(local);
+    let data = map::gather(&local.sdk, &map::Tables::of_local(&local.stack)?, &title).await?;
+    map::write(&path, &data)?;
+    println!(
+        "  map         {} devices, {} alerts, {} geofences: open {}",
+        data.devices.len(),
+        data.alerts.len(),
+        data.geofences.len(),
+        path.display()
+    );
+    Ok(path)
+}
+
+fn print_verdict(ok: bool, with_alerts: bool) {
     if !ok {
         println!("\n  the audit found differences (marked ✗ above)");
-        return Ok(summary);
+        return;
     }
     println!(
         "\n  every valid reading stored once and counted once in DeviceStats, distances as in time order,\n  \
          every malformed message dead-lettered with its reason{} ✓",
-        if registry.is_some() {
+        if with_alerts {
             ",\n  every alert the readings deserve published once, to the operator and to its customer only"
         } else {
             ""
         }
     );
-    Ok(summary)
-}
-
-/// Sets the functions' own counts beside the audit's. Faults and crashes cut
-/// invocations short before they report, so only a run without them must agree.
-fn reconcile_metrics(
-    metrics: &MetricTotals,
-    audit: &Audit,
-    operator_alerts: Option<usize>,
-    must_agree: bool,
-) -> (String, bool) {
-    let mut text = metrics.render();
-    let mut ok = metrics.invalid.is_empty();
-    for invalid in metrics.invalid.iter().take(3) {
-        text.push_str(&format!("    ✗ not a valid EMF document: {invalid}\n"));
-    }
-    let dead_lettered =
-        audit.dead_lettered_by_reason.values().sum::<usize>() as u64 + audit.dead_letter_repeats;
-    let mut checks = vec![
-        (
-            "ingest MessagesDeadLettered",
-            metrics.total("ingest", "MessagesDeadLettered"),
-            "messages in the DLQ",
-            dead_lettered as f64,
-        ),
-        (
-            "stats ReadingsApplied",
-            metrics.total("stats", "ReadingsApplied"),
-            "readings in Telemetry",
-            audit.stored as f64,
-        ),
-    ];
-    if let Some(received) = operator_alerts {
-        checks.push((
-            "alerts AlertsPublished",
-            metrics.total("alerts", "AlertsPublished"),
-            "alerts the operator received",
-            received as f64,
-        ));
-    }
-    for (metric, value, counted, expected) in checks {
-        let agrees = value == expected;
-        if must_agree {
-            ok &= agrees;
-        }
-        let mark = match (agrees, must_agree) {
-            (true, _) => "✓",
-            (false, true) => "✗",
-            (false, false) => "~",
-        };
-        text.push_str(&format!(
-            "    {mark} {metric} {value:.0}, {counted} {expected:.0}\n"
-        ));
-    }
-    if !must_agree {
-        text.push_str("    (~: an invocation that crashed or was refused reports nothing; only a run without faults must agree)\n");
-    }
-    (text, ok)
-}
-
-/// Reads back the Telemetry table and the ingest DLQ.
-pub async fn audit(local: &LocalStack) -> Result<Audit> {
-    let dynamodb = aws_sdk_dynamodb::Client::new(&local.sdk);
-    let table = local.stack.reference("TelemetryTable")?;
-    let mut audit = Audit::default();
-    for item in geotag_operator::table_scan::scan_all(&dynamodb, table, false).await? {
-        let Some(reading) = reading_from_item(&item) else {
-            bail!("an item in {table} is not a reading: {item:?}");
-        };
-        audit
-            .item_sizes
-            .entry(table.to_owned())
-            .or_default()
-            .add(&item);
-        audit.stored += 1;
-        let summary = audit
-            .stored_per_device
-            .entry(reading.device_id.clone())
-            .or_default();
-        if summary.readings == 0 || reading.ts_ms < summary.first_ms {
-            summary.first_ms = reading.ts_ms;
-        }
-        if summary.readings == 0 || reading.ts_ms >= summary.last_ms {
-            summary.last_ms = reading.ts_ms;
-            summary.last_position = (reading.lat, reading.lon);
-            summary.last_battery = reading.battery;
-        }
-        summary.readings += 1;
-        summary
-            .track
-            .push((reading.ts_ms, reading.lat, reading.lon));
-    }
-
-    if let Ok(stats_table) = local.stack.reference("DeviceStatsTable") {
-        let mut summaries: BTreeMap<String, DeviceStatsSummary> = BTreeMap::new();
-        for item in geotag_operator::table_scan::scan_all(&dynamodb, stats_table, true).await? {
-            let Some(stats) = geotag_aws::device_stats::stats_item_from(&item) else {
-                bail!("an item in {stats_table} does not parse: {item:?}");
-            };
-            audit
-                .item_sizes
-                .entry(stats_table.to_owned())
-                .or_default()
-                .add(&item);
-            let summary = summaries.entry(stats.device_id.clone()).or_default();
-            match stats.body {
-                StatsBody::Latest(state) => {
-                    summary.latest_ms = Some(state.ts_ms);
-                    summary.latest_position = Some((state.lat, state.lon));
-                    summary.battery = state.battery;
-                }
-                StatsBody::Rollup(Bucket::Hour(_), rollup) => summary.hourly_count += rollup.count,
-                StatsBody::Rollup(Bucket::Day(_), rollup) => {
-                    summary.daily_count += rollup.count;
-                    summary.distance_m += rollup.distance_m();
-                }
-            }
-        }
-        audit.device_stats = Some(summaries);
-    }
-
-    let sqs = aws_sdk_sqs::Client::new(&local.sdk);
-    let dlq = local.stack.reference("IngestDLQ")?;
-    let mut seen_sources = std::collections::HashSet::new();
-    for message in geotag_local_cloud::pump::read_whole_queue(&sqs, dlq).await? {
-        let attribute = |name: &str| {
-            message
-                .message_attributes()
-                .and_then(|attributes| attributes.get(name))
-                .and_then(|value| value.string_value())
-                .map(str::to_owned)
-        };
-        // A function that dead-letters and then dies is retried, and
-        // dead-letters again: the same source message, counted once.
-        let source = attribute("source_message_id")
-            .or_else(|| message.message_id().map(str::to_owned))
-            .unwrap_or_default();
-        if !seen_sources.insert(source) {
-            audit.dead_letter_repeats += 1;
-            continue;
-        }
-        let reason =
-            attribute("reason").unwrap_or_else(|| "(none: redriven after maxReceiveCount)".into());
-        *audit.dead_lettered_by_reason.entry(reason).or_default() += 1;
-    }
-    Ok(audit)
-}
-
-pub(crate) fn mark(ok: bool) -> &'static str {
-    if ok { "✓" } else { "✗" }
-}
-
-/// The report, and whether everything matched.
-pub fn render(
-    expected: &Expected,
-    audit: &Audit,
-    pump: &BTreeMap<&'static str, u64>,
-    device_rows: bool,
-) -> (String, bool) {
-    let mut out = String::new();
-    let mut ok = true;
-    let stored_ok = audit.stored == expected.unique_readings();
-    ok &= stored_ok;
-    let _ = writeln!(
-        out,
-        "\n  readings    {:>6} valid and unique published",
-        expected.unique_readings()
-    );
-    let _ = writeln!(
-        out,
-        "              {:>6} stored in Telemetry {}",
-        audit.stored,
-        mark(stored_ok)
-    );
-    let _ = writeln!(
-        out,
-        "              {:>6} duplicate deliveries absorbed",
-        expected.duplicates
-    );
-    let dead_total: usize = audit.dead_lettered_by_reason.values().sum();
-    let dead_ok = dead_total == expected.rejected();
-    ok &= dead_ok;
-    let _ = writeln!(
-        out,
-        "  rejected    {:>6} malformed published, {} dead-lettered {}",
-        expected.rejected(),
-        dead_total,
-        mark(dead_ok)
-    );
-    let mut reasons: Vec<String> = expected
-        .rejected_by_reason
-        .keys()
-        .map(|r| r.code().to_owned())
-        .collect();
-    reasons.extend(audit.dead_lettered_by_reason.keys().cloned());
-    reasons.sort();
-    reasons.dedup();
-    for reason in reasons {
-        let want = Reason::from_code(&reason)
-            .and_then(|r| expected.rejected_by_reason.get(&r))
-            .copied()
-            .unwrap_or(0);
-        let got = audit
-            .dead_lettered_by_reason
-            .get(&reason)
-            .copied()
-            .unwrap_or(0);
-        ok &= want == got;
-        let _ = writeln!(
-            out,
-            "              {got:>6} {reason:<22} (expected {want}) {}",
-            mark(want == got)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "  pump        {}",
-        pump.iter()
-            .map(|(name, value)| format!("{value} {name}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let mut rows = String::new();
-    for (device, want) in &expected.readings_per_device {
-        let summary = audit
-            .stored_per_device
-            .get(device)
-            .cloned()
-            .unwrap_or_default();
-        let device_ok = summary.readings == *want;
-        ok &= device_ok;
-        let kind = expected.behaviours.get(device).map_or("?", |b| b.name());
-        let stats = audit
-            .device_stats
-            .as_ref()
-            .map(|all| all.get(device).cloned().unwrap_or_default());
-        let (stats_column, position, battery) = match &stats {
-            None => ("-".to_owned(), summary.last_position, summary.last_battery),
-            Some(stats) => {
-                let counts_ok =
-                    stats.hourly_count == *want as u64 && stats.daily_count == *want as u64;
-                let latest_ok = stats.latest_ms == Some(summary.last_ms);
-                let in_order = summary.in_order_daily_distance_m();
-                let distance_ok = (stats.distance_m - in_order).abs() <= 1e-6 * in_order.max(1.0);
-                if !distance_ok {
-                    let _ = writeln!(
-                        out,
-                        "  ✗ {device}: DeviceStats distance {:.3} m, in time order {in_order:.3} m",
-                        stats.distance_m
-                    );
-                }
-                let latest_ok = latest_ok && distance_ok;
-                ok &= counts_ok && latest_ok;
-                (
-                    format!(
-                        "{}/{} {:>5.1} km {}",
-                        stats.hourly_count,
-                        stats.daily_count,
-                        stats.distance_m / 1000.0,
-                        mark(counts_ok && latest_ok)
-                    ),
-                    stats.latest_position.unwrap_or_default(),
-                    stats.battery,
-                )
-            }
-        };
-        let row_ok = device_ok && stats_column.chars().last().is_none_or(|mark| mark != '✗');
-        if !device_rows && row_ok {
-            continue;
-        }
-        let _ = writeln!(
-            rows,
-            "  {device:<10} {kind:<9} {:>8} {} {:<8} {:<8} {:>17}  {:>10.5},{:>10.5}  {:>7}",
-            summary.readings,
-            mark(device_ok),
-            clock(summary.first_ms),
-            clock(summary.last_ms),
-            stats_column,
-            position.0,
-            position.1,
-            battery.map_or("-".to_owned(), |b| format!("{b:.0}%")),
-        );
-    }
-    if !rows.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n  {:<10} {:<9} {:>10}  {:<8} {:<8} {:>17}  {:>21}  {:>7}",
-            "device",
-            "kind",
-            "Telemetry",
-            "first",
-            "last",
-            "DeviceStats h/d",
-            "latest position",
-            "battery"
-        );
-        out.push_str(&rows);
-    } else {
-        let _ = writeln!(
-            out,
-            "  devices     {} tags, each as expected ✓",
-            expected.readings_per_device.len()
-        );
-    }
-    if !expected.crossings.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n  scripted    {} crossings of {:?} ({} m around {}, {}): {}",
-            expected.crossings.len(),
-            simulate::DEPOT.name,
-            simulate::DEPOT.radius_m,
-            simulate::DEPOT.lat,
-            simulate::DEPOT.lon,
-            expected
-                .crossings
-                .iter()
-                .map(|c| format!(
-                    "{} in {}, out {}",
-                    c.device_id,
-                    clock(c.entered_ms),
-                    clock(c.left_ms)
-                ))
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-    }
-    if let Some(extra) = audit
-        .stored_per_device
-        .keys()
-        .find(|d| !expected.readings_per_device.contains_key(*d))
-    {
-        ok = false;
-        let _ = writeln!(
-            out,
-            "  ✗ readings stored for a device that was never simulated: {extra}"
-        );
-    }
-    (out, ok)
-}
-
-/// Lost and double-counted readings and refused messages.
-pub fn tally(expected: &Expected, audit: &Audit) -> Summary {
-    let mut summary = Summary {
-        dead_letter_repeats: audit.dead_letter_repeats,
-        ..Summary::default()
-    };
-    let gap = |want: u64, got: u64| (want.saturating_sub(got), got.saturating_sub(want));
-    for (device, want) in &expected.readings_per_device {
-        let want = *want as u64;
-        let stored = audit
-            .stored_per_device
-            .get(device)
-            .map_or(0, |s| s.readings) as u64;
-        let (lost, _) = gap(want, stored);
-        summary.lost += lost;
-        if let Some(stats) = audit.device_stats.as_ref() {
-            let stats = stats.get(device).cloned().unwrap_or_default();
-            for counted in [stats.hourly_count, stats.daily_count] {
-                let (lost, double) = gap(want, counted);
-                summary.lost += lost;
-                summary.double_counted += double;
-            }
-        }
-    }
-    for (reason, want) in &expected.rejected_by_reason {
-        let got = audit
-            .dead_lettered_by_reason
-            .get(reason.code())
-            .copied()
-            .unwrap_or(0);
-        summary.lost += (*want as u64).saturating_sub(got as u64);
-    }
-    summary
-}
-
-/// The chaos run's table: what went in, what was done to it, what came out.
-fn chaos_table(
-    expected: &Expected,
-    summary: &Summary,
-    pump: &BTreeMap<&'static str, u64>,
-    faults: &crate::faults::FaultPlan,
-) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "\n  chaos");
-    let row = |out: &mut String, name: &str, value: String| {
-        let _ = writeln!(out, "    {name:<40} {value}");
-    };
-    row(
-        &mut out,
-        "valid unique readings published",
-        expected.unique_readings().to_string(),
-    );
-    row(
-        &mut out,
-        "malformed messages published",
-        expected.rejected().to_string(),
-    );
-    row(
-        &mut out,
-        "duplicate deliveries published",
-        expected.duplicates.to_string(),
-    );
-    let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
-    for ((service, operation, fault), n) in faults.injected() {
-        *by_kind
-            .entry(format!("{service} {operation} {fault:?}"))
-            .or_default() += n;
-    }
-    let passed: u64 = faults.passed().values().sum();
-    row(
-        &mut out,
-        "AWS requests of the functions",
-        format!(
-            "{} ({} refused by injected faults)",
-            passed + faults.total_injected(),
-            faults.total_injected()
-        ),
-    );
-    for (kind, n) in by_kind {
-        row(&mut out, &format!("  {kind}"), n.to_string());
-    }
-    row(
-        &mut out,
-        "invocations crashed half-way",
-        summary.crashes.to_string(),
-    );
-    row(
-        &mut out,
-        "function errors seen by the pump",
-        pump.get("function errors")
-            .copied()
-            .unwrap_or(0)
-            .to_string(),
-    );
-    row(
-        &mut out,
-        "batch item failures (records retried)",
-        pump.get("batch item failures")
-            .copied()
-            .unwrap_or(0)
-            .to_string(),
-    );
-    row(
-        &mut out,
-        "dead letters repeated by a crash",
-        summary.dead_letter_repeats.to_string(),
-    );
-    row(
-        &mut out,
-        "lost",
-        format!("{} {}", summary.lost, mark(summary.lost == 0)),
-    );
-    row(
-        &mut out,
-        "double-counted",
-        format!(
-            "{} {}",
-            summary.double_counted,
-            mark(summary.double_counted == 0)
-        ),
-    );
-    out
-}
-
-/// HH:MM:SS (UTC) of an epoch-ms time.
-fn clock(ms: i64) -> String {
-    let mut text = String::new();
-    geotag::reading::write_rfc3339_millis(&mut text, ms);
-    text.get(11..19).unwrap_or("-").to_owned()
 }

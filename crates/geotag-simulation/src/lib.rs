@@ -5,14 +5,20 @@
 //!
 //! - [`simulate`]: the fleet's plan (tracks, malformed and duplicate messages,
 //!   what each deserves) and its publishing;
-//! - [`demo`]: `geotag demo` and `geotag chaos`, end to end, with the report;
+//! - [`demo`]: `geotag demo` and `geotag chaos`, end to end, step by step;
+//! - [`reading_audit`]: Telemetry, DeviceStats and the DLQ against the plan;
 //! - [`alert_audit`]: the demo's registry, customer inboxes and silence check,
 //!   and the audit of every alert against the oracle;
+//! - [`report`]: the printed tables and their marks;
+//! - [`cost`]: each table's writes priced in write units;
 //! - [`faults`]: refused AWS requests and crashing invocations, for the chaos run;
 //! - [`metrics`]: the functions' EMF lines read back and summed.
 
 pub mod alert_audit;
+pub mod cost;
 pub mod demo;
 pub mod faults;
 pub mod metrics;
+pub mod reading_audit;
+pub mod report;
 pub mod simulate;

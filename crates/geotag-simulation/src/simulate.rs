@@ -213,169 +213,198 @@ pub fn plan(config: &FleetConfig) -> Plan {
     let mut expected = Expected::default();
     // (send time, order, body) so that buffered batches go out late.
     let mut timeline: Vec<(i64, usize, String)> = Vec::new();
-    let interval_ms = config.interval_secs as i64 * 1000;
-    let start_ms =
-        config.end_ms - interval_ms * config.readings_per_device.saturating_sub(1) as i64;
-
     for index in 0..config.devices {
-        let device_id = format!("tag-{index:04}");
-        let behaviour = Behaviour::of(index);
-        expected.behaviours.insert(device_id.clone(), behaviour);
-        // Around Paris, within ~20 km; crossing tags west of the depot, heading east.
-        let (mut lat, mut lon, mut heading) = match behaviour {
-            Behaviour::Crossing => {
-                let (lat, lon) = destination(DEPOT.lat, DEPOT.lon, 270.0, CROSSING_APPROACH_M);
-                (lat, lon, 90.0)
-            }
-            _ => {
-                let (mut lat, mut lon) = (
-                    48.8566 + rng.f64() * 0.3 - 0.15,
-                    2.3522 + rng.f64() * 0.4 - 0.2,
-                );
-                // Jitter reaches 10 m at most: a start this far out stays out.
-                if haversine_m(lat, lon, DEPOT.lat, DEPOT.lon) < DEPOT_KEEP_OUT_M + 100.0 {
-                    (lat, lon) = destination(DEPOT.lat, DEPOT.lon, rng.f64() * 360.0, 5_000.0);
-                }
-                (lat, lon, rng.f64() * 360.0)
-            }
-        };
-        let crossing_speed = 2.0 * CROSSING_APPROACH_M
-            / (config.interval_secs as f64 * config.readings_per_device.max(2) as f64 - 1.0)
-                .max(1.0);
-        let mut inside_since: Option<i64> = None;
-        // One tag in three is dying: it starts a little above 20% and drains
-        // 10 to 15 points over the run, so it crosses 20% mid-run.
-        let dying = index % 3 == 1;
-        let mut battery = if dying {
-            25.0 + rng.f64() * 3.0
-        } else {
-            40.0 + rng.f64() * 60.0
-        };
-        let drain_per_reading = if dying {
-            (10.0 + rng.f64() * 5.0) / config.readings_per_device.max(1) as f64
-        } else {
-            0.05 + rng.f64() * 0.4
-        };
-        let count = match behaviour {
-            Behaviour::Silent => config.readings_per_device * 2 / 5,
-            _ => config.readings_per_device,
-        };
-        let n = config.readings_per_device;
-        let speeding_steps = (n * 2 / 5)..(n * 3 / 5);
-        let mut buffer: Vec<serde_json::Value> = Vec::new();
-        for step in 0..count {
-            let ts = start_ms + step as i64 * interval_ms + rng.i64(0..1000);
-            let (speed, accuracy) = match behaviour {
-                Behaviour::Parked => (0.0, 3.0 + rng.f64() * 7.0),
-                Behaviour::Crossing => (crossing_speed, 0.0),
-                Behaviour::Speeding if speeding_steps.contains(&step) => {
-                    (SPEEDING_MPS, 3.0 + rng.f64() * 12.0)
-                }
-                _ => (5.0 + rng.f64() * 25.0, 3.0 + rng.f64() * 12.0),
-            };
-            if step > 0 && speed > 0.0 {
-                if behaviour != Behaviour::Crossing {
-                    heading = (heading + rng.f64() * 30.0 - 15.0).rem_euclid(360.0);
-                }
-                let distance = speed * config.interval_secs as f64;
-                let (mut next_lat, mut next_lon) = destination(lat, lon, heading, distance);
-                if behaviour != Behaviour::Crossing
-                    && haversine_m(next_lat, next_lon, DEPOT.lat, DEPOT.lon) < DEPOT_KEEP_OUT_M
-                {
-                    // Turn back rather than stray into the depot.
-                    heading = (heading + 180.0).rem_euclid(360.0);
-                    (next_lat, next_lon) = destination(lat, lon, heading, distance);
-                    if haversine_m(next_lat, next_lon, DEPOT.lat, DEPOT.lon) < DEPOT_KEEP_OUT_M {
-                        (next_lat, next_lon) = (lat, lon);
-                    }
-                }
-                (lat, lon) = (next_lat, next_lon);
-            }
-            let jitter = |rng: &mut fastrand::Rng| (rng.f64() - 0.5) * accuracy / 111_320.0;
-            let (fix_lat, fix_lon) = (
-                round6(lat + jitter(&mut rng)),
-                round6(lon + jitter(&mut rng)),
-            );
-            if behaviour == Behaviour::Crossing {
-                let inside = haversine_m(fix_lat, fix_lon, DEPOT.lat, DEPOT.lon) <= DEPOT.radius_m;
-                match (inside, inside_since) {
-                    (true, None) => inside_since = Some(ts),
-                    (false, Some(entered_ms)) => {
-                        expected.crossings.push(Crossing {
-                            device_id: device_id.clone(),
-                            zone: DEPOT.id,
-                            entered_ms,
-                            left_ms: ts,
-                        });
-                        inside_since = None;
-                    }
-                    _ => {}
-                }
-            }
-            let reading = json!({
-                "ts": ts,
-                "lat": fix_lat,
-                "lon": fix_lon,
-                "speed": round2(speed),
-                "heading": round2(heading),
-                "battery": round2(battery),
-                "accuracy": round2(accuracy),
-                "seq": step as u64 + 1,
-            });
-            expected
-                .tracks
-                .entry(device_id.clone())
-                .or_default()
-                .push(TrackPoint {
-                    ts_ms: ts,
-                    lat: fix_lat,
-                    lon: fix_lon,
-                    speed: round2(speed),
-                    battery: round2(battery),
-                });
-            battery = (battery - drain_per_reading).max(1.0);
-            *expected
-                .readings_per_device
-                .entry(device_id.clone())
-                .or_default() += 1;
-            let buffer_size = match (config.readings_per_message, behaviour) {
-                (Some(size), _) => size.max(1),
-                (None, Behaviour::Buffered) => BUFFER_SIZE,
-                (None, _) => 1,
-            };
-            if buffer_size > 1 {
-                buffer.push(reading);
-                if buffer.len() == buffer_size || step + 1 == count {
-                    if behaviour == Behaviour::Buffered {
-                        // Buffering firmware sends its newest reading first.
-                        buffer.reverse();
-                    }
-                    let body = json!({"device_id": device_id, "readings": buffer}).to_string();
-                    timeline.push((ts, timeline.len(), body));
-                    buffer = Vec::new();
-                }
-            } else {
-                let mut single = reading;
-                single["device_id"] = json!(device_id);
-                timeline.push((ts, timeline.len(), single.to_string()));
-            }
-        }
+        plan_device(config, index, &mut rng, &mut expected, &mut timeline);
     }
     timeline.sort();
     for track in expected.tracks.values_mut() {
         track.sort_by_key(|point| point.ts_ms);
     }
+    let messages = in_publishing_order(timeline, config, &mut rng, &mut expected);
+    Plan { messages, expected }
+}
 
-    // Each message gets a place in publishing order; a duplicate lands
-    // somewhere after its original, as SNS and SQS redeliveries do (a device
-    // cannot send a reading before it takes it).
+/// Where a tag starts, and its heading. Around Paris, within ~20 km;
+/// crossing tags west of the depot, heading east.
+fn starting_point(behaviour: Behaviour, rng: &mut fastrand::Rng) -> (f64, f64, f64) {
+    if behaviour == Behaviour::Crossing {
+        let (lat, lon) = destination(DEPOT.lat, DEPOT.lon, 270.0, CROSSING_APPROACH_M);
+        return (lat, lon, 90.0);
+    }
+    let (mut lat, mut lon) = (
+        48.8566 + rng.f64() * 0.3 - 0.15,
+        2.3522 + rng.f64() * 0.4 - 0.2,
+    );
+    // Jitter reaches 10 m at most: a start this far out stays out.
+    if haversine_m(lat, lon, DEPOT.lat, DEPOT.lon) < DEPOT_KEEP_OUT_M + 100.0 {
+        (lat, lon) = destination(DEPOT.lat, DEPOT.lon, rng.f64() * 360.0, 5_000.0);
+    }
+    (lat, lon, rng.f64() * 360.0)
+}
+
+/// A tag's battery at the start and its drain per reading. One tag in
+/// three is dying: it starts a little above 20% and drains 10 to 15 points
+/// over the run, so it crosses 20% mid-run.
+fn battery_of(index: usize, readings: usize, rng: &mut fastrand::Rng) -> (f64, f64) {
+    if index % 3 == 1 {
+        let start = 25.0 + rng.f64() * 3.0;
+        (start, (10.0 + rng.f64() * 5.0) / readings.max(1) as f64)
+    } else {
+        let start = 40.0 + rng.f64() * 60.0;
+        (start, 0.05 + rng.f64() * 0.4)
+    }
+}
+
+/// A tag moving `distance` along `heading`; any but a crossing tag wanders
+/// a little, and turns back (or stays) rather than stray into the depot.
+fn step_forward(
+    behaviour: Behaviour,
+    (lat, lon): (f64, f64),
+    heading: &mut f64,
+    distance: f64,
+    rng: &mut fastrand::Rng,
+) -> (f64, f64) {
+    if behaviour == Behaviour::Crossing {
+        return destination(lat, lon, *heading, distance);
+    }
+    *heading = (*heading + rng.f64() * 30.0 - 15.0).rem_euclid(360.0);
+    let next = destination(lat, lon, *heading, distance);
+    if haversine_m(next.0, next.1, DEPOT.lat, DEPOT.lon) >= DEPOT_KEEP_OUT_M {
+        return next;
+    }
+    *heading = (*heading + 180.0).rem_euclid(360.0);
+    let back = destination(lat, lon, *heading, distance);
+    if haversine_m(back.0, back.1, DEPOT.lat, DEPOT.lon) < DEPOT_KEEP_OUT_M {
+        return (lat, lon);
+    }
+    back
+}
+
+/// One tag's readings, recorded in `expected` and sent on `timeline` as
+/// its firmware would: one a message, or buffered and sent late.
+fn plan_device(
+    config: &FleetConfig,
+    index: usize,
+    rng: &mut fastrand::Rng,
+    expected: &mut Expected,
+    timeline: &mut Vec<(i64, usize, String)>,
+) {
+    let interval_ms = config.interval_secs as i64 * 1000;
+    let start_ms =
+        config.end_ms - interval_ms * config.readings_per_device.saturating_sub(1) as i64;
+    let device_id = format!("tag-{index:04}");
+    let behaviour = Behaviour::of(index);
+    expected.behaviours.insert(device_id.clone(), behaviour);
+    let (mut lat, mut lon, mut heading) = starting_point(behaviour, rng);
+    let crossing_speed = 2.0 * CROSSING_APPROACH_M
+        / (config.interval_secs as f64 * config.readings_per_device.max(2) as f64 - 1.0).max(1.0);
+    let mut inside_since: Option<i64> = None;
+    let (mut battery, drain_per_reading) = battery_of(index, config.readings_per_device, rng);
+    let count = match behaviour {
+        Behaviour::Silent => config.readings_per_device * 2 / 5,
+        _ => config.readings_per_device,
+    };
+    let n = config.readings_per_device;
+    let speeding_steps = (n * 2 / 5)..(n * 3 / 5);
+    let buffer_size = match (config.readings_per_message, behaviour) {
+        (Some(size), _) => size.max(1),
+        (None, Behaviour::Buffered) => BUFFER_SIZE,
+        (None, _) => 1,
+    };
+    let mut buffer: Vec<serde_json::Value> = Vec::new();
+    for step in 0..count {
+        let ts = start_ms + step as i64 * interval_ms + rng.i64(0..1000);
+        let (speed, accuracy) = match behaviour {
+            Behaviour::Parked => (0.0, 3.0 + rng.f64() * 7.0),
+            Behaviour::Crossing => (crossing_speed, 0.0),
+            Behaviour::Speeding if speeding_steps.contains(&step) => {
+                (SPEEDING_MPS, 3.0 + rng.f64() * 12.0)
+            }
+            _ => (5.0 + rng.f64() * 25.0, 3.0 + rng.f64() * 12.0),
+        };
+        if step > 0 && speed > 0.0 {
+            let distance = speed * config.interval_secs as f64;
+            (lat, lon) = step_forward(behaviour, (lat, lon), &mut heading, distance, rng);
+        }
+        let jitter = |rng: &mut fastrand::Rng| (rng.f64() - 0.5) * accuracy / 111_320.0;
+        let (fix_lat, fix_lon) = (round6(lat + jitter(rng)), round6(lon + jitter(rng)));
+        if behaviour == Behaviour::Crossing {
+            let inside = haversine_m(fix_lat, fix_lon, DEPOT.lat, DEPOT.lon) <= DEPOT.radius_m;
+            match (inside, inside_since) {
+                (true, None) => inside_since = Some(ts),
+                (false, Some(entered_ms)) => {
+                    expected.crossings.push(Crossing {
+                        device_id: device_id.clone(),
+                        zone: DEPOT.id,
+                        entered_ms,
+                        left_ms: ts,
+                    });
+                    inside_since = None;
+                }
+                _ => {}
+            }
+        }
+        let reading = json!({
+            "ts": ts,
+            "lat": fix_lat,
+            "lon": fix_lon,
+            "speed": round2(speed),
+            "heading": round2(heading),
+            "battery": round2(battery),
+            "accuracy": round2(accuracy),
+            "seq": step as u64 + 1,
+        });
+        expected
+            .tracks
+            .entry(device_id.clone())
+            .or_default()
+            .push(TrackPoint {
+                ts_ms: ts,
+                lat: fix_lat,
+                lon: fix_lon,
+                speed: round2(speed),
+                battery: round2(battery),
+            });
+        battery = (battery - drain_per_reading).max(1.0);
+        *expected
+            .readings_per_device
+            .entry(device_id.clone())
+            .or_default() += 1;
+        if buffer_size == 1 {
+            let mut single = reading;
+            single["device_id"] = json!(device_id);
+            timeline.push((ts, timeline.len(), single.to_string()));
+            continue;
+        }
+        buffer.push(reading);
+        if buffer.len() == buffer_size || step + 1 == count {
+            if behaviour == Behaviour::Buffered {
+                // Buffering firmware sends its newest reading first.
+                buffer.reverse();
+            }
+            let body = json!({"device_id": device_id, "readings": buffer}).to_string();
+            timeline.push((ts, timeline.len(), body));
+            buffer = Vec::new();
+        }
+    }
+}
+
+/// Each message gets a place in publishing order, malformed ones mixed in;
+/// a duplicate lands somewhere after its original, as SNS and SQS
+/// redeliveries do (a device cannot send a reading before it takes it).
+fn in_publishing_order(
+    timeline: Vec<(i64, usize, String)>,
+    config: &FleetConfig,
+    rng: &mut fastrand::Rng,
+    expected: &mut Expected,
+) -> Vec<Message> {
     let mut placed: Vec<(f64, Message)> = Vec::with_capacity(timeline.len());
     let mut duplicates = Vec::new();
     let count = timeline.len() as f64;
     for (ts, _, body) in timeline {
         let place = placed.len() as f64;
         if rng.f64() < config.bad_ratio {
-            let (bad, reason) = malformed(&mut rng, ts, config.end_ms);
+            let (bad, reason) = malformed(rng, ts, config.end_ms);
             *expected.rejected_by_reason.entry(reason).or_default() += 1;
             placed.push((
                 place,
@@ -411,8 +440,7 @@ pub fn plan(config: &FleetConfig) -> Plan {
         )
     }));
     placed.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let messages = placed.into_iter().map(|(_, message)| message).collect();
-    Plan { messages, expected }
+    placed.into_iter().map(|(_, message)| message).collect()
 }
 
 /// The alerts a fleet's readings deserve, by (device, alert type): an oracle

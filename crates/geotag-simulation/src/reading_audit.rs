@@ -1,0 +1,192 @@
+//! The readings' audit: what Telemetry, DeviceStats and the ingest DLQ hold
+//! at the end of a run, set against what the simulator sent.
+
+use std::collections::{BTreeMap, HashSet};
+
+use anyhow::{Result, bail};
+use geotag::stats::Bucket;
+use geotag::store::StatsBody;
+use geotag_aws::telemetry::reading_from_item;
+use geotag_local_cloud::stack::LocalStack;
+
+use crate::cost::ItemSizes;
+use crate::demo::Summary;
+use crate::simulate::Expected;
+
+/// What the demo found, beside what it expected.
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    pub stored: usize,
+    /// Per device, from DeviceStats (when the template has it).
+    pub device_stats: Option<BTreeMap<String, DeviceStatsSummary>>,
+    pub stored_per_device: BTreeMap<String, DeviceSummary>,
+    /// Refused messages in the DLQ, each once (by `source_message_id`), by reason.
+    pub dead_lettered_by_reason: BTreeMap<String, usize>,
+    /// DLQ messages repeating one already counted.
+    pub dead_letter_repeats: u64,
+    /// Items and their sizes, by table name.
+    pub item_sizes: BTreeMap<String, ItemSizes>,
+}
+
+/// What DeviceStats says of a device.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceStatsSummary {
+    /// Sums of the hourly and of the daily rollups' counts.
+    pub hourly_count: u64,
+    pub daily_count: u64,
+    pub distance_m: f64,
+    pub latest_ms: Option<i64>,
+    pub latest_position: Option<(f64, f64)>,
+    pub battery: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeviceSummary {
+    pub readings: usize,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub last_position: (f64, f64),
+    pub last_battery: Option<f64>,
+    /// The readings' (time, lat, lon), for the in-order distance.
+    pub track: Vec<(i64, f64, f64)>,
+}
+
+impl DeviceSummary {
+    /// Distance between consecutive readings in time order, within each UTC
+    /// day: what DeviceStats' daily rollups must add up to.
+    pub fn in_order_daily_distance_m(&self) -> f64 {
+        let mut track = self.track.clone();
+        track.sort_by_key(|point| point.0);
+        track
+            .windows(2)
+            .filter(|pair| {
+                pair[0].0.div_euclid(geotag::clock::DAY_MS)
+                    == pair[1].0.div_euclid(geotag::clock::DAY_MS)
+            })
+            .map(|pair| geotag::geo::distance_m(pair[0].1, pair[0].2, pair[1].1, pair[1].2))
+            .sum()
+    }
+}
+
+/// Reads back the Telemetry table and the ingest DLQ.
+pub async fn audit(local: &LocalStack) -> Result<Audit> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(&local.sdk);
+    let table = local.stack.reference("TelemetryTable")?;
+    let mut audit = Audit::default();
+    for item in geotag_operator::table_scan::scan_all(&dynamodb, table, false).await? {
+        let Some(reading) = reading_from_item(&item) else {
+            bail!("an item in {table} is not a reading: {item:?}");
+        };
+        audit
+            .item_sizes
+            .entry(table.to_owned())
+            .or_default()
+            .add(&item);
+        audit.stored += 1;
+        let summary = audit
+            .stored_per_device
+            .entry(reading.device_id.clone())
+            .or_default();
+        if summary.readings == 0 || reading.ts_ms < summary.first_ms {
+            summary.first_ms = reading.ts_ms;
+        }
+        if summary.readings == 0 || reading.ts_ms >= summary.last_ms {
+            summary.last_ms = reading.ts_ms;
+            summary.last_position = (reading.lat, reading.lon);
+            summary.last_battery = reading.battery;
+        }
+        summary.readings += 1;
+        summary
+            .track
+            .push((reading.ts_ms, reading.lat, reading.lon));
+    }
+
+    if let Ok(stats_table) = local.stack.reference("DeviceStatsTable") {
+        let mut summaries: BTreeMap<String, DeviceStatsSummary> = BTreeMap::new();
+        for item in geotag_operator::table_scan::scan_all(&dynamodb, stats_table, true).await? {
+            let Some(stats) = geotag_aws::device_stats::stats_item_from(&item) else {
+                bail!("an item in {stats_table} does not parse: {item:?}");
+            };
+            audit
+                .item_sizes
+                .entry(stats_table.to_owned())
+                .or_default()
+                .add(&item);
+            let summary = summaries.entry(stats.device_id.clone()).or_default();
+            match stats.body {
+                StatsBody::Latest(state) => {
+                    summary.latest_ms = Some(state.ts_ms);
+                    summary.latest_position = Some((state.lat, state.lon));
+                    summary.battery = state.battery;
+                }
+                StatsBody::Rollup(Bucket::Hour(_), rollup) => summary.hourly_count += rollup.count,
+                StatsBody::Rollup(Bucket::Day(_), rollup) => {
+                    summary.daily_count += rollup.count;
+                    summary.distance_m += rollup.distance_m();
+                }
+            }
+        }
+        audit.device_stats = Some(summaries);
+    }
+
+    let sqs = aws_sdk_sqs::Client::new(&local.sdk);
+    let dlq = local.stack.reference("IngestDLQ")?;
+    let mut seen_sources = HashSet::new();
+    for message in geotag_local_cloud::pump::read_whole_queue(&sqs, dlq).await? {
+        let attribute = |name: &str| {
+            message
+                .message_attributes()
+                .and_then(|attributes| attributes.get(name))
+                .and_then(|value| value.string_value())
+                .map(str::to_owned)
+        };
+        // A function that dead-letters and then dies is retried, and
+        // dead-letters again: the same source message, counted once.
+        let source = attribute("source_message_id")
+            .or_else(|| message.message_id().map(str::to_owned))
+            .unwrap_or_default();
+        if !seen_sources.insert(source) {
+            audit.dead_letter_repeats += 1;
+            continue;
+        }
+        let reason =
+            attribute("reason").unwrap_or_else(|| "(none: redriven after maxReceiveCount)".into());
+        *audit.dead_lettered_by_reason.entry(reason).or_default() += 1;
+    }
+    Ok(audit)
+}
+
+/// Lost and double-counted readings and refused messages.
+pub fn tally(expected: &Expected, audit: &Audit) -> Summary {
+    let mut summary = Summary {
+        dead_letter_repeats: audit.dead_letter_repeats,
+        ..Summary::default()
+    };
+    let gap = |want: u64, got: u64| (want.saturating_sub(got), got.saturating_sub(want));
+    for (device, want) in &expected.readings_per_device {
+        let want = *want as u64;
+        let stored = audit
+            .stored_per_device
+            .get(device)
+            .map_or(0, |s| s.readings) as u64;
+        let (lost, _) = gap(want, stored);
+        summary.lost += lost;
+        if let Some(stats) = audit.device_stats.as_ref() {
+            let stats = stats.get(device).cloned().unwrap_or_default();
+            for counted in [stats.hourly_count, stats.daily_count] {
+                let (lost, double) = gap(want, counted);
+                summary.lost += lost;
+                summary.double_counted += double;
+            }
+        }
+    }
+    for (reason, want) in &expected.rejected_by_reason {
+        let got = audit
+            .dead_lettered_by_reason
+            .get(reason.code())
+            .copied()
+            .unwrap_or(0);
+        summary.lost += (*want as u64).saturating_sub(got as u64);
+    }
+    summary
+}
