@@ -1,0 +1,304 @@
+//! A function as the pump needs it: its name, binary, timeout and
+//! environment, and the event sources its `Events` declare (SQS, DynamoDB
+//! streams with their filters, retries and destinations, schedules).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, anyhow, bail};
+use serde_json::{Map, Value};
+
+use super::{default_name, number, queue_url_of_arn, text};
+use crate::emulator::{ACCOUNT_ID, REGION};
+use crate::template::{Physical, Resolver, Resource};
+
+/// A function as the pump needs it.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    pub logical_id: String,
+    pub name: String,
+    /// The cargo binary (`Metadata.BuildProperties.Binary`), as `cargo lambda` knows it.
+    pub binary: String,
+    pub timeout_secs: u64,
+    pub environment: BTreeMap<String, String>,
+    pub events: Vec<EventSource>,
+}
+
+/// An event source mapping (or schedule), read from a function's `Events`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventSource {
+    Sqs(SqsSource),
+    DynamoDb(StreamSource),
+    Schedule(ScheduleSource),
+}
+
+/// Where a stream event source starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartingPosition {
+    TrimHorizon,
+    Latest,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSource {
+    pub name: String,
+    pub stream_arn: String,
+    pub starting_position: StartingPosition,
+    pub batch_size: usize,
+    pub batching_window_secs: u64,
+    /// Event filtering patterns (`FilterCriteria.Filters[].Pattern`), any of which admits a record.
+    pub filters: Vec<Value>,
+    pub bisect_on_error: bool,
+    /// `None` retries until the record expires from the stream (Lambda's -1).
+    pub maximum_retry_attempts: Option<u32>,
+    pub report_batch_item_failures: bool,
+    /// The queue that receives a description of each batch given up on.
+    pub on_failure_queue_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSource {
+    pub name: String,
+    pub expression: String,
+    pub period: std::time::Duration,
+    /// The event's `detail` (from `Input`), `{}` by default.
+    pub input: Option<Value>,
+}
+
+/// Parses `rate(N unit)`; cron expressions are not played locally.
+pub fn parse_rate(expression: &str) -> Result<std::time::Duration> {
+    let inner = expression
+        .trim()
+        .strip_prefix("rate(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .ok_or_else(|| anyhow!("{expression:?}: only rate(...) schedules are played locally"))?;
+    let (count, unit) = inner
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| anyhow!("{expression:?}: expected rate(N unit)"))?;
+    let count: u64 = count
+        .parse()
+        .map_err(|_| anyhow!("{expression:?}: {count} is not a count"))?;
+    let seconds = match (unit.trim(), count) {
+        ("minute", 1) | ("minutes", 2..) => 60,
+        ("hour", 1) | ("hours", 2..) => 3600,
+        ("day", 1) | ("days", 2..) => 86_400,
+        _ => bail!("{expression:?}: the unit must be minute(s), hour(s) or day(s), singular for 1"),
+    };
+    Ok(std::time::Duration::from_secs(count * seconds))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqsSource {
+    pub name: String,
+    pub queue_arn: String,
+    pub queue_url: String,
+    pub batch_size: usize,
+    pub batching_window_secs: u64,
+    pub report_batch_item_failures: bool,
+    pub maximum_concurrency: Option<usize>,
+}
+
+pub(super) fn read_function(
+    resolver: &Resolver,
+    resource: &Resource,
+    properties: &Map<String, Value>,
+) -> Result<(Physical, FunctionSpec)> {
+    let name = text(properties, "FunctionName").unwrap_or_else(|| default_name(resolver, resource));
+    let binary = resource
+        .metadata
+        .get("BuildProperties")
+        .and_then(|p| p.get("Binary"))
+        .and_then(Value::as_str)
+        .unwrap_or(&resource.logical_id)
+        .to_owned();
+    let environment = properties
+        .get("Environment")
+        .and_then(|e| e.get("Variables"))
+        .and_then(Value::as_object)
+        .map(|variables| {
+            variables
+                .iter()
+                .map(|(key, value)| {
+                    (
+                        key.clone(),
+                        text(variables, key).unwrap_or_else(|| value.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut events = Vec::new();
+    if let Some(declared) = properties.get("Events").and_then(Value::as_object) {
+        for (event_name, event) in declared {
+            let kind = event
+                .get("Type")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let empty = Map::new();
+            let event_properties = event
+                .get("Properties")
+                .and_then(Value::as_object)
+                .unwrap_or(&empty);
+            match kind {
+                "SQS" => {
+                    let queue_arn = text(event_properties, "Queue")
+                        .ok_or_else(|| anyhow!("SQS event {event_name} without Queue"))?;
+                    let queue_url = queue_url_of_arn(resolver, &queue_arn).ok_or_else(|| {
+                        anyhow!("SQS event {event_name}: no local queue {queue_arn}")
+                    })?;
+                    let response_types = event_properties
+                        .get("FunctionResponseTypes")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    events.push(EventSource::Sqs(SqsSource {
+                        name: event_name.clone(),
+                        queue_arn,
+                        queue_url,
+                        batch_size: number(event_properties, "BatchSize")?.unwrap_or(10),
+                        batching_window_secs: number(
+                            event_properties,
+                            "MaximumBatchingWindowInSeconds",
+                        )?
+                        .unwrap_or(0),
+                        report_batch_item_failures: response_types
+                            .iter()
+                            .any(|t| t.as_str() == Some("ReportBatchItemFailures")),
+                        maximum_concurrency: event_properties
+                            .get("ScalingConfig")
+                            .and_then(Value::as_object)
+                            .map(|scaling| number(scaling, "MaximumConcurrency"))
+                            .transpose()?
+                            .flatten(),
+                    }));
+                }
+                "DynamoDB" => {
+                    let stream_arn = text(event_properties, "Stream")
+                        .ok_or_else(|| anyhow!("DynamoDB event {event_name} without Stream"))?;
+                    let starting_position = match text(event_properties, "StartingPosition")
+                        .as_deref()
+                    {
+                        Some("TRIM_HORIZON") => StartingPosition::TrimHorizon,
+                        Some("LATEST") | None => StartingPosition::Latest,
+                        Some(other) => bail!(
+                            "DynamoDB event {event_name}: StartingPosition {other} is not supported"
+                        ),
+                    };
+                    let filters = event_properties
+                        .get("FilterCriteria")
+                        .and_then(|criteria| criteria.get("Filters"))
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|filter| match filter.get("Pattern") {
+                            Some(Value::String(pattern)) => {
+                                serde_json::from_str(pattern).map_err(|e| {
+                                    anyhow!("{event_name}: filter pattern is not JSON: {e}")
+                                })
+                            }
+                            Some(object @ Value::Object(_)) => Ok(object.clone()),
+                            _ => bail!("{event_name}: a filter without Pattern"),
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let on_failure_queue_url = match event_properties
+                        .get("DestinationConfig")
+                        .and_then(|config| config.get("OnFailure"))
+                        .and_then(|on_failure| on_failure.get("Destination"))
+                        .and_then(Value::as_str)
+                    {
+                        None => None,
+                        Some(arn) => Some(queue_url_of_arn(resolver, arn).ok_or_else(|| {
+                            anyhow!(
+                                "{event_name}: on-failure destination {arn} is not a local queue"
+                            )
+                        })?),
+                    };
+                    let retries: Option<i64> = number(event_properties, "MaximumRetryAttempts")?;
+                    events.push(EventSource::DynamoDb(StreamSource {
+                        name: event_name.clone(),
+                        stream_arn,
+                        starting_position,
+                        batch_size: number(event_properties, "BatchSize")?.unwrap_or(100),
+                        batching_window_secs: number(
+                            event_properties,
+                            "MaximumBatchingWindowInSeconds",
+                        )?
+                        .unwrap_or(0),
+                        filters,
+                        bisect_on_error: text(event_properties, "BisectBatchOnFunctionError")
+                            .as_deref()
+                            == Some("true"),
+                        maximum_retry_attempts: retries.and_then(|n| u32::try_from(n).ok()),
+                        report_batch_item_failures: event_properties
+                            .get("FunctionResponseTypes")
+                            .and_then(Value::as_array)
+                            .is_some_and(|types| {
+                                types
+                                    .iter()
+                                    .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
+                            }),
+                        on_failure_queue_url,
+                    }));
+                }
+                "Schedule" | "ScheduleV2" => {
+                    let expression = text(event_properties, "Schedule")
+                        .or_else(|| text(event_properties, "ScheduleExpression"))
+                        .ok_or_else(|| anyhow!("schedule {event_name} without an expression"))?;
+                    let enabled = text(event_properties, "Enabled").as_deref() != Some("false")
+                        && text(event_properties, "State").as_deref() != Some("DISABLED");
+                    if enabled {
+                        events.push(EventSource::Schedule(ScheduleSource {
+                            name: event_name.clone(),
+                            period: parse_rate(&expression)?,
+                            expression,
+                            input: match event_properties.get("Input") {
+                                Some(Value::String(json)) => Some(serde_json::from_str(json)?),
+                                Some(other) => Some(other.clone()),
+                                None => None,
+                            },
+                        }));
+                    }
+                }
+                other => bail!(
+                    "function {}: event {event_name} of type {other} is not pumped by the local stack",
+                    resource.logical_id
+                ),
+            }
+        }
+    }
+    let spec = FunctionSpec {
+        logical_id: resource.logical_id.clone(),
+        name: name.clone(),
+        binary,
+        timeout_secs: number(properties, "Timeout")?.unwrap_or(3),
+        environment,
+        events,
+    };
+    let physical = Physical {
+        reference: name.clone(),
+        attributes: [(
+            "Arn".to_owned(),
+            format!("arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"),
+        )]
+        .into(),
+    };
+    Ok((physical, spec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_expressions() {
+        assert_eq!(parse_rate("rate(1 minute)").unwrap().as_secs(), 60);
+        assert_eq!(parse_rate("rate(5 minutes)").unwrap().as_secs(), 300);
+        assert_eq!(parse_rate("rate(2 hours)").unwrap().as_secs(), 7200);
+        assert_eq!(parse_rate("rate(1 day)").unwrap().as_secs(), 86_400);
+        assert!(parse_rate("rate(1 minutes)").is_err());
+        assert!(parse_rate("rate(5 minute)").is_err());
+        assert!(parse_rate("cron(0 12 * * ? *)").is_err());
+        assert!(parse_rate("rate(x minutes)").is_err());
+    }
+}
