@@ -111,22 +111,6 @@ pub(super) fn read_function(
         .and_then(Value::as_str)
         .unwrap_or(&resource.logical_id)
         .to_owned();
-    let environment = properties
-        .get("Environment")
-        .and_then(|e| e.get("Variables"))
-        .and_then(Value::as_object)
-        .map(|variables| {
-            variables
-                .iter()
-                .map(|(key, value)| {
-                    (
-                        key.clone(),
-                        text(variables, key).unwrap_or_else(|| value.to_string()),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     let mut events = Vec::new();
     if let Some(declared) = properties.get("Events").and_then(Value::as_object) {
         for (event_name, event) in declared {
@@ -140,124 +124,19 @@ pub(super) fn read_function(
                 .and_then(Value::as_object)
                 .unwrap_or(&empty);
             match kind {
-                "SQS" => {
-                    let queue_arn = text(event_properties, "Queue")
-                        .ok_or_else(|| anyhow!("SQS event {event_name} without Queue"))?;
-                    let queue_url = queue_url_of_arn(resolver, &queue_arn).ok_or_else(|| {
-                        anyhow!("SQS event {event_name}: no local queue {queue_arn}")
-                    })?;
-                    let response_types = event_properties
-                        .get("FunctionResponseTypes")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    events.push(EventSource::Sqs(SqsSource {
-                        name: event_name.clone(),
-                        queue_arn,
-                        queue_url,
-                        batch_size: number(event_properties, "BatchSize")?.unwrap_or(10),
-                        batching_window_secs: number(
-                            event_properties,
-                            "MaximumBatchingWindowInSeconds",
-                        )?
-                        .unwrap_or(0),
-                        report_batch_item_failures: response_types
-                            .iter()
-                            .any(|t| t.as_str() == Some("ReportBatchItemFailures")),
-                        maximum_concurrency: event_properties
-                            .get("ScalingConfig")
-                            .and_then(Value::as_object)
-                            .map(|scaling| number(scaling, "MaximumConcurrency"))
-                            .transpose()?
-                            .flatten(),
-                    }));
-                }
-                "DynamoDB" => {
-                    let stream_arn = text(event_properties, "Stream")
-                        .ok_or_else(|| anyhow!("DynamoDB event {event_name} without Stream"))?;
-                    let starting_position = match text(event_properties, "StartingPosition")
-                        .as_deref()
-                    {
-                        Some("TRIM_HORIZON") => StartingPosition::TrimHorizon,
-                        Some("LATEST") | None => StartingPosition::Latest,
-                        Some(other) => bail!(
-                            "DynamoDB event {event_name}: StartingPosition {other} is not supported"
-                        ),
-                    };
-                    let filters = event_properties
-                        .get("FilterCriteria")
-                        .and_then(|criteria| criteria.get("Filters"))
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|filter| match filter.get("Pattern") {
-                            Some(Value::String(pattern)) => {
-                                serde_json::from_str(pattern).map_err(|e| {
-                                    anyhow!("{event_name}: filter pattern is not JSON: {e}")
-                                })
-                            }
-                            Some(object @ Value::Object(_)) => Ok(object.clone()),
-                            _ => bail!("{event_name}: a filter without Pattern"),
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    let on_failure_queue_url = match event_properties
-                        .get("DestinationConfig")
-                        .and_then(|config| config.get("OnFailure"))
-                        .and_then(|on_failure| on_failure.get("Destination"))
-                        .and_then(Value::as_str)
-                    {
-                        None => None,
-                        Some(arn) => Some(queue_url_of_arn(resolver, arn).ok_or_else(|| {
-                            anyhow!(
-                                "{event_name}: on-failure destination {arn} is not a local queue"
-                            )
-                        })?),
-                    };
-                    let retries: Option<i64> = number(event_properties, "MaximumRetryAttempts")?;
-                    events.push(EventSource::DynamoDb(StreamSource {
-                        name: event_name.clone(),
-                        stream_arn,
-                        starting_position,
-                        batch_size: number(event_properties, "BatchSize")?.unwrap_or(100),
-                        batching_window_secs: number(
-                            event_properties,
-                            "MaximumBatchingWindowInSeconds",
-                        )?
-                        .unwrap_or(0),
-                        filters,
-                        bisect_on_error: text(event_properties, "BisectBatchOnFunctionError")
-                            .as_deref()
-                            == Some("true"),
-                        maximum_retry_attempts: retries.and_then(|n| u32::try_from(n).ok()),
-                        report_batch_item_failures: event_properties
-                            .get("FunctionResponseTypes")
-                            .and_then(Value::as_array)
-                            .is_some_and(|types| {
-                                types
-                                    .iter()
-                                    .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
-                            }),
-                        on_failure_queue_url,
-                    }));
-                }
+                "SQS" => events.push(EventSource::Sqs(sqs_source(
+                    resolver,
+                    event_name,
+                    event_properties,
+                )?)),
+                "DynamoDB" => events.push(EventSource::DynamoDb(stream_source(
+                    resolver,
+                    event_name,
+                    event_properties,
+                )?)),
                 "Schedule" | "ScheduleV2" => {
-                    let expression = text(event_properties, "Schedule")
-                        .or_else(|| text(event_properties, "ScheduleExpression"))
-                        .ok_or_else(|| anyhow!("schedule {event_name} without an expression"))?;
-                    let enabled = text(event_properties, "Enabled").as_deref() != Some("false")
-                        && text(event_properties, "State").as_deref() != Some("DISABLED");
-                    if enabled {
-                        events.push(EventSource::Schedule(ScheduleSource {
-                            name: event_name.clone(),
-                            period: parse_rate(&expression)?,
-                            expression,
-                            input: match event_properties.get("Input") {
-                                Some(Value::String(json)) => Some(serde_json::from_str(json)?),
-                                Some(other) => Some(other.clone()),
-                                None => None,
-                            },
-                        }));
+                    if let Some(schedule) = schedule_source(event_name, event_properties)? {
+                        events.push(EventSource::Schedule(schedule));
                     }
                 }
                 other => bail!(
@@ -272,7 +151,7 @@ pub(super) fn read_function(
         name: name.clone(),
         binary,
         timeout_secs: number(properties, "Timeout")?.unwrap_or(3),
-        environment,
+        environment: environment_of(properties),
         events,
     };
     let physical = Physical {
@@ -284,6 +163,156 @@ pub(super) fn read_function(
         .into(),
     };
     Ok((physical, spec))
+}
+
+/// `Environment.Variables`, each value as text.
+fn environment_of(properties: &Map<String, Value>) -> BTreeMap<String, String> {
+    let Some(variables) = properties
+        .get("Environment")
+        .and_then(|e| e.get("Variables"))
+        .and_then(Value::as_object)
+    else {
+        return BTreeMap::new();
+    };
+    variables
+        .iter()
+        .map(|(key, value)| {
+            let text = text(variables, key).unwrap_or_else(|| value.to_string());
+            (key.clone(), text)
+        })
+        .collect()
+}
+
+/// Whether `FunctionResponseTypes` asks for partial batch responses.
+fn reports_batch_item_failures(event_properties: &Map<String, Value>) -> bool {
+    event_properties
+        .get("FunctionResponseTypes")
+        .and_then(Value::as_array)
+        .is_some_and(|types| {
+            types
+                .iter()
+                .any(|t| t.as_str() == Some("ReportBatchItemFailures"))
+        })
+}
+
+fn sqs_source(
+    resolver: &Resolver,
+    event_name: &str,
+    event_properties: &Map<String, Value>,
+) -> Result<SqsSource> {
+    let queue_arn = text(event_properties, "Queue")
+        .ok_or_else(|| anyhow!("SQS event {event_name} without Queue"))?;
+    let queue_url = queue_url_of_arn(resolver, &queue_arn)
+        .ok_or_else(|| anyhow!("SQS event {event_name}: no local queue {queue_arn}"))?;
+    Ok(SqsSource {
+        name: event_name.to_owned(),
+        queue_arn,
+        queue_url,
+        batch_size: number(event_properties, "BatchSize")?.unwrap_or(10),
+        batching_window_secs: number(event_properties, "MaximumBatchingWindowInSeconds")?
+            .unwrap_or(0),
+        report_batch_item_failures: reports_batch_item_failures(event_properties),
+        maximum_concurrency: event_properties
+            .get("ScalingConfig")
+            .and_then(Value::as_object)
+            .map(|scaling| number(scaling, "MaximumConcurrency"))
+            .transpose()?
+            .flatten(),
+    })
+}
+
+fn stream_source(
+    resolver: &Resolver,
+    event_name: &str,
+    event_properties: &Map<String, Value>,
+) -> Result<StreamSource> {
+    let stream_arn = text(event_properties, "Stream")
+        .ok_or_else(|| anyhow!("DynamoDB event {event_name} without Stream"))?;
+    let starting_position = match text(event_properties, "StartingPosition").as_deref() {
+        Some("TRIM_HORIZON") => StartingPosition::TrimHorizon,
+        Some("LATEST") | None => StartingPosition::Latest,
+        Some(other) => {
+            bail!("DynamoDB event {event_name}: StartingPosition {other} is not supported")
+        }
+    };
+    let retries: Option<i64> = number(event_properties, "MaximumRetryAttempts")?;
+    Ok(StreamSource {
+        name: event_name.to_owned(),
+        stream_arn,
+        starting_position,
+        batch_size: number(event_properties, "BatchSize")?.unwrap_or(100),
+        batching_window_secs: number(event_properties, "MaximumBatchingWindowInSeconds")?
+            .unwrap_or(0),
+        filters: filter_patterns(event_name, event_properties)?,
+        bisect_on_error: text(event_properties, "BisectBatchOnFunctionError").as_deref()
+            == Some("true"),
+        maximum_retry_attempts: retries.and_then(|n| u32::try_from(n).ok()),
+        report_batch_item_failures: reports_batch_item_failures(event_properties),
+        on_failure_queue_url: on_failure_queue_url(resolver, event_name, event_properties)?,
+    })
+}
+
+/// `FilterCriteria.Filters[].Pattern`, each a JSON text or an object.
+fn filter_patterns(event_name: &str, event_properties: &Map<String, Value>) -> Result<Vec<Value>> {
+    let filters = event_properties
+        .get("FilterCriteria")
+        .and_then(|criteria| criteria.get("Filters"))
+        .and_then(Value::as_array);
+    filters
+        .into_iter()
+        .flatten()
+        .map(|filter| match filter.get("Pattern") {
+            Some(Value::String(pattern)) => serde_json::from_str(pattern)
+                .map_err(|e| anyhow!("{event_name}: filter pattern is not JSON: {e}")),
+            Some(object @ Value::Object(_)) => Ok(object.clone()),
+            _ => bail!("{event_name}: a filter without Pattern"),
+        })
+        .collect()
+}
+
+/// `DestinationConfig.OnFailure.Destination`, which must be a local queue.
+fn on_failure_queue_url(
+    resolver: &Resolver,
+    event_name: &str,
+    event_properties: &Map<String, Value>,
+) -> Result<Option<String>> {
+    let Some(arn) = event_properties
+        .get("DestinationConfig")
+        .and_then(|config| config.get("OnFailure"))
+        .and_then(|on_failure| on_failure.get("Destination"))
+        .and_then(Value::as_str)
+    else {
+        return Ok(None);
+    };
+    let url = queue_url_of_arn(resolver, arn).ok_or_else(|| {
+        anyhow!("{event_name}: on-failure destination {arn} is not a local queue")
+    })?;
+    Ok(Some(url))
+}
+
+/// A `rate(...)` schedule, or `None` when it is disabled.
+fn schedule_source(
+    event_name: &str,
+    event_properties: &Map<String, Value>,
+) -> Result<Option<ScheduleSource>> {
+    let expression = text(event_properties, "Schedule")
+        .or_else(|| text(event_properties, "ScheduleExpression"))
+        .ok_or_else(|| anyhow!("schedule {event_name} without an expression"))?;
+    let enabled = text(event_properties, "Enabled").as_deref() != Some("false")
+        && text(event_properties, "State").as_deref() != Some("DISABLED");
+    if !enabled {
+        return Ok(None);
+    }
+    Ok(Some(ScheduleSource {
+        name: event_name.to_owned(),
+        period: parse_rate(&expression)?,
+        expression,
+        input: match event_properties.get("Input") {
+            Some(Value::String(json)) => Some(serde_json::from_str(json)?),
+            Some(other) => Some(other.clone()),
+            None => None,
+        },
+    }))
 }
 
 #[cfg(test)]

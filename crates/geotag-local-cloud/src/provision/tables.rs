@@ -20,63 +20,20 @@ pub(super) async fn create_table(
     properties: &Map<String, Value>,
 ) -> Result<Physical> {
     let name = text(properties, "TableName").unwrap_or_else(|| default_name(resolver, resource));
-    let list = |name: &str| {
-        properties
-            .get(name)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let attribute_definitions = list("AttributeDefinitions")
-        .iter()
-        .map(|definition| {
-            Ok(AttributeDefinition::builder()
-                .attribute_name(field(definition, "AttributeName")?)
-                .attribute_type(ScalarAttributeType::from(
-                    field(definition, "AttributeType")?.as_str(),
-                ))
-                .build()?)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let list = |name: &str| list_of(properties, name);
     let billing = text(properties, "BillingMode").unwrap_or_else(|| "PROVISIONED".into());
-    let throughput = |value: Option<&Value>| -> Result<Option<ProvisionedThroughput>> {
-        let Some(value) = value else { return Ok(None) };
-        Ok(Some(
-            ProvisionedThroughput::builder()
-                .read_capacity_units(field(value, "ReadCapacityUnits")?.parse()?)
-                .write_capacity_units(field(value, "WriteCapacityUnits")?.parse()?)
-                .build()?,
-        ))
-    };
     let mut request = dynamodb
         .create_table()
         .table_name(&name)
-        .set_attribute_definitions(Some(attribute_definitions))
+        .set_attribute_definitions(Some(attribute_definitions(&list("AttributeDefinitions"))?))
         .set_key_schema(Some(key_schema(&Value::Array(list("KeySchema")))?))
         .billing_mode(BillingMode::from(billing.as_str()))
         .set_provisioned_throughput(throughput(properties.get("ProvisionedThroughput"))?);
     for index in list("GlobalSecondaryIndexes") {
-        request = request.global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(field(&index, "IndexName")?)
-                .set_key_schema(Some(key_schema(
-                    index.get("KeySchema").unwrap_or(&Value::Null),
-                )?))
-                .projection(projection(index.get("Projection"))?)
-                .set_provisioned_throughput(throughput(index.get("ProvisionedThroughput"))?)
-                .build()?,
-        );
+        request = request.global_secondary_indexes(global_index(&index)?);
     }
     for index in list("LocalSecondaryIndexes") {
-        request = request.local_secondary_indexes(
-            LocalSecondaryIndex::builder()
-                .index_name(field(&index, "IndexName")?)
-                .set_key_schema(Some(key_schema(
-                    index.get("KeySchema").unwrap_or(&Value::Null),
-                )?))
-                .projection(projection(index.get("Projection"))?)
-                .build()?,
-        );
+        request = request.local_secondary_indexes(local_index(&index)?);
     }
     if let Some(stream) = properties.get("StreamSpecification") {
         request = request.stream_specification(
@@ -128,6 +85,59 @@ pub(super) async fn create_table(
         reference: name,
         attributes,
     })
+}
+
+fn list_of(properties: &Map<String, Value>, name: &str) -> Vec<Value> {
+    properties
+        .get(name)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn attribute_definitions(definitions: &[Value]) -> Result<Vec<AttributeDefinition>> {
+    definitions
+        .iter()
+        .map(|definition| {
+            Ok(AttributeDefinition::builder()
+                .attribute_name(field(definition, "AttributeName")?)
+                .attribute_type(ScalarAttributeType::from(
+                    field(definition, "AttributeType")?.as_str(),
+                ))
+                .build()?)
+        })
+        .collect()
+}
+
+fn throughput(value: Option<&Value>) -> Result<Option<ProvisionedThroughput>> {
+    let Some(value) = value else { return Ok(None) };
+    Ok(Some(
+        ProvisionedThroughput::builder()
+            .read_capacity_units(field(value, "ReadCapacityUnits")?.parse()?)
+            .write_capacity_units(field(value, "WriteCapacityUnits")?.parse()?)
+            .build()?,
+    ))
+}
+
+fn global_index(index: &Value) -> Result<GlobalSecondaryIndex> {
+    Ok(GlobalSecondaryIndex::builder()
+        .index_name(field(index, "IndexName")?)
+        .set_key_schema(Some(key_schema(
+            index.get("KeySchema").unwrap_or(&Value::Null),
+        )?))
+        .projection(projection(index.get("Projection"))?)
+        .set_provisioned_throughput(throughput(index.get("ProvisionedThroughput"))?)
+        .build()?)
+}
+
+fn local_index(index: &Value) -> Result<LocalSecondaryIndex> {
+    Ok(LocalSecondaryIndex::builder()
+        .index_name(field(index, "IndexName")?)
+        .set_key_schema(Some(key_schema(
+            index.get("KeySchema").unwrap_or(&Value::Null),
+        )?))
+        .projection(projection(index.get("Projection"))?)
+        .build()?)
 }
 
 fn field(value: &Value, name: &str) -> Result<String> {
