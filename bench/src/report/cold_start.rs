@@ -1,0 +1,223 @@
+//! Cold start and footprint: each function's process started against a
+//! local Lambda Runtime API, timed to its first poll and first answer, with
+//! its peak memory on the largest batch.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use super::{Options, largest, mb, ms, python};
+use crate::events::{fleet, ingest_event, latest_changes_event, telemetry_stream_event};
+use crate::lambda_api::{ColdRun, Function, Sandbox};
+
+struct ColdCase {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<&'static str>,
+    dir: PathBuf,
+    env: Vec<(&'static str, &'static str)>,
+    small: String,
+    large: Vec<(String, String)>,
+    binary: Option<PathBuf>,
+}
+
+/// The functions' environment: template.yaml's tables, and its allocator settings.
+pub(crate) const FUNCTION_ENV: [(&str, &str); 11] = [
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+    ("MIMALLOC_PURGE_DELAY", "0"),
+    ("TELEMETRY_TABLE", "geotag-telemetry"),
+    ("DEVICE_STATS_TABLE", "geotag-device-stats"),
+    (
+        "INGEST_DLQ_URL",
+        "http://127.0.0.1:1/123456789012/geotag-ingest-dlq",
+    ),
+    ("DEVICES_TABLE", "geotag-devices"),
+    ("CUSTOMERS_TABLE", "geotag-customers"),
+    ("GEOFENCES_TABLE", "geotag-geofences"),
+    ("ALERTS_TABLE", "geotag-alerts"),
+    (
+        "ALERTS_TOPIC_ARN",
+        "arn:aws:sns:eu-west-1:123456789012:geotag-alerts",
+    ),
+    ("RUST_LOG", "info"),
+];
+
+pub(super) async fn cold_starts(options: &Options) -> Result<String> {
+    let mut cases = cold_cases(options).await?;
+    let sandbox = Sandbox::start().await?;
+    let mut table = String::new();
+    writeln!(
+        table,
+        "## Cold start and footprint\n\nEach function's process started {} times against a local Lambda \
+         Runtime API and an AWS endpoint that answers at once (bench/src/lambda_api.rs); init is start to \
+         the first poll, answer is start to the first response (a 10-record event). Peak RSS is VmHWM once \
+         the invocation answered. Binaries: release, stripped.\n",
+        options.cold_starts
+    )?;
+    writeln!(
+        table,
+        "| function | init (median) | first answer (median / min) | RSS, 10 records | peak RSS, largest batch | binary x86_64 | binary arm64 |"
+    )?;
+    writeln!(table, "|---|---:|---:|---:|---:|---:|---:|")?;
+    for case in cases.iter_mut() {
+        if !case.program.exists() {
+            writeln!(
+                table,
+                "| {} | not built ({}) | | | | | |",
+                case.name,
+                case.program.display()
+            )?;
+            continue;
+        }
+        table.push_str(&cold_row(&sandbox, case, options).await?);
+    }
+    writeln!(table)?;
+    Ok(table)
+}
+
+/// The three functions and the Python baseline, each with a small event and
+/// its largest ones.
+async fn cold_cases(options: &Options) -> Result<[ColdCase; 4]> {
+    let release = options.root.join("target/release");
+    // The alerts' events come from running stats on a runtime of its own.
+    let (ingest_single, ingest_batched, stats_small, stats_large, alerts_small, changes) =
+        tokio::task::spawn_blocking(|| {
+            let readings = fleet(100, 100, 11);
+            (
+                largest(|n| ingest_event(n, 1, 3).0, 10_000),
+                largest(|n| ingest_event(n, 50, 3).0, 10_000),
+                telemetry_stream_event(&readings[..10]),
+                largest(|n| telemetry_stream_event(&readings[..n]), 10_000),
+                latest_changes_event(&readings[..20], 10),
+                latest_changes_event(&readings, 500),
+            )
+        })
+        .await?;
+    let change_count = changes.matches("\"eventID\"").count();
+    let rust = |name: &'static str| ColdCase {
+        name,
+        program: release.join(name),
+        args: Vec::new(),
+        dir: options.root.clone(),
+        env: FUNCTION_ENV.to_vec(),
+        small: String::new(),
+        large: Vec::new(),
+        binary: Some(release.join(name)),
+    };
+    let cases = [
+        ColdCase {
+            small: ingest_event(10, 1, 3).0,
+            large: vec![
+                (
+                    format!("{} single-reading records", ingest_single.1),
+                    ingest_single.0.clone(),
+                ),
+                (
+                    format!("{} records of 50 readings", ingest_batched.1),
+                    ingest_batched.0,
+                ),
+            ],
+            ..rust("ingest")
+        },
+        ColdCase {
+            small: stats_small,
+            large: vec![(format!("{} stream records", stats_large.1), stats_large.0)],
+            ..rust("stats")
+        },
+        ColdCase {
+            small: alerts_small,
+            large: vec![(format!("{change_count} latest changes"), changes)],
+            ..rust("alerts")
+        },
+        ColdCase {
+            name: "Python ingest baseline (awslambdaric)",
+            program: python(&options.root),
+            args: vec!["-m", "awslambdaric", "ingest_baseline.handler"],
+            dir: options.root.join("bench/python"),
+            env: FUNCTION_ENV.to_vec(),
+            small: ingest_event(10, 1, 3).0,
+            large: vec![(
+                format!("{} single-reading records", ingest_single.1),
+                ingest_single.0,
+            )],
+            binary: None,
+        },
+    ];
+    Ok(cases)
+}
+
+/// One case's row: its cold starts on the small event, then one on each large one.
+async fn cold_row(sandbox: &Sandbox, case: &ColdCase, options: &Options) -> Result<String> {
+    let mut table = String::new();
+    let function = Function {
+        program: &case.program,
+        args: &case.args,
+        dir: &case.dir,
+        env: &case.env,
+    };
+    let mut runs: Vec<ColdRun> = Vec::new();
+    for _ in 0..options.cold_starts.max(1) {
+        let run = sandbox.invoke_cold(&function, &case.small).await?;
+        check_answer(case.name, &run)?;
+        runs.push(run);
+    }
+    let mut init: Vec<Duration> = runs.iter().map(|r| r.init).collect();
+    let mut answer: Vec<Duration> = runs.iter().map(|r| r.first_answer).collect();
+    init.sort();
+    answer.sort();
+    let mut large = Vec::new();
+    for (what, event) in &case.large {
+        let run = sandbox.invoke_cold(&function, event).await?;
+        check_answer(case.name, &run)?;
+        large.push(format!(
+            "{:.1} MB ({what}, {:.1} MB event)",
+            mb(run.peak_rss),
+            event.len() as f64 / 1_048_576.0
+        ));
+    }
+    writeln!(
+        table,
+        "| {} | {:.1} ms | {:.1} ms / {:.1} ms | {:.1} MB | {} | {} | {} |",
+        case.name,
+        ms(init[init.len() / 2]),
+        ms(answer[answer.len() / 2]),
+        ms(answer[0]),
+        mb(runs[0].peak_rss),
+        large.join("<br>"),
+        case.binary
+            .as_ref()
+            .and_then(|path| std::fs::metadata(path).ok())
+            .map_or("-".into(), |meta| format!("{:.1} MB", mb(meta.len()))),
+        case.binary
+            .as_ref()
+            .map_or("-".into(), |_| arm64_size(&options.root, case.name)),
+    )?;
+    Ok(table)
+}
+
+pub(crate) fn check_answer(name: &str, run: &ColdRun) -> Result<()> {
+    if run.response.starts_with("ERROR") || run.response.contains("\"itemIdentifier\"") {
+        bail!("{name} did not process its event cleanly: {}", run.response);
+    }
+    Ok(())
+}
+
+/// The arm64 bootstrap `sam build` or `cargo lambda build --arm64` left, if any.
+fn arm64_size(root: &Path, function: &str) -> String {
+    let logical = match function {
+        "ingest" => "IngestFunction",
+        "stats" => "StatsFunction",
+        _ => "AlertsFunction",
+    };
+    [
+        root.join(".aws-sam/build").join(logical).join("bootstrap"),
+        root.join("target/lambda").join(function).join("bootstrap"),
+    ]
+    .into_iter()
+    .find_map(|path| std::fs::metadata(path).ok())
+    .map_or("(not built: sam build)".into(), |meta| {
+        format!("{:.1} MB", mb(meta.len()))
+    })
+}

@@ -1,0 +1,349 @@
+//! The AWS requests of a local run per stored reading, and what a million
+//! readings cost at those counts, beside a naive design.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use super::HotPaths;
+
+/// A local run's counts, for one kind of device.
+pub struct RequestRun {
+    pub readings_per_message: usize,
+    pub summary: geotag_simulation::demo::Summary,
+}
+
+pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
+    let mut runs = Vec::new();
+    for per_message in [1, 50] {
+        let fleet = geotag_simulation::simulate::FleetConfig {
+            devices: readings.div_ceil(50).max(1),
+            readings_per_device: 50,
+            interval_secs: 60,
+            bad_ratio: 0.0,
+            dup_ratio: 0.0,
+            seed: 5,
+            end_ms: geotag::clock::now_ms(),
+            readings_per_message: Some(per_message),
+        };
+        println!(
+            "\nbench: a local run of {readings} readings, {per_message} per message, counting requests"
+        );
+        let summary = geotag_simulation::demo::run(geotag_simulation::demo::DemoOptions {
+            stack: geotag_local_cloud::stack::Options::default(),
+            fleet,
+            invoker: None,
+            time_scale: 1.0,
+            drain_timeout: Duration::from_secs(3600),
+            chaos: None,
+            device_rows: false,
+            output_dir: None,
+        })
+        .await?;
+        if !summary.ok {
+            bail!("the counting run's audit failed; its figures would not mean anything");
+        }
+        runs.push(RequestRun {
+            readings_per_message: per_message,
+            summary,
+        });
+    }
+    Ok(runs)
+}
+
+fn per_reading(run: &RequestRun, count: f64) -> f64 {
+    count / run.summary.readings_stored.max(1) as f64
+}
+
+pub(super) fn requests_table(runs: &[RequestRun]) -> String {
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "## AWS requests per stored reading\n\nCounted at the functions' HTTP client in a local run \
+         (moto), clean traffic, 50 readings per tag a minute apart.\n"
+    );
+    let _ = write!(table, "| request |");
+    for run in runs {
+        let _ = write!(table, " {} per message |", run.readings_per_message);
+    }
+    let _ = writeln!(table);
+    let _ = writeln!(table, "|---|{}", "---:|".repeat(runs.len()));
+    let operations: std::collections::BTreeSet<&(String, String)> = runs
+        .iter()
+        .flat_map(|run| run.summary.requests.keys())
+        .collect();
+    let row = |table: &mut String, name: &str, values: Vec<f64>| {
+        let _ = write!(table, "| {name} |");
+        for value in values {
+            let _ = write!(table, " {value:.4} |");
+        }
+        let _ = writeln!(table);
+    };
+    row(
+        &mut table,
+        "device messages (SNS Publish)",
+        runs.iter()
+            .map(|run| per_reading(run, run.summary.messages_published as f64))
+            .collect(),
+    );
+    for operation in operations {
+        row(
+            &mut table,
+            &format!("{} {}", operation.0, operation.1),
+            runs.iter()
+                .map(|run| {
+                    let count = run.summary.requests.get(operation).copied().unwrap_or(0);
+                    per_reading(run, count as f64)
+                })
+                .collect(),
+        );
+    }
+    let mut tables: Vec<&String> = runs
+        .iter()
+        .flat_map(|run| run.summary.write_units.keys())
+        .collect();
+    tables.sort();
+    tables.dedup();
+    for name in tables {
+        row(
+            &mut table,
+            &format!("{name}: write units"),
+            runs.iter()
+                .map(|run| {
+                    per_reading(
+                        run,
+                        run.summary.write_units.get(name).map_or(0.0, |w| w.units),
+                    )
+                })
+                .collect(),
+        );
+    }
+    let _ = writeln!(table);
+    table
+}
+
+/// us-east-1 list prices from AWS's public pricing pages as published in
+/// 2025 (DynamoDB on-demand after its November 2024 cut). Not fetched live:
+/// check them before quoting a bill.
+mod price {
+    pub const LAMBDA_REQUEST: f64 = 0.20e-6;
+    /// arm64, per GB-second (first pricing tier).
+    pub const LAMBDA_GB_SECOND: f64 = 0.000_013_333_4;
+    pub const SQS_REQUEST: f64 = 0.40e-6;
+    pub const SNS_PUBLISH: f64 = 0.50e-6;
+    pub const DYNAMODB_WRITE_UNIT: f64 = 0.625e-6;
+    pub const DYNAMODB_READ_UNIT: f64 = 0.125e-6;
+}
+
+/// Assumptions the cost model states rather than measures.
+mod assume {
+    /// In-region DynamoDB latency per sequential round of requests.
+    pub const DYNAMODB_ROUND_MS: f64 = 5.0;
+    /// The functions' memory (template.yaml's Globals).
+    pub const MEMORY_GB: f64 = 0.25;
+    /// Event source batch sizes under sustained load (template defaults).
+    pub const INGEST_BATCH: f64 = 100.0;
+    pub const STATS_BATCH: f64 = 500.0;
+    pub const ALERTS_BATCH: f64 = 100.0;
+    /// Messages per SQS ReceiveMessage, and per DeleteMessageBatch.
+    pub const SQS_PER_REQUEST: f64 = 10.0;
+    /// Sequential rounds of requests per invocation: ingest writes its
+    /// chunks concurrently (one round); stats loads, queries tracks and
+    /// saves (three); alerts reads the registry, claims, publishes and marks (four).
+    pub const INGEST_ROUNDS: f64 = 1.0;
+    pub const STATS_ROUNDS: f64 = 3.0;
+    pub const ALERTS_ROUNDS: f64 = 4.0;
+    /// Readings of a tag an hour (one a minute): the track an hour Query reads.
+    pub const READINGS_PER_HOUR: f64 = 60.0;
+}
+
+pub(super) fn cost_table(runs: &[RequestRun], hot: &HotPaths) -> String {
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "## Cost per million stored readings (USD, us-east-1, on-demand, arm64 at 256 MB)\n\n\
+         Requests and write units per reading as counted above; handler CPU time from the hot-path \
+         figures; prices and the assumptions in bench/src/report.rs (`price`, `assume`): {} ms per \
+         sequential DynamoDB round, full batches (ingest {}, stats {}, alerts {}), Lambda's pollers \
+         receiving and deleting 10 messages per SQS request. The naive design: one PutItem per \
+         reading in ingest, awaited in turn, and stats by GetItem + PutItem of the latest, hour and \
+         day items for each reading.\n",
+        assume::DYNAMODB_ROUND_MS,
+        assume::INGEST_BATCH,
+        assume::STATS_BATCH,
+        assume::ALERTS_BATCH
+    );
+    let mut columns: Vec<(String, Cost)> = Vec::new();
+    for run in runs {
+        let id = if run.readings_per_message == 1 {
+            "ingest/single/100"
+        } else {
+            "ingest/batched50/100"
+        };
+        let ingest_ns = hot.rust_ns.get(id).copied().unwrap_or(0.0);
+        let stats_ns = hot
+            .rust_ns
+            .get("stats/stream/10000")
+            .copied()
+            .unwrap_or(0.0);
+        let alerts_ns = hot
+            .rust_ns
+            .get("alerts/latest-changes/10000")
+            .copied()
+            .unwrap_or(0.0);
+        let label = format!("{} per message", run.readings_per_message);
+        columns.push((
+            format!("geotag, {label}"),
+            Cost::of(run, ingest_ns, stats_ns, alerts_ns, false),
+        ));
+        columns.push((
+            format!("naive, {label}"),
+            Cost::of(run, ingest_ns, stats_ns, alerts_ns, true),
+        ));
+    }
+    let _ = write!(table, "| per million readings |");
+    for (name, _) in &columns {
+        let _ = write!(table, " {name} |");
+    }
+    let _ = writeln!(table);
+    let _ = writeln!(table, "|---|{}", "---:|".repeat(columns.len()));
+    type Line = (&'static str, fn(&Cost) -> f64);
+    let lines: [Line; 7] = [
+        ("SNS publishes", |c| c.sns),
+        ("SQS requests", |c| c.sqs),
+        ("Lambda requests", |c| c.lambda_requests),
+        ("Lambda duration", |c| c.lambda_duration),
+        ("DynamoDB writes", |c| c.dynamodb_writes),
+        ("DynamoDB reads", |c| c.dynamodb_reads),
+        ("**total**", Cost::total),
+    ];
+    for (name, value) in lines {
+        let _ = write!(table, "| {name} |");
+        for (_, cost) in &columns {
+            let _ = write!(table, " ${:.3} |", value(cost));
+        }
+        let _ = writeln!(table);
+    }
+    let _ = writeln!(table);
+    table
+}
+
+#[derive(Debug, Default)]
+struct Cost {
+    sns: f64,
+    sqs: f64,
+    lambda_requests: f64,
+    lambda_duration: f64,
+    dynamodb_writes: f64,
+    dynamodb_reads: f64,
+}
+
+impl Cost {
+    fn total(&self) -> f64 {
+        self.sns
+            + self.sqs
+            + self.lambda_requests
+            + self.lambda_duration
+            + self.dynamodb_writes
+            + self.dynamodb_reads
+    }
+
+    fn of(run: &RequestRun, ingest_ns: f64, stats_ns: f64, alerts_ns: f64, naive: bool) -> Cost {
+        const MILLION: f64 = 1e6;
+        let summary = &run.summary;
+        let stored = summary.readings_stored.max(1) as f64;
+        let per_reading = |n: f64| n / stored;
+        let requests = |service: &str, operation: &str| {
+            per_reading(
+                summary
+                    .requests
+                    .get(&(service.to_owned(), operation.to_owned()))
+                    .copied()
+                    .unwrap_or(0) as f64,
+            )
+        };
+        let table_units = |needle: &str| {
+            let (writes, units) = summary
+                .write_units
+                .iter()
+                .filter(|(name, _)| name.contains(needle))
+                .fold((0.0, 0.0), |(w, u), (_, units)| {
+                    (w + units.item_writes as f64, u + units.units)
+                });
+            (per_reading(writes), per_reading(units))
+        };
+        let (telemetry_writes, telemetry_units) = table_units("telemetry");
+        let (stats_writes, stats_units) = table_units("device-stats");
+        let total_units: f64 = per_reading(summary.write_units.values().map(|w| w.units).sum());
+        let other_units = total_units - telemetry_units - stats_units;
+        let keys_read = per_reading(summary.keys_read.values().sum::<u64>() as f64);
+        let messages = MILLION / run.readings_per_message as f64;
+        let readings_per_ingest = assume::INGEST_BATCH * run.readings_per_message as f64;
+        let ingest_invocations = messages / assume::INGEST_BATCH;
+        let stats_invocations = MILLION / assume::STATS_BATCH;
+        // Alerts see one change per latest write: a third of the stats writes.
+        let alerts_invocations = MILLION * stats_writes / 3.0 / assume::ALERTS_BATCH;
+        let seconds = |invocations: f64, cpu_ns: f64, rounds: f64| {
+            invocations * (cpu_ns * 1e-9 + rounds * assume::DYNAMODB_ROUND_MS / 1000.0)
+        };
+        // The naive design awaits every request in turn: a round per reading
+        // in ingest, six (three reads, three writes) per reading in stats.
+        let (ingest_rounds, stats_rounds) = if naive {
+            (readings_per_ingest, 6.0 * assume::STATS_BATCH)
+        } else {
+            (assume::INGEST_ROUNDS, assume::STATS_ROUNDS)
+        };
+        let gb_seconds = assume::MEMORY_GB
+            * (seconds(
+                ingest_invocations,
+                ingest_ns * readings_per_ingest,
+                ingest_rounds,
+            ) + seconds(
+                stats_invocations,
+                stats_ns * assume::STATS_BATCH,
+                stats_rounds,
+            ) + seconds(
+                alerts_invocations,
+                alerts_ns * MILLION / alerts_invocations.max(1.0),
+                assume::ALERTS_ROUNDS,
+            ));
+        let telemetry_item_bytes = summary
+            .write_units
+            .iter()
+            .find(|(name, _)| name.contains("telemetry"))
+            .map_or(256.0, |(_, units)| units.mean_item_bytes);
+        // A strongly consistent Query costs a read unit per started 4 KB.
+        let track_query_units = (assume::READINGS_PER_HOUR * telemetry_item_bytes / 4096.0).ceil();
+        let (write_units, read_units) = if naive {
+            // One write per reading per item, and a strongly consistent read
+            // before each stats write.
+            let mean_stats_units = if stats_writes > 0.0 {
+                stats_units / stats_writes
+            } else {
+                1.0
+            };
+            (
+                telemetry_units / telemetry_writes.max(1e-9) + 3.0 * mean_stats_units + other_units,
+                3.0,
+            )
+        } else {
+            (
+                total_units,
+                keys_read + requests("dynamodb", "Query") * track_query_units,
+            )
+        };
+        let function_sqs = requests("sqs", "SendMessageBatch") + requests("sqs", "SendMessage");
+        Cost {
+            sns: messages * price::SNS_PUBLISH
+                + MILLION * requests("sns", "Publish") * price::SNS_PUBLISH,
+            sqs: (2.0 * messages / assume::SQS_PER_REQUEST + MILLION * function_sqs)
+                * price::SQS_REQUEST,
+            lambda_requests: (ingest_invocations + stats_invocations + alerts_invocations)
+                * price::LAMBDA_REQUEST,
+            lambda_duration: gb_seconds * price::LAMBDA_GB_SECOND,
+            dynamodb_writes: MILLION * write_units * price::DYNAMODB_WRITE_UNIT,
+            dynamodb_reads: MILLION * read_units * price::DYNAMODB_READ_UNIT,
+        }
+    }
+}
