@@ -11,6 +11,7 @@
 //!   and the audit of every alert against the oracle;
 //! - [`report`]: the printed tables and their marks;
 //! - [`cost`]: each table's writes priced in write units;
+//! - [`malformed`]: each kind of malformed message and its reason code;
 //! - [`faults`]: refused AWS requests and crashing invocations, for the chaos run;
 //! - [`metrics`]: the functions' EMF lines read back and summed.
 
@@ -18,6 +19,7 @@ pub mod alert_audit;
 pub mod cost;
 pub mod demo;
 pub mod faults;
+pub mod malformed;
 pub mod metrics;
 pub mod reading_audit;
 pub mod report;

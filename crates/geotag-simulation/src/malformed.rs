@@ -1,0 +1,90 @@
+//! The malformed messages a fleet sends when asked: one of each way a body
+//! can be wrong (not JSON, a bad envelope, a missing or mistyped field, a
+//! time out of bounds, too many readings, ...), each with the reason code
+//! ingest must refuse it with, so the audit can check the dead-letter queue
+//! message by message.
+
+use geotag::Reason;
+use serde_json::json;
+
+/// A malformed message of a random kind, and the reason it must be refused with.
+pub fn malformed(rng: &mut fastrand::Rng, ts: i64, now_ms: i64) -> (String, Reason) {
+    let device = format!("tag-{:04}", rng.usize(0..10_000));
+    let good = json!({"device_id": device, "ts": ts, "lat": 48.85, "lon": 2.35});
+    let reading = |ts: i64| json!({"ts": ts, "lat": 48.85, "lon": 2.35});
+    match rng.usize(0..15) {
+        0 => {
+            let text = good.to_string();
+            let cut = rng.usize(1..text.len() - 1);
+            (text[..cut].to_owned(), Reason::MalformedJson)
+        }
+        1 => (
+            json!({"device_id": device, "ts": ts, "lat": 91.0 + rng.f64() * 100.0, "lon": 2.35})
+                .to_string(),
+            Reason::OutOfRange,
+        ),
+        2 => (
+            json!({"ts": ts, "lat": 48.85, "lon": 2.35}).to_string(),
+            Reason::MissingField,
+        ),
+        3 => (
+            json!({"device_id": device, "ts": ts, "lat": "48.85", "lon": 2.35}).to_string(),
+            Reason::InvalidType,
+        ),
+        4 => (
+            json!({"device_id": device, "ts": "yesterday at noon", "lat": 48.85, "lon": 2.35})
+                .to_string(),
+            Reason::InvalidTimestamp,
+        ),
+        5 => (
+            json!({"device_id": "tag with spaces!", "ts": ts, "lat": 48.85, "lon": 2.35})
+                .to_string(),
+            Reason::InvalidDeviceId,
+        ),
+        6 => (
+            json!({"device_id": device, "ts": now_ms + 86_400_000, "lat": 48.85, "lon": 2.35})
+                .to_string(),
+            Reason::TimestampInFuture,
+        ),
+        7 => (
+            json!({"Type": "Notification", "TopicArn": "arn:aws:sns:us-east-1:123456789012:x",
+                   "MessageId": "garbage", "Message": "\u{1}garbage{"})
+            .to_string(),
+            Reason::MalformedJson,
+        ),
+        // A tag that buffered far too much: 501 readings in one message.
+        8 => (
+            json!({"device_id": device, "readings": (0..501).map(|i| reading(ts - i * 1000)).collect::<Vec<_>>()})
+                .to_string(),
+            Reason::TooManyReadings,
+        ),
+        // The wrong encoding: a byte-order mark before the JSON.
+        9 => (format!("\u{feff}{good}"), Reason::MalformedJson),
+        // The wrong encoding: Latin-1 text read as UTF-8 in the id.
+        10 => (
+            json!({"device_id": "tag-\u{e9}t\u{e9}", "ts": ts, "lat": 48.85, "lon": 2.35}).to_string(),
+            Reason::InvalidDeviceId,
+        ),
+        11 => (
+            json!({"device_id": device, "readings": []}).to_string(),
+            Reason::EmptyBatch,
+        ),
+        12 => (
+            json!({"device_id": device, "ts": ts, "lat": 48.85, "lon": 2.35, "readings": [reading(ts)]})
+                .to_string(),
+            Reason::AmbiguousMessage,
+        ),
+        13 => (
+            json!({"device_id": device, "ts": now_ms - 40 * 86_400_000, "lat": 48.85, "lon": 2.35})
+                .to_string(),
+            Reason::TimestampTooOld,
+        ),
+        // An SNS envelope that is not a notification.
+        _ => (
+            json!({"Type": "SubscriptionConfirmation", "TopicArn": "arn:aws:sns:us-east-1:123456789012:x",
+                   "MessageId": "confirm", "Message": "You have chosen to subscribe", "Token": "t"})
+            .to_string(),
+            Reason::InvalidEnvelope,
+        ),
+    }
+}
