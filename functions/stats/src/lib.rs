@@ -131,50 +131,19 @@ pub fn reading_of(record: &EventRecord) -> Option<Reading> {
     geotag_aws::telemetry::reading_from_image(&record.change.new_image)
 }
 
+/// The stream batch's readings, folded into DeviceStats exactly once: each
+/// item is loaded, given only the readings its watermark has not absorbed,
+/// and written on the condition that the watermark has not moved; a
+/// conflict reloads and tries again, and what still fails is reported from
+/// its first record.
 pub async fn process<S: StatsStore, T: TrackSource>(
     stats: &Stats<S, T>,
     records: &[EventRecord],
 ) -> Outcome {
     let mut outcome = Outcome::default();
-    let mut by_device: BTreeMap<String, Vec<(String, Reading)>> = BTreeMap::new();
-    for record in records {
-        let Some(sequence) = record.change.sequence_number.clone() else {
-            tracing::error!(event_id = %record.event_id, "stream record without a sequence number");
-            outcome.invalid += 1;
-            continue;
-        };
-        if record.event_name != "INSERT" {
-            outcome.ignored += 1;
-            continue;
-        }
-        match reading_of(record) {
-            Some(reading) => by_device
-                .entry(reading.device_id.clone())
-                .or_default()
-                .push((sequence, reading)),
-            None => {
-                tracing::error!(event_id = %record.event_id, %sequence, "INSERT image is not a Telemetry reading; skipped");
-                outcome.invalid += 1;
-            }
-        }
-    }
+    let by_device = readings_by_device(records, &mut outcome);
     outcome.readings = by_device.values().map(Vec::len).sum();
-
-    let mut keys: Vec<StatsKey> = Vec::new();
-    for (device, readings) in &by_device {
-        keys.push((device.clone(), geotag::store::LATEST_SORT_KEY.to_owned()));
-        let buckets: BTreeSet<Bucket> = readings
-            .iter()
-            .flat_map(|(_, r)| Bucket::of(r.ts_ms))
-            .collect();
-        keys.extend(
-            buckets
-                .into_iter()
-                .map(|bucket| (device.clone(), bucket.sort_key())),
-        );
-    }
-
-    let mut pending = keys;
+    let mut pending = keys_touched(&by_device);
     let mut failed: Vec<StatsKey> = Vec::new();
     for round in 0..=CONFLICT_ROUNDS {
         if pending.is_empty() {
@@ -188,71 +157,14 @@ pub async fn process<S: StatsStore, T: TrackSource>(
                 break;
             }
         };
-        // The hours whose tracks this round needs: those with new readings
-        // for an hour item or for a day item.
-        let mut fresh: Vec<(StatsKey, Vec<(String, Reading)>)> = Vec::new();
-        let mut hours_needed: BTreeSet<(String, i64)> = BTreeSet::new();
-        for key in &pending {
-            let readings = fresh_readings(key, stored.get(key), &by_device[&key.0]);
-            if readings.is_empty() {
-                outcome.already_applied += 1;
-                continue;
-            }
-            if key.1 != geotag::store::LATEST_SORT_KEY {
-                hours_needed.extend(
-                    readings
-                        .iter()
-                        .map(|(_, r)| (key.0.clone(), r.ts_ms.div_euclid(HOUR_MS) * HOUR_MS)),
-                );
-            }
-            fresh.push((key.clone(), readings));
-        }
-        let mut tracks: HashMap<(String, i64), Option<Span>> = HashMap::new();
-        let mut track_failures: BTreeSet<(String, i64)> = BTreeSet::new();
-        let needed: Vec<(String, i64)> = hours_needed.into_iter().collect();
-        for chunk in needed.chunks(16) {
-            let mut queries = Vec::with_capacity(chunk.len());
-            for (device, hour) in chunk {
-                queries.push(stats.tracks.track(device, *hour, hour + HOUR_MS));
-            }
-            for ((device, hour), result) in
-                chunk.iter().zip(futures::future::join_all(queries).await)
-            {
-                outcome.track_queries += 1;
-                match result {
-                    Ok(points) => {
-                        tracks.insert((device.clone(), *hour), Span::of_points(&points));
-                    }
-                    Err(error) => {
-                        tracing::warn!(device_id = %device, hour, %error, "reading the hour's track failed");
-                        track_failures.insert((device.clone(), *hour));
-                    }
-                }
-            }
-        }
+        let fresh = fresh_work(&pending, &stored, &by_device, &mut outcome);
+        let tracks = read_tracks(stats, &fresh, &mut outcome).await;
         let mut writes: Vec<(StatsItem, Option<String>)> = Vec::new();
         for (key, readings) in fresh {
-            let touched_hours: BTreeSet<i64> = readings
-                .iter()
-                .map(|(_, r)| r.ts_ms.div_euclid(HOUR_MS) * HOUR_MS)
-                .collect();
-            if key.1 != geotag::store::LATEST_SORT_KEY
-                && touched_hours
-                    .iter()
-                    .any(|hour| track_failures.contains(&(key.0.clone(), *hour)))
-            {
+            let Some(spans) = tracks.spans_for(&key, &readings) else {
                 failed.push(key);
                 continue;
-            }
-            let spans: Vec<(i64, Option<Span>)> = touched_hours
-                .iter()
-                .map(|hour| {
-                    (
-                        *hour,
-                        tracks.get(&(key.0.clone(), *hour)).copied().flatten(),
-                    )
-                })
-                .collect();
+            };
             if let Some(write) = next_item(&key, stored.get(&key), &readings, &spans) {
                 writes.push(write);
             }
@@ -276,8 +188,160 @@ pub async fn process<S: StatsStore, T: TrackSource>(
         pending = conflicted;
     }
     failed.append(&mut pending);
+    outcome.failures = first_records_needed(&failed, &by_device);
+    outcome
+}
 
-    // The lowest sequence number each failed item still needs.
+/// A device's readings in the batch, each with its record's sequence number.
+type DeviceReadings = BTreeMap<String, Vec<(String, Reading)>>;
+
+/// The INSERT records' readings by device; other records are counted
+/// (ignored, or invalid and logged) and left out.
+fn readings_by_device(records: &[EventRecord], outcome: &mut Outcome) -> DeviceReadings {
+    let mut by_device = DeviceReadings::new();
+    for record in records {
+        let Some(sequence) = record.change.sequence_number.clone() else {
+            tracing::error!(event_id = %record.event_id, "stream record without a sequence number");
+            outcome.invalid += 1;
+            continue;
+        };
+        if record.event_name != "INSERT" {
+            outcome.ignored += 1;
+            continue;
+        }
+        match reading_of(record) {
+            Some(reading) => by_device
+                .entry(reading.device_id.clone())
+                .or_default()
+                .push((sequence, reading)),
+            None => {
+                tracing::error!(event_id = %record.event_id, %sequence, "INSERT image is not a Telemetry reading; skipped");
+                outcome.invalid += 1;
+            }
+        }
+    }
+    by_device
+}
+
+/// Each device's `latest` item and the hour and day items its readings fall in.
+fn keys_touched(by_device: &DeviceReadings) -> Vec<StatsKey> {
+    let mut keys: Vec<StatsKey> = Vec::new();
+    for (device, readings) in by_device {
+        keys.push((device.clone(), geotag::store::LATEST_SORT_KEY.to_owned()));
+        let buckets: BTreeSet<Bucket> = readings
+            .iter()
+            .flat_map(|(_, r)| Bucket::of(r.ts_ms))
+            .collect();
+        keys.extend(
+            buckets
+                .into_iter()
+                .map(|bucket| (device.clone(), bucket.sort_key())),
+        );
+    }
+    keys
+}
+
+/// The items that still have readings to absorb, with those readings; the
+/// others are counted as already applied.
+fn fresh_work(
+    pending: &[StatsKey],
+    stored: &HashMap<StatsKey, StatsItem>,
+    by_device: &DeviceReadings,
+    outcome: &mut Outcome,
+) -> Vec<(StatsKey, Vec<(String, Reading)>)> {
+    let mut fresh = Vec::new();
+    for key in pending {
+        let readings = fresh_readings(key, stored.get(key), &by_device[&key.0]);
+        if readings.is_empty() {
+            outcome.already_applied += 1;
+        } else {
+            fresh.push((key.clone(), readings));
+        }
+    }
+    fresh
+}
+
+fn hour_of(reading: &Reading) -> i64 {
+    reading.ts_ms.div_euclid(HOUR_MS) * HOUR_MS
+}
+
+/// The hours' tracks read from Telemetry, and the hours that could not be read.
+struct HourTracks {
+    spans: HashMap<(String, i64), Option<Span>>,
+    failures: BTreeSet<(String, i64)>,
+}
+
+impl HourTracks {
+    /// The spans of the hours `readings` touch, or `None` if one of them
+    /// could not be read (a rollup needs them all; `latest` needs none).
+    fn spans_for(
+        &self,
+        key: &StatsKey,
+        readings: &[(String, Reading)],
+    ) -> Option<Vec<(i64, Option<Span>)>> {
+        let touched_hours: BTreeSet<i64> = readings.iter().map(|(_, r)| hour_of(r)).collect();
+        if key.1 != geotag::store::LATEST_SORT_KEY
+            && touched_hours
+                .iter()
+                .any(|hour| self.failures.contains(&(key.0.clone(), *hour)))
+        {
+            return None;
+        }
+        Some(
+            touched_hours
+                .iter()
+                .map(|hour| {
+                    let span = self.spans.get(&(key.0.clone(), *hour)).copied().flatten();
+                    (*hour, span)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// One Query per device and hour that a rollup with new readings needs,
+/// sixteen at a time.
+async fn read_tracks<S: StatsStore, T: TrackSource>(
+    stats: &Stats<S, T>,
+    fresh: &[(StatsKey, Vec<(String, Reading)>)],
+    outcome: &mut Outcome,
+) -> HourTracks {
+    let needed: BTreeSet<(String, i64)> = fresh
+        .iter()
+        .filter(|(key, _)| key.1 != geotag::store::LATEST_SORT_KEY)
+        .flat_map(|(key, readings)| readings.iter().map(|(_, r)| (key.0.clone(), hour_of(r))))
+        .collect();
+    let needed: Vec<(String, i64)> = needed.into_iter().collect();
+    let mut tracks = HourTracks {
+        spans: HashMap::new(),
+        failures: BTreeSet::new(),
+    };
+    for chunk in needed.chunks(16) {
+        let mut queries = Vec::with_capacity(chunk.len());
+        for (device, hour) in chunk {
+            queries.push(stats.tracks.track(device, *hour, hour + HOUR_MS));
+        }
+        for ((device, hour), result) in chunk.iter().zip(futures::future::join_all(queries).await) {
+            outcome.track_queries += 1;
+            match result {
+                Ok(points) => {
+                    tracks
+                        .spans
+                        .insert((device.clone(), *hour), Span::of_points(&points));
+                }
+                Err(error) => {
+                    tracing::warn!(device_id = %device, hour, %error, "reading the hour's track failed");
+                    tracks.failures.insert((device.clone(), *hour));
+                }
+            }
+        }
+    }
+    tracks
+}
+
+/// The lowest sequence number each failed item still needs: Lambda retries
+/// the batch from the lowest of them.
+fn first_records_needed(failed: &[StatsKey], by_device: &DeviceReadings) -> Vec<String> {
     let mut failures: Vec<String> = failed
         .iter()
         .filter_map(|(device, sort_key)| {
@@ -290,8 +354,7 @@ pub async fn process<S: StatsStore, T: TrackSource>(
         .collect();
     failures.sort_by(|a, b| cmp_sequence(a, b));
     failures.dedup();
-    outcome.failures = failures;
-    outcome
+    failures
 }
 
 fn belongs(sort_key: &str, reading: &Reading) -> bool {
