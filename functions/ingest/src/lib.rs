@@ -252,13 +252,39 @@ pub async fn process<S: ReadingStore, D: DeadLetterSink>(
     records: &[IngestRecord],
     deadline: Instant,
 ) -> Result<Outcome, Error> {
-    let now_ms = (ingest.clock)();
     let mut outcome = Outcome::default();
-    let mut states = Vec::with_capacity(records.len());
-    // Every valid reading of the batch, with the record it came from.
-    let mut readings: Vec<Reading> = Vec::with_capacity(records.len());
-    let mut record_of: Vec<usize> = Vec::with_capacity(records.len());
+    let mut batch = decode_batch(ingest, records, &mut outcome)?;
+    store_readings(ingest, &mut batch, deadline, &mut outcome).await;
+    let unsent = dead_letter_refusals(ingest, records, &batch.states, &mut outcome).await;
+    for state in &batch.states {
+        if state.store_failed || unsent.contains(&state.message_id) {
+            outcome.failures.push(state.message_id.clone());
+        } else {
+            outcome.records_done += 1;
+        }
+    }
+    Ok(outcome)
+}
 
+/// A batch decoded: each record's state, and every valid reading with the
+/// record it came from.
+struct DecodedBatch {
+    states: Vec<RecordState>,
+    readings: Vec<Reading>,
+    record_of: Vec<usize>,
+}
+
+fn decode_batch<S, D>(
+    ingest: &Ingest<S, D>,
+    records: &[IngestRecord],
+    outcome: &mut Outcome,
+) -> Result<DecodedBatch, Error> {
+    let now_ms = (ingest.clock)();
+    let mut batch = DecodedBatch {
+        states: Vec::with_capacity(records.len()),
+        readings: Vec::with_capacity(records.len()),
+        record_of: Vec::with_capacity(records.len()),
+    };
     for (record_index, record) in records.iter().enumerate() {
         let Some(message_id) = record.message_id.clone().filter(|id| !id.is_empty()) else {
             // Lambda treats an answer it cannot match as a failure of the whole
@@ -297,41 +323,62 @@ pub async fn process<S: ReadingStore, D: DeadLetterSink>(
                 state.rejected_readings = decoded.rejected.len();
                 state.rejection = decoded.rejected.into_iter().next();
                 state.readings = decoded.readings.len();
-                record_of.extend(std::iter::repeat_n(record_index, decoded.readings.len()));
-                readings.extend(decoded.readings);
+                batch
+                    .record_of
+                    .extend(std::iter::repeat_n(record_index, decoded.readings.len()));
+                batch.readings.extend(decoded.readings);
             }
         }
-        states.push(state);
+        batch.states.push(state);
     }
+    Ok(batch)
+}
 
-    // BatchWriteItem refuses two writes of one key in a request, and a batch
-    // often holds the same reading twice (SNS retries): each key is written
-    // once, and a failure to write it fails every record that carried it.
-    let (unique, slot_of) = deduplicate(readings);
+/// Writes each distinct reading once. BatchWriteItem refuses two writes of
+/// one key in a request, and a batch often holds the same reading twice
+/// (SNS retries): a failure to write a key fails every record that carried it.
+async fn store_readings<S: ReadingStore, D>(
+    ingest: &Ingest<S, D>,
+    batch: &mut DecodedBatch,
+    deadline: Instant,
+    outcome: &mut Outcome,
+) {
+    let (unique, slot_of) = deduplicate(std::mem::take(&mut batch.readings));
     outcome.duplicates_in_batch = slot_of.len() - unique.len();
     let report = ingest.store.put_readings(&unique, deadline).await;
     outcome.write_requests = report.requests;
     outcome.write_retries = report.retries;
     outcome.write_units = report.write_units;
     outcome.readings_stored = unique.len() - report.failed.len();
-    if !report.failed.is_empty() {
-        let failed: HashMap<usize, &geotag::store::StoreError> = report
-            .failed
-            .iter()
-            .map(|(slot, error)| (*slot, error))
-            .collect();
-        for (slot, &record_index) in slot_of.iter().zip(&record_of) {
-            let Some(error) = failed.get(slot) else {
-                continue;
-            };
-            let state = &mut states[record_index];
-            if !state.store_failed {
-                tracing::warn!(message_id = %state.message_id, error = %error, "readings not stored; the record will be retried");
-            }
-            state.store_failed = true;
-        }
+    if report.failed.is_empty() {
+        return;
     }
+    let failed: HashMap<usize, &geotag::store::StoreError> = report
+        .failed
+        .iter()
+        .map(|(slot, error)| (*slot, error))
+        .collect();
+    for (slot, &record_index) in slot_of.iter().zip(&batch.record_of) {
+        let Some(error) = failed.get(slot) else {
+            continue;
+        };
+        let state = &mut batch.states[record_index];
+        if !state.store_failed {
+            tracing::warn!(message_id = %state.message_id, error = %error, "readings not stored; the record will be retried");
+        }
+        state.store_failed = true;
+    }
+}
 
+/// Sends each refused record (whose valid readings, if any, are stored) to
+/// the dead-letter queue with its first reason. Returns the message ids
+/// whose letters could not be sent.
+async fn dead_letter_refusals<S, D: DeadLetterSink>(
+    ingest: &Ingest<S, D>,
+    records: &[IngestRecord],
+    states: &[RecordState],
+    outcome: &mut Outcome,
+) -> Vec<String> {
     let letters: Vec<DeadLetter> = states
         .iter()
         .enumerate()
@@ -353,15 +400,7 @@ pub async fn process<S: ReadingStore, D: DeadLetterSink>(
         ingest.dead_letters.send(&letters).await
     };
     outcome.dead_lettered = letters.len() - unsent.len();
-
-    for state in &states {
-        if state.store_failed || unsent.contains(&state.message_id) {
-            outcome.failures.push(state.message_id.clone());
-        } else {
-            outcome.records_done += 1;
-        }
-    }
-    Ok(outcome)
+    unsent
 }
 
 /// The distinct readings, in order of first appearance, and for each reading
