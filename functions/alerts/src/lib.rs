@@ -27,16 +27,20 @@
 //! finds the devices that went silent from the DeviceStats `SilenceIndex`
 //! (a Query per shard over a time window, never a Scan), and raises one
 //! silence alert per quiet period, through the same claim-publish-mark path.
+//!
+//! # Layout
+//!
+//! - this file: the configuration, the wiring (AWS or in memory), the
+//!   trigger and the handler with its metrics;
+//! - [`stream`]: DeviceStats changes judged step by step, alerts delivered in order;
+//! - [`schedule`]: the silence check;
+//! - `delivery`: one alert claimed, published and marked, once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use aws_lambda_events::dynamodb::EventRecord;
-
-use geotag::alerts::{Alert, Thresholds, Transition, live_steps, silence_alert, transition_alerts};
-use geotag::stats::{LatestState, cmp_sequence};
+use geotag::alerts::{Alert, Thresholds};
 use geotag::store::{
-    AlertLog, AlertSink, Claim, MemoryAlerts, MemoryRegistry, MemorySilenceIndex, Registry,
-    SilenceIndex, StatsBody, StoreError,
+    AlertLog, AlertSink, MemoryAlerts, MemoryRegistry, MemorySilenceIndex, Registry, SilenceIndex,
 };
 use geotag_aws::{DynamoAlertLog, DynamoRegistry, DynamoSilenceIndex, SnsAlertSink};
 use geotag_runtime::emf::{self, Emitter, Metrics};
@@ -45,6 +49,13 @@ use geotag_runtime::{ConfigError, Environment, FromEnvironment};
 use lambda_runtime::{Error, LambdaEvent};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+mod delivery;
+pub mod schedule;
+pub mod stream;
+
+pub use schedule::{ScheduleOutcome, process_schedule};
+pub use stream::{Outcome, process_stream, process_stream_leased};
 
 /// The handler's dependencies.
 pub struct Alerts<R, L, P, I> {
@@ -286,313 +297,4 @@ impl PublishedAlerts {
             metrics.count_by("AlertType", alert_type, "AlertsPublished", *count);
         }
     }
-}
-
-/// What one invocation did.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Outcome {
-    /// Sequence numbers to report as batch item failures.
-    pub failures: Vec<String>,
-    pub transitions: usize,
-    pub raised: usize,
-    /// Alerts whose id had been published already (duplicates, retries).
-    pub already_published: usize,
-    pub published_by_type: PublishedAlerts,
-    /// Records that are not a `latest` change (filter criteria should drop them).
-    pub ignored: usize,
-}
-
-impl Outcome {
-    pub fn published(&self) -> usize {
-        self.published_by_type.total()
-    }
-}
-
-/// The `latest` state a DeviceStats stream image holds, with its device;
-/// `None` for rollups and for what is not a DeviceStats item.
-fn latest_of(image: &serde_dynamo::Item) -> Option<(String, LatestState)> {
-    let item = geotag_aws::device_stats::stats_item_from_image(image)?;
-    match item.body {
-        StatsBody::Latest(state) => Some((item.device_id, state)),
-        StatsBody::Rollup(..) => None,
-    }
-}
-
-struct Change {
-    sequence: String,
-    old: Option<LatestState>,
-    new: LatestState,
-}
-
-/// [`process_stream_leased`] with a lease of one minute from now (for tests
-/// and tools that have no invocation deadline).
-pub async fn process_stream<R: Registry, L: AlertLog, P: AlertSink, I>(
-    alerts: &Alerts<R, L, P, I>,
-    records: &[EventRecord],
-) -> Outcome {
-    process_stream_leased(alerts, records, geotag::clock::now_ms() + 60_000).await
-}
-
-/// Judges every `latest` change in `records` and delivers the alerts they
-/// raise; claims taken are leased until `lease_until_ms`.
-pub async fn process_stream_leased<R: Registry, L: AlertLog, P: AlertSink, I>(
-    alerts: &Alerts<R, L, P, I>,
-    records: &[EventRecord],
-    lease_until_ms: i64,
-) -> Outcome {
-    let mut outcome = Outcome::default();
-    let mut changes: BTreeMap<String, Vec<Change>> = BTreeMap::new();
-    for record in records {
-        let (Some(sequence), Some((device_id, new))) = (
-            record.change.sequence_number.clone(),
-            latest_of(&record.change.new_image),
-        ) else {
-            outcome.ignored += 1;
-            continue;
-        };
-        let old = latest_of(&record.change.old_image).map(|(_, state)| state);
-        changes
-            .entry(device_id)
-            .or_default()
-            .push(Change { sequence, old, new });
-    }
-    outcome.transitions = changes.values().map(Vec::len).sum();
-    let devices: Vec<String> = changes.keys().cloned().collect();
-    let lowest = |changes: &[Change]| {
-        changes
-            .iter()
-            .map(|c| c.sequence.clone())
-            .min_by(|a, b| cmp_sequence(a, b))
-    };
-
-    let (assignments, watches) = match (
-        alerts.registry.assignments(&devices).await,
-        alerts.log.speed_watches(&devices).await,
-    ) {
-        (Ok(assignments), Ok(watches)) => (assignments, watches),
-        (Err(error), _) | (_, Err(error)) => {
-            tracing::warn!(%error, "reading the registry or the alert log failed; the batch will be retried");
-            outcome.failures = changes.values().filter_map(|c| lowest(c)).collect();
-            return outcome;
-        }
-    };
-
-    let mut failures: BTreeSet<String> = BTreeSet::new();
-    // The episodes as stored, so that a change is saved only when it differs.
-    let mut watches_saved = watches.clone();
-    for (device_id, device_changes) in &changes {
-        let Some(assignment) = assignments.get(device_id) else {
-            continue;
-        };
-        let mut watch = watches.get(device_id).copied().unwrap_or_default();
-        for change in device_changes {
-            let mut raised = Vec::new();
-            let mut previous = change.old.clone();
-            for step in live_steps(change.old.as_ref(), &change.new) {
-                let transition = Transition {
-                    device_id,
-                    customer_id: assignment.customer_id.as_deref(),
-                    old: previous.as_ref(),
-                    new: &step,
-                };
-                raised.extend(transition_alerts(
-                    &transition,
-                    &assignment.geofences,
-                    &assignment.thresholds,
-                ));
-                let moved = previous
-                    .as_ref()
-                    .is_none_or(|old| step.reading_key != old.reading_key);
-                if moved
-                    && let Some(alert) = watch.observe(
-                        device_id,
-                        assignment.customer_id.as_deref(),
-                        &step,
-                        &assignment.thresholds,
-                    )
-                {
-                    raised.push(alert);
-                }
-                previous = Some(step);
-            }
-            let before = watches_saved.get(device_id).copied().unwrap_or_default();
-            outcome.raised += raised.len();
-            let mut delivered = true;
-            for alert in &raised {
-                match deliver(alerts, alert, lease_until_ms).await {
-                    Ok(Delivery::Published) => outcome.published_by_type.add(alert),
-                    Ok(Delivery::AlreadyPublished) => outcome.already_published += 1,
-                    Ok(Delivery::Busy) => {
-                        tracing::info!(alert_id = %alert.id, "alert claimed by a concurrent invocation; its record will be retried");
-                        delivered = false;
-                    }
-                    Err(error) => {
-                        tracing::warn!(alert_id = %alert.id, %error, "alert not published; its record will be retried");
-                        delivered = false;
-                    }
-                }
-            }
-            if delivered && !watch.same_episode(&before) {
-                match alerts.log.save_speed_watch(device_id, &watch).await {
-                    Ok(()) => {
-                        watches_saved.insert(device_id.clone(), watch);
-                    }
-                    Err(error) => {
-                        tracing::warn!(%device_id, %error, "speeding episode not saved; its record will be retried");
-                        delivered = false;
-                    }
-                }
-            }
-            if !delivered {
-                // Later changes of this device wait for the retry, in order.
-                failures.insert(change.sequence.clone());
-                break;
-            }
-        }
-    }
-    outcome.failures = failures.into_iter().collect();
-    outcome.failures.sort_by(|a, b| cmp_sequence(a, b));
-    outcome
-}
-
-enum Delivery {
-    Published,
-    AlreadyPublished,
-    /// Leased to a concurrent invocation: retry later.
-    Busy,
-}
-
-/// Tries at marking an alert published (each one the SDK's own retries).
-const MARK_ATTEMPTS: u32 = 4;
-
-/// Time a claimer keeps for publishing and marking after waiting out a lease.
-const PUBLISH_MARGIN_MS: i64 = 3_000;
-
-/// Claims, publishes and marks one alert.
-///
-/// An alert claimed by another invocation is waited for, polling, while this
-/// invocation has time: the other one usually marks it published within
-/// milliseconds, and if it died instead, its lease (its deadline) runs out
-/// and this one takes the alert over. Failing the record at once would burn
-/// the stream's retries in a second, with the alert still leased.
-async fn deliver<R, L: AlertLog, P: AlertSink, I>(
-    alerts: &Alerts<R, L, P, I>,
-    alert: &Alert,
-    lease_until_ms: i64,
-) -> Result<Delivery, StoreError> {
-    let give_up_at = lease_until_ms - PUBLISH_MARGIN_MS;
-    let mut pause_ms = 50;
-    loop {
-        match alerts.log.claim(alert, lease_until_ms).await? {
-            Claim::Published => return Ok(Delivery::AlreadyPublished),
-            Claim::Busy { until_ms } => {
-                let now = geotag::clock::now_ms();
-                if now + pause_ms.min(until_ms - now).max(0) > give_up_at {
-                    return Ok(Delivery::Busy);
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(
-                    pause_ms.min((until_ms - now).max(1)) as u64,
-                ))
-                .await;
-                pause_ms = (pause_ms * 2).min(1_000);
-            }
-            Claim::New | Claim::Unpublished => {
-                if let Err(error) = alerts.sink.publish(alert).await {
-                    // Let the retry claim it at once rather than wait out the lease.
-                    if let Err(release) = alerts.log.release(&alert.id).await {
-                        tracing::warn!(alert_id = %alert.id, error = %release, "claim not released; the retry waits for its lease to end");
-                    }
-                    return Err(error);
-                }
-                // Published: a mark that fails now would let a retry publish
-                // it again once the lease runs out, so insist a little.
-                let mut attempt = 0;
-                while let Err(error) = alerts.log.mark_published(&alert.id).await {
-                    attempt += 1;
-                    if attempt == MARK_ATTEMPTS {
-                        return Err(error);
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
-                }
-                return Ok(Delivery::Published);
-            }
-        }
-    }
-}
-
-/// What one silence check did.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct ScheduleOutcome {
-    /// Devices found silent past their threshold.
-    pub silent: usize,
-    pub already_published: usize,
-    pub published_by_type: PublishedAlerts,
-    /// Alerts not delivered (publish failed, or claimed elsewhere).
-    pub undelivered: usize,
-}
-
-impl ScheduleOutcome {
-    pub fn published(&self) -> usize {
-        self.published_by_type.total()
-    }
-}
-
-/// Finds the devices silent at `now_ms` and raises one silence alert for
-/// each quiet period. Reads the index over `[now - largest threshold -
-/// lookback, now - smallest threshold)` only: the devices that may have just
-/// crossed a threshold, not every device ever silent.
-pub async fn process_schedule<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
-    alerts: &Alerts<R, L, P, I>,
-    now_ms: i64,
-    lease_until_ms: i64,
-) -> Result<ScheduleOutcome, StoreError> {
-    let thresholds = alerts.registry.all_thresholds().await?;
-    let shortest = thresholds
-        .iter()
-        .map(|t| t.silence_after_ms)
-        .min()
-        .unwrap_or(0);
-    let longest = thresholds
-        .iter()
-        .map(|t| t.silence_after_ms)
-        .max()
-        .unwrap_or(0);
-    let candidates = alerts
-        .silence
-        .last_seen_between(
-            now_ms - longest - alerts.silence_lookback_ms,
-            now_ms - shortest,
-        )
-        .await?;
-    let devices: Vec<String> = candidates
-        .iter()
-        .map(|(device, _)| device.clone())
-        .collect();
-    let assignments = alerts.registry.assignments(&devices).await?;
-    let mut outcome = ScheduleOutcome::default();
-    for (device_id, last_seen_ms) in &candidates {
-        let Some(assignment) = assignments.get(device_id) else {
-            continue;
-        };
-        let Some(alert) = silence_alert(
-            device_id,
-            assignment.customer_id.as_deref(),
-            *last_seen_ms,
-            now_ms,
-            &assignment.thresholds,
-        ) else {
-            continue;
-        };
-        outcome.silent += 1;
-        match deliver(alerts, &alert, lease_until_ms).await {
-            Ok(Delivery::Published) => outcome.published_by_type.add(&alert),
-            Ok(Delivery::AlreadyPublished) => outcome.already_published += 1,
-            Ok(Delivery::Busy) => outcome.undelivered += 1,
-            Err(error) => {
-                tracing::warn!(alert_id = %alert.id, %error, "silence alert not published; the run will be retried");
-                outcome.undelivered += 1;
-            }
-        }
-    }
-    Ok(outcome)
 }
