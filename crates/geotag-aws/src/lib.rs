@@ -6,6 +6,20 @@
 //! Nothing here knows whether it talks to AWS or to the local emulator: the
 //! endpoint comes from the standard `AWS_ENDPOINT_URL` variable, credentials
 //! and region from the standard chain.
+//!
+//! # Layout
+//!
+//! One module per table layout, which both writes and reads its items (SDK
+//! items and stream images alike):
+//! - [`telemetry`]: the Telemetry table (readings, hour tracks);
+//! - [`device_stats`]: the DeviceStats table (latest state, rollups, silence index keys);
+//! - [`registry`]: the Devices, Customers and Geofences tables;
+//! - [`alert_log`]: the Alerts table, the alerts topic, the silence index queries.
+//!
+//! Beside them: [`dead_letters`] (the ingest DLQ), [`batch_get`] (BatchGetItem
+//! and paged scans), [`retry`] (partial batch writes within a time budget),
+//! [`capacity`] (write units of an item), [`request_count`] (requests counted
+//! at the wire) and [`clients`] (SDK configuration).
 
 pub mod alert_log;
 pub mod batch_get;

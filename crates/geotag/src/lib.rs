@@ -5,6 +5,18 @@
 //! Nothing here knows about Lambda or the AWS SDK; the function crates wire
 //! these pieces to AWS through `geotag-aws`, and tests wire them to the
 //! in-memory stores in [`store`].
+//!
+//! # Layout
+//!
+//! - [`reading`]: a validated position reading, its limits, its storage key;
+//! - [`decode`]: an SQS message body (bare, batched, in an SNS envelope) to readings;
+//! - [`reject`]: the reason codes of refused messages and readings;
+//! - [`clock`]: epoch milliseconds, the one system clock, hour and day lengths;
+//! - [`geo`]: great-circle distance and destination on a spherical Earth;
+//! - [`geofence`]: circles and polygons, and whether a point is inside;
+//! - [`stats`]: latest state with its trail, hourly and daily rollups, watermarks;
+//! - [`alerts`]: the alert rules (geofence, battery, speeding, silence);
+//! - [`store`]: the ports the functions use, and in-memory implementations.
 
 pub mod alerts;
 pub mod clock;
