@@ -136,106 +136,115 @@ pub fn stats_item(item: &StatsItem) -> HashMap<String, AttributeValue> {
             AttributeValue::S(item.watermark.clone()),
         ),
     ]);
+    match &item.body {
+        StatsBody::Latest(state) => put_latest(&mut out, &item.device_id, state),
+        StatsBody::Rollup(bucket, rollup) => put_rollup(&mut out, bucket, rollup),
+    }
+    out
+}
+
+/// A `latest` item's own attributes (the silence index's keys among them).
+fn put_latest(out: &mut HashMap<String, AttributeValue>, device_id: &str, state: &LatestState) {
     let mut put = |name: &str, value: AttributeValue| {
         out.insert(name.to_owned(), value);
     };
-    match &item.body {
-        StatsBody::Latest(state) => {
-            put("kind", AttributeValue::S("latest".into()));
-            put("ts", n(state.ts_ms));
-            put("silence_shard", n(silence_shard(&item.device_id)));
-            put("last_seen", n(state.ts_ms));
-            put("reading_key", AttributeValue::S(state.reading_key.clone()));
-            put("lat", f(state.lat));
-            put("lon", f(state.lon));
-            put("version", n(state.version));
-            for (name, value) in [
-                ("speed", state.speed),
-                ("heading", state.heading),
-                ("accuracy", state.accuracy),
-                ("battery", state.battery),
-            ] {
-                if let Some(value) = value {
-                    put(name, f(value));
-                }
-            }
-            if let Some(ts) = state.battery_ts_ms {
-                put("battery_ts", n(ts));
-            }
-            if let Some(seq) = state.seq {
-                put("seq", n(seq));
-            }
-            if !state.trail.is_empty() {
-                put("trail", trail_attribute(&state.trail));
-            }
-        }
-        StatsBody::Rollup(bucket, rollup) => {
-            put(
-                "kind",
-                AttributeValue::S(match bucket {
-                    Bucket::Hour(_) => "hour".into(),
-                    Bucket::Day(_) => "day".into(),
-                }),
-            );
-            put("bucket_start", n(bucket.start_ms()));
-            put("count", n(rollup.count));
-            put("distance_m", f(rollup.distance_m()));
-            put("speed_sum", f(rollup.speed_sum));
-            put("speed_count", n(rollup.speed_count));
-            for (name, value) in [
-                ("speed_min", rollup.speed_min),
-                ("speed_max", rollup.speed_max),
-                ("speed_mean", rollup.speed_mean()),
-                ("battery_min", rollup.battery_min),
-            ] {
-                if let Some(value) = value {
-                    put(name, f(value));
-                }
-            }
-            if let Some((ts, battery)) = rollup.battery_last {
-                put("battery_last_ts", n(ts));
-                put("battery_last", f(battery));
-            }
-            if let Some((lat_min, lat_max, lon_min, lon_max)) = rollup.bbox {
-                put("lat_min", f(lat_min));
-                put("lat_max", f(lat_max));
-                put("lon_min", f(lon_min));
-                put("lon_max", f(lon_max));
-            }
-            if let Some(track) = rollup.track {
-                for (prefix, point) in [("first", track.first), ("last", track.last)] {
-                    put(&format!("{prefix}_ts"), n(point.ts_ms));
-                    put(&format!("{prefix}_lat"), f(point.lat));
-                    put(&format!("{prefix}_lon"), f(point.lon));
-                }
-            }
-            if !rollup.hours.is_empty() {
-                // A day's hours: [start, first ts/lat/lon, last ts/lat/lon, distance] each.
-                put(
-                    "hours",
-                    AttributeValue::L(
-                        rollup
-                            .hours
-                            .iter()
-                            .map(|(start, span)| {
-                                AttributeValue::L(vec![
-                                    n(start),
-                                    n(span.first.ts_ms),
-                                    f(span.first.lat),
-                                    f(span.first.lon),
-                                    n(span.last.ts_ms),
-                                    f(span.last.lat),
-                                    f(span.last.lon),
-                                    f(span.distance_m),
-                                ])
-                            })
-                            .collect(),
-                    ),
-                );
-            }
+    put("kind", AttributeValue::S("latest".into()));
+    put("ts", n(state.ts_ms));
+    put("silence_shard", n(silence_shard(device_id)));
+    put("last_seen", n(state.ts_ms));
+    put("reading_key", AttributeValue::S(state.reading_key.clone()));
+    put("lat", f(state.lat));
+    put("lon", f(state.lon));
+    put("version", n(state.version));
+    for (name, value) in [
+        ("speed", state.speed),
+        ("heading", state.heading),
+        ("accuracy", state.accuracy),
+        ("battery", state.battery),
+    ] {
+        if let Some(value) = value {
+            put(name, f(value));
         }
     }
-    out
+    if let Some(ts) = state.battery_ts_ms {
+        put("battery_ts", n(ts));
+    }
+    if let Some(seq) = state.seq {
+        put("seq", n(seq));
+    }
+    if !state.trail.is_empty() {
+        put("trail", trail_attribute(&state.trail));
+    }
+}
+
+/// An hour or day rollup's own attributes.
+fn put_rollup(out: &mut HashMap<String, AttributeValue>, bucket: &Bucket, rollup: &Rollup) {
+    let mut put = |name: &str, value: AttributeValue| {
+        out.insert(name.to_owned(), value);
+    };
+    put(
+        "kind",
+        AttributeValue::S(match bucket {
+            Bucket::Hour(_) => "hour".into(),
+            Bucket::Day(_) => "day".into(),
+        }),
+    );
+    put("bucket_start", n(bucket.start_ms()));
+    put("count", n(rollup.count));
+    put("distance_m", f(rollup.distance_m()));
+    put("speed_sum", f(rollup.speed_sum));
+    put("speed_count", n(rollup.speed_count));
+    for (name, value) in [
+        ("speed_min", rollup.speed_min),
+        ("speed_max", rollup.speed_max),
+        ("speed_mean", rollup.speed_mean()),
+        ("battery_min", rollup.battery_min),
+    ] {
+        if let Some(value) = value {
+            put(name, f(value));
+        }
+    }
+    if let Some((ts, battery)) = rollup.battery_last {
+        put("battery_last_ts", n(ts));
+        put("battery_last", f(battery));
+    }
+    if let Some((lat_min, lat_max, lon_min, lon_max)) = rollup.bbox {
+        put("lat_min", f(lat_min));
+        put("lat_max", f(lat_max));
+        put("lon_min", f(lon_min));
+        put("lon_max", f(lon_max));
+    }
+    if let Some(track) = rollup.track {
+        for (prefix, point) in [("first", track.first), ("last", track.last)] {
+            put(&format!("{prefix}_ts"), n(point.ts_ms));
+            put(&format!("{prefix}_lat"), f(point.lat));
+            put(&format!("{prefix}_lon"), f(point.lon));
+        }
+    }
+    if !rollup.hours.is_empty() {
+        // A day's hours: [start, first ts/lat/lon, last ts/lat/lon, distance] each.
+        put(
+            "hours",
+            AttributeValue::L(
+                rollup
+                    .hours
+                    .iter()
+                    .map(|(start, span)| {
+                        AttributeValue::L(vec![
+                            n(start),
+                            n(span.first.ts_ms),
+                            f(span.first.lat),
+                            f(span.first.lon),
+                            n(span.last.ts_ms),
+                            f(span.last.lat),
+                            f(span.last.lon),
+                            f(span.distance_m),
+                        ])
+                    })
+                    .collect(),
+            ),
+        );
+    }
 }
 
 /// The `trail` attribute: a list of maps with short names (`t` time, `k`
@@ -293,125 +302,157 @@ pub fn stats_item_from_image(image: &serde_dynamo::Item) -> Option<StatsItem> {
 
 /// Reads a DeviceStats item back; `None` if it is not one.
 pub fn stats_item_from(item: &HashMap<String, AttributeValue>) -> Option<StatsItem> {
-    let s = |name: &str| item.get(name)?.as_s().ok().cloned();
-    let num = |name: &str| item.get(name)?.as_n().ok()?.parse::<f64>().ok();
-    let int = |name: &str| item.get(name)?.as_n().ok()?.parse::<i64>().ok();
-    let point = |prefix: &str| {
-        Some(Point {
-            ts_ms: int(&format!("{prefix}_ts"))?,
-            lat: num(&format!("{prefix}_lat"))?,
-            lon: num(&format!("{prefix}_lon"))?,
-        })
-    };
-    let device_id = s("device_id")?;
-    let watermark = s("watermark")?;
-    let sort_key = s("sk")?;
-    let body = if sort_key == LATEST_SORT_KEY {
-        StatsBody::Latest(LatestState {
-            ts_ms: int("ts")?,
-            reading_key: s("reading_key")?,
-            lat: num("lat")?,
-            lon: num("lon")?,
-            speed: num("speed"),
-            heading: num("heading"),
-            accuracy: num("accuracy"),
-            battery: num("battery"),
-            battery_ts_ms: int("battery_ts"),
-            seq: item.get("seq").and_then(|v| v.as_n().ok()?.parse().ok()),
-            version: int("version")? as u64,
-            trail: match item.get("trail") {
-                None => Vec::new(),
-                Some(trail) => trail_from(trail)?,
-            },
-        })
+    let a = Attributes(item);
+    let device_id = a.s("device_id")?;
+    let watermark = a.s("watermark")?;
+    let body = if a.s("sk")? == LATEST_SORT_KEY {
+        StatsBody::Latest(latest_from(&a)?)
     } else {
-        let start = int("bucket_start")?;
-        let bucket = match s("kind")?.as_str() {
-            "hour" => Bucket::Hour(start),
-            "day" => Bucket::Day(start),
-            _ => return None,
-        };
-        let hours = match item.get("hours") {
-            None => Vec::new(),
-            Some(list) => list
-                .as_l()
-                .ok()?
-                .iter()
-                .map(|hour| {
-                    let values: Vec<f64> = hour
-                        .as_l()
-                        .ok()?
-                        .iter()
-                        .map(|v| v.as_n().ok()?.parse().ok())
-                        .collect::<Option<_>>()?;
-                    let [
-                        start,
-                        first_ts,
-                        first_lat,
-                        first_lon,
-                        last_ts,
-                        last_lat,
-                        last_lon,
-                        distance_m,
-                    ] = values.as_slice()
-                    else {
-                        return None;
-                    };
-                    Some((
-                        *start as i64,
-                        Span {
-                            first: Point {
-                                ts_ms: *first_ts as i64,
-                                lat: *first_lat,
-                                lon: *first_lon,
-                            },
-                            last: Point {
-                                ts_ms: *last_ts as i64,
-                                lat: *last_lat,
-                                lon: *last_lon,
-                            },
-                            distance_m: *distance_m,
-                        },
-                    ))
-                })
-                .collect::<Option<_>>()?,
-        };
-        let track = match (point("first"), point("last")) {
-            (Some(first), Some(last)) => Some(Span {
-                first,
-                last,
-                distance_m: num("distance_m")?,
-            }),
-            _ => None,
-        };
-        StatsBody::Rollup(
-            bucket,
-            Rollup {
-                count: int("count")? as u64,
-                speed_min: num("speed_min"),
-                speed_max: num("speed_max"),
-                speed_sum: num("speed_sum").unwrap_or(0.0),
-                speed_count: int("speed_count").unwrap_or(0) as u64,
-                battery_min: num("battery_min"),
-                battery_last: int("battery_last_ts").zip(num("battery_last")),
-                bbox: match (
-                    num("lat_min"),
-                    num("lat_max"),
-                    num("lon_min"),
-                    num("lon_max"),
-                ) {
-                    (Some(a), Some(b), Some(c), Some(d)) => Some((a, b, c, d)),
-                    _ => None,
-                },
-                track,
-                hours,
-            },
-        )
+        let (bucket, rollup) = rollup_from(&a)?;
+        StatsBody::Rollup(bucket, rollup)
     };
     Some(StatsItem {
         device_id,
         watermark,
         body,
+    })
+}
+
+/// An item's attributes, read by type.
+struct Attributes<'a>(&'a HashMap<String, AttributeValue>);
+
+impl Attributes<'_> {
+    fn s(&self, name: &str) -> Option<String> {
+        self.0.get(name)?.as_s().ok().cloned()
+    }
+
+    fn num(&self, name: &str) -> Option<f64> {
+        self.0.get(name)?.as_n().ok()?.parse::<f64>().ok()
+    }
+
+    fn int(&self, name: &str) -> Option<i64> {
+        self.0.get(name)?.as_n().ok()?.parse::<i64>().ok()
+    }
+
+    /// `{prefix}_ts`, `{prefix}_lat` and `{prefix}_lon`.
+    fn point(&self, prefix: &str) -> Option<Point> {
+        Some(Point {
+            ts_ms: self.int(&format!("{prefix}_ts"))?,
+            lat: self.num(&format!("{prefix}_lat"))?,
+            lon: self.num(&format!("{prefix}_lon"))?,
+        })
+    }
+}
+
+fn latest_from(a: &Attributes) -> Option<LatestState> {
+    Some(LatestState {
+        ts_ms: a.int("ts")?,
+        reading_key: a.s("reading_key")?,
+        lat: a.num("lat")?,
+        lon: a.num("lon")?,
+        speed: a.num("speed"),
+        heading: a.num("heading"),
+        accuracy: a.num("accuracy"),
+        battery: a.num("battery"),
+        battery_ts_ms: a.int("battery_ts"),
+        seq: a.0.get("seq").and_then(|v| v.as_n().ok()?.parse().ok()),
+        version: a.int("version")? as u64,
+        trail: match a.0.get("trail") {
+            None => Vec::new(),
+            Some(trail) => trail_from(trail)?,
+        },
+    })
+}
+
+fn rollup_from(a: &Attributes) -> Option<(Bucket, Rollup)> {
+    let start = a.int("bucket_start")?;
+    let bucket = match a.s("kind")?.as_str() {
+        "hour" => Bucket::Hour(start),
+        "day" => Bucket::Day(start),
+        _ => return None,
+    };
+    let hours = hours_from(a.0.get("hours"))?;
+    let track = match (a.point("first"), a.point("last")) {
+        (Some(first), Some(last)) => Some(Span {
+            first,
+            last,
+            distance_m: a.num("distance_m")?,
+        }),
+        _ => None,
+    };
+    Some((
+        bucket,
+        Rollup {
+            count: a.int("count")? as u64,
+            speed_min: a.num("speed_min"),
+            speed_max: a.num("speed_max"),
+            speed_sum: a.num("speed_sum").unwrap_or(0.0),
+            speed_count: a.int("speed_count").unwrap_or(0) as u64,
+            battery_min: a.num("battery_min"),
+            battery_last: a.int("battery_last_ts").zip(a.num("battery_last")),
+            bbox: match (
+                a.num("lat_min"),
+                a.num("lat_max"),
+                a.num("lon_min"),
+                a.num("lon_max"),
+            ) {
+                (Some(lat_min), Some(lat_max), Some(lon_min), Some(lon_max)) => {
+                    Some((lat_min, lat_max, lon_min, lon_max))
+                }
+                _ => None,
+            },
+            track,
+            hours,
+        },
+    ))
+}
+
+/// A day's `hours` list: [start, first ts/lat/lon, last ts/lat/lon, distance] each.
+fn hours_from(value: Option<&AttributeValue>) -> Option<Vec<(i64, Span)>> {
+    Some(match value {
+        None => Vec::new(),
+        Some(list) => list
+            .as_l()
+            .ok()?
+            .iter()
+            .map(|hour| {
+                let values: Vec<f64> = hour
+                    .as_l()
+                    .ok()?
+                    .iter()
+                    .map(|v| v.as_n().ok()?.parse().ok())
+                    .collect::<Option<_>>()?;
+                let [
+                    start,
+                    first_ts,
+                    first_lat,
+                    first_lon,
+                    last_ts,
+                    last_lat,
+                    last_lon,
+                    distance_m,
+                ] = values.as_slice()
+                else {
+                    return None;
+                };
+                Some((
+                    *start as i64,
+                    Span {
+                        first: Point {
+                            ts_ms: *first_ts as i64,
+                            lat: *first_lat,
+                            lon: *first_lon,
+                        },
+                        last: Point {
+                            ts_ms: *last_ts as i64,
+                            lat: *last_lat,
+                            lon: *last_lon,
+                        },
+                        distance_m: *distance_m,
+                    },
+                ))
+            })
+            .collect::<Option<_>>()?,
     })
 }
 

@@ -1,8 +1,8 @@
 //! Creating what template.yaml declares in the emulator, by API.
 //!
 //! [`provision`] creates in passes (a resource whose references are not
-//! created yet waits for the next pass); [`messaging`] creates topics, queues
-//! and subscriptions, [`tables`] the tables, and [`functions`] reads each
+//! created yet waits for the next pass); `messaging` creates topics, queues
+//! and subscriptions, `tables` the tables, and `functions` reads each
 //! function's environment and event sources for the pump.
 //!
 //! moto's own CloudFormation silently skips SNS subscriptions and queue
