@@ -92,6 +92,36 @@ impl DynamoAlertLog {
     }
 }
 
+/// An alert as the Alerts table logs it (what a report shows of it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedAlert {
+    pub id: String,
+    /// The alert type's code (`geofence_enter`, `battery_low`, ...).
+    pub kind: String,
+    pub device_id: String,
+    pub at_ms: i64,
+    pub subject: String,
+    pub published: bool,
+}
+
+/// Reads an Alerts item back; `None` for what is not an alert (the table
+/// also holds the devices' speeding watches, which have no kind).
+pub fn logged_alert_from(item: &HashMap<String, AttributeValue>) -> Option<LoggedAlert> {
+    let string = |name: &str| item.get(name)?.as_s().ok().cloned();
+    Some(LoggedAlert {
+        id: string("id")?,
+        kind: string("kind")?,
+        device_id: string("device_id")?,
+        at_ms: item.get("alert_at")?.as_n().ok()?.parse().ok()?,
+        subject: string("subject").unwrap_or_default(),
+        published: item
+            .get("published")
+            .and_then(|value| value.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
+    })
+}
+
 fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }

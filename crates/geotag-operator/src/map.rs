@@ -16,9 +16,11 @@ use std::path::Path;
 
 use anyhow::Result;
 use aws_sdk_dynamodb::Client;
-use geotag::geofence::Shape;
+use geotag::geofence::{Geofence, Shape};
 use geotag::stats::Bucket;
 use geotag::store::StatsBody;
+
+use crate::table_scan::scan_all;
 use geotag_aws::clients::SdkConfig;
 use serde::Serialize;
 
@@ -115,9 +117,44 @@ pub struct AlertMark {
 /// Reads the tables into what the page draws.
 pub async fn gather(sdk: &SdkConfig, tables: &Tables, title: &str) -> Result<MapData> {
     let dynamodb = Client::new(sdk);
+    let mut devices = tracks(&dynamodb, &tables.telemetry).await?;
+    add_device_stats(&dynamodb, &tables.device_stats, &mut devices).await?;
+    for item in scan_all(&dynamodb, &tables.devices, false).await? {
+        if let Some((device_id, customer)) = geotag_aws::registry::device_from(&item)
+            && let Some(device) = devices.get_mut(&device_id)
+        {
+            device.customer = Some(customer);
+        }
+    }
+    for (id, device) in &mut devices {
+        id.clone_into(&mut device.id);
+        device.points.sort_by_key(|point| point.0);
+        device.points = thinned(std::mem::take(&mut device.points), MAX_POINTS_PER_DEVICE);
+    }
+    let geofences = scan_all(&dynamodb, &tables.geofences, false)
+        .await?
+        .iter()
+        .filter_map(geotag_aws::registry::geofence_from)
+        .map(Zone::of)
+        .collect();
+    let alerts = alert_marks(&dynamodb, &tables.alerts, &devices).await?;
+    Ok(MapData {
+        title: title.to_owned(),
+        generated_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        devices: devices.into_values().collect(),
+        geofences,
+        alerts,
+    })
+}
+
+/// Each device's readings from Telemetry; items that are not readings are
+/// left off, and said so.
+async fn tracks(dynamodb: &Client, table: &str) -> Result<BTreeMap<String, DeviceTrack>> {
     let mut devices: BTreeMap<String, DeviceTrack> = BTreeMap::new();
     let mut unreadable = 0usize;
-    for item in crate::table_scan::scan_all(&dynamodb, &tables.telemetry, false).await? {
+    for item in scan_all(dynamodb, table, false).await? {
         let Some(reading) = geotag_aws::telemetry::reading_from_item(&item) else {
             unreadable += 1;
             continue;
@@ -131,11 +168,20 @@ pub async fn gather(sdk: &SdkConfig, tables: &Tables, title: &str) -> Result<Map
     if unreadable > 0 {
         tracing::warn!(
             unreadable,
-            table = %tables.telemetry,
+            table = %table,
             "items that are not readings; left off the map"
         );
     }
-    for item in crate::table_scan::scan_all(&dynamodb, &tables.device_stats, false).await? {
+    Ok(devices)
+}
+
+/// Each device's latest state and its days' counts and distances.
+async fn add_device_stats(
+    dynamodb: &Client,
+    table: &str,
+    devices: &mut BTreeMap<String, DeviceTrack>,
+) -> Result<()> {
+    for item in scan_all(dynamodb, table, false).await? {
         let Some(stats) = geotag_aws::device_stats::stats_item_from(&item) else {
             continue;
         };
@@ -153,82 +199,52 @@ pub async fn gather(sdk: &SdkConfig, tables: &Tables, title: &str) -> Result<Map
             StatsBody::Rollup(Bucket::Hour(_), _) => {}
         }
     }
-    for item in crate::table_scan::scan_all(&dynamodb, &tables.devices, false).await? {
-        if let Some((device_id, customer)) = geotag_aws::registry::device_from(&item)
-            && let Some(device) = devices.get_mut(&device_id)
-        {
-            device.customer = Some(customer);
+    Ok(())
+}
+
+impl Zone {
+    fn of(geofence: Geofence) -> Zone {
+        let (circle, ring) = match geofence.shape {
+            Shape::Circle { lat, lon, radius_m } => (Some((lat, lon, radius_m)), None),
+            Shape::Polygon { ring } => (None, Some(ring)),
+        };
+        Zone {
+            id: geofence.id,
+            name: geofence.name,
+            customer: geofence.customer_id,
+            circle,
+            ring,
         }
     }
-    for (id, device) in &mut devices {
-        id.clone_into(&mut device.id);
-        device.points.sort_by_key(|point| point.0);
-        device.points = thinned(std::mem::take(&mut device.points), MAX_POINTS_PER_DEVICE);
-    }
+}
 
-    let geofences = crate::table_scan::scan_all(&dynamodb, &tables.geofences, false)
-        .await?
-        .iter()
-        .filter_map(geotag_aws::registry::geofence_from)
-        .map(|geofence| {
-            let (circle, ring) = match geofence.shape {
-                Shape::Circle { lat, lon, radius_m } => (Some((lat, lon, radius_m)), None),
-                Shape::Polygon { ring } => (None, Some(ring)),
-            };
-            Zone {
-                id: geofence.id,
-                name: geofence.name,
-                customer: geofence.customer_id,
-                circle,
-                ring,
-            }
-        })
-        .collect();
-
+/// The logged alerts, each placed where its device was when it fired.
+async fn alert_marks(
+    dynamodb: &Client,
+    table: &str,
+    devices: &BTreeMap<String, DeviceTrack>,
+) -> Result<Vec<AlertMark>> {
     let mut alerts = Vec::new();
-    for item in crate::table_scan::scan_all(&dynamodb, &tables.alerts, false).await? {
-        let string = |name: &str| item.get(name)?.as_s().ok().cloned();
-        // The alert log also holds speeding watches, which have no kind.
-        let (Some(id), Some(kind), Some(device_id)) =
-            (string("id"), string("kind"), string("device_id"))
-        else {
-            continue;
-        };
-        let Some(at_ms) = item
-            .get("alert_at")
-            .and_then(|value| value.as_n().ok()?.parse::<i64>().ok())
-        else {
+    for item in scan_all(dynamodb, table, false).await? {
+        let Some(alert) = geotag_aws::alert_log::logged_alert_from(&item) else {
             continue;
         };
         let position = devices
-            .get(&device_id)
-            .and_then(|device| nearest(&device.points, at_ms));
+            .get(&alert.device_id)
+            .and_then(|device| nearest(&device.points, alert.at_ms));
         alerts.push(AlertMark {
-            id,
-            kind,
-            device_id,
-            at_ms,
+            id: alert.id,
+            kind: alert.kind,
+            device_id: alert.device_id,
+            at_ms: alert.at_ms,
             lat: position.map(|p| p.0),
             lon: position.map(|p| p.1),
-            subject: string("subject").unwrap_or_default(),
-            published: item
-                .get("published")
-                .and_then(|value| value.as_bool().ok())
-                .copied()
-                .unwrap_or(false),
+            subject: alert.subject,
+            published: alert.published,
         });
     }
     alerts.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
-
-    Ok(MapData {
-        title: title.to_owned(),
-        generated_at: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        devices: devices.into_values().collect(),
-        geofences,
-        alerts,
-    })
+    Ok(alerts)
 }
 
 /// At most `max` points, evenly spaced, the first and the last kept.

@@ -89,31 +89,7 @@ pub async fn set_up(local: &LocalStack, devices: usize) -> Result<FleetRegistry>
     let config =
         geotag_alerts::Config::from_lookup(|name| alerts_function.environment.get(name).cloned())?;
 
-    let mut inboxes = BTreeMap::new();
-    let mut inbox_arn = BTreeMap::new();
-    for name in [OPERATOR, "acme", "globex"] {
-        let url = sqs
-            .create_queue()
-            .queue_name(format!(
-                "{}-inbox-{name}",
-                geotag_local_cloud::provision::LOCAL_STACK_NAME
-            ))
-            .send()
-            .await?
-            .queue_url
-            .context("CreateQueue returned no URL")?;
-        let arn = sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await?
-            .attributes
-            .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-            .context("no queue ARN")?;
-        inboxes.insert(name.to_owned(), url);
-        inbox_arn.insert(name, arn);
-    }
+    let (inboxes, inbox_arn) = create_inboxes(&sqs).await?;
     sns.subscribe()
         .topic_arn(&admin.alerts_topic_arn)
         .protocol("sqs")
@@ -142,6 +118,115 @@ pub async fn set_up(local: &LocalStack, devices: usize) -> Result<FleetRegistry>
             ..CustomerSpec::default()
         })
         .await?;
+    let customer_of = assign_tags(&admin, devices).await?;
+    let zones = demo_zones();
+    for zone in &zones {
+        admin.put_geofence(zone).await?;
+    }
+    Ok(FleetRegistry {
+        customer_of,
+        thresholds_of: BTreeMap::from([
+            ("acme".into(), config.defaults),
+            ("globex".into(), globex),
+        ]),
+        defaults: config.defaults,
+        zones,
+        inboxes,
+    })
+}
+
+/// A customer's inbox cell, and whether it holds exactly the operator's
+/// alerts of its tags (an unassigned group has no inbox).
+fn inbox_cell(
+    received: Option<&Vec<Received>>,
+    customer: &str,
+    devices: &[String],
+    operator: &[Received],
+) -> (String, bool) {
+    let Some(received) = received else {
+        return ("(operator only)".to_owned(), true);
+    };
+    let theirs: Vec<&Received> = operator
+        .iter()
+        .filter(|r| devices.contains(&r.device_id))
+        .collect();
+    let exact = received.len() == theirs.len()
+        && received.iter().zip(&theirs).all(|(a, b)| a == *b)
+        && received.iter().all(|r| r.customer_id == customer);
+    let cell = format!(
+        "{} alerts, exactly its tags' {}",
+        received.len(),
+        crate::report::mark(exact)
+    );
+    (cell, exact)
+}
+
+/// A line per (device, type) whose count differs from the oracle's.
+fn differences(out: &mut String, comparison: &AlertComparison) {
+    let AlertComparison {
+        want,
+        got,
+        operator,
+        ..
+    } = comparison;
+    for ((device, kind), n) in got {
+        if want.get(&(device.clone(), *kind)) != Some(n) {
+            // The ids tell a repeated alert from two causes the oracle saw as one.
+            let ids: Vec<&str> = operator
+                .iter()
+                .filter(|r| &r.device_id == device && r.kind == kind.code())
+                .map(|r| r.id.as_str())
+                .collect();
+            let _ = writeln!(
+                out,
+                "  ✗ {device}: {n} {} alerts, expected {}: {}",
+                kind.code(),
+                want.get(&(device.clone(), *kind)).copied().unwrap_or(0),
+                ids.join(", ")
+            );
+        }
+    }
+    for ((device, kind), n) in want {
+        if !got.contains_key(&(device.clone(), *kind)) {
+            let _ = writeln!(out, "  ✗ {device}: no {} alert, expected {n}", kind.code());
+        }
+    }
+}
+
+/// An SQS inbox per customer and one for the operator: (URL by name, ARN by name).
+async fn create_inboxes(
+    sqs: &aws_sdk_sqs::Client,
+) -> Result<(BTreeMap<String, String>, BTreeMap<&'static str, String>)> {
+    let mut inboxes = BTreeMap::new();
+    let mut inbox_arn: BTreeMap<&'static str, String> = BTreeMap::new();
+    for name in [OPERATOR, "acme", "globex"] {
+        let url = sqs
+            .create_queue()
+            .queue_name(format!(
+                "{}-inbox-{name}",
+                geotag_local_cloud::provision::LOCAL_STACK_NAME
+            ))
+            .send()
+            .await?
+            .queue_url
+            .context("CreateQueue returned no URL")?;
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await?
+            .attributes
+            .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .context("no queue ARN")?;
+        inboxes.insert(name.to_owned(), url);
+        inbox_arn.insert(name, arn);
+    }
+    Ok((inboxes, inbox_arn))
+}
+
+/// Assigns every tag that has a customer (see [`customer_of_tag`]) to it.
+async fn assign_tags(admin: &RegistryAdmin, devices: usize) -> Result<BTreeMap<String, String>> {
     let mut customer_of = BTreeMap::new();
     for index in 0..devices {
         if let Some(customer) = customer_of_tag(index) {
@@ -158,7 +243,12 @@ pub async fn set_up(local: &LocalStack, devices: usize) -> Result<FleetRegistry>
             admin.assign(&tags, customer).await?;
         }
     }
-    let zones = vec![
+    Ok(customer_of)
+}
+
+/// The depot, everyone's, and globex's east gate polygon.
+fn demo_zones() -> Vec<Geofence> {
+    vec![
         Geofence {
             id: DEPOT.id.into(),
             name: DEPOT.name.into(),
@@ -175,20 +265,7 @@ pub async fn set_up(local: &LocalStack, devices: usize) -> Result<FleetRegistry>
             customer_id: Some("globex".into()),
             shape: Shape::Polygon { ring: east_gate() },
         },
-    ];
-    for zone in &zones {
-        admin.put_geofence(zone).await?;
-    }
-    Ok(FleetRegistry {
-        customer_of,
-        thresholds_of: BTreeMap::from([
-            ("acme".into(), config.defaults),
-            ("globex".into(), globex),
-        ]),
-        defaults: config.defaults,
-        zones,
-        inboxes,
-    })
+    ]
 }
 
 /// Runs the alerts function's schedule once, at `at_ms`, as EventBridge would
@@ -386,52 +463,14 @@ pub fn render(
                 crate::report::mark(g == w)
             );
         }
-        // The customer's inbox holds exactly the operator's alerts of its tags.
-        let inbox = match inboxes.get(customer) {
-            None => "(operator only)".to_owned(),
-            Some(received) => {
-                let theirs: Vec<&Received> = operator
-                    .iter()
-                    .filter(|r| devices.contains(&r.device_id))
-                    .collect();
-                let exact = received.len() == theirs.len()
-                    && received.iter().zip(&theirs).all(|(a, b)| a == *b)
-                    && received.iter().all(|r| &r.customer_id == customer);
-                ok &= exact;
-                format!(
-                    "{} alerts, exactly its tags' {}",
-                    received.len(),
-                    crate::report::mark(exact)
-                )
-            }
-        };
+        let (inbox, inbox_ok) = inbox_cell(inboxes.get(customer), customer, devices, operator);
+        ok &= inbox_ok;
         let _ = writeln!(
             out,
             "  {customer:<11} {:>4} {cells}   {inbox}",
             devices.len()
         );
     }
-    for ((device, kind), n) in got {
-        if want.get(&(device.clone(), *kind)) != Some(n) {
-            // The ids tell a repeated alert from two causes the oracle saw as one.
-            let ids: Vec<&str> = operator
-                .iter()
-                .filter(|r| &r.device_id == device && r.kind == kind.code())
-                .map(|r| r.id.as_str())
-                .collect();
-            let _ = writeln!(
-                out,
-                "  ✗ {device}: {n} {} alerts, expected {}: {}",
-                kind.code(),
-                want.get(&(device.clone(), *kind)).copied().unwrap_or(0),
-                ids.join(", ")
-            );
-        }
-    }
-    for ((device, kind), n) in want {
-        if !got.contains_key(&(device.clone(), *kind)) {
-            let _ = writeln!(out, "  ✗ {device}: no {} alert, expected {n}", kind.code());
-        }
-    }
+    differences(&mut out, comparison);
     (out, ok)
 }

@@ -330,19 +330,7 @@ fn plan_device(
         let (fix_lat, fix_lon) = (round6(lat + jitter(rng)), round6(lon + jitter(rng)));
         if behaviour == Behaviour::Crossing {
             let inside = haversine_m(fix_lat, fix_lon, DEPOT.lat, DEPOT.lon) <= DEPOT.radius_m;
-            match (inside, inside_since) {
-                (true, None) => inside_since = Some(ts),
-                (false, Some(entered_ms)) => {
-                    expected.crossings.push(Crossing {
-                        device_id: device_id.clone(),
-                        zone: DEPOT.id,
-                        entered_ms,
-                        left_ms: ts,
-                    });
-                    inside_since = None;
-                }
-                _ => {}
-            }
+            note_crossing(&device_id, inside, ts, &mut inside_since, expected);
         }
         let reading = json!({
             "ts": ts,
@@ -386,6 +374,30 @@ fn plan_device(
             timeline.push((ts, timeline.len(), body));
             buffer = Vec::new();
         }
+    }
+}
+
+/// A crossing tag's fix, inside the depot or not: the time it entered, and
+/// each crossing once it has left.
+fn note_crossing(
+    device_id: &str,
+    inside: bool,
+    ts: i64,
+    inside_since: &mut Option<i64>,
+    expected: &mut Expected,
+) {
+    match (inside, *inside_since) {
+        (true, None) => *inside_since = Some(ts),
+        (false, Some(entered_ms)) => {
+            expected.crossings.push(Crossing {
+                device_id: device_id.to_owned(),
+                zone: DEPOT.id,
+                entered_ms,
+                left_ms: ts,
+            });
+            *inside_since = None;
+        }
+        _ => {}
     }
 }
 
