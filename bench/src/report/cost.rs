@@ -11,7 +11,7 @@ use super::HotPaths;
 /// A local run's counts, for one kind of device.
 pub struct RequestRun {
     pub readings_per_message: usize,
-    pub summary: geotag_simulation::demo::Summary,
+    pub summary: geotag_simulation::summary::Summary,
 }
 
 pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
@@ -164,7 +164,7 @@ pub(super) fn cost_table(runs: &[RequestRun], hot: &HotPaths) -> String {
         table,
         "## Cost per million stored readings (USD, us-east-1, on-demand, arm64 at 256 MB)\n\n\
          Requests and write units per reading as counted above; handler CPU time from the hot-path \
-         figures; prices and the assumptions in bench/src/report.rs (`price`, `assume`): {} ms per \
+         figures; prices and the assumptions in bench/src/report/cost.rs (`price`, `assume`): {} ms per \
          sequential DynamoDB round, full batches (ingest {}, stats {}, alerts {}), Lambda's pollers \
          receiving and deleting 10 messages per SQS request. The naive design: one PutItem per \
          reading in ingest, awaited in turn, and stats by GetItem + PutItem of the latest, hour and \

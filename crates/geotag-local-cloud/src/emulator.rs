@@ -133,9 +133,13 @@ pub fn ensure_installed(root: &Path) -> Result<PathBuf> {
         "geotag: installing the AWS emulator (moto) into {} — first run only, about a minute",
         venv.display()
     );
-    if !venv.join("bin").join("python").is_file() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-            .context("creating .venv (is Python 3 with the venv module installed?)")?;
+    // A venv without pip is one whose creation was cut short (a full disk,
+    // an interrupt): made again from scratch rather than used.
+    if !venv.join("bin").join("pip").is_file() {
+        run(Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))
+        .context("creating .venv (is Python 3 with the venv module installed?)")?;
     }
     run(Command::new(venv.join("bin").join("pip"))
         .args([

@@ -19,12 +19,13 @@ use geotag_local_cloud::stack::{LocalStack, Options};
 use geotag_operator::map;
 
 use crate::alert_audit::{self, FleetRegistry};
-use crate::cost::{self, WriteUnits};
+use crate::cost;
 use crate::faults::{self, FaultPlan, FaultyHttpClient};
 use crate::metrics::MetricTotals;
 use crate::reading_audit::{self, Audit};
 use crate::report;
 use crate::simulate::{self, FleetConfig};
+use crate::summary::Summary;
 
 #[derive(Clone)]
 pub struct DemoOptions {
@@ -50,38 +51,6 @@ pub struct Chaos {
     /// Share of invocations that die half-way through their batch.
     pub crash_rate: f64,
     pub seed: u64,
-}
-
-/// A run's verdict, in figures.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Summary {
-    pub ok: bool,
-    /// Valid readings not stored or not counted, malformed messages not
-    /// dead-lettered, alerts deserved and not published.
-    pub lost: u64,
-    /// Readings counted more than once in DeviceStats, alerts published more
-    /// than once.
-    pub double_counted: u64,
-    pub faults_injected: u64,
-    pub crashes: u64,
-    /// Refused messages dead-lettered more than once (a crash after the
-    /// dead-letter send): at-least-once, told apart by `source_message_id`.
-    pub dead_letter_repeats: u64,
-    /// Device messages published to the telemetry topic, duplicates included.
-    pub messages_published: u64,
-    pub readings_stored: u64,
-    /// Function invocations the pump made.
-    pub invocations: u64,
-    /// The functions' AWS requests by (service, operation), refused ones included.
-    pub requests: BTreeMap<(String, String), u64>,
-    /// DynamoDB write units the functions' writes cost, by table name.
-    pub write_units: BTreeMap<String, WriteUnits>,
-    /// Keys the functions read by GetItem and BatchGetItem, by table name.
-    pub keys_read: BTreeMap<String, u64>,
-    /// The functions' EMF metrics, summed (in-process runs only).
-    pub metrics: MetricTotals,
-    /// The HTML map of the run (`target/geotag/report.html`).
-    pub report: Option<std::path::PathBuf>,
 }
 
 /// The template with its timeouts shortened for a chaos run, so that a

@@ -10,6 +10,7 @@
 //! - [`alert_audit`]: the demo's registry, customer inboxes and silence check,
 //!   and the audit of every alert against the oracle;
 //! - [`report`]: the printed tables and their marks;
+//! - [`summary`]: a run's verdict in figures;
 //! - [`cost`]: each table's writes priced in write units;
 //! - [`malformed`]: each kind of malformed message and its reason code;
 //! - [`faults`]: refused AWS requests and crashing invocations, for the chaos run;
@@ -24,3 +25,4 @@ pub mod metrics;
 pub mod reading_audit;
 pub mod report;
 pub mod simulate;
+pub mod summary;

@@ -10,8 +10,8 @@ use geotag_aws::telemetry::reading_from_item;
 use geotag_local_cloud::stack::LocalStack;
 
 use crate::cost::ItemSizes;
-use crate::demo::Summary;
 use crate::simulate::Expected;
+use crate::summary::Summary;
 
 /// What the demo found, beside what it expected.
 #[derive(Debug, Clone, Default)]

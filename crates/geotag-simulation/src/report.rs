@@ -7,11 +7,11 @@ use std::fmt::Write as _;
 
 use geotag::Reason;
 
-use crate::demo::Summary;
 use crate::faults::FaultPlan;
 use crate::metrics::MetricTotals;
 use crate::reading_audit::Audit;
 use crate::simulate::{self, Expected};
+use crate::summary::Summary;
 
 /// ✓ when `ok`, else ✗.
 pub fn mark(ok: bool) -> &'static str {
