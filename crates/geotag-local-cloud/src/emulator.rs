@@ -44,10 +44,10 @@ pub struct Emulator {
 impl Emulator {
     /// Installs moto into `<root>/.venv` if needed, and starts it.
     pub fn start(root: &Path) -> Result<Emulator> {
-        ensure_installed(root)?;
+        let python = ensure_installed(root)?;
         // moto binds port 0 and announces the port the kernel gave it: see
         // `server_process` for why a probed port would race.
-        let mut command = Command::new(venv_python(root));
+        let mut command = Command::new(python);
         command
             .args(["-c", MOTO_SERVER, "127.0.0.1", "0"])
             .env("PYTHONUNBUFFERED", "1");
@@ -114,19 +114,17 @@ fn wait_until_answering(server: &mut ServerProcess) -> Result<()> {
     }
 }
 
-fn venv_python(root: &Path) -> PathBuf {
-    root.join(".venv").join("bin").join("python")
-}
-
-/// Path of `moto_server` in `<root>/.venv`, installing it first if missing.
+/// The Python of `<root>/.venv`, with moto installed in it first if it is
+/// not (its `moto_server` script is the mark of a finished install).
 pub fn ensure_installed(root: &Path) -> Result<PathBuf> {
     let _guard = INSTALL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let venv = root.join(".venv");
+    let python = venv.join("bin").join("python");
     let server = venv.join("bin").join("moto_server");
     if server.is_file() {
-        return Ok(server);
+        return Ok(python);
     }
     let requirements = root.join("requirements").join("emulator.txt");
     eprintln!(
@@ -157,7 +155,7 @@ pub fn ensure_installed(root: &Path) -> Result<PathBuf> {
             server.display()
         );
     }
-    Ok(server)
+    Ok(python)
 }
 
 fn run(command: &mut Command) -> Result<()> {

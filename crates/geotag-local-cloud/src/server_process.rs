@@ -127,10 +127,6 @@ impl ServerProcess {
     pub fn log_tail(&self) -> String {
         tail(&self.log, 20)
     }
-
-    pub fn log(&self) -> &Path {
-        &self.log
-    }
 }
 
 impl Drop for ServerProcess {
