@@ -13,6 +13,7 @@ neither language sends one.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -83,7 +84,7 @@ def _millis(ts: Union[int, str], field: str) -> int:
         raise Rejected("invalid_timestamp", field, str(error)) from None
 
 
-def _validate(raw: Any, batch_device: Optional[str], prefix: str, now_ms: int) -> dict:
+def _validate(raw: Any, batch_device: Optional[str], prefix: str, thing: str, received_at: int, now_ms: int) -> dict:
     if not isinstance(raw, dict):
         raise Rejected("invalid_type", prefix.rstrip(".") or "$", "expected a JSON object")
     if "readings" in raw:
@@ -92,15 +93,13 @@ def _validate(raw: Any, batch_device: Optional[str], prefix: str, now_ms: int) -
         wire = WireReading.model_validate(raw)
     except ValidationError as error:
         raise _reason_of(error, prefix) from None
-    device = wire.device_id if wire.device_id is not None else batch_device
-    if batch_device is not None and device != batch_device:
-        raise Rejected("device_id_mismatch", prefix + "device_id", f"{device!r} inside {batch_device!r}")
-    if device is None:
-        raise Rejected("missing_field", prefix + "device_id", "required")
+    device = wire.device_id if wire.device_id is not None else (batch_device or thing)
     if not DEVICE_ID.fullmatch(device):
         raise Rejected("invalid_device_id", prefix + "device_id", repr(device[:80]))
+    if device != thing:
+        raise Rejected("device_id_mismatch", prefix + "device_id", f"{device!r}, authenticated {thing!r}")
     ts = _millis(wire.ts, prefix + "ts")
-    if ts > now_ms + MAX_FUTURE_SKEW_MS:
+    if ts > received_at + MAX_FUTURE_SKEW_MS:
         raise Rejected("timestamp_in_future", prefix + "ts", f"{ts} ms")
     if ts < now_ms - RETENTION_DAYS * 86_400_000:
         raise Rejected("timestamp_too_old", prefix + "ts", f"{ts} ms")
@@ -118,6 +117,7 @@ def _validate(raw: Any, batch_device: Optional[str], prefix: str, now_ms: int) -
         "battery": wire.battery,
         "accuracy": wire.accuracy,
         "seq": wire.seq,
+        "received_at": received_at,
     }
 
 
@@ -142,12 +142,33 @@ def decode_message(body: str, now_ms: int) -> tuple[list[dict], list[Rejected]]:
             raise Rejected("malformed_json", "Message", str(error)) from None
     if not isinstance(message, dict):
         raise Rejected("invalid_type", prefix.rstrip(".") or "$", "expected a JSON object")
+    # The edge envelope: the authenticated thing, its arrival, the tag's bytes.
+    thing, received_at, payload = (message.get(k) for k in ("thing_name", "received_at", "payload"))
+    if thing is None or received_at is None or payload is None:
+        raise Rejected("unauthenticated", prefix + "thing_name", "no edge envelope")
+    if not isinstance(thing, str) or not DEVICE_ID.fullmatch(thing):
+        raise Rejected("invalid_envelope", prefix + "thing_name", repr(thing))
+    if not isinstance(received_at, int) or received_at > now_ms + MAX_FUTURE_SKEW_MS:
+        raise Rejected("invalid_envelope", prefix + "received_at", repr(received_at))
+    try:
+        text = base64.b64decode(payload, validate=True).decode()
+    except (ValueError, TypeError) as error:
+        raise Rejected("invalid_envelope", prefix + "payload", str(error)) from None
+    prefix += "payload."
+    try:
+        message = json.loads(text)
+    except ValueError as error:
+        raise Rejected("malformed_json", prefix.rstrip("."), str(error)) from None
+    if not isinstance(message, dict):
+        raise Rejected("invalid_type", prefix.rstrip("."), "expected a JSON object")
     if "readings" not in message:
-        return [_validate(message, None, prefix, now_ms)], []
+        return [_validate(message, None, prefix, thing, received_at, now_ms)], []
     items = message["readings"]
-    device = message.get("device_id")
+    device = message.get("device_id", thing)
     if not isinstance(device, str) or not DEVICE_ID.fullmatch(device):
         raise Rejected("invalid_device_id", prefix + "device_id", repr(device))
+    if device != thing:
+        raise Rejected("device_id_mismatch", prefix + "device_id", f"{device!r}, authenticated {thing!r}")
     if not isinstance(items, list) or not items:
         raise Rejected("empty_batch", prefix + "readings", "a batch needs readings")
     if len(items) > MAX_READINGS:
@@ -155,7 +176,7 @@ def decode_message(body: str, now_ms: int) -> tuple[list[dict], list[Rejected]]:
     readings, rejected = [], []
     for index, item in enumerate(items):
         try:
-            readings.append(_validate(item, device, f"{prefix}readings[{index}].", now_ms))
+            readings.append(_validate(item, device, f"{prefix}readings[{index}].", thing, received_at, now_ms))
         except Rejected as rejection:
             rejected.append(rejection)
     return readings, rejected
@@ -177,6 +198,7 @@ def to_item(reading: dict) -> dict:
             plain[name] = Decimal(str(reading[name]))
     if reading["seq"] is not None:
         plain["seq"] = reading["seq"]
+    plain["received_at"] = reading["received_at"]
     plain["expires_at"] = reading["ts"] // 1000 + RETENTION_DAYS * 86_400
     return {name: SERIALIZER.serialize(value) for name, value in plain.items()}
 

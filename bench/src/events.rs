@@ -61,6 +61,7 @@ pub fn fleet(devices: usize, per_device: usize, seed: u64) -> Vec<Reading> {
                         battery: Some(round(battery, 1)),
                         accuracy: Some(round(3.0 + rng.f64() * 5.0, 1)),
                         seq: Some(i as u64),
+                        received_at_ms: None,
                     }
                 })
                 .collect()
@@ -114,8 +115,10 @@ pub fn device_message(readings: &[Reading]) -> String {
     }
 }
 
-/// Device messages of `per_message` readings each (a tag's consecutive readings).
-pub fn messages(readings: &[Reading], per_message: usize) -> Vec<String> {
+/// The edge envelopes of device messages of `per_message` readings each (a
+/// tag's consecutive readings), as IoT Core's topic rule publishes them,
+/// received a second before the event, and how many readings each carries.
+pub fn messages(readings: &[Reading], per_message: usize) -> Vec<(String, usize)> {
     let mut by_device: std::collections::BTreeMap<&str, Vec<Reading>> = Default::default();
     for reading in readings {
         by_device
@@ -125,7 +128,14 @@ pub fn messages(readings: &[Reading], per_message: usize) -> Vec<String> {
     }
     let mut out = Vec::new();
     for track in by_device.values() {
-        out.extend(track.chunks(per_message.max(1)).map(device_message));
+        out.extend(track.chunks(per_message.max(1)).map(|chunk| {
+            let payload = device_message(chunk);
+            let thing = &chunk[0].device_id;
+            (
+                geotag::edge_envelope(thing, NOW_MS - 1_000, payload.as_bytes()),
+                chunk.len(),
+            )
+        }));
     }
     out
 }
@@ -166,16 +176,8 @@ pub fn ingest_event(records: usize, per_message: usize, seed: u64) -> (String, u
     let readings = fleet(devices, per_device, seed);
     let mut bodies = messages(&readings, per_message);
     bodies.truncate(records);
-    let count = bodies
-        .iter()
-        .map(|body| {
-            if per_message == 1 {
-                1
-            } else {
-                body.matches("\"ts\"").count()
-            }
-        })
-        .sum();
+    let count = bodies.iter().map(|(_, readings)| readings).sum();
+    let bodies: Vec<String> = bodies.into_iter().map(|(body, _)| body).collect();
     (sqs_event(&bodies), count)
 }
 

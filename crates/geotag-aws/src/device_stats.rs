@@ -474,6 +474,7 @@ mod tests {
                 battery: Some(80.0 - i as f64),
                 accuracy: Some(5.0),
                 seq: Some(i as u64),
+                received_at_ms: None,
             })
             .collect();
         let mut rollup = Rollup::default();

@@ -35,5 +35,5 @@ pub mod telemetry;
 pub use alert_log::{DynamoAlertLog, DynamoSilenceIndex, SnsAlertSink};
 pub use dead_letters::SqsDeadLetters;
 pub use device_stats::DynamoStatsStore;
-pub use registry::DynamoRegistry;
+pub use registry::{DynamoDevices, DynamoRegistry};
 pub use telemetry::{DynamoReadingStore, DynamoTrackSource};

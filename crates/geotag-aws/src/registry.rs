@@ -11,13 +11,15 @@
 //! An alerts batch costs one BatchGetItem on Devices (per 100 devices), one
 //! on Customers, and one Query on Geofences per scope it touches.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use geotag::alerts::Thresholds;
 use geotag::geofence::{Geofence, Shape};
-use geotag::store::{Assignment, Registry, StoreError};
+use geotag::store::{Assignment, DeviceDirectory, Registry, StoreError};
 
 use crate::batch_get::{batch_get, scan_all, string_key};
 use crate::telemetry::store_error;
@@ -166,6 +168,76 @@ impl Registry for DynamoRegistry {
                 .map(|item| thresholds_from(item, self.defaults)),
         );
         Ok(all)
+    }
+}
+
+/// How long ingest trusts that a tag it found in Devices is still there. A
+/// warm function then reads Devices about once per tag in this time, not once
+/// per batch; a tag removed from the registry is refused at most this late
+/// (revoking its certificate stops it at the broker at once).
+pub const REGISTERED_FOR: Duration = Duration::from_secs(300);
+
+/// The Devices table as ingest asks it: is this tag registered? Tags found
+/// are remembered for [`REGISTERED_FOR`]; tags not found are asked again
+/// every time, so that a tag provisioned a moment ago is admitted at once.
+#[derive(Debug)]
+pub struct DynamoDevices {
+    client: Client,
+    table: String,
+    found_at: Mutex<HashMap<String, Instant>>,
+}
+
+impl DynamoDevices {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoDevices {
+            client,
+            table: table.into(),
+            found_at: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn remembered(&self, device_ids: &[String]) -> (HashSet<String>, Vec<String>) {
+        let found_at = self.found_at.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = |id: &String| {
+            found_at
+                .get(id)
+                .is_some_and(|at| at.elapsed() < REGISTERED_FOR)
+        };
+        let mut known = HashSet::new();
+        let mut ask = Vec::new();
+        for id in device_ids {
+            if fresh(id) {
+                known.insert(id.clone());
+            } else if !ask.contains(id) {
+                ask.push(id.clone());
+            }
+        }
+        (known, ask)
+    }
+}
+
+impl DeviceDirectory for DynamoDevices {
+    async fn registered(&self, device_ids: &[String]) -> Result<HashSet<String>, StoreError> {
+        let (mut known, ask) = self.remembered(device_ids);
+        if ask.is_empty() {
+            return Ok(known);
+        }
+        let keys = ask
+            .into_iter()
+            .map(|id| string_key("device_id", id))
+            .collect();
+        let found: Vec<String> = batch_get(&self.client, &self.table, keys)
+            .await?
+            .iter()
+            .filter_map(|item| item.get("device_id")?.as_s().ok().cloned())
+            .collect();
+        let now = Instant::now();
+        let mut found_at = self.found_at.lock().unwrap_or_else(|p| p.into_inner());
+        for id in found {
+            found_at.insert(id.clone(), now);
+            known.insert(id);
+        }
+        Ok(known)
     }
 }
 

@@ -32,6 +32,8 @@ pub mod attr {
     pub const BATTERY: &str = "battery";
     pub const ACCURACY: &str = "accuracy";
     pub const SEQ: &str = "seq";
+    /// When the edge received the reading's message, epoch milliseconds.
+    pub const RECEIVED_AT: &str = "received_at";
     /// TTL attribute, epoch seconds.
     pub const EXPIRES_AT: &str = "expires_at";
 }
@@ -273,6 +275,9 @@ pub fn reading_item(reading: &Reading, retention_days: u32) -> HashMap<String, A
     if let Some(seq) = reading.seq {
         item.insert(attr::SEQ.into(), integer(seq));
     }
+    if let Some(received_at) = reading.received_at_ms {
+        item.insert(attr::RECEIVED_AT.into(), integer(received_at));
+    }
     item.insert(
         attr::EXPIRES_AT.into(),
         integer(reading.expires_at(retention_days)),
@@ -295,6 +300,10 @@ pub fn reading_from_item(item: &HashMap<String, AttributeValue>) -> Option<Readi
         battery: float(attr::BATTERY),
         accuracy: float(attr::ACCURACY),
         seq: match item.get(attr::SEQ) {
+            Some(value) => Some(value.as_n().ok()?.parse().ok()?),
+            None => None,
+        },
+        received_at_ms: match item.get(attr::RECEIVED_AT) {
             Some(value) => Some(value.as_n().ok()?.parse().ok()?),
             None => None,
         },
@@ -434,6 +443,7 @@ mod tests {
             battery: Some(99.999_999_999),
             accuracy: Some(99_999.999_999),
             seq: Some(u64::MAX),
+            received_at_ms: Some(1_795_680_001_000),
         };
         let item = reading_item(&reading, 30);
         let back = reading_from_item(&item).expect("a Telemetry item");

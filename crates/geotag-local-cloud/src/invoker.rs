@@ -13,8 +13,6 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context as _, Result, anyhow, bail};
 use futures::future::BoxFuture;
 use geotag_aws::clients::SdkConfig;
-use geotag_aws::{DynamoReadingStore, SqsDeadLetters};
-use geotag_ingest::Ingest;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
 
@@ -39,7 +37,7 @@ pub type FunctionOfEvent =
 
 /// The handlers this binary can run in-process, keyed by cargo binary name.
 pub struct InProcess {
-    ingest: Option<Ingest<DynamoReadingStore, SqsDeadLetters>>,
+    ingest: Option<geotag_ingest::AwsIngest>,
     stats: Option<geotag_stats::Stats<geotag_aws::DynamoStatsStore, geotag_aws::DynamoTrackSource>>,
     alerts: Option<geotag_alerts::OnAws>,
     /// The EMF lines the handlers wrote, as CloudWatch Logs would receive them.

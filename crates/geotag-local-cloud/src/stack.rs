@@ -24,6 +24,12 @@ pub struct Options {
     pub template: Option<PathBuf>,
 }
 
+/// Parameters the local stack takes unless told otherwise: those of a dev
+/// stack (samconfig.toml's default environment), where a tag can connect
+/// before anyone owns it. `--parameter-overrides UnregisteredDevices=refuse`
+/// plays production.
+pub const LOCAL_PARAMETER_DEFAULTS: [(&str, &str); 1] = [("UnregisteredDevices", "admit")];
+
 pub struct LocalStack {
     pub emulator: Emulator,
     pub sdk: SdkConfig,
@@ -53,15 +59,16 @@ impl LocalStack {
             .clone()
             .unwrap_or_else(|| root.join("template.yaml"));
         let template = Template::load(&template_path)?;
+        let mut parameters: HashMap<String, String> = LOCAL_PARAMETER_DEFAULTS
+            .iter()
+            .filter(|(name, _)| template.parameters.contains_key(*name))
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        parameters.extend(options.parameter_overrides.clone());
         let started = Instant::now();
-        let stack = provision(
-            &template,
-            &sdk,
-            LOCAL_STACK_NAME,
-            &options.parameter_overrides,
-        )
-        .await
-        .with_context(|| format!("provisioning {}", template_path.display()))?;
+        let stack = provision(&template, &sdk, LOCAL_STACK_NAME, &parameters)
+            .await
+            .with_context(|| format!("provisioning {}", template_path.display()))?;
         Ok(LocalStack {
             emulator,
             sdk,

@@ -9,8 +9,7 @@ use aws_lambda_events::sqs::SqsEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use geotag_aws::telemetry::{attr, reading_from_item};
-use geotag_aws::{DynamoReadingStore, SqsDeadLetters};
-use geotag_ingest::{Config, Ingest, handle, on_aws};
+use geotag_ingest::{Config, handle, on_aws};
 use geotag_local_cloud::emulator::Emulator;
 use geotag_local_cloud::project;
 use geotag_local_cloud::provision::{LOCAL_STACK_NAME, Stack, provision};
@@ -19,12 +18,19 @@ use geotag_local_cloud::template::Template;
 use geotag_runtime::FromEnvironment as _;
 use lambda_runtime::{Context, LambdaEvent};
 
-type AwsIngest = Ingest<DynamoReadingStore, SqsDeadLetters>;
+use geotag_ingest::AwsIngest;
 
-/// 2026-11-20T08:05:00Z: five minutes after the sample readings.
+/// 2026-11-20T08:15:00Z: the samples' readings were taken from 08:00, and
+/// the broker received them at 08:10.
 fn sample_clock() -> i64 {
-    1_795_161_900_000
+    1_795_162_500_000
 }
+
+/// The tags of the sample events and of the tests below, in the registry.
+const REGISTERED: [&str; 15] = [
+    "tag-0001", "tag-0002", "tag-0003", "tag-0004", "tag-0005", "tag-0006", "tag-0007", "tag-0008",
+    "tag-0009", "tag-0010", "tag-0011", "tag-0012", "tag-0013", "tag-0100", "tag-0101",
+];
 
 struct Local {
     _emulator: Emulator,
@@ -37,9 +43,20 @@ async fn local() -> Local {
     let emulator = Emulator::start(&root).expect("moto must start for this test");
     let sdk = emulator.sdk_config().await;
     let template = Template::load(&root.join("template.yaml")).expect("template.yaml");
+    // The template's defaults, as production runs: unregistered tags are refused.
     let stack = provision(&template, &sdk, LOCAL_STACK_NAME, &HashMap::new())
         .await
         .expect("provisioning");
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    for device in REGISTERED {
+        dynamodb
+            .put_item()
+            .table_name(stack.reference("DevicesTable").unwrap())
+            .set_item(Some(geotag_aws::registry::device_item(device, "acme")))
+            .send()
+            .await
+            .expect("registering a tag");
+    }
     Local {
         _emulator: emulator,
         sdk,
@@ -200,12 +217,14 @@ async fn sample_events_are_stored_and_refusals_dead_lettered_with_reasons() {
         })
         .collect();
     let expected: BTreeMap<String, (String, String, String)> = [
-        (32, "malformed_json", "$", "0"),
-        (33, "out_of_range", "lat", "0"),
-        (34, "missing_field", "device_id", "0"),
-        (35, "invalid_device_id", "device_id", "0"),
-        (36, "out_of_range", "readings[1].lat", "2"),
+        (32, "malformed_json", "payload", "0"),
+        (33, "out_of_range", "payload.lat", "0"),
+        (34, "device_id_mismatch", "payload.device_id", "0"),
+        (35, "invalid_device_id", "payload.device_id", "0"),
+        (36, "out_of_range", "payload.readings[1].lat", "2"),
         (38, "malformed_json", "Message", "0"),
+        (39, "unauthenticated", "thing_name", "0"),
+        (40, "timestamp_in_future", "payload.ts", "0"),
     ]
     .into_iter()
     .map(|(n, reason, field, stored)| (message_id(n), (reason.into(), field.into(), stored.into())))
@@ -248,7 +267,7 @@ async fn store_failures_are_batch_item_failures_and_invalid_messages_are_still_d
         .iter()
         .map(|m| attribute(m, "source_message_id"))
         .collect();
-    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert_eq!(reasons.len(), 7, "{reasons:?}");
     assert!(
         !reasons.contains(&message_id(36)),
         "36 waits for its retry before its DLQ copy"
@@ -286,22 +305,27 @@ async fn sns_fan_out_reaches_the_ingest_queue_and_redrive_dead_letters_what_keep
     let single =
         r#"{"device_id":"tag-0100","ts":"2026-11-20T08:01:00Z","lat":52.52,"lon":13.405,"seq":1}"#;
     let batch = r#"{"device_id":"tag-0101","readings":[{"ts":1795161660000,"lat":52.5,"lon":13.4,"seq":1},{"ts":1795161690000,"lat":52.51,"lon":13.41,"seq":2}]}"#;
-    for message in [single, batch] {
+    // Published as a gateway does, received at 08:02.
+    for (thing, payload) in [("tag-0100", single), ("tag-0101", batch)] {
         sns.publish()
             .topic_arn(topic)
-            .message(message)
+            .message(geotag::edge_envelope(
+                thing,
+                1_795_161_720_000,
+                payload.as_bytes(),
+            ))
             .send()
             .await
             .unwrap();
     }
 
-    // Raw delivery: the bodies are the devices' messages, not envelopes.
+    // Raw delivery: the bodies are the edge envelopes, not SNS envelopes.
     let received = local.drain("IngestQueue", 10).await;
     assert_eq!(received.len(), 2);
     assert!(
         received
             .iter()
-            .all(|m| m.body().unwrap().starts_with("{\"device_id\""))
+            .all(|m| m.body().unwrap().contains("\"thing_name\":\"tag-010"))
     );
 
     // A table outage: every record fails, stays in the queue, and after
@@ -360,4 +384,44 @@ async fn make_visible(
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_tag_missing_from_the_registry_is_refused_unless_the_stack_admits_it() {
+    let local = local().await;
+    let unknown = serde_json::json!({
+        "Records": [{
+            "messageId": "unknown-tag",
+            "body": geotag::edge_envelope(
+                "tag-9999",
+                1_795_162_200_000,
+                br#"{"ts":1795162100000,"lat":48.85,"lon":2.35}"#,
+            ),
+        }]
+    });
+    let event: SqsEvent = serde_json::from_value(unknown).unwrap();
+
+    let refusing = local.ingest(&[]);
+    assert!(invoke(&refusing, event.clone()).await.is_empty());
+    assert!(local.items().await.is_empty());
+    let letters = local.drain("IngestDLQ", 10).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (
+            attribute(&letters[0], "reason"),
+            attribute(&letters[0], "field")
+        ),
+        ("unregistered_device".to_owned(), "thing_name".to_owned())
+    );
+
+    let admitting = local.ingest(&[("UNREGISTERED_DEVICES", "admit")]);
+    assert!(invoke(&admitting, event).await.is_empty());
+    let items = local.items().await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0][attr::DEVICE_ID].as_s().unwrap(), "tag-9999");
+    assert_eq!(
+        items[0][attr::RECEIVED_AT].as_n().unwrap(),
+        "1795162200000",
+        "the edge's receive time is stored with the reading"
+    );
 }

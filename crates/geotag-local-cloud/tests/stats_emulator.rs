@@ -38,6 +38,7 @@ fn readings() -> Vec<Reading> {
                 battery: Some(90.0 - i as f64 * 0.5),
                 accuracy: None,
                 seq: Some(i as u64),
+                received_at_ms: None,
             });
         }
     }
@@ -248,6 +249,7 @@ async fn a_batch_of_1000_readings_costs_one_write_per_device_and_bucket_at_the_w
             battery: Some(80.0),
             accuracy: None,
             seq: Some(i as u64),
+            received_at_ms: None,
         })
         .collect();
     let telemetry = geotag_aws::DynamoReadingStore::new(
@@ -335,6 +337,7 @@ async fn the_silence_index_finds_silent_devices_without_a_scan() {
             battery: None,
             accuracy: None,
             seq: None,
+            received_at_ms: None,
         };
         let latest =
             geotag::stats::LatestState::apply(None, std::slice::from_ref(&reading)).unwrap();

@@ -87,8 +87,11 @@ async fn the_handler_and_its_aws_calls_are_traced_under_lambdas_segment() {
         records: vec![
             IngestRecord {
                 message_id: Some("m-good".into()),
-                body: Some(format!(
-                    r#"{{"device_id":"tag-0001","ts":"{now}","lat":52.5,"lon":13.4}}"#
+                body: Some(geotag::edge_envelope(
+                    "tag-0001",
+                    geotag::clock::now_ms(),
+                    format!(r#"{{"device_id":"tag-0001","ts":"{now}","lat":52.5,"lon":13.4}}"#)
+                        .as_bytes(),
                 )),
             },
             IngestRecord {

@@ -1,5 +1,5 @@
-//! The malformed messages a fleet sends when asked: one of each way a body
-//! can be wrong (not JSON, a bad envelope, a missing or mistyped field, a
+//! The malformed messages a fleet sends when asked: one of each way a payload
+//! can be wrong (not JSON, not an object, a missing or mistyped field, a
 //! time out of bounds, too many readings, ...), each with the reason code
 //! ingest must refuse it with, so the audit can check the dead-letter queue
 //! message by message.
@@ -7,9 +7,9 @@
 use geotag::Reason;
 use serde_json::json;
 
-/// A malformed message of a random kind, and the reason it must be refused with.
-pub fn malformed(rng: &mut fastrand::Rng, ts: i64, now_ms: i64) -> (String, Reason) {
-    let device = format!("tag-{:04}", rng.usize(0..10_000));
+/// A malformed payload of a random kind that tag `device` sends over its own
+/// connection, and the reason it must be refused with.
+pub fn malformed(rng: &mut fastrand::Rng, device: &str, ts: i64, now_ms: i64) -> (String, Reason) {
     let good = json!({"device_id": device, "ts": ts, "lat": 48.85, "lon": 2.35});
     let reading = |ts: i64| json!({"ts": ts, "lat": 48.85, "lon": 2.35});
     match rng.usize(0..15) {
@@ -24,7 +24,7 @@ pub fn malformed(rng: &mut fastrand::Rng, ts: i64, now_ms: i64) -> (String, Reas
             Reason::OutOfRange,
         ),
         2 => (
-            json!({"ts": ts, "lat": 48.85, "lon": 2.35}).to_string(),
+            json!({"device_id": device, "ts": ts, "lon": 2.35}).to_string(),
             Reason::MissingField,
         ),
         3 => (
@@ -46,12 +46,8 @@ pub fn malformed(rng: &mut fastrand::Rng, ts: i64, now_ms: i64) -> (String, Reas
                 .to_string(),
             Reason::TimestampInFuture,
         ),
-        7 => (
-            json!({"Type": "Notification", "TopicArn": "arn:aws:sns:us-east-1:123456789012:x",
-                   "MessageId": "garbage", "Message": "\u{1}garbage{"})
-            .to_string(),
-            Reason::MalformedJson,
-        ),
+        // Not a JSON object at all.
+        7 => ("[48.85, 2.35]".to_owned(), Reason::InvalidType),
         // A tag that buffered far too much: 501 readings in one message.
         8 => (
             json!({"device_id": device, "readings": (0..501).map(|i| reading(ts - i * 1000)).collect::<Vec<_>>()})
@@ -79,12 +75,11 @@ pub fn malformed(rng: &mut fastrand::Rng, ts: i64, now_ms: i64) -> (String, Reas
                 .to_string(),
             Reason::TimestampTooOld,
         ),
-        // An SNS envelope that is not a notification.
+        // A batch whose readings are not a list.
         _ => (
-            json!({"Type": "SubscriptionConfirmation", "TopicArn": "arn:aws:sns:us-east-1:123456789012:x",
-                   "MessageId": "confirm", "Message": "You have chosen to subscribe", "Token": "t"})
-            .to_string(),
-            Reason::InvalidEnvelope,
+            json!({"device_id": device, "readings": {"ts": ts, "lat": 48.85, "lon": 2.35}})
+                .to_string(),
+            Reason::InvalidType,
         ),
     }
 }

@@ -157,7 +157,10 @@ pub struct Crossing {
 /// One message to publish.
 #[derive(Debug, Clone)]
 pub struct Message {
-    pub body: String,
+    /// The tag that sends it, over its own connection.
+    pub thing: String,
+    /// What the tag sends.
+    pub payload: String,
     /// The reason ingest must refuse it with; `None` for a valid message.
     pub expected_rejection: Option<Reason>,
 }
@@ -188,6 +191,15 @@ pub struct TrackPoint {
     pub battery: f64,
 }
 
+impl Message {
+    /// The message as a gateway publishes it to SNS for the tag it
+    /// authenticated (and as IoT Core's topic rule does): see
+    /// [`geotag::edge_envelope`].
+    pub fn gateway_body(&self, received_at_ms: i64) -> String {
+        geotag::edge_envelope(&self.thing, received_at_ms, self.payload.as_bytes())
+    }
+}
+
 impl Expected {
     pub fn unique_readings(&self) -> usize {
         self.readings_per_device.values().sum()
@@ -211,8 +223,8 @@ const BUFFER_SIZE: usize = 10;
 pub fn plan(config: &FleetConfig) -> Plan {
     let mut rng = fastrand::Rng::with_seed(config.seed);
     let mut expected = Expected::default();
-    // (send time, order, body) so that buffered batches go out late.
-    let mut timeline: Vec<(i64, usize, String)> = Vec::new();
+    // (send time, order, tag, payload) so that buffered batches go out late.
+    let mut timeline: Vec<(i64, usize, String, String)> = Vec::new();
     for index in 0..config.devices {
         plan_device(config, index, &mut rng, &mut expected, &mut timeline);
     }
@@ -287,7 +299,7 @@ fn plan_device(
     index: usize,
     rng: &mut fastrand::Rng,
     expected: &mut Expected,
-    timeline: &mut Vec<(i64, usize, String)>,
+    timeline: &mut Vec<(i64, usize, String, String)>,
 ) {
     let interval_ms = config.interval_secs as i64 * 1000;
     let start_ms =
@@ -361,7 +373,7 @@ fn plan_device(
         if buffer_size == 1 {
             let mut single = reading;
             single["device_id"] = json!(device_id);
-            timeline.push((ts, timeline.len(), single.to_string()));
+            timeline.push((ts, timeline.len(), device_id.clone(), single.to_string()));
             continue;
         }
         buffer.push(reading);
@@ -370,8 +382,8 @@ fn plan_device(
                 // Buffering firmware sends its newest reading first.
                 buffer.reverse();
             }
-            let body = json!({"device_id": device_id, "readings": buffer}).to_string();
-            timeline.push((ts, timeline.len(), body));
+            let payload = json!({"device_id": device_id, "readings": buffer}).to_string();
+            timeline.push((ts, timeline.len(), device_id.clone(), payload));
             buffer = Vec::new();
         }
     }
@@ -405,7 +417,7 @@ fn note_crossing(
 /// a duplicate lands somewhere after its original, as SNS and SQS
 /// redeliveries do (a device cannot send a reading before it takes it).
 fn in_publishing_order(
-    timeline: Vec<(i64, usize, String)>,
+    timeline: Vec<(i64, usize, String, String)>,
     config: &FleetConfig,
     rng: &mut fastrand::Rng,
     expected: &mut Expected,
@@ -413,44 +425,36 @@ fn in_publishing_order(
     let mut placed: Vec<(f64, Message)> = Vec::with_capacity(timeline.len());
     let mut duplicates = Vec::new();
     let count = timeline.len() as f64;
-    for (ts, _, body) in timeline {
+    for (ts, _, thing, payload) in timeline {
         let place = placed.len() as f64;
         if rng.f64() < config.bad_ratio {
-            let (bad, reason) = crate::malformed::malformed(rng, ts, config.end_ms);
+            let (bad, reason) = crate::malformed::malformed(rng, &thing, ts, config.end_ms);
             *expected.rejected_by_reason.entry(reason).or_default() += 1;
             placed.push((
                 place,
                 Message {
-                    body: bad,
+                    thing: thing.clone(),
+                    payload: bad,
                     expected_rejection: Some(reason),
                 },
             ));
         }
+        let message = Message {
+            thing,
+            payload,
+            expected_rejection: None,
+        };
         let place = placed.len() as f64;
         if rng.f64() < config.dup_ratio {
             duplicates.push((
                 place + 0.5 + rng.f64() * (count - place).max(1.0),
-                body.clone(),
+                message.clone(),
             ));
         }
-        placed.push((
-            place,
-            Message {
-                body,
-                expected_rejection: None,
-            },
-        ));
+        placed.push((place, message));
     }
     expected.duplicates = duplicates.len();
-    placed.extend(duplicates.into_iter().map(|(place, body)| {
-        (
-            place,
-            Message {
-                body,
-                expected_rejection: None,
-            },
-        )
-    }));
+    placed.extend(duplicates);
     placed.sort_by(|a, b| a.0.total_cmp(&b.0));
     placed.into_iter().map(|(_, message)| message).collect()
 }
@@ -561,7 +565,7 @@ pub async fn publish(
             .map(|(index, message)| {
                 PublishBatchRequestEntry::builder()
                     .id(index.to_string())
-                    .message(&message.body)
+                    .message(message.gateway_body(geotag::clock::now_ms()))
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -589,7 +593,8 @@ pub fn readings_of(message: &Message, now_ms: i64) -> Vec<Reading> {
     if message.expected_rejection.is_some() {
         return Vec::new();
     }
-    geotag::decode_message(&message.body, &geotag::Limits::default(), now_ms)
+    let body = message.gateway_body(now_ms);
+    geotag::decode_message(&body, &geotag::Limits::default(), now_ms)
         .map(|decoded| decoded.readings)
         .unwrap_or_default()
 }
@@ -617,7 +622,7 @@ mod tests {
         let bodies = |p: &Plan| {
             p.messages
                 .iter()
-                .map(|m| m.body.clone())
+                .map(|m| (m.thing.clone(), m.payload.clone()))
                 .collect::<Vec<_>>()
         };
         assert_eq!(bodies(&a), bodies(&b));
@@ -631,9 +636,10 @@ mod tests {
         let mut rejected: BTreeMap<Reason, usize> = BTreeMap::new();
         let mut unique = std::collections::BTreeSet::new();
         for message in &plan.messages {
-            match geotag::decode_message(&message.body, &geotag::Limits::default(), now) {
+            let body = message.gateway_body(now);
+            match geotag::decode_message(&body, &geotag::Limits::default(), now) {
                 Ok(decoded) => {
-                    assert_eq!(message.expected_rejection, None, "{}", message.body);
+                    assert_eq!(message.expected_rejection, None, "{}", message.payload);
                     assert!(decoded.rejected.is_empty());
                     for reading in decoded.readings {
                         unique.insert((reading.device_id.clone(), reading.sort_key()));
@@ -644,7 +650,7 @@ mod tests {
                         message.expected_rejection,
                         Some(rejection.reason),
                         "{}",
-                        message.body
+                        message.payload
                     );
                     *rejected.entry(rejection.reason).or_default() += 1;
                 }

@@ -1,9 +1,10 @@
-//! Decode + validate cost per reading, for the three body shapes ingest sees.
+//! Decode + validate cost per reading, for the three body shapes ingest sees
+//! (each an edge envelope, as IoT Core's topic rule publishes it).
 //! `cargo bench -p geotag --bench decode`; criterion reports time per reading
 //! (throughput in elements = readings).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use geotag::{Limits, decode_message};
+use geotag::{Limits, decode_message, edge_envelope};
 use serde_json::json;
 
 const NOW: i64 = 1_795_161_900_000;
@@ -17,7 +18,7 @@ fn bench(c: &mut Criterion) {
     let limits = Limits::default();
     let mut single = reading(0);
     single["device_id"] = json!("tag-0042");
-    let single = single.to_string();
+    let single = edge_envelope("tag-0042", NOW - 1_000, single.to_string().as_bytes());
     let envelope =
         json!({"Type": "Notification", "MessageId": "5f1a4b3e-9a7d-3c2b-1a0f-9e8d7c6b5a49",
         "TopicArn": "arn:aws:sns:eu-west-1:123456789012:geotag-telemetry", "Message": single,
@@ -26,6 +27,7 @@ fn bench(c: &mut Criterion) {
     let batch =
         json!({"device_id": "tag-0042", "readings": (0..50).map(reading).collect::<Vec<_>>()})
             .to_string();
+    let batch = edge_envelope("tag-0042", NOW - 1_000, batch.as_bytes());
 
     let mut group = c.benchmark_group("decode+validate");
     group.throughput(Throughput::Elements(1));

@@ -1,18 +1,39 @@
 //! From an SQS message body to validated readings.
 //!
-//! A body reaches the ingest queue in one of three shapes, and we detect which
-//! rather than configure it, so that a subscription switched to or from raw
-//! delivery keeps working:
+//! # Who sent it
 //!
-//! - **raw SNS delivery** or a **direct SQS send**: the body is the device's
-//!   message itself;
-//! - the **SNS JSON envelope**: an object with `Type`, `MessageId`, `TopicArn`
-//!   and the device's message as a string in `Message`.
+//! The body names nobody we can believe: whoever may publish could name any
+//! tag. What counts is the device the edge authenticated. IoT Core's topic
+//! rule (template.yaml, `TelemetryRule`) reads a tag's message on the tag's
+//! own topic, which its policy lets only that tag's certificate publish to,
+//! and publishes an *edge envelope* to SNS:
 //!
-//! An object carrying both `Type` and `TopicArn` is an envelope (every SNS
-//! envelope has both; no reading has either). The device's message is then one
-//! reading, or a batch `{"device_id": ..., "readings": [...]}` that a tag sends
-//! after buffering offline.
+//! ```json
+//! {"thing_name": "tag-0042", "received_at": 1795161660000, "payload": "eyJ0cyI6..."}
+//! ```
+//!
+//! `thing_name` is the authenticated tag (`topic(2)`), `received_at` the
+//! broker's receive time in epoch milliseconds (`timestamp()`), and `payload`
+//! the tag's message exactly as sent, base64 (`encode(*, 'base64')`), so that
+//! nothing the tag writes can reach the envelope's own fields and a payload
+//! that is not JSON still arrives to be refused with its reason. A gateway
+//! publishing for tags it authenticated itself sends the same envelope. A body
+//! without one is refused as `unauthenticated`.
+//!
+//! # The shapes
+//!
+//! The envelope reaches the ingest queue in one of two forms, detected rather
+//! than configured, so that a subscription switched to or from raw delivery
+//! keeps working: itself (raw SNS delivery, or a direct SQS send), or inside
+//! the **SNS JSON envelope** (an object with `Type`, `TopicArn` and the edge
+//! envelope as a string in `Message`; every SNS envelope has both fields, and
+//! no edge envelope has either).
+//!
+//! The tag's payload is one reading, or a batch `{"readings": [...]}` that a
+//! tag sends after buffering offline. A reading's `device_id` may be left out
+//! (the authenticated tag's is meant); one naming another tag is refused as
+//! `device_id_mismatch`, and one stamped later than `received_at` plus the
+//! allowed skew as `timestamp_in_future`.
 //!
 //! Decoding never panics and never gives up on a whole batch because of one of
 //! its readings: each reading is decoded and validated on its own, so a batch
@@ -20,6 +41,7 @@
 
 use std::borrow::Cow;
 
+use base64::Engine as _;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use serde_json::value::RawValue;
@@ -32,10 +54,18 @@ use crate::reject::{Reason, Rejection};
 /// How the body reached the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyForm {
-    /// Raw SNS delivery or a direct SQS send: the body is the device's message.
+    /// Raw SNS delivery or a direct SQS send: the body is the edge envelope.
     Raw,
-    /// The SNS JSON envelope around the device's message.
+    /// The SNS JSON envelope around the edge envelope.
     SnsEnvelope,
+}
+
+/// The device the edge authenticated, and when it received the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeIdentity {
+    pub thing_name: String,
+    /// Epoch milliseconds.
+    pub received_at_ms: i64,
 }
 
 /// What one message body held.
@@ -44,9 +74,21 @@ pub struct DecodedMessage {
     pub form: BodyForm,
     /// The SNS `MessageId`, when the body was an envelope.
     pub sns_message_id: Option<String>,
+    pub identity: EdgeIdentity,
     pub readings: Vec<Reading>,
     /// One entry per refused reading, in message order.
     pub rejected: Vec<Rejection>,
+}
+
+/// The edge envelope as a gateway (or a test) writes it: see the module
+/// documentation.
+pub fn edge_envelope(thing_name: &str, received_at_ms: i64, payload: &[u8]) -> String {
+    serde_json::json!({
+        "thing_name": thing_name,
+        "received_at": received_at_ms,
+        "payload": base64::engine::general_purpose::STANDARD.encode(payload),
+    })
+    .to_string()
 }
 
 /// Decodes and validates one message body at time `now_ms`.
@@ -69,62 +111,127 @@ pub fn decode_message(
             ),
         ));
     }
-    // One pass reads a reading's fields and the envelope's alike.
-    let top: WireReading = parse(body, Prefix::top(""))?;
-    if top.kind.0.is_some() && top.topic_arn.0.is_some() {
-        if top.kind.0.as_deref() != Some("Notification") {
-            return Err(Rejection::new(
-                Reason::InvalidEnvelope,
-                "Type",
-                format!(
-                    "SNS message of type {:?}, expected \"Notification\"",
-                    top.kind.0.unwrap_or_default()
-                ),
-            ));
-        }
-        let Some(message) = top.message.0 else {
-            return Err(Rejection::new(
-                Reason::InvalidEnvelope,
-                "Message",
-                "SNS envelope without a Message",
-            ));
-        };
-        let mut decoded = decode_payload(&message, Prefix::top("Message."), limits, now_ms)?;
-        decoded.form = BodyForm::SnsEnvelope;
-        decoded.sns_message_id = top.message_id.0;
-        Ok(decoded)
-    } else {
-        decode_wire(top, Prefix::top(""), limits, now_ms)
+    let top: WireOuter = parse(body, Prefix::top(""))?;
+    if top.kind.0.is_none() || top.topic_arn.0.is_none() {
+        return decode_edge(top, "", BodyForm::Raw, None, limits, now_ms);
     }
+    if top.kind.0.as_deref() != Some("Notification") {
+        return Err(Rejection::new(
+            Reason::InvalidEnvelope,
+            "Type",
+            format!(
+                "SNS message of type {:?}, expected \"Notification\"",
+                top.kind.0.unwrap_or_default()
+            ),
+        ));
+    }
+    let Some(message) = top.message.0 else {
+        return Err(Rejection::new(
+            Reason::InvalidEnvelope,
+            "Message",
+            "SNS envelope without a Message",
+        ));
+    };
+    let edge: WireOuter = parse(&message, Prefix::top("Message."))?;
+    decode_edge(
+        edge,
+        "Message.",
+        BodyForm::SnsEnvelope,
+        top.message_id.0,
+        limits,
+        now_ms,
+    )
 }
 
-fn decode_payload(
-    payload: &str,
-    prefix: Prefix<'_>,
+/// The edge envelope: who the edge authenticated, then the tag's payload.
+fn decode_edge(
+    edge: WireOuter,
+    outer: &str,
+    form: BodyForm,
+    sns_message_id: Option<String>,
     limits: &Limits,
     now_ms: i64,
 ) -> Result<DecodedMessage, Rejection> {
-    decode_wire(parse(payload, prefix)?, prefix, limits, now_ms)
+    let field = |name: &str| format!("{outer}{name}");
+    let (Some(thing_name), Some(received_at_ms), Some(payload)) =
+        (edge.thing_name, edge.received_at, edge.payload)
+    else {
+        return Err(Rejection::new(
+            Reason::Unauthenticated,
+            field("thing_name"),
+            "no edge envelope (thing_name, received_at, payload): a message must come \
+             through the IoT topic rule, or from a gateway naming the tag it authenticated",
+        ));
+    };
+    if !is_valid_device_id(&thing_name) {
+        return Err(Rejection::new(
+            Reason::InvalidEnvelope,
+            field("thing_name"),
+            format!(
+                "{:?} is not 1 to 64 characters of A-Z a-z 0-9 . _ : -",
+                truncate(&thing_name, 80)
+            ),
+        ));
+    }
+    if received_at_ms > now_ms.saturating_add(limits.max_future_skew_ms) {
+        return Err(Rejection::new(
+            Reason::InvalidEnvelope,
+            field("received_at"),
+            format!(
+                "{received_at_ms} ms is more than {} s ahead of the service's clock ({now_ms} ms)",
+                limits.max_future_skew_ms / 1000
+            ),
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload.as_bytes())
+        .map_err(|err| {
+            Rejection::new(
+                Reason::InvalidEnvelope,
+                field("payload"),
+                format!("not base64: {err}"),
+            )
+        })?;
+    let text = String::from_utf8(bytes).map_err(|err| {
+        Rejection::new(
+            Reason::MalformedJson,
+            field("payload"),
+            format!("the payload is not UTF-8 text: {err}"),
+        )
+    })?;
+    let payload_prefix = format!("{outer}payload.");
+    let identity = EdgeIdentity {
+        thing_name,
+        received_at_ms,
+    };
+    let wire = parse(&text, Prefix::top(&payload_prefix))?;
+    let (readings, rejected) = decode_wire(
+        wire,
+        Prefix::top(&payload_prefix),
+        &identity,
+        limits,
+        now_ms,
+    )?;
+    Ok(DecodedMessage {
+        form,
+        sns_message_id,
+        identity,
+        readings,
+        rejected,
+    })
 }
 
-/// A device's message, parsed: one reading, or a batch of them.
+/// A tag's payload, parsed: one reading, or a batch of them.
 fn decode_wire(
     mut top: WireReading,
     prefix: Prefix<'_>,
+    identity: &EdgeIdentity,
     limits: &Limits,
     now_ms: i64,
-) -> Result<DecodedMessage, Rejection> {
-    let mut decoded = DecodedMessage {
-        form: BodyForm::Raw,
-        sns_message_id: None,
-        readings: Vec::new(),
-        rejected: Vec::new(),
-    };
+) -> Result<(Vec<Reading>, Vec<Rejection>), Rejection> {
     let Some(items) = top.readings.take() else {
-        decoded
-            .readings
-            .push(validate(top, None, prefix, limits, now_ms)?);
-        return Ok(decoded);
+        let reading = validate(top, None, prefix, identity, limits, now_ms)?;
+        return Ok((vec![reading], Vec::new()));
     };
 
     if let Some(field) = top.reading_field_present() {
@@ -134,7 +241,7 @@ fn decode_wire(
             "a batch message carries `readings` and no reading fields of its own",
         ));
     }
-    let device_id = require_device_id(top.device_id, prefix)?;
+    let device_id = resolve_device_id(top.device_id, None, prefix, identity)?;
     if items.is_empty() {
         return Err(Rejection::new(
             Reason::EmptyBatch,
@@ -153,7 +260,8 @@ fn decode_wire(
             ),
         ));
     }
-    decoded.readings.reserve_exact(items.len());
+    let mut readings = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
     for (index, raw) in items.into_iter().enumerate() {
         let item_prefix = prefix.item(index);
         let outcome = parse::<WireReading>(raw.get(), item_prefix).and_then(|item| {
@@ -164,14 +272,21 @@ fn decode_wire(
                     "readings cannot nest",
                 ));
             }
-            validate(item, Some(&device_id), item_prefix, limits, now_ms)
+            validate(
+                item,
+                Some(&device_id),
+                item_prefix,
+                identity,
+                limits,
+                now_ms,
+            )
         });
         match outcome {
-            Ok(reading) => decoded.readings.push(reading),
-            Err(rejection) => decoded.rejected.push(rejection),
+            Ok(reading) => readings.push(reading),
+            Err(rejection) => rejected.push(rejection),
         }
     }
-    Ok(decoded)
+    Ok((readings, rejected))
 }
 
 /// Parses JSON, naming the failing field with serde_path_to_error.
@@ -213,43 +328,51 @@ fn parse<'a, T: Deserialize<'a>>(json: &'a str, prefix: Prefix<'_>) -> Result<T,
     Ok(value)
 }
 
-fn require_device_id(id: Option<String>, prefix: Prefix<'_>) -> Result<String, Rejection> {
+/// The device a reading (or a batch) is of: the one it names, its batch's,
+/// or else the authenticated tag's; always the authenticated tag, or refused.
+fn resolve_device_id(
+    own: Option<String>,
+    batch: Option<&str>,
+    prefix: Prefix<'_>,
+    identity: &EdgeIdentity,
+) -> Result<String, Rejection> {
     let field = || format!("{prefix}device_id");
-    let id = id.ok_or_else(|| Rejection::new(Reason::MissingField, field(), "required"))?;
-    if is_valid_device_id(&id) {
-        Ok(id)
-    } else {
-        Err(Rejection::new(
+    let Some(id) = own else {
+        return Ok(batch.unwrap_or(&identity.thing_name).to_owned());
+    };
+    if !is_valid_device_id(&id) {
+        return Err(Rejection::new(
             Reason::InvalidDeviceId,
             field(),
             format!(
                 "{:?} is not 1 to 64 characters of A-Z a-z 0-9 . _ : -",
                 truncate(&id, 80)
             ),
-        ))
+        ));
     }
+    if id != identity.thing_name {
+        return Err(Rejection::new(
+            Reason::DeviceIdMismatch,
+            field(),
+            format!(
+                "names {id:?}, but the connection authenticated {:?}",
+                identity.thing_name
+            ),
+        ));
+    }
+    Ok(id)
 }
 
 fn validate(
     wire: WireReading,
     batch_device_id: Option<&str>,
     prefix: Prefix<'_>,
+    identity: &EdgeIdentity,
     limits: &Limits,
     now_ms: i64,
 ) -> Result<Reading, Rejection> {
     let field = |name: &str| format!("{prefix}{name}");
-    let device_id = match (batch_device_id, wire.device_id) {
-        (Some(batch), None) => batch.to_owned(),
-        (Some(batch), Some(own)) if own == batch => own,
-        (Some(batch), Some(own)) => {
-            return Err(Rejection::new(
-                Reason::DeviceIdMismatch,
-                field("device_id"),
-                format!("{:?} inside the batch of {batch:?}", truncate(&own, 80)),
-            ));
-        }
-        (None, own) => require_device_id(own, prefix)?,
-    };
+    let device_id = resolve_device_id(wire.device_id, batch_device_id, prefix, identity)?;
 
     let ts_ms = match wire.ts {
         None => {
@@ -271,12 +394,13 @@ fn validate(
             )
         })?,
     };
-    if ts_ms > now_ms.saturating_add(limits.max_future_skew_ms) {
+    let received_at_ms = identity.received_at_ms;
+    if ts_ms > received_at_ms.saturating_add(limits.max_future_skew_ms) {
         return Err(Rejection::new(
             Reason::TimestampInFuture,
             field("ts"),
             format!(
-                "{ts_ms} ms is more than {} s ahead of now ({now_ms} ms)",
+                "{ts_ms} ms is more than {} s ahead of its arrival at the edge (received_at {received_at_ms} ms)",
                 limits.max_future_skew_ms / 1000
             ),
         ));
@@ -311,6 +435,7 @@ fn validate(
         battery: optional_in(wire.battery, range::BATTERY, prefix, "battery")?,
         accuracy: optional_in(wire.accuracy, range::ACCURACY, prefix, "accuracy")?,
         seq: wire.seq,
+        received_at_ms: Some(received_at_ms),
     })
 }
 
@@ -409,12 +534,10 @@ impl std::fmt::Display for Prefix<'_> {
     }
 }
 
-/// One reading as a device sends it; also the top level of a batch message,
-/// and of an SNS envelope. Unknown fields are ignored so that devices can add
-/// fields before we use them.
+/// The top of a body: the SNS envelope's fields (which tell it apart) and the
+/// edge envelope's. Unknown fields are ignored.
 #[derive(Deserialize)]
-struct WireReading<'a> {
-    /// The fields that tell an SNS envelope apart (no reading has them).
+struct WireOuter<'a> {
     #[serde(rename = "Type", default)]
     kind: StringOrIgnored,
     #[serde(rename = "TopicArn", default)]
@@ -423,6 +546,16 @@ struct WireReading<'a> {
     message_id: StringOrIgnored,
     #[serde(rename = "Message", default)]
     message: StringOrIgnored,
+    thing_name: Option<String>,
+    received_at: Option<i64>,
+    #[serde(borrow)]
+    payload: Option<Cow<'a, str>>,
+}
+
+/// One reading as a tag sends it; also the top level of a batch message.
+/// Unknown fields are ignored so that tags can add fields before we use them.
+#[derive(Deserialize)]
+struct WireReading<'a> {
     device_id: Option<String>,
     #[serde(borrow)]
     readings: Option<Vec<&'a RawValue>>,
@@ -545,25 +678,204 @@ mod tests {
     /// 2026-11-26T08:00:00Z
     const NOW: i64 = 1_795_680_000_000;
 
-    fn decode(body: &str) -> Result<DecodedMessage, Rejection> {
+    /// The authenticated tag of a test payload: the one it names, as an
+    /// honest tag would (the spoofing tests name their own).
+    fn thing_of(payload: &str) -> String {
+        serde_json::from_str::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|value| value.get("device_id")?.as_str().map(str::to_owned))
+            .filter(|id| is_valid_device_id(id))
+            .unwrap_or_else(|| "t".to_owned())
+    }
+
+    fn decode_body(body: &str) -> Result<DecodedMessage, Rejection> {
         decode_message(body, &Limits::default(), NOW)
     }
 
-    fn rejection(body: &str) -> (Reason, String) {
-        let err = decode(body).expect_err("should be rejected");
+    /// A tag's payload as the topic rule delivers it, received at NOW.
+    fn decode(payload: &str) -> Result<DecodedMessage, Rejection> {
+        decode_body(&edge_envelope(&thing_of(payload), NOW, payload.as_bytes()))
+    }
+
+    fn rejection(payload: &str) -> (Reason, String) {
+        let err = decode(payload).expect_err("should be rejected");
         (err.reason, err.field)
     }
 
-    fn reading_rejection(body: &str) -> (Reason, String) {
-        let decoded = decode(body).expect("message is usable");
+    fn body_rejection(body: &str) -> (Reason, String) {
+        let err = decode_body(body).expect_err("should be rejected");
+        (err.reason, err.field)
+    }
+
+    fn reading_rejection(payload: &str) -> (Reason, String) {
+        let decoded = decode(payload).expect("message is usable");
         assert!(decoded.readings.is_empty(), "{decoded:?}");
         let err = decoded.rejected.into_iter().next().expect("a rejection");
         (err.reason, err.field)
     }
 
+    fn sns(message: serde_json::Value) -> String {
+        serde_json::json!({"Type": "Notification", "TopicArn": "arn", "Message": message})
+            .to_string()
+    }
+
+    #[test]
+    fn the_edge_envelope_names_the_tag_and_its_arrival() {
+        let body = edge_envelope(
+            "tag-1",
+            NOW - 5_000,
+            br#"{"ts":1795679990000,"lat":1,"lon":2}"#,
+        );
+        let decoded = decode_body(&body).unwrap();
+        assert_eq!(
+            decoded.identity,
+            EdgeIdentity {
+                thing_name: "tag-1".into(),
+                received_at_ms: NOW - 5_000
+            }
+        );
+        assert_eq!(
+            decoded.readings[0].device_id, "tag-1",
+            "taken from the connection"
+        );
+        assert_eq!(decoded.readings[0].received_at_ms, Some(NOW - 5_000));
+    }
+
+    #[test]
+    fn a_body_without_an_edge_envelope_is_unauthenticated() {
+        // The old shape: a reading naming its own device, published straight to SNS.
+        let bare = r#"{"device_id":"tag-1","ts":1795679990000,"lat":1,"lon":2}"#;
+        assert_eq!(
+            body_rejection(bare),
+            (Reason::Unauthenticated, "thing_name".into())
+        );
+        assert_eq!(
+            body_rejection(&sns(bare.into())),
+            (Reason::Unauthenticated, "Message.thing_name".into())
+        );
+        // Half an envelope is no envelope.
+        assert_eq!(
+            body_rejection(r#"{"thing_name":"tag-1","payload":"e30="}"#),
+            (Reason::Unauthenticated, "thing_name".into())
+        );
+    }
+
+    #[test]
+    fn edge_envelope_problems_name_the_field() {
+        let envelope = |thing: serde_json::Value, at: serde_json::Value, payload: &str| {
+            serde_json::json!({"thing_name": thing, "received_at": at, "payload": payload})
+                .to_string()
+        };
+        let payload = base64::engine::general_purpose::STANDARD
+            .encode(br#"{"ts":1795679990000,"lat":1,"lon":2}"#);
+        for (body, expected) in [
+            (
+                envelope("no spaces".into(), NOW.into(), &payload),
+                (Reason::InvalidEnvelope, "thing_name"),
+            ),
+            (
+                envelope(7.into(), NOW.into(), &payload),
+                (Reason::InvalidType, "thing_name"),
+            ),
+            (
+                envelope("t".into(), "yesterday".into(), &payload),
+                (Reason::InvalidType, "received_at"),
+            ),
+            (
+                envelope("t".into(), (NOW + 301_000).into(), &payload),
+                (Reason::InvalidEnvelope, "received_at"),
+            ),
+            (
+                envelope("t".into(), NOW.into(), "not base64!"),
+                (Reason::InvalidEnvelope, "payload"),
+            ),
+            (
+                envelope(
+                    "t".into(),
+                    NOW.into(),
+                    &base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe, b'{']),
+                ),
+                (Reason::MalformedJson, "payload"),
+            ),
+            (
+                envelope(
+                    "t".into(),
+                    NOW.into(),
+                    &base64::engine::general_purpose::STANDARD.encode(b"{not json"),
+                ),
+                (Reason::MalformedJson, "payload"),
+            ),
+        ] {
+            let (reason, field) = body_rejection(&body);
+            assert_eq!((reason, field.as_str()), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_tag_speaks_only_for_itself() {
+        let as_tag_1 =
+            |payload: &str| decode_body(&edge_envelope("tag-1", NOW, payload.as_bytes()));
+        let err = as_tag_1(r#"{"device_id":"tag-2","ts":1795679990000,"lat":1,"lon":2}"#)
+            .expect_err("another tag's reading");
+        assert_eq!(
+            (err.reason, err.field.as_str()),
+            (Reason::DeviceIdMismatch, "payload.device_id")
+        );
+        assert!(err.detail.contains("\"tag-1\""), "{}", err.detail);
+        let err =
+            as_tag_1(r#"{"device_id":"tag-2","readings":[{"ts":1795679990000,"lat":1,"lon":2}]}"#)
+                .expect_err("another tag's batch");
+        assert_eq!(err.reason, Reason::DeviceIdMismatch);
+        // Every reading of a batch is checked, not only the batch's own id.
+        let decoded = as_tag_1(
+            r#"{"readings":[
+                {"ts":1795679990000,"lat":1,"lon":2},
+                {"ts":1795679991000,"lat":1,"lon":2,"device_id":"tag-2"},
+                {"ts":1795679992000,"lat":1,"lon":2,"device_id":"tag-1"}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(decoded.readings.len(), 2);
+        assert!(decoded.readings.iter().all(|r| r.device_id == "tag-1"));
+        assert_eq!(
+            decoded
+                .rejected
+                .iter()
+                .map(|r| (r.reason, r.field.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(Reason::DeviceIdMismatch, "payload.readings[1].device_id")]
+        );
+    }
+
+    #[test]
+    fn the_future_is_measured_from_the_arrival_not_from_ingest() {
+        let received_at = NOW - 600_000;
+        let skew = Limits::default().max_future_skew_ms;
+        let at = |ts: i64| {
+            decode_body(&edge_envelope(
+                "t",
+                received_at,
+                format!(r#"{{"ts":{ts},"lat":1,"lon":2}}"#).as_bytes(),
+            ))
+        };
+        // Behind ingest's clock, but ahead of the edge's: refused.
+        let err = at(received_at + skew + 1).expect_err("ahead of its arrival");
+        assert_eq!(
+            (err.reason, err.field.as_str()),
+            (Reason::TimestampInFuture, "payload.ts")
+        );
+        let reading = &at(received_at + skew).unwrap().readings[0];
+        assert_eq!(reading.ts_ms, received_at + skew, "stored as sent");
+        assert_eq!(
+            reading.latest_time_ms(),
+            received_at,
+            "but it counts no later than its arrival"
+        );
+    }
+
     #[test]
     fn envelope_fields_that_are_not_strings_make_no_envelope() {
-        // A device's own `Type` or `Message` field of another type is an unknown
+        // A tag's own `Type` or `Message` field of another type is an unknown
         // field, at the top and in a batch.
         let decoded = decode(
             r#"{"device_id":"tag-1","Type":7,"TopicArn":{"x":[1]},"ts":1795248000000,"lat":1,"lon":2,"Message":null}"#,
@@ -578,7 +890,7 @@ mod tests {
         assert_eq!((decoded.readings.len(), decoded.rejected.len()), (1, 0));
         // A real envelope whose Message is not a string says so.
         assert_eq!(
-            rejection(r#"{"Type":"Notification","TopicArn":"arn","Message":5}"#),
+            body_rejection(r#"{"Type":"Notification","TopicArn":"arn","Message":5}"#),
             (Reason::InvalidEnvelope, "Message".into())
         );
     }
@@ -605,6 +917,7 @@ mod tests {
                 battery: Some(87.0),
                 accuracy: Some(4.5),
                 seq: Some(17),
+                received_at_ms: Some(NOW),
             }]
         );
     }
@@ -619,7 +932,11 @@ mod tests {
 
     #[test]
     fn sns_envelope_is_detected() {
-        let inner = r#"{"device_id":"tag-1","ts":1795679999000,"lat":1,"lon":2}"#;
+        let inner = edge_envelope(
+            "tag-1",
+            NOW,
+            br#"{"device_id":"tag-1","ts":1795679999000,"lat":1,"lon":2}"#,
+        );
         let body = serde_json::json!({
             "Type": "Notification",
             "MessageId": "5f1a",
@@ -628,7 +945,7 @@ mod tests {
             "Timestamp": "2026-11-25T07:59:59.000Z",
         })
         .to_string();
-        let decoded = decode(&body).unwrap();
+        let decoded = decode_body(&body).unwrap();
         assert_eq!(decoded.form, BodyForm::SnsEnvelope);
         assert_eq!(decoded.sns_message_id.as_deref(), Some("5f1a"));
         assert_eq!(decoded.readings.len(), 1);
@@ -636,26 +953,25 @@ mod tests {
 
     #[test]
     fn envelope_problems_name_the_envelope_field() {
-        let envelope = |message: serde_json::Value| {
-            serde_json::json!({"Type": "Notification", "TopicArn": "arn", "Message": message})
-                .to_string()
-        };
         assert_eq!(
-            rejection(&envelope("{not json".into())),
+            body_rejection(&sns("{not json".into())),
             (Reason::MalformedJson, "Message".into())
         );
-        assert_eq!(
-            rejection(&envelope(
-                r#"{"device_id":"t","ts":1795679999000,"lat":"1","lon":2}"#.into()
-            )),
-            (Reason::InvalidType, "Message.lat".into())
+        let lat_as_text = edge_envelope(
+            "t",
+            NOW,
+            br#"{"device_id":"t","ts":1795679999000,"lat":"1","lon":2}"#,
         );
         assert_eq!(
-            rejection(r#"{"Type":"SubscriptionConfirmation","TopicArn":"arn","Message":"x"}"#),
+            body_rejection(&sns(lat_as_text.into())),
+            (Reason::InvalidType, "Message.payload.lat".into())
+        );
+        assert_eq!(
+            body_rejection(r#"{"Type":"SubscriptionConfirmation","TopicArn":"arn","Message":"x"}"#),
             (Reason::InvalidEnvelope, "Type".into())
         );
         assert_eq!(
-            rejection(r#"{"Type":"Notification","TopicArn":"arn"}"#),
+            body_rejection(r#"{"Type":"Notification","TopicArn":"arn"}"#),
             (Reason::InvalidEnvelope, "Message".into())
         );
     }
@@ -686,37 +1002,33 @@ mod tests {
         assert_eq!(
             reasons,
             vec![
-                (Reason::OutOfRange, "readings[1].lat"),
-                (Reason::InvalidType, "readings[2].lon"),
-                (Reason::DeviceIdMismatch, "readings[4].device_id"),
-                (Reason::InvalidType, "readings[5]"),
+                (Reason::OutOfRange, "payload.readings[1].lat"),
+                (Reason::InvalidType, "payload.readings[2].lon"),
+                (Reason::DeviceIdMismatch, "payload.readings[4].device_id"),
+                (Reason::InvalidType, "payload.readings[5]"),
             ]
         );
     }
 
     #[test]
     fn message_level_rejections() {
-        assert_eq!(rejection(""), (Reason::MalformedJson, "$".into()));
+        assert_eq!(rejection(""), (Reason::MalformedJson, "payload".into()));
         assert_eq!(
             rejection("{\"device_id\":"),
-            (Reason::MalformedJson, "$".into())
+            (Reason::MalformedJson, "payload".into())
         );
-        assert_eq!(rejection("[1,2]"), (Reason::InvalidType, "$".into()));
+        assert_eq!(rejection("[1,2]"), (Reason::InvalidType, "payload".into()));
         assert_eq!(
             rejection("{} trailing"),
-            (Reason::MalformedJson, "$".into())
+            (Reason::MalformedJson, "payload".into())
         );
         assert_eq!(
             rejection(r#"{"device_id":"t","readings":[]}"#),
-            (Reason::EmptyBatch, "readings".into())
-        );
-        assert_eq!(
-            rejection(r#"{"readings":[{}]}"#),
-            (Reason::MissingField, "device_id".into())
+            (Reason::EmptyBatch, "payload.readings".into())
         );
         assert_eq!(
             rejection(r#"{"device_id":"t","lat":1,"readings":[{}]}"#),
-            (Reason::AmbiguousMessage, "lat".into())
+            (Reason::AmbiguousMessage, "payload.lat".into())
         );
         let many = format!(
             r#"{{"device_id":"t","readings":[{}]}}"#,
@@ -724,10 +1036,18 @@ mod tests {
         );
         assert_eq!(
             rejection(&many),
-            (Reason::TooManyReadings, "readings".into())
+            (Reason::TooManyReadings, "payload.readings".into())
         );
-        let huge = format!(r#"{{"device_id":"t","pad":"{}"}}"#, "x".repeat(256 * 1024));
-        assert_eq!(rejection(&huge), (Reason::BodyTooLarge, "$".into()));
+        let huge = format!(r#"{{"device_id":"t","pad":"{}"}}"#, "x".repeat(192 * 1024));
+        assert_eq!(
+            body_rejection(&edge_envelope("t", NOW, huge.as_bytes())).0,
+            Reason::BodyTooLarge
+        );
+        let bare_huge = "x".repeat(256 * 1024 + 1);
+        assert_eq!(
+            body_rejection(&bare_huge),
+            (Reason::BodyTooLarge, "$".into())
+        );
     }
 
     #[test]
@@ -791,11 +1111,18 @@ mod tests {
             (format!(r#"{ok},"alt":1e6"#), (Reason::OutOfRange, "alt")),
             (format!(r#"{ok},"seq":-1"#), (Reason::InvalidType, "seq")),
             (format!(r#"{ok},"seq":"7""#), (Reason::InvalidType, "seq")),
+            (
+                format!(r#"{ok},"device_id":"a b""#),
+                (Reason::InvalidDeviceId, "device_id"),
+            ),
         ] {
             let (reason, field) = reading_rejection(&r(&fields));
             assert_eq!(
                 (reason, field.as_str()),
-                (expected.0, format!("readings[0].{}", expected.1).as_str()),
+                (
+                    expected.0,
+                    format!("payload.readings[0].{}", expected.1).as_str()
+                ),
                 "{fields}"
             );
         }
@@ -805,22 +1132,18 @@ mod tests {
     fn device_id_is_checked_for_single_readings() {
         assert_eq!(
             rejection(r#"{"device_id":"no spaces","ts":1795679000000,"lat":1,"lon":2}"#),
-            (Reason::InvalidDeviceId, "device_id".into())
+            (Reason::InvalidDeviceId, "payload.device_id".into())
         );
-        assert_eq!(
-            rejection(r#"{"ts":1795679000000,"lat":1,"lon":2}"#),
-            (Reason::MissingField, "device_id".into())
-        );
+        let unnamed = decode(r#"{"ts":1795679000000,"lat":1,"lon":2}"#).unwrap();
+        assert_eq!(unnamed.readings[0].device_id, "t", "the connection's tag");
     }
 
     #[test]
     fn too_old_epoch_seconds_get_a_hint() {
-        let err = rejection_detail(r#"{"device_id":"t","ts":1795679000,"lat":1,"lon":2}"#);
+        let err = decode(r#"{"device_id":"t","ts":1795679000,"lat":1,"lon":2}"#)
+            .expect_err("rejected")
+            .detail;
         assert!(err.contains("looks like seconds"), "{err}");
-    }
-
-    fn rejection_detail(body: &str) -> String {
-        decode(body).expect_err("rejected").detail
     }
 
     #[test]
@@ -834,15 +1157,22 @@ mod tests {
     proptest! {
         #[test]
         fn any_string_decodes_without_panic(body in ".{0,300}") {
+            let _ = decode_body(&body);
             let _ = decode(&body);
         }
 
         #[test]
         fn any_json_value_decodes_without_panic(value in arb_json()) {
             let body = value.to_string();
+            let _ = decode_body(&body);
             let _ = decode(&body);
-            let wrapped = serde_json::json!({"Type":"Notification","TopicArn":"a","Message": body});
-            let _ = decode(&wrapped.to_string());
+            let _ = decode_body(&sns(body.clone().into()));
+            let _ = decode_body(&sns(edge_envelope("t", NOW, body.as_bytes()).into()));
+        }
+
+        #[test]
+        fn any_bytes_as_a_payload_decode_without_panic(payload in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_body(&edge_envelope("t", NOW, &payload));
         }
 
         #[test]
@@ -877,6 +1207,9 @@ mod tests {
             Just("Type".to_owned()),
             Just("TopicArn".to_owned()),
             Just("Message".to_owned()),
+            Just("thing_name".to_owned()),
+            Just("received_at".to_owned()),
+            Just("payload".to_owned()),
             "[a-z]{1,6}",
         ];
         let leaf = prop_oneof![

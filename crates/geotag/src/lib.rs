@@ -28,6 +28,6 @@ pub mod reject;
 pub mod stats;
 pub mod store;
 
-pub use decode::{BodyForm, DecodedMessage, decode_message};
+pub use decode::{BodyForm, DecodedMessage, EdgeIdentity, decode_message, edge_envelope};
 pub use reading::{Limits, Reading};
 pub use reject::{Reason, Rejection};

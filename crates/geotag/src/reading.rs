@@ -17,7 +17,7 @@
 //! A duplicate delivery writes the same item again; DynamoDB's stream shows it
 //! as a MODIFY (or nothing), never a second INSERT, and that is what makes the
 //! stats downstream exact. The TTL attribute is derived from the reading time
-//! too, so a duplicate write is byte-for-byte the same item.
+//! too; only the edge's receive time can differ between two deliveries.
 
 use std::fmt::Write as _;
 
@@ -49,7 +49,8 @@ pub struct Limits {
     pub max_readings_per_message: usize,
     /// How long readings are kept; older ones would expire on arrival.
     pub retention_days: u32,
-    /// How far ahead of our clock a device's clock may run.
+    /// How far ahead of the time the edge received it a reading's timestamp
+    /// may be (and how far ahead of ours the edge's clock may run).
     pub max_future_skew_ms: i64,
 }
 
@@ -90,6 +91,10 @@ pub struct Reading {
     pub accuracy: Option<f64>,
     /// The device's own message counter.
     pub seq: Option<u64>,
+    /// When the edge (IoT Core's rule engine, or a gateway) received the
+    /// message, milliseconds since the epoch; `None` for readings stored
+    /// before the edge said so.
+    pub received_at_ms: Option<i64>,
 }
 
 impl Reading {
@@ -102,6 +107,15 @@ impl Reading {
             let _ = write!(key, "#{seq:020}");
         }
         key
+    }
+
+    /// The time the reading counts at for the latest state: its own, but
+    /// never later than its arrival. A tag whose clock runs ahead (or lies)
+    /// cannot hold the latest position in the future, where it would make the
+    /// genuine readings that follow look like history and put off its silence.
+    pub fn latest_time_ms(&self) -> i64 {
+        self.received_at_ms
+            .map_or(self.ts_ms, |received| self.ts_ms.min(received))
     }
 
     /// The TTL attribute (epoch seconds) for a retention of `retention_days`.
@@ -181,6 +195,7 @@ mod tests {
             battery: None,
             accuracy: None,
             seq,
+            received_at_ms: None,
         }
     }
 

@@ -31,7 +31,8 @@ pub enum Reason {
     TooManyReadings,
     /// A device id that is empty, too long, or uses characters outside the allowed set.
     InvalidDeviceId,
-    /// A reading inside a batch names a different device than its batch.
+    /// A reading names a different device than its batch, or than the
+    /// device the connection authenticated.
     DeviceIdMismatch,
     /// A number outside its physical range (latitude above 90, battery above 100, ...).
     OutOfRange,
@@ -41,11 +42,17 @@ pub enum Reason {
     TimestampInFuture,
     /// A timestamp older than the retention: it would expire on arrival.
     TimestampTooOld,
+    /// A message that does not say which device the edge authenticated: it
+    /// came neither through the IoT topic rule nor from a gateway.
+    Unauthenticated,
+    /// The authenticated device is not in the registry, and the stack refuses
+    /// unregistered devices.
+    UnregisteredDevice,
 }
 
 impl Reason {
     /// Every reason, in declaration order (for reports that list zero counts too).
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 17] = [
         Reason::BodyMissing,
         Reason::BodyTooLarge,
         Reason::MalformedJson,
@@ -61,6 +68,8 @@ impl Reason {
         Reason::InvalidTimestamp,
         Reason::TimestampInFuture,
         Reason::TimestampTooOld,
+        Reason::Unauthenticated,
+        Reason::UnregisteredDevice,
     ];
 
     /// The code as it appears in logs, metrics and message attributes.
@@ -81,6 +90,8 @@ impl Reason {
             Reason::InvalidTimestamp => "invalid_timestamp",
             Reason::TimestampInFuture => "timestamp_in_future",
             Reason::TimestampTooOld => "timestamp_too_old",
+            Reason::Unauthenticated => "unauthenticated",
+            Reason::UnregisteredDevice => "unregistered_device",
         }
     }
 

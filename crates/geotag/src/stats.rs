@@ -20,7 +20,10 @@
 //!
 //! A reading older than the latest state never moves the latest position (ties
 //! on time are broken by the reading's sort key, so the choice is stable); it
-//! still counts in the hour and the day it was taken in.
+//! still counts in the hour and the day it was taken in. A reading stamped
+//! ahead of its arrival counts at its arrival for the latest state, so that a
+//! tag cannot park its latest position in the future and turn the genuine
+//! readings after it into history.
 //!
 //! Distance is the sum of great-circle segments between consecutive readings
 //! in time order: within the hour for an hourly rollup, within the day for a
@@ -243,7 +246,8 @@ pub struct TrailPoint {
     pub battery: Option<f64>,
 }
 
-/// Where a device is now: its newest reading, by reading time.
+/// Where a device is now: its newest reading, by reading time, a time never
+/// later than the reading's arrival ([`Reading::latest_time_ms`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatestState {
     pub ts_ms: i64,
@@ -272,7 +276,11 @@ impl LatestState {
             .iter()
             .map(|reading| (reading, reading.sort_key()))
             .collect();
-        keyed.sort_by(|(a, ka), (b, kb)| a.ts_ms.cmp(&b.ts_ms).then_with(|| ka.cmp(kb)));
+        keyed.sort_by(|(a, ka), (b, kb)| {
+            a.latest_time_ms()
+                .cmp(&b.latest_time_ms())
+                .then_with(|| ka.cmp(kb))
+        });
         keyed.dedup_by(|(_, a), (_, b)| a == b);
         let (reading, key) = keyed.last()?;
         let newer_than_current = |ts_ms: i64, key: &str| {
@@ -281,16 +289,16 @@ impl LatestState {
                 .is_none_or(|state| (ts_ms, key) > (state.ts_ms, state.reading_key.as_str()))
         };
         let mut state = match current {
-            Some(ref state) if !newer_than_current(reading.ts_ms, key) => state.clone(),
+            Some(ref state) if !newer_than_current(reading.latest_time_ms(), key) => state.clone(),
             ref previous => {
                 let fresh: Vec<&(&Reading, String)> = keyed
                     .iter()
-                    .filter(|(r, k)| newer_than_current(r.ts_ms, k))
+                    .filter(|(r, k)| newer_than_current(r.latest_time_ms(), k))
                     .collect();
                 let trail = fresh[fresh.len().saturating_sub(TRAIL_MAX)..]
                     .iter()
                     .map(|(r, k)| TrailPoint {
-                        ts_ms: r.ts_ms,
+                        ts_ms: r.latest_time_ms(),
                         reading_key: k.clone(),
                         lat: r.lat,
                         lon: r.lon,
@@ -299,7 +307,7 @@ impl LatestState {
                     })
                     .collect();
                 LatestState {
-                    ts_ms: reading.ts_ms,
+                    ts_ms: reading.latest_time_ms(),
                     reading_key: key.clone(),
                     lat: reading.lat,
                     lon: reading.lon,
@@ -316,7 +324,7 @@ impl LatestState {
         };
         let newest_battery = readings
             .iter()
-            .filter_map(|r| r.battery.map(|battery| (r.ts_ms, battery)))
+            .filter_map(|r| r.battery.map(|battery| (r.latest_time_ms(), battery)))
             .max_by_key(|(ts, _)| *ts);
         if let Some((ts, battery)) = newest_battery
             && state.battery_ts_ms.is_none_or(|known| ts >= known)
@@ -348,6 +356,7 @@ mod tests {
             battery: Some(100.0 - (ts_ms - T0) as f64 / 60_000.0),
             accuracy: None,
             seq: None,
+            received_at_ms: Some(ts_ms),
         }
     }
 
@@ -425,6 +434,32 @@ mod tests {
         );
         day.set_hour(T0 + HOUR_MS, None);
         assert_eq!(day.hours.len(), 1);
+    }
+
+    #[test]
+    fn a_reading_stamped_ahead_of_its_arrival_cannot_mute_the_tag() {
+        // A tag (or whoever holds its certificate) sends one reading stamped
+        // five minutes ahead; the genuine readings of the next minutes arrive
+        // after it. Each must still move the latest position, as it would
+        // without the forged one.
+        let now = T0 + 10 * 60_000;
+        let mut forged = reading(now + 300_000, 10.0, 10.0);
+        forged.received_at_ms = Some(now);
+        let state = LatestState::apply(None, &[forged]).unwrap();
+        assert_eq!(
+            state.ts_ms, now,
+            "counted at its arrival, not in the future"
+        );
+        let mut state = state;
+        for minute in 1..=4 {
+            let genuine = reading(now + minute * 60_000, 0.0, minute as f64 * 0.01);
+            state = LatestState::apply(Some(state), std::slice::from_ref(&genuine)).unwrap();
+            assert_eq!(
+                (state.ts_ms, state.lon, state.trail.len()),
+                (genuine.ts_ms, genuine.lon, 1),
+                "minute {minute}: the genuine reading is live, not history"
+            );
+        }
     }
 
     #[test]

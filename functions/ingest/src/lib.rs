@@ -7,10 +7,17 @@
 //! | the record                                  | Telemetry        | DLQ               | response          |
 //! |---------------------------------------------|------------------|-------------------|-------------------|
 //! | all readings valid, stored                  | readings written | -                 | done              |
-//! | not usable at all (bad JSON, no device id)  | -                | body + reason now | done              |
+//! | not usable at all (bad JSON, no edge envelope) | -             | body + reason now | done              |
+//! | from a tag the registry does not know (refused by config) | -  | body + reason now | done              |
 //! | a batch with some invalid readings          | valid ones       | body + first reason | done            |
 //! | a store failure left a reading unwritten    | the rest         | -                 | **batch item failure** |
 //! | the DLQ send failed                         | valid ones       | -                 | **batch item failure** |
+//!
+//! Who sent a record is the tag the edge authenticated (the edge envelope's
+//! `thing_name`, see `geotag::decode`), never the body's word: a reading
+//! naming another tag is refused as `device_id_mismatch`, and a tag missing
+//! from the registry is refused as `unregistered_device` unless the stack
+//! admits such tags (`UNREGISTERED_DEVICES`).
 //!
 //! A record refused for good goes to the DLQ at once, with its reason in
 //! message attributes, instead of being received five times first. Anything
@@ -25,9 +32,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use geotag::store::{DeadLetter, DeadLetterSink, ReadingStore};
+use geotag::store::{
+    DeadLetter, DeadLetterSink, DeviceDirectory, EveryDevice, ReadingStore, UnregisteredDevices,
+};
 use geotag::{BodyForm, Limits, Reading, Reason, Rejection, decode_message};
-use geotag_aws::{DynamoReadingStore, SqsDeadLetters};
+use geotag_aws::{DynamoDevices, DynamoReadingStore, SqsDeadLetters};
 use geotag_runtime::emf::{self, Emitter, Invocation, Metrics};
 use geotag_runtime::responses::sqs_batch_response;
 use geotag_runtime::{ConfigError, Environment, FromEnvironment};
@@ -46,6 +55,10 @@ pub struct Config {
     pub telemetry_table: String,
     /// `INGEST_DLQ_URL`
     pub dead_letter_queue_url: String,
+    /// `DEVICES_TABLE`: the registry's tags.
+    pub devices_table: String,
+    /// `UNREGISTERED_DEVICES`: `refuse` (the default) or `admit`.
+    pub unregistered: UnregisteredDevices,
     /// `METRICS_NAMESPACE` and `AWS_LAMBDA_FUNCTION_NAME`
     pub metrics: emf::Settings,
     /// `RETENTION_DAYS` (30), `MAX_FUTURE_SKEW_SECONDS` (300),
@@ -59,6 +72,8 @@ impl FromEnvironment for Config {
         Ok(Config {
             telemetry_table: env.required("TELEMETRY_TABLE")?,
             dead_letter_queue_url: env.required("INGEST_DLQ_URL")?,
+            devices_table: env.required("DEVICES_TABLE")?,
+            unregistered: env.parsed("UNREGISTERED_DEVICES", UnregisteredDevices::Refuse)?,
             metrics: env.metrics("ingest"),
             limits: Limits {
                 retention_days: env.parsed("RETENTION_DAYS", defaults.retention_days)?,
@@ -79,9 +94,12 @@ impl FromEnvironment for Config {
 }
 
 /// The handler's dependencies.
-pub struct Ingest<S, D> {
+pub struct Ingest<S, D, R = EveryDevice> {
     pub store: S,
     pub dead_letters: D,
+    /// Asked only when `unregistered` is `Refuse`.
+    pub directory: R,
+    pub unregistered: UnregisteredDevices,
     pub limits: Limits,
     /// Milliseconds since the epoch; a fixed clock makes tests repeatable.
     pub clock: fn() -> i64,
@@ -90,35 +108,63 @@ pub struct Ingest<S, D> {
 }
 
 impl<S: ReadingStore, D: DeadLetterSink> Ingest<S, D> {
+    /// Ingest admitting every tag; [`Ingest::with_directory`] makes it ask.
     pub fn new(store: S, dead_letters: D, limits: Limits) -> Self {
         Ingest {
             store,
             dead_letters,
+            directory: EveryDevice,
+            unregistered: UnregisteredDevices::Admit,
             limits,
             clock: geotag::clock::now_ms,
             metrics: Emitter::for_binary("ingest"),
         }
     }
+}
 
+impl<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory> Ingest<S, D, R> {
     pub fn with_metrics(mut self, metrics: Emitter) -> Self {
         self.metrics = metrics;
         self
     }
+
+    /// Checks each tag against `directory`, and does `unregistered` with the
+    /// tags it does not know.
+    pub fn with_directory<R2: DeviceDirectory>(
+        self,
+        directory: R2,
+        unregistered: UnregisteredDevices,
+    ) -> Ingest<S, D, R2> {
+        Ingest {
+            store: self.store,
+            dead_letters: self.dead_letters,
+            directory,
+            unregistered,
+            limits: self.limits,
+            clock: self.clock,
+            metrics: self.metrics,
+        }
+    }
 }
 
+/// Ingest as deployed.
+pub type AwsIngest = Ingest<DynamoReadingStore, SqsDeadLetters, DynamoDevices>;
+
 /// The production wiring: DynamoDB and SQS clients from one SDK configuration.
-pub fn on_aws(
-    sdk: &geotag_aws::clients::SdkConfig,
-    config: &Config,
-) -> Ingest<DynamoReadingStore, SqsDeadLetters> {
+pub fn on_aws(sdk: &geotag_aws::clients::SdkConfig, config: &Config) -> AwsIngest {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     Ingest::new(
         DynamoReadingStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
+            dynamodb.clone(),
             &config.telemetry_table,
             config.limits.retention_days,
         ),
         SqsDeadLetters::new(aws_sdk_sqs::Client::new(sdk), &config.dead_letter_queue_url),
         config.limits.clone(),
+    )
+    .with_directory(
+        DynamoDevices::new(dynamodb, &config.devices_table),
+        config.unregistered,
     )
     .with_metrics(Emitter::new(config.metrics.clone()))
 }
@@ -183,8 +229,8 @@ impl From<SqsEvent> for IngestEvent {
 }
 
 /// The Lambda entry point.
-pub async fn handle<S: ReadingStore, D: DeadLetterSink>(
-    ingest: &Ingest<S, D>,
+pub async fn handle<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory>(
+    ingest: &Ingest<S, D, R>,
     event: LambdaEvent<IngestEvent>,
 ) -> Result<SqsBatchResponse, Error> {
     let records = &event.payload.records;
@@ -239,6 +285,8 @@ fn deadline_of(deadline_epoch_ms: u64) -> Instant {
 /// One record's fate while the batch is processed.
 struct RecordState {
     message_id: String,
+    /// The tag the edge authenticated, once the body named one.
+    thing_name: Option<String>,
     rejection: Option<Rejection>,
     rejected_readings: usize,
     readings: usize,
@@ -247,13 +295,14 @@ struct RecordState {
 
 /// Processes the records of one batch; `Err` only when the batch cannot be
 /// answered record by record (a record without a message id).
-pub async fn process<S: ReadingStore, D: DeadLetterSink>(
-    ingest: &Ingest<S, D>,
+pub async fn process<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory>(
+    ingest: &Ingest<S, D, R>,
     records: &[IngestRecord],
     deadline: Instant,
 ) -> Result<Outcome, Error> {
     let mut outcome = Outcome::default();
     let mut batch = decode_batch(ingest, records, &mut outcome)?;
+    refuse_unregistered(ingest, &mut batch, &mut outcome).await;
     store_readings(ingest, &mut batch, deadline, &mut outcome).await;
     let unsent = dead_letter_refusals(ingest, records, &batch.states, &mut outcome).await;
     for state in &batch.states {
@@ -274,8 +323,8 @@ struct DecodedBatch {
     record_of: Vec<usize>,
 }
 
-fn decode_batch<S, D>(
-    ingest: &Ingest<S, D>,
+fn decode_batch<S, D, R>(
+    ingest: &Ingest<S, D, R>,
     records: &[IngestRecord],
     outcome: &mut Outcome,
 ) -> Result<DecodedBatch, Error> {
@@ -293,6 +342,7 @@ fn decode_batch<S, D>(
         };
         let mut state = RecordState {
             message_id,
+            thing_name: None,
             rejection: None,
             rejected_readings: 0,
             readings: 0,
@@ -320,6 +370,7 @@ fn decode_batch<S, D>(
                     log_rejection(&state.message_id, rejection);
                     *outcome.rejected.entry(rejection.reason).or_default() += 1;
                 }
+                state.thing_name = Some(decoded.identity.thing_name);
                 state.rejected_readings = decoded.rejected.len();
                 state.rejection = decoded.rejected.into_iter().next();
                 state.readings = decoded.readings.len();
@@ -334,11 +385,78 @@ fn decode_batch<S, D>(
     Ok(batch)
 }
 
+/// Takes out the readings of tags the registry does not know, refusing their
+/// records as `unregistered_device`, when the stack refuses such tags. If the
+/// registry cannot be read, the records wait for a retry instead.
+async fn refuse_unregistered<S, D, R: DeviceDirectory>(
+    ingest: &Ingest<S, D, R>,
+    batch: &mut DecodedBatch,
+    outcome: &mut Outcome,
+) {
+    if ingest.unregistered == UnregisteredDevices::Admit {
+        return;
+    }
+    let mut things: Vec<String> = batch
+        .states
+        .iter()
+        .filter(|state| state.readings > 0)
+        .filter_map(|state| state.thing_name.clone())
+        .collect();
+    things.sort_unstable();
+    things.dedup();
+    if things.is_empty() {
+        return;
+    }
+    let (registered, lookup_failed) = match ingest.directory.registered(&things).await {
+        Ok(registered) => (registered, false),
+        Err(error) => {
+            tracing::warn!(%error, "the registry could not be read; the batch's records will be retried");
+            (Default::default(), true)
+        }
+    };
+    let mut keep = vec![true; batch.states.len()];
+    for (index, state) in batch.states.iter_mut().enumerate() {
+        let Some(thing) = state.thing_name.as_deref().filter(|_| state.readings > 0) else {
+            continue;
+        };
+        if lookup_failed {
+            state.store_failed = true;
+            keep[index] = false;
+        } else if !registered.contains(thing) {
+            let rejection = Rejection::new(
+                Reason::UnregisteredDevice,
+                "thing_name",
+                format!(
+                    "{thing:?} is not in the registry (Devices); register it (`geotag device provision`) \
+                     and redrive, or deploy with UnregisteredDevices=admit"
+                ),
+            );
+            log_rejection(&state.message_id, &rejection);
+            *outcome
+                .rejected
+                .entry(Reason::UnregisteredDevice)
+                .or_default() += state.readings;
+            state.rejected_readings += state.readings;
+            state.readings = 0;
+            state.rejection = Some(rejection);
+            keep[index] = false;
+        }
+    }
+    let readings = std::mem::take(&mut batch.readings);
+    let record_of = std::mem::take(&mut batch.record_of);
+    for (reading, record) in readings.into_iter().zip(record_of) {
+        if keep[record] {
+            batch.readings.push(reading);
+            batch.record_of.push(record);
+        }
+    }
+}
+
 /// Writes each distinct reading once. BatchWriteItem refuses two writes of
 /// one key in a request, and a batch often holds the same reading twice
 /// (SNS retries): a failure to write a key fails every record that carried it.
-async fn store_readings<S: ReadingStore, D>(
-    ingest: &Ingest<S, D>,
+async fn store_readings<S: ReadingStore, D, R>(
+    ingest: &Ingest<S, D, R>,
     batch: &mut DecodedBatch,
     deadline: Instant,
     outcome: &mut Outcome,
@@ -373,8 +491,8 @@ async fn store_readings<S: ReadingStore, D>(
 /// Sends each refused record (whose valid readings, if any, are stored) to
 /// the dead-letter queue with its first reason. Returns the message ids
 /// whose letters could not be sent.
-async fn dead_letter_refusals<S, D: DeadLetterSink>(
-    ingest: &Ingest<S, D>,
+async fn dead_letter_refusals<S, D: DeadLetterSink, R>(
+    ingest: &Ingest<S, D, R>,
     records: &[IngestRecord],
     states: &[RecordState],
     outcome: &mut Outcome,

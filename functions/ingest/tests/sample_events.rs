@@ -6,13 +6,16 @@ use std::path::Path;
 
 use aws_lambda_events::sqs::SqsEvent;
 use geotag::Reason;
-use geotag::store::{MemoryDeadLetters, MemoryReadingStore};
+use geotag::store::{
+    DeviceDirectory, MemoryDeadLetters, MemoryDirectory, MemoryReadingStore, UnregisteredDevices,
+};
 use geotag_ingest::{Ingest, handle};
 use lambda_runtime::{Context, LambdaEvent};
 
-/// 2026-11-20T08:05:00Z, five minutes after the sample readings were taken.
+/// 2026-11-20T08:15:00Z: the samples' readings were taken from 08:00, and
+/// the broker received them at 08:10.
 fn sample_clock() -> i64 {
-    1_795_161_900_000
+    1_795_162_500_000
 }
 
 fn ingest() -> Ingest<MemoryReadingStore, MemoryDeadLetters> {
@@ -33,7 +36,10 @@ fn sample(name: &str) -> SqsEvent {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-async fn invoke(ingest: &Ingest<MemoryReadingStore, MemoryDeadLetters>, name: &str) -> Vec<String> {
+async fn invoke<R: DeviceDirectory>(
+    ingest: &Ingest<MemoryReadingStore, MemoryDeadLetters, R>,
+    name: &str,
+) -> Vec<String> {
     let response = handle(
         ingest,
         LambdaEvent::new(sample(name).into(), Context::default()),
@@ -120,12 +126,14 @@ async fn bad_records_are_dead_lettered_with_reasons_and_good_ones_stored() {
         })
         .collect();
     let expected: BTreeMap<_, _> = [
-        (32, (Reason::MalformedJson, "$", 0)),
-        (33, (Reason::OutOfRange, "lat", 0)),
-        (34, (Reason::MissingField, "device_id", 0)),
-        (35, (Reason::InvalidDeviceId, "device_id", 0)),
-        (36, (Reason::OutOfRange, "readings[1].lat", 2)),
+        (32, (Reason::MalformedJson, "payload", 0)),
+        (33, (Reason::OutOfRange, "payload.lat", 0)),
+        (34, (Reason::DeviceIdMismatch, "payload.device_id", 0)),
+        (35, (Reason::InvalidDeviceId, "payload.device_id", 0)),
+        (36, (Reason::OutOfRange, "payload.readings[1].lat", 2)),
         (38, (Reason::MalformedJson, "Message", 0)),
+        (39, (Reason::Unauthenticated, "thing_name", 0)),
+        (40, (Reason::TimestampInFuture, "payload.ts", 0)),
     ]
     .into_iter()
     .map(|(n, (reason, field, stored))| (message_id(n), (reason, field.to_owned(), stored)))
@@ -165,7 +173,7 @@ async fn unavailable_dead_letter_queue_means_retry_not_loss() {
     ingest.dead_letters.set_unavailable(true);
     let mut failures = invoke(&ingest, "bad-records.json").await;
     failures.sort();
-    let expected: Vec<_> = [32, 33, 34, 35, 36, 38]
+    let expected: Vec<_> = [32, 33, 34, 35, 36, 38, 39, 40]
         .into_iter()
         .map(message_id)
         .collect();
@@ -190,11 +198,8 @@ async fn a_reading_carried_twice_and_not_stored_fails_both_records() {
     event.records.push(copy);
     let device = {
         let body = event.records[0].body.as_deref().expect("a body");
-        let reading: serde_json::Value = serde_json::from_str(body).expect("JSON");
-        reading["device_id"]
-            .as_str()
-            .expect("a device id")
-            .to_owned()
+        let edge: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        edge["thing_name"].as_str().expect("a thing").to_owned()
     };
     ingest.store.fail_device(&device);
     let response = handle(
@@ -232,4 +237,66 @@ async fn a_record_without_message_id_fails_the_batch_loudly() {
     event.records[1].message_id = None;
     let result = handle(&ingest, LambdaEvent::new(event.into(), Context::default())).await;
     assert!(result.is_err());
+}
+
+/// Ingest refusing the tags its registry does not know, as production does.
+fn refusing(registered: &[&str]) -> Ingest<MemoryReadingStore, MemoryDeadLetters, MemoryDirectory> {
+    ingest().with_directory(
+        MemoryDirectory::with(registered),
+        UnregisteredDevices::Refuse,
+    )
+}
+
+#[tokio::test]
+async fn a_tag_missing_from_the_registry_is_refused_until_registered() {
+    let ingest = refusing(&["tag-0001", "tag-0003"]);
+    assert!(invoke(&ingest, "valid-batch.json").await.is_empty());
+    let devices: Vec<_> = ingest
+        .store
+        .readings()
+        .into_iter()
+        .map(|r| r.device_id)
+        .collect();
+    assert_eq!(devices, ["tag-0001", "tag-0003"]);
+    let letters = ingest.dead_letters.letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(
+        (
+            letters[0].source_message_id.as_str(),
+            letters[0].rejection.reason,
+            letters[0].rejection.field.as_str()
+        ),
+        (
+            message_id(2).as_str(),
+            Reason::UnregisteredDevice,
+            "thing_name"
+        )
+    );
+    assert!(letters[0].rejection.detail.contains("tag-0002"));
+
+    // Registered now: the same message (redriven) is stored.
+    ingest.directory.register("tag-0002");
+    assert!(invoke(&ingest, "valid-batch.json").await.is_empty());
+    assert_eq!(ingest.store.readings().len(), 3);
+}
+
+#[tokio::test]
+async fn an_unreadable_registry_means_retry_not_refusal() {
+    let ingest = refusing(&["tag-0001", "tag-0002", "tag-0003"]);
+    ingest.directory.set_unavailable(true);
+    let mut failures = invoke(&ingest, "valid-batch.json").await;
+    failures.sort();
+    assert_eq!(failures, [message_id(1), message_id(2), message_id(3)]);
+    assert!(ingest.store.readings().is_empty());
+    assert!(ingest.dead_letters.letters().is_empty());
+}
+
+#[tokio::test]
+async fn a_stack_that_admits_unregistered_tags_never_asks_the_registry() {
+    // An empty directory that fails if asked: admitting means not asking.
+    let directory = MemoryDirectory::default();
+    directory.set_unavailable(true);
+    let ingest = ingest().with_directory(directory, UnregisteredDevices::Admit);
+    assert!(invoke(&ingest, "valid-batch.json").await.is_empty());
+    assert_eq!(ingest.store.readings().len(), 3);
 }
