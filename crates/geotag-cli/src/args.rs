@@ -168,6 +168,24 @@ pub enum CustomerAction {
 
 #[derive(Subcommand)]
 pub enum DeviceAction {
+    /// Make a tag an IoT thing with a certificate of its own (its key pair made
+    /// here; IoT Core, or the local CA, signs the request), attach the stack's
+    /// device policy, and assign it to a customer. Writes the tag's PEM files
+    /// (mode 0600) and prints where.
+    Provision {
+        device: String,
+        /// The customer it belongs to (without one the tag is provisioned but
+        /// unassigned: a stack that refuses unregistered tags refuses its readings).
+        #[arg(long)]
+        customer: Option<String>,
+        /// Where the tag's directory of PEM files goes.
+        #[arg(long, default_value = "target/geotag/iot/devices")]
+        out: PathBuf,
+    },
+    /// Deactivate a tag's certificates: it can no longer connect.
+    Revoke {
+        device: String,
+    },
     /// Assign tags to a customer.
     Assign {
         #[arg(required = true)]

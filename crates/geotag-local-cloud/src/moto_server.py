@@ -1,5 +1,6 @@
-"""moto's server, as `moto_server` runs it, with one difference: each DynamoDB
-request is applied whole before the next begins.
+"""moto's server, as `moto_server` runs it, with two differences: each DynamoDB
+request is applied whole before the next begins, and IoT certificate ids are
+AWS's (see below).
 
 DynamoDB applies a conditional write atomically: of two concurrent
 `attribute_not_exists(id)` writes to one item, exactly one succeeds. moto's
@@ -29,7 +30,13 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
+from moto.core.config import default_user_config
 from werkzeug.serving import run_simple
+
+# IoT certificate ids as AWS computes them (the SHA-256 of the certificate's
+# DER), so that the local broker finds a connecting tag's certificate by the
+# certificate it presents. moto hashes the PEM text unless told.
+default_user_config.setdefault("iot", {})["use_valid_cert"] = True
 
 host, port = sys.argv[1], int(sys.argv[2])
 moto = DomainDispatcherApplication(create_backend_app)

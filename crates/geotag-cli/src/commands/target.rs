@@ -29,11 +29,24 @@ impl TargetArgs {
     }
 
     pub async fn admin(&self) -> Result<RegistryAdmin> {
-        match self.target().await? {
+        self.target().await?.admin().await
+    }
+}
+
+impl Target {
+    pub async fn admin(&self) -> Result<RegistryAdmin> {
+        match self {
             Target::Local(local) => RegistryAdmin::for_local(&local.stack, &local.sdk),
             Target::Deployed { sdk, stack_name } => {
-                RegistryAdmin::for_deployed(&sdk, &stack_name).await
+                RegistryAdmin::for_deployed(sdk, stack_name).await
             }
+        }
+    }
+
+    pub fn sdk(&self) -> &SdkConfig {
+        match self {
+            Target::Local(local) => &local.sdk,
+            Target::Deployed { sdk, .. } => sdk,
         }
     }
 }

@@ -6,13 +6,21 @@ use std::path::Path;
 use anyhow::Result;
 use geotag_local_cloud::pump::{Pump, PumpOptions};
 use geotag_local_cloud::stack::LocalStack;
+use geotag_local_iot::local::{LocalIot, STATE_DIR};
 
 use crate::args::UpArgs;
+use crate::commands::device::BROKER_FILE;
 
 pub async fn run(args: UpArgs) -> Result<()> {
     let local = LocalStack::start(&args.stack.options()?).await?;
     let env_file = local.root.join(&args.env_file);
     local.write_env_file(&env_file)?;
+    let iot = LocalIot::start(&local.stack, &local.sdk, &local.root.join(STATE_DIR)).await?;
+    geotag_local_iot::ca::write_file(
+        &iot.state_dir.join(BROKER_FILE),
+        &format!("127.0.0.1:{}\n", iot.broker.port()),
+        0o644,
+    )?;
     let pump = Pump::start_with(
         &local.stack,
         &local.sdk,
@@ -22,17 +30,28 @@ pub async fn run(args: UpArgs) -> Result<()> {
             play_schedules: true,
         },
     );
-    print_up(&local, &env_file, args.stack.invoke_endpoint.is_some());
+    print_up(
+        &local,
+        &iot,
+        &env_file,
+        args.stack.invoke_endpoint.is_some(),
+    );
     crate::signals::interrupted().await;
-    eprintln!("\ngeotag: stopping the pump and the emulator");
+    eprintln!("\ngeotag: stopping the broker, the pump and the emulator");
+    iot.broker.stop();
     pump.stop().await;
     Ok(())
 }
 
-fn print_up(local: &LocalStack, env_file: &Path, remote: bool) {
+fn print_up(local: &LocalStack, iot: &LocalIot, env_file: &Path, remote: bool) {
     let endpoint = local.emulator.endpoint();
     println!("geotag up: the local stack is running (Ctrl-C stops it)\n");
     println!("  emulator   {endpoint}");
+    println!(
+        "  IoT Core   {} (MQTT 3.1.1 over mutual TLS; CA {}/ca.pem)",
+        iot.broker.endpoint(),
+        iot.state_dir.display()
+    );
     for (logical_id, kind) in &local.stack.created {
         if let Ok(reference) = local.stack.reference(logical_id) {
             println!("  {logical_id:<22} {kind:<28} {reference}");
@@ -69,11 +88,18 @@ fn print_up(local: &LocalStack, env_file: &Path, remote: bool) {
     println!(
         "    export AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing"
     );
-    if let Ok(topic) = local.stack.reference("TelemetryTopic") {
-        println!(
-            "    aws sns publish --topic-arn {topic} --message '{{\"device_id\":\"tag-1\",\"ts\":\"'$(date -u +%FT%TZ)'\",\"lat\":48.85,\"lon\":2.35}}'"
-        );
-    }
+    println!("\n  a tag of your own, over MQTT as a real tag connects:");
+    println!(
+        "    cargo run -p geotag-cli -- device provision tag-1 --customer acme --endpoint {endpoint}"
+    );
+    let devices = iot.state_dir.join("devices/tag-1");
+    println!(
+        "    mosquitto_pub -h 127.0.0.1 -p {} --cafile {}/ca.pem --cert {}/certificate.pem --key {}/private.key \\\n      -i tag-1 -t geotag/tag-1/telemetry -q 1 -m '{{\"ts\":'$(date +%s000)',\"lat\":48.8566,\"lon\":2.3522}}'",
+        iot.broker.port(),
+        iot.state_dir.display(),
+        devices.display(),
+        devices.display(),
+    );
     if let Ok(table) = local.stack.reference("TelemetryTable") {
         println!("    aws dynamodb scan --table-name {table}");
     }

@@ -2,8 +2,10 @@
 //!
 //! [`provision`] creates in passes (a resource whose references are not
 //! created yet waits for the next pass); `messaging` creates topics, queues
-//! and subscriptions, `tables` the tables, and `functions` reads each
-//! function's environment and event sources for the pump.
+//! and subscriptions, `tables` the tables, `iot` the IoT policies and topic
+//! rules (which the local broker in `geotag-local-iot` enforces and plays),
+//! and `functions` reads each function's environment and event sources for
+//! the pump.
 //!
 //! moto's own CloudFormation silently skips SNS subscriptions and queue
 //! policies, and its Lambda event source mappings try to start Docker, so the
@@ -28,6 +30,7 @@ use crate::emulator::{ACCOUNT_ID, REGION};
 use crate::template::{Physical, Resolver, Resource, Template};
 
 mod functions;
+mod iot;
 mod messaging;
 mod tables;
 
@@ -35,6 +38,7 @@ pub use functions::{
     EventSource, FunctionSpec, ScheduleSource, SqsSource, StartingPosition, StreamSource,
     parse_rate,
 };
+pub use iot::TopicRuleSpec;
 
 /// The name the local stack gives `AWS::StackName`.
 pub const LOCAL_STACK_NAME: &str = "geotag-local";
@@ -47,6 +51,8 @@ pub struct Stack {
     /// (logical id, type, why) of declared resources the local stack did not create.
     pub not_emulated: Vec<(String, String, String)>,
     pub functions: BTreeMap<String, FunctionSpec>,
+    /// The IoT topic rules, by logical id, for the local broker to play.
+    pub topic_rules: BTreeMap<String, TopicRuleSpec>,
     /// Resolved template outputs.
     pub outputs: BTreeMap<String, String>,
 }
@@ -87,6 +93,8 @@ const QUEUE: &str = "AWS::SQS::Queue";
 const SUBSCRIPTION: &str = "AWS::SNS::Subscription";
 const TABLE: &str = "AWS::DynamoDB::Table";
 const FUNCTION: &str = "AWS::Serverless::Function";
+const IOT_POLICY: &str = "AWS::IoT::Policy";
+const TOPIC_RULE: &str = "AWS::IoT::TopicRule";
 
 /// Why a kind of resource is not created locally.
 fn not_emulated_reason(kind: &str) -> &'static str {
@@ -115,11 +123,13 @@ pub async fn provision(
     let sns = aws_sdk_sns::Client::new(sdk);
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let iot = aws_sdk_iot::Client::new(sdk);
     let mut stack = Stack {
         resolver: resolver.clone(),
         created: Vec::new(),
         not_emulated: Vec::new(),
         functions: BTreeMap::new(),
+        topic_rules: BTreeMap::new(),
         outputs: BTreeMap::new(),
     };
 
@@ -131,7 +141,9 @@ pub async fn provision(
             continue;
         }
         match resource.kind.as_str() {
-            TOPIC | QUEUE | SUBSCRIPTION | TABLE | FUNCTION => pending.push(resource),
+            TOPIC | QUEUE | SUBSCRIPTION | TABLE | FUNCTION | IOT_POLICY | TOPIC_RULE => {
+                pending.push(resource)
+            }
             kind => {
                 // A placeholder keeps `Ref`s to it resolvable (a key id in a property).
                 let id = format!("local-{}", resource.logical_id);
@@ -180,6 +192,13 @@ pub async fn provision(
                 QUEUE => messaging::create_queue(&sqs, &resolver, resource, &properties).await,
                 TABLE => tables::create_table(&dynamodb, &resolver, resource, &properties).await,
                 SUBSCRIPTION => messaging::subscribe(&sns, &properties).await,
+                IOT_POLICY => iot::create_policy(&iot, &resolver, resource, &properties).await,
+                TOPIC_RULE => {
+                    let (physical, spec) =
+                        iot::create_topic_rule(&iot, &resolver, resource, &properties).await?;
+                    stack.topic_rules.insert(logical_id.clone(), spec);
+                    Ok(physical)
+                }
                 FUNCTION => {
                     let (physical, spec) =
                         functions::read_function(&resolver, resource, &properties)?;
