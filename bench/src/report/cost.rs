@@ -39,6 +39,7 @@ pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
             chaos: None,
             device_rows: false,
             output_dir: None,
+            via: geotag_simulation::edge::Via::Sns,
         })
         .await?;
         if !summary.ok {

@@ -50,7 +50,8 @@ pub enum Command {
         #[command(flatten)]
         target: TargetArgs,
     },
-    /// Publish a simulated fleet's readings to the telemetry topic of a running stack.
+    /// Publish a simulated fleet's readings to a running stack: over MQTT
+    /// through its IoT Core (the default), or to its telemetry topic directly.
     Simulate(SimulateArgs),
     /// Draw the fleet on one self-contained HTML page: tracks, geofences,
     /// alerts where they fired, and the per-device stats table.
@@ -61,6 +62,11 @@ pub enum Command {
 pub struct DemoArgs {
     #[command(flatten)]
     pub stack: StackArgs,
+    /// How the tags reach the telemetry topic: mqtt (each tag over MQTT with
+    /// its own certificate, through the local IoT Core) or sns (published to
+    /// SNS directly, as a gateway).
+    #[arg(long, default_value = "mqtt")]
+    pub via: geotag_simulation::edge::Via,
     #[command(flatten)]
     pub fleet: FleetArgs,
     /// Give up if the pipeline has not drained after this many seconds.
@@ -72,6 +78,9 @@ pub struct DemoArgs {
 pub struct ChaosArgs {
     #[command(flatten)]
     pub stack: StackArgs,
+    /// mqtt or sns, as for `geotag demo`.
+    #[arg(long, default_value = "mqtt")]
+    pub via: geotag_simulation::edge::Via,
     /// Valid readings to publish, about (whole tags of --per-device readings).
     #[arg(long, default_value_t = 20_000)]
     pub readings: usize,
@@ -122,6 +131,10 @@ pub struct InvokeArgs {
 pub struct SimulateArgs {
     #[command(flatten)]
     pub emulator: EmulatorArgs,
+    /// mqtt (the tags provisioned and connected to the running `geotag up`'s
+    /// broker) or sns (published to SNS directly, as a gateway).
+    #[arg(long, default_value = "mqtt")]
+    pub via: geotag_simulation::edge::Via,
     #[command(flatten)]
     pub fleet: FleetArgs,
 }

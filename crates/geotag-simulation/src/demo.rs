@@ -16,6 +16,9 @@ use anyhow::{Result, bail};
 use geotag_local_cloud::invoker::{InProcess, Invoker};
 use geotag_local_cloud::pump::{Pump, PumpOptions};
 use geotag_local_cloud::stack::{LocalStack, Options};
+
+use crate::edge::Edge;
+use crate::spoof;
 use geotag_operator::map;
 
 use crate::alert_audit::{self, FleetRegistry};
@@ -41,6 +44,8 @@ pub struct DemoOptions {
     pub device_rows: bool,
     /// Where the map and the metrics go (default: `target/geotag` in the project).
     pub output_dir: Option<std::path::PathBuf>,
+    /// How the fleet reaches the telemetry topic.
+    pub via: crate::edge::Via,
 }
 
 /// The faults of a chaos run.
@@ -100,8 +105,35 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         },
     );
     let registry = set_up_registry(&local, &options).await?;
-    let plan = simulate::plan(&options.fleet);
-    let timings = publish_and_drain(&local, &options, &plan, &pump).await?;
+    let mut plan = simulate::plan(&options.fleet);
+    let output_dir = options
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| local.root.join("target/geotag"));
+    let things: Vec<String> = plan.expected.behaviours.keys().cloned().collect();
+    // A directory of its own: two runs at once (tests) must not swap tags' keys.
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let edge_dir = output_dir.join("iot").join(format!(
+        "demo-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    ));
+    let edge = Edge::start(&local, options.via, &edge_dir, &things).await?;
+    let liar_and_victim = (things.len() >= 2).then(|| (things[0].clone(), things[1].clone()));
+    if let Some((liar, victim)) = &liar_and_victim {
+        for spoof in spoof::ingest_spoofs(liar, victim, geotag::clock::now_ms()) {
+            if let Some(reason) = spoof.expected_rejection {
+                *plan.expected.rejected_by_reason.entry(reason).or_default() += 1;
+            }
+            plan.messages.push(spoof);
+        }
+    }
+    let timings = publish_and_drain(&local, &edge, &options, &plan, &pump).await?;
+    let edge_verdict = match &liar_and_victim {
+        Some((liar, victim)) => edge.spoofs_refused(liar, victim).await?,
+        None => None,
+    };
+    edge.stop().await;
     // The silence check runs on a schedule (every 5 minutes by default); the
     // demo runs it once now that the fleet's readings are in, as its next
     // tick would. EventBridge times have whole seconds.
@@ -118,11 +150,11 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     let audit_time = audit_started.elapsed();
     let (report, mut ok) = report::render(&plan.expected, &audit, &pump_stats, options.device_rows);
     println!("{report}");
+    if let Some((refused, line)) = edge_verdict {
+        println!("{line}\n");
+        ok &= refused;
+    }
     let mut summary = reading_audit::tally(&plan.expected, &audit);
-    let output_dir = options
-        .output_dir
-        .clone()
-        .unwrap_or_else(|| local.root.join("target/geotag"));
     let mut operator_alerts = None;
     if let Some(registry) = &registry {
         let (alerts_ok, operator) =
@@ -290,12 +322,13 @@ struct Timings {
 /// waits for the pipeline to drain.
 async fn publish_and_drain(
     local: &LocalStack,
+    edge: &Edge,
     options: &DemoOptions,
     plan: &simulate::Plan,
     pump: &Pump,
 ) -> Result<Timings> {
     println!(
-        "  simulating  {} tags, {} messages ({} readings, {} malformed, {} duplicates), seed {}",
+        "  simulating  {} tags, {} messages ({} readings, {} malformed or spoofed, {} duplicates), seed {}",
         options.fleet.devices,
         plan.messages.len(),
         plan.expected.unique_readings(),
@@ -303,15 +336,19 @@ async fn publish_and_drain(
         plan.expected.duplicates,
         options.fleet.seed
     );
-    let sns = aws_sdk_sns::Client::new(&local.sdk);
-    let topic = local.stack.reference("TelemetryTopic")?.to_owned();
+    match edge.broker_endpoint() {
+        Some(broker) => println!(
+            "  edge        {broker}: each tag over MQTT with its own certificate, through the topic rule to SNS"
+        ),
+        None => println!("  edge        SNS Publish, as a gateway (--via sns)"),
+    }
     let started = Instant::now();
     let pace = simulate::Pace {
         sqs: aws_sdk_sqs::Client::new(&local.sdk),
         queue_url: local.stack.reference("IngestQueue")?.to_owned(),
         max_depth: 1_000,
     };
-    simulate::publish(&sns, &topic, &plan.messages, true, Some(&pace)).await?;
+    edge.publish(&plan.messages, true, Some(&pace)).await?;
     let publishing = started.elapsed();
     pump.wait_drained(options.drain_timeout).await?;
     Ok(Timings {
@@ -455,7 +492,7 @@ fn print_verdict(ok: bool, with_alerts: bool) {
     }
     println!(
         "\n  every valid reading stored once and counted once in DeviceStats, distances as in time order,\n  \
-         every malformed message dead-lettered with its reason{} ✓",
+         every malformed or spoofed message refused with its reason{} ✓",
         if with_alerts {
             ",\n  every alert the readings deserve published once, to the operator and to its customer only"
         } else {

@@ -19,10 +19,13 @@
 pub mod alert_audit;
 pub mod cost;
 pub mod demo;
+pub mod edge;
 pub mod faults;
 pub mod malformed;
 pub mod metrics;
+pub mod mqtt;
 pub mod reading_audit;
 pub mod report;
 pub mod simulate;
+pub mod spoof;
 pub mod summary;

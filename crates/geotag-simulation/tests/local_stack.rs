@@ -290,6 +290,7 @@ async fn the_demo_stores_every_valid_reading_once_and_dead_letters_the_rest() {
         chaos: None,
         device_rows: true,
         output_dir: None,
+        via: Default::default(),
     })
     .await
     .expect("the demo runs");
@@ -452,6 +453,7 @@ async fn the_chaos_run_loses_nothing_and_counts_nothing_twice() {
         }),
         device_rows: false,
         output_dir: None,
+        via: Default::default(),
     })
     .await
     .expect("the chaos run runs");

@@ -72,6 +72,7 @@ async fn the_map_draws_every_device_and_every_alert_in_chromium() {
         chaos: None,
         device_rows: false,
         output_dir: Some(output.path().to_owned()),
+        via: Default::default(),
     })
     .await
     .expect("the demo runs");

@@ -36,6 +36,7 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
         }),
         device_rows: false,
         output_dir: None,
+        via: args.via,
     })
     .await?;
     ensure!(

@@ -17,6 +17,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         chaos: None,
         device_rows: true,
         output_dir: None,
+        via: args.via,
     })
     .await?;
     ensure!(summary.ok, "the audit found differences");
