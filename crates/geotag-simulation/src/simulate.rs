@@ -192,9 +192,8 @@ pub struct TrackPoint {
 }
 
 impl Message {
-    /// The message as a gateway publishes it to SNS for the tag it
-    /// authenticated (and as IoT Core's topic rule does): see
-    /// [`geotag::edge_envelope`].
+    /// The message as a gateway (or IoT Core's topic rule) publishes it to
+    /// SNS: [`geotag::edge_envelope`].
     pub fn gateway_body(&self, received_at_ms: i64) -> String {
         geotag::edge_envelope(&self.thing, received_at_ms, self.payload.as_bytes())
     }

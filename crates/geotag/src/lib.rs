@@ -9,18 +9,21 @@
 //! # Layout
 //!
 //! - [`reading`]: a validated position reading, its limits, its storage key;
-//! - [`decode`]: an SQS message body (bare, batched, in an SNS envelope) to readings;
+//! - [`decode`]: an SQS message body (an edge envelope naming the authenticated
+//!   tag, raw or in an SNS envelope, around one reading or a batch) to readings;
 //! - [`reject`]: the reason codes of refused messages and readings;
 //! - [`clock`]: epoch milliseconds, the one system clock, hour and day lengths;
 //! - [`geo`]: great-circle distance and destination on a spherical Earth;
 //! - [`geofence`]: circles and polygons, and whether a point is inside;
 //! - [`stats`]: latest state with its trail, hourly and daily rollups, watermarks;
 //! - [`alerts`]: the alert rules (geofence, battery, speeding, silence);
-//! - [`store`]: the ports the functions use, and in-memory implementations.
+//! - [`store`]: the ports the functions use, and in-memory implementations;
+//! - [`directory`]: which tags the registry knows, and what ingest does with the others.
 
 pub mod alerts;
 pub mod clock;
 pub mod decode;
+pub mod directory;
 pub mod geo;
 pub mod geofence;
 pub mod reading;
