@@ -24,6 +24,7 @@ pub mod faults;
 pub mod malformed;
 pub mod metrics;
 pub mod mqtt;
+pub mod pace;
 pub mod reading_audit;
 pub mod report;
 pub mod simulate;

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use tokio::sync::Mutex;
@@ -123,21 +122,11 @@ impl Fleet {
         progress: bool,
         pace: Option<&Pace>,
     ) -> Result<()> {
-        let bar = if progress {
-            ProgressBar::new(messages.len() as u64).with_style(ProgressStyle::with_template(
-                "  publishing {bar:30} {pos}/{len} messages over MQTT ({per_sec}, {eta} left)",
-            )?)
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = crate::simulate::progress_bar(progress, messages.len(), " over MQTT")?;
         let start = self.acknowledged.load(Ordering::Relaxed);
         for (index, message) in messages.iter().enumerate() {
             if let Some(pace) = pace.filter(|_| index % 200 == 0) {
-                while geotag_local_cloud::pump::queue_depth(&pace.sqs, &pace.queue_url).await?
-                    > pace.max_depth
-                {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
+                pace.hold().await?;
             }
             let client = self
                 .clients

@@ -33,7 +33,6 @@ use geotag::alerts::{AlertKind, Thresholds};
 use geotag::geo::{destination, distance_m as haversine_m};
 use geotag::geofence::Geofence;
 use geotag::{Reading, Reason};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 /// What to simulate.
@@ -525,15 +524,7 @@ fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
-/// Backpressure for [`publish`]: wait while a queue holds more than
-/// `max_depth` messages. The emulator slows down as its queues grow (it reads
-/// them linearly), so a large run publishes about as fast as ingest drains.
-#[derive(Debug, Clone)]
-pub struct Pace {
-    pub sqs: aws_sdk_sqs::Client,
-    pub queue_url: String,
-    pub max_depth: u64,
-}
+pub use crate::pace::{Pace, progress_bar};
 
 /// Publishes the plan's messages to `topic_arn`, ten per PublishBatch call.
 pub async fn publish(
@@ -543,20 +534,10 @@ pub async fn publish(
     progress: bool,
     pace: Option<&Pace>,
 ) -> Result<()> {
-    let bar = if progress {
-        ProgressBar::new(messages.len() as u64).with_style(ProgressStyle::with_template(
-            "  publishing {bar:30} {pos}/{len} messages ({per_sec}, {eta} left)",
-        )?)
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(progress, messages.len(), "")?;
     for (index, chunk) in messages.chunks(10).enumerate() {
         if let Some(pace) = pace.filter(|_| index % 20 == 0) {
-            while geotag_local_cloud::pump::queue_depth(&pace.sqs, &pace.queue_url).await?
-                > pace.max_depth
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
+            pace.hold().await?;
         }
         let entries = chunk
             .iter()
