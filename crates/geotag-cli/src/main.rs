@@ -26,10 +26,11 @@ async fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GEOTAG_LOG")
                 // The SDK complains of a connection it cannot close after the
-                // chaos run's injected errors, which never had one.
+                // chaos run's injected errors, which never had one. The local
+                // broker's refusals (warnings) are what `geotag up` is watched for.
                 .unwrap_or_else(|_| {
                     tracing_subscriber::EnvFilter::new(
-                        "error,aws_smithy_runtime::client::http::connection_poisoning=off",
+                        "error,geotag_local_iot=warn,aws_smithy_runtime::client::http::connection_poisoning=off",
                     )
                 }),
         )
