@@ -10,6 +10,7 @@
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use rcgen::{
@@ -109,6 +110,32 @@ impl LocalCa {
             .context("the certificate signing request does not parse")?;
         Ok(request.signed_by(&self.issuer)?.pem())
     }
+}
+
+/// A tag's TLS client configuration: trusting `ca_pem` (the broker's CA), presenting the identity in
+/// `dir` (`certificate.pem`, `private.key`, as `geotag device provision`
+/// writes them), or none.
+pub fn client_tls_config(
+    ca_pem: &str,
+    identity_dir: Option<&Path>,
+) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes())?)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(match identity_dir {
+        Some(dir) => builder.with_client_auth_cert(
+            vec![
+                CertificateDer::from_pem_file(dir.join("certificate.pem"))
+                    .with_context(|| format!("reading {}/certificate.pem", dir.display()))?,
+            ],
+            PrivateKeyDer::from_pem_file(dir.join("private.key"))
+                .with_context(|| format!("reading {}/private.key", dir.display()))?,
+        )?,
+        None => builder.with_no_client_auth(),
+    })
 }
 
 /// A new key pair for `thing` and a certificate signing request naming it.

@@ -71,7 +71,7 @@ pub async fn provision_device(
                 .set_as_active(true)
                 .send()
                 .await
-                .map_err(|e| anyhow!(aws_sdk_iot::error::DisplayErrorContext(e).to_string()))
+                .map_err(sdk_error)
                 .context("CreateCertificateFromCsr")?;
             (
                 output.certificate_pem.unwrap_or_default(),
@@ -87,7 +87,7 @@ pub async fn provision_device(
                 .status(CertificateStatus::Active)
                 .send()
                 .await
-                .map_err(|e| anyhow!(aws_sdk_iot::error::DisplayErrorContext(e).to_string()))
+                .map_err(sdk_error)
                 .context("RegisterCertificateWithoutCA")?;
             (
                 pem,
@@ -101,14 +101,14 @@ pub async fn provision_device(
         .target(&certificate_arn)
         .send()
         .await
-        .map_err(|e| anyhow!(aws_sdk_iot::error::DisplayErrorContext(e).to_string()))
+        .map_err(sdk_error)
         .with_context(|| format!("attaching the policy {policy}"))?;
     iot.attach_thing_principal()
         .thing_name(thing)
         .principal(&certificate_arn)
         .send()
         .await
-        .map_err(|e| anyhow!(aws_sdk_iot::error::DisplayErrorContext(e).to_string()))
+        .map_err(sdk_error)
         .context("attaching the thing to its certificate")?;
 
     let dir = out_dir.join(thing);
@@ -144,7 +144,7 @@ pub async fn revoke_device(iot: &aws_sdk_iot::Client, thing: &str) -> Result<Vec
         .thing_name(thing)
         .send()
         .await
-        .map_err(|e| anyhow!(aws_sdk_iot::error::DisplayErrorContext(e).to_string()))
+        .map_err(sdk_error)
         .with_context(|| format!("listing {thing}'s certificates"))?
         .principals
         .unwrap_or_default();
@@ -162,7 +162,7 @@ pub async fn revoke_device(iot: &aws_sdk_iot::Client, thing: &str) -> Result<Vec
             .new_status(CertificateStatus::Inactive)
             .send()
             .await
-            .map_err(|e| anyhow!(aws_sdk_iot::error::DisplayErrorContext(e).to_string()))
+            .map_err(sdk_error)
             .with_context(|| format!("deactivating the certificate {id}"))?;
         revoked.push(id);
     }
@@ -170,4 +170,10 @@ pub async fn revoke_device(iot: &aws_sdk_iot::Client, thing: &str) -> Result<Vec
         anyhow::bail!("{thing} has no certificate to revoke");
     }
     Ok(revoked)
+}
+
+/// An SDK error with its whole chain (the service's code and message), which
+/// its `Display` leaves out.
+fn sdk_error(error: impl std::error::Error) -> anyhow::Error {
+    anyhow!(aws_sdk_iot::error::DisplayErrorContext(error).to_string())
 }

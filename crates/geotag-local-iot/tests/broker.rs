@@ -21,7 +21,6 @@ use geotag_local_iot::local::LocalIot;
 use geotag_local_iot::provision::{Provisioned, revoke_device};
 use geotag_runtime::FromEnvironment as _;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 
 struct Local {
     _emulator: Emulator,
@@ -69,25 +68,8 @@ enum Outcome {
     Closed(String),
 }
 
-fn client_config(ca_pem: &str, identity: Option<(&Path, &Path)>) -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    match identity {
-        Some((certificate, key)) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_file(certificate).unwrap()],
-                PrivateKeyDer::from_pem_file(key).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    }
+fn client_config(ca_pem: &str, identity_dir: Option<&Path>) -> rustls::ClientConfig {
+    geotag_local_iot::ca::client_tls_config(ca_pem, identity_dir).unwrap()
 }
 
 /// Connects as `client_id` with `tls` and publishes `payload` on `topic` (QoS 1).
@@ -126,7 +108,7 @@ async fn publish(
 fn tls_of(local: &Local, tag: &Provisioned) -> rustls::ClientConfig {
     client_config(
         local.iot.ca.certificate_pem(),
-        Some((&tag.certificate_file, &tag.private_key_file)),
+        tag.certificate_file.parent(),
     )
 }
 
@@ -294,10 +276,7 @@ async fn the_broker_refuses_what_the_certificate_and_the_policy_do_not_allow_and
     assert!(matches!(
         publish(
             port,
-            client_config(
-                &ca,
-                Some((&forged.join("certificate.pem"), &forged.join("private.key")))
-            ),
+            client_config(&ca, Some(&forged)),
             "tag-0001",
             "geotag/tag-0001/telemetry",
             reading(None)

@@ -7,39 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use tokio::sync::Mutex;
+
+pub use geotag_local_iot::ca::client_tls_config as tls_config;
 
 use crate::simulate::{Message, Pace};
 
 /// The telemetry topic of `thing`, as template.yaml's policy and rule name it.
 pub fn topic_of(thing: &str) -> String {
     format!("geotag/{thing}/telemetry")
-}
-
-/// A TLS client configuration trusting `ca_pem`, presenting the identity in
-/// `dir` (`certificate.pem`, `private.key`, as `geotag device provision`
-/// writes them), or none.
-pub fn tls_config(ca_pem: &str, identity_dir: Option<&Path>) -> Result<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes())?)?;
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    Ok(match identity_dir {
-        Some(dir) => builder.with_client_auth_cert(
-            vec![
-                CertificateDer::from_pem_file(dir.join("certificate.pem"))
-                    .with_context(|| format!("reading {}/certificate.pem", dir.display()))?,
-            ],
-            PrivateKeyDer::from_pem_file(dir.join("private.key"))
-                .with_context(|| format!("reading {}/private.key", dir.display()))?,
-        )?,
-        None => builder.with_no_client_auth(),
-    })
 }
 
 /// MQTT options for `client_id` at the broker on 127.0.0.1:`port`.
