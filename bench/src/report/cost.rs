@@ -8,15 +8,20 @@ use anyhow::{Result, bail};
 
 use super::HotPaths;
 
-/// A local run's counts, for one kind of device.
+/// A local run's counts, for one kind of device and one path to the topic.
 pub struct RequestRun {
     pub readings_per_message: usize,
     pub summary: geotag_simulation::summary::Summary,
 }
 
+/// The counting runs: single-reading and batching tags published to SNS as
+/// a gateway would, then the single-reading fleet again over MQTT through
+/// the local broker and its topic rule, for the edge's throughput beside
+/// SNS's. The same fleet (seed, size) for both paths.
 pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
+    use geotag_simulation::edge::Via;
     let mut runs = Vec::new();
-    for per_message in [1, 50] {
+    for (per_message, via) in [(1, Via::Sns), (50, Via::Sns), (1, Via::Mqtt)] {
         let fleet = geotag_simulation::simulate::FleetConfig {
             devices: readings.div_ceil(50).max(1),
             readings_per_device: 50,
@@ -28,7 +33,7 @@ pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
             readings_per_message: Some(per_message),
         };
         println!(
-            "\nbench: a local run of {readings} readings, {per_message} per message, counting requests"
+            "\nbench: a local run of {readings} readings, {per_message} per message, via {via:?}, counting requests"
         );
         let summary = geotag_simulation::demo::run(geotag_simulation::demo::DemoOptions {
             stack: geotag_local_cloud::stack::Options::default(),
@@ -39,7 +44,7 @@ pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
             chaos: None,
             device_rows: false,
             output_dir: None,
-            via: geotag_simulation::edge::Via::Sns,
+            via,
         })
         .await?;
         if !summary.ok {
@@ -53,11 +58,59 @@ pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
     Ok(runs)
 }
 
+/// The gateway (SNS) runs: the ones the request and cost tables price, since
+/// the functions' requests do not depend on the path a message came by.
+fn sns_runs(runs: &[RequestRun]) -> impl Iterator<Item = &RequestRun> {
+    (runs.iter()).filter(|run| run.summary.via == geotag_simulation::edge::Via::Sns)
+}
+
+/// Messages a second from the first publish to the topic accepting the
+/// last, and to the pipeline having drained, for each path.
+pub(super) fn edge_throughput_table(runs: &[RequestRun]) -> String {
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "## The edge's throughput, locally\n\nThe same fleet (seed 5, clean traffic) published to the \
+         telemetry topic two ways: SNS Publish as a gateway does, and MQTT over mutual TLS, a connection \
+         and certificate per tag, QoS 1, through the local broker's policy checks and topic rule to SNS \
+         (a PUBACK once the rule's SNS Publish returned). \"Accepted\" ends when the last message was \
+         accepted; \"stored\" when ingest, stats and alerts had drained. Both go through moto and \
+         pace publishing at 1,000 queued messages: these figures compare the two paths on this machine, \
+         they are not what AWS sustains.\n"
+    );
+    let _ = writeln!(
+        table,
+        "| path | readings a message | messages | accepted (s) | messages/s accepted | stored (s) | messages/s stored |"
+    );
+    let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|");
+    for run in runs {
+        let summary = &run.summary;
+        let path = match summary.via {
+            geotag_simulation::edge::Via::Sns => "SNS Publish (gateway)",
+            geotag_simulation::edge::Via::Mqtt => "MQTT → broker → rule → SNS",
+        };
+        let rate = |elapsed: Duration| summary.messages_published as f64 / elapsed.as_secs_f64();
+        let _ = writeln!(
+            table,
+            "| {path} | {} | {} | {:.1} | {:.0} | {:.1} | {:.0} |",
+            run.readings_per_message,
+            summary.messages_published,
+            summary.publishing.as_secs_f64(),
+            rate(summary.publishing),
+            summary.publish_to_drained.as_secs_f64(),
+            rate(summary.publish_to_drained),
+        );
+    }
+    let _ = writeln!(table);
+    table
+}
+
 fn per_reading(run: &RequestRun, count: f64) -> f64 {
     count / run.summary.readings_stored.max(1) as f64
 }
 
 pub(super) fn requests_table(runs: &[RequestRun]) -> String {
+    let runs: Vec<&RequestRun> = sns_runs(runs).collect();
     let mut table = String::new();
     let _ = writeln!(
         table,
@@ -65,13 +118,12 @@ pub(super) fn requests_table(runs: &[RequestRun]) -> String {
          (moto), clean traffic, 50 readings per tag a minute apart.\n"
     );
     let _ = write!(table, "| request |");
-    for run in runs {
+    for run in &runs {
         let _ = write!(table, " {} per message |", run.readings_per_message);
     }
     let _ = writeln!(table);
     let _ = writeln!(table, "|---|{}", "---:|".repeat(runs.len()));
-    let operations: std::collections::BTreeSet<&(String, String)> = runs
-        .iter()
+    let operations: std::collections::BTreeSet<&(String, String)> = (runs.iter())
         .flat_map(|run| run.summary.requests.keys())
         .collect();
     let row = |table: &mut String, name: &str, values: Vec<f64>| {
@@ -128,6 +180,15 @@ pub(super) fn requests_table(runs: &[RequestRun]) -> String {
 /// 2025 (DynamoDB on-demand after its November 2024 cut). Not fetched live:
 /// check them before quoting a bill.
 mod price {
+    /// IoT Core (aws.amazon.com/iot-core/pricing, as its worked examples and
+    /// metering details gave them on 2026-12-02): messaging for the first
+    /// billion messages a month, per 5 KB; rules triggered and actions
+    /// executed, per 5 KB; connectivity per minute connected. Basic Ingest
+    /// (publishing on `$aws/rules/RULE/...`) waives the messaging charge.
+    pub const IOT_MESSAGE: f64 = 1.00e-6;
+    pub const IOT_RULE_TRIGGERED: f64 = 0.15e-6;
+    pub const IOT_ACTION: f64 = 0.15e-6;
+    pub const IOT_CONNECTION_MINUTE: f64 = 0.08e-6;
     pub const LAMBDA_REQUEST: f64 = 0.20e-6;
     /// arm64, per GB-second (first pricing tier).
     pub const LAMBDA_GB_SECOND: f64 = 0.000_013_333_4;
@@ -157,6 +218,9 @@ mod assume {
     pub const ALERTS_ROUNDS: f64 = 4.0;
     /// Readings of a tag an hour (one a minute): the track an hour Query reads.
     pub const READINGS_PER_HOUR: f64 = 60.0;
+    /// A tag stays connected to IoT Core and reads once a minute: a minute
+    /// of connection per reading, however many readings a message carries.
+    pub const CONNECTION_MINUTES_PER_READING: f64 = 1.0;
 }
 
 pub(super) fn cost_table(runs: &[RequestRun], hot: &HotPaths) -> String {
@@ -169,14 +233,17 @@ pub(super) fn cost_table(runs: &[RequestRun], hot: &HotPaths) -> String {
          sequential DynamoDB round, full batches (ingest {}, stats {}, alerts {}), Lambda's pollers \
          receiving and deleting 10 messages per SQS request. The naive design: one PutItem per \
          reading in ingest, awaited in turn, and stats by GetItem + PutItem of the latest, hour and \
-         day items for each reading.\n",
+         day items for each reading. Tags reach the telemetry topic through IoT Core (a rule and its \
+         SNS action per message, messages and rules metered per 5 KB of topic and payload as the run \
+         sent them, a tag connected all the time and reading once a minute), or a gateway publishes \
+         to SNS itself (the SNS lines alone). IoT Core's prices are dated in `price`.\n",
         assume::DYNAMODB_ROUND_MS,
         assume::INGEST_BATCH,
         assume::STATS_BATCH,
         assume::ALERTS_BATCH
     );
     let mut columns: Vec<(String, Cost)> = Vec::new();
-    for run in runs {
+    for run in sns_runs(runs) {
         let id = if run.readings_per_message == 1 {
             "ingest/single/100"
         } else {
@@ -210,14 +277,22 @@ pub(super) fn cost_table(runs: &[RequestRun], hot: &HotPaths) -> String {
     let _ = writeln!(table);
     let _ = writeln!(table, "|---|{}", "---:|".repeat(columns.len()));
     type Line = (&'static str, fn(&Cost) -> f64);
-    let lines: [Line; 7] = [
+    let lines: [Line; 12] = [
         ("SNS publishes", |c| c.sns),
         ("SQS requests", |c| c.sqs),
         ("Lambda requests", |c| c.lambda_requests),
         ("Lambda duration", |c| c.lambda_duration),
         ("DynamoDB writes", |c| c.dynamodb_writes),
         ("DynamoDB reads", |c| c.dynamodb_reads),
-        ("**total**", Cost::total),
+        ("**total, a gateway publishing to SNS**", Cost::total),
+        ("IoT Core messaging", |c| c.iot_messaging),
+        ("IoT Core rule and its SNS action", |c| c.iot_rules),
+        ("IoT Core connectivity", |c| c.iot_connectivity),
+        ("**total, tags over IoT Core**", Cost::total_over_iot_core),
+        (
+            "**total, over IoT Core's Basic Ingest** (no messaging charge)",
+            |c| c.total_over_iot_core() - c.iot_messaging,
+        ),
     ];
     for (name, value) in lines {
         let _ = write!(table, "| {name} |");
@@ -238,9 +313,14 @@ struct Cost {
     lambda_duration: f64,
     dynamodb_writes: f64,
     dynamodb_reads: f64,
+    iot_messaging: f64,
+    iot_rules: f64,
+    iot_connectivity: f64,
 }
 
 impl Cost {
+    /// Everything from the telemetry topic on: what a gateway publishing to
+    /// SNS pays.
     fn total(&self) -> f64 {
         self.sns
             + self.sqs
@@ -248,6 +328,10 @@ impl Cost {
             + self.lambda_duration
             + self.dynamodb_writes
             + self.dynamodb_reads
+    }
+
+    fn total_over_iot_core(&self) -> f64 {
+        self.total() + self.iot_messaging + self.iot_rules + self.iot_connectivity
     }
 
     fn of(run: &RequestRun, ingest_ns: f64, stats_ns: f64, alerts_ns: f64, naive: bool) -> Cost {
@@ -335,6 +419,8 @@ impl Cost {
             )
         };
         let function_sqs = requests("sqs", "SendMessageBatch") + requests("sqs", "SendMessage");
+        // The run's own messages, as IoT Core would meter them, per reading.
+        let iot_units = MILLION * per_reading(summary.edge.five_kb_units as f64);
         Cost {
             sns: messages * price::SNS_PUBLISH
                 + MILLION * requests("sns", "Publish") * price::SNS_PUBLISH,
@@ -345,6 +431,11 @@ impl Cost {
             lambda_duration: gb_seconds * price::LAMBDA_GB_SECOND,
             dynamodb_writes: MILLION * write_units * price::DYNAMODB_WRITE_UNIT,
             dynamodb_reads: MILLION * read_units * price::DYNAMODB_READ_UNIT,
+            iot_messaging: iot_units * price::IOT_MESSAGE,
+            iot_rules: iot_units * (price::IOT_RULE_TRIGGERED + price::IOT_ACTION),
+            iot_connectivity: MILLION
+                * assume::CONNECTION_MINUTES_PER_READING
+                * price::IOT_CONNECTION_MINUTE,
         }
     }
 }

@@ -44,6 +44,7 @@ pub async fn run(options: &Options) -> Result<String> {
     out.push_str(&cold_start::cold_starts(options).await?);
     if options.readings > 0 {
         let runs = cost::request_runs(options.readings).await?;
+        out.push_str(&cost::edge_throughput_table(&runs));
         out.push_str(&cost::requests_table(&runs));
         out.push_str(&cost::cost_table(&runs, &hot));
     }

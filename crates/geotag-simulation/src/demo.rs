@@ -175,6 +175,9 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     }
     summary.crashes = functions.crashes.load(Ordering::Relaxed);
     add_costs(&mut summary, &fault_plan, &audit, &plan, &pump_stats);
+    summary.via = options.via;
+    summary.publishing = timings.publishing;
+    summary.publish_to_drained = timings.publish_to_drained;
     if registry.is_some() {
         summary.report = Some(draw_map(&local, &options, &output_dir).await?);
     }
@@ -451,6 +454,9 @@ fn add_costs(
 ) {
     summary.faults_injected = fault_plan.total_injected();
     summary.messages_published = plan.messages.len() as u64;
+    for message in &plan.messages {
+        (summary.edge).add(&crate::mqtt::topic_of(&message.thing), &message.payload);
+    }
     summary.readings_stored = audit.stored as u64;
     summary.requests = fault_plan.passed();
     for ((service, operation, _), n) in fault_plan.injected() {
