@@ -1,0 +1,448 @@
+"""What IAM, KMS, SNS and CloudFormation will make of template.yaml, checked
+offline: moto enforces none of it, and cfn-lint and checkov read resources
+one at a time. Each test reads the stack as SAM's transform leaves it, with
+the parameters of samconfig.toml's environments (dev and prod)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from typing import Any
+
+import parliament
+import pytest
+
+from stack import (
+    ACCOUNT,
+    REGION,
+    ROOT,
+    STACK_NAME,
+    Stack,
+    as_list,
+    environment_parameters,
+    function_role,
+    key_of,
+    role_statements,
+    statements,
+)
+
+ENVIRONMENTS = {
+    "dev": environment_parameters("default"),
+    # Alarms and alerts reach someone only where an address is given.
+    "prod": environment_parameters("prod")
+    | {"AlarmEmail": "oncall@example.com", "AlertEmail": "ops@example.com"},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(ENVIRONMENTS))
+def stack(request: pytest.FixtureRequest) -> Stack:
+    return Stack.load(ENVIRONMENTS[request.param])
+
+
+def _privileges() -> dict[str, list[dict[str, Any]]]:
+    by_action = {}
+    for service in parliament.iam_definition:
+        for privilege in service["privileges"]:
+            by_action[f"{service['prefix']}:{privilege['privilege']}".lower()] = privilege[
+                "resource_types"
+            ]
+    return by_action
+
+
+PRIVILEGES = _privileges()
+
+
+def expand(actions: Any) -> list[str]:
+    """IAM actions, wildcards expanded against IAM's own list (parliament's copy)."""
+    found = []
+    for action in as_list(actions):
+        matches = [known for known in PRIVILEGES if fnmatch.fnmatchcase(known, action.lower())]
+        assert matches, f"{action} is no IAM action"
+        found += matches
+    return found
+
+
+def grants(statement: dict[str, Any], action: str) -> bool:
+    return statement.get("Effect") == "Allow" and any(
+        fnmatch.fnmatchcase(action.lower(), pattern.lower()) for pattern in as_list(statement.get("Action"))
+    )
+
+
+def all_roles(stack: Stack) -> dict[str, list[dict[str, Any]]]:
+    return {role_id: role_statements(stack, role_id) for role_id in stack.of_type("AWS::IAM::Role")}
+
+
+# --- the functions' roles
+
+
+def test_each_function_runs_as_a_role_the_template_writes_with_no_managed_policy(stack: Stack):
+    """SAM's default role attaches AWSLambdaSQSQueueExecutionRole or
+    AWSLambdaDynamoDBExecutionRole: every queue or stream of the account."""
+    for function_id in stack.of_type("AWS::Lambda::Function"):
+        role_id = function_role(stack, function_id)
+        assert role_id in stack.source["Resources"], (
+            f"{function_id} runs as {role_id}, a role SAM made (its managed policies reach "
+            "every queue and stream of the account)"
+        )
+        assert not stack.props(role_id).get("ManagedPolicyArns"), (
+            f"{role_id} attaches {stack.props(role_id)['ManagedPolicyArns']}"
+        )
+
+
+def test_no_role_may_touch_data_on_every_resource(stack: Stack):
+    for role_id, role in all_roles(stack).items():
+        for statement in role:
+            if statement.get("Effect") != "Allow" or "*" not in as_list(statement.get("Resource")):
+                continue
+            scoped = [
+                action
+                for action in expand(statement["Action"])
+                if any(kind["resource_type"] for kind in PRIVILEGES[action])
+            ]
+            assert not scoped, (
+                f"{role_id} allows {scoped} on every resource, though IAM can scope them "
+                f"(statement {statement.get('Sid')})"
+            )
+
+
+def test_roles_use_the_data_key_only_through_the_services_that_need_it(stack: Stack):
+    for role_id, role in all_roles(stack).items():
+        for statement in role:
+            if not any(action.startswith("kms:") for action in expand(statement.get("Action"))):
+                continue
+            via = statement.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService")
+            assert via, f"{role_id} may use the key directly, not only through a service ({statement})"
+
+
+def test_each_function_logs_only_to_its_own_log_group(stack: Stack):
+    for function_id, function in stack.of_type("AWS::Lambda::Function").items():
+        role = role_statements(stack, function_role(stack, function_id))
+        log_group = function["Properties"]["LoggingConfig"]["LogGroup"]
+        (log_group_id,) = [
+            id_
+            for id_, group in stack.of_type("AWS::Logs::LogGroup").items()
+            if group["Properties"]["LogGroupName"] == log_group
+        ]
+        own = stack.arns[log_group_id]
+        for statement in role:
+            for action in expand(statement.get("Action")):
+                if not action.startswith("logs:"):
+                    continue
+                assert action in ("logs:createlogstream", "logs:putlogevents"), (
+                    f"{function_id} may {action} (the template makes its log group)"
+                )
+                assert as_list(statement["Resource"]) == [own], (
+                    f"{function_id} writes logs to {statement['Resource']}, not only {own}"
+                )
+
+
+def test_each_function_reads_only_its_own_event_source(stack: Stack):
+    """Ingest parses untrusted bytes: it must not reach the failure queues,
+    nor the stream functions each other's streams."""
+    sources: dict[str, set[str]] = {}
+    for mapping in stack.of_type("AWS::Lambda::EventSourceMapping").values():
+        props = mapping["Properties"]
+        function_id = next(
+            id_
+            for id_, function in stack.of_type("AWS::Lambda::Function").items()
+            if function["Properties"]["FunctionName"] == props["FunctionName"]
+            or id_ == props["FunctionName"]
+        )
+        sources.setdefault(function_id, set()).add(props["EventSourceArn"])
+    consuming = (
+        "sqs:receivemessage",
+        "sqs:deletemessage",
+        "sqs:changemessagevisibility",
+        "dynamodb:getrecords",
+        "dynamodb:getsharditerator",
+    )
+    for function_id in stack.of_type("AWS::Lambda::Function"):
+        for statement in role_statements(stack, function_role(stack, function_id)):
+            if statement.get("Effect") != "Allow":
+                continue
+            if not any(action in consuming for action in expand(statement.get("Action"))):
+                continue
+            extra = set(as_list(statement["Resource"])) - sources.get(function_id, set())
+            assert not extra, f"{function_id} may consume {sorted(extra)}, not its event source"
+
+
+def test_every_policy_passes_parliament(stack: Stack):
+    """An IAM linter with IAM's own list of actions, resource types and
+    condition keys: a resource an action cannot take, or an unknown
+    condition key, is a grant that silently does nothing."""
+    documents = {
+        f"{role_id} (inline)": {"Version": "2012-10-17", "Statement": role}
+        for role_id, role in all_roles(stack).items()
+        if role
+    }
+    # A key policy's "*" is the key itself, and its statement delegating the
+    # key to the account's IAM policies is AWS's default (without it nobody
+    # could manage the key): parliament, made for identity policies, reads
+    # both as findings.
+    delegation = {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
+    for key_id, key in stack.of_type("AWS::KMS::Key").items():
+        policy = key["Properties"]["KeyPolicy"]
+        documents[f"{key_id} (key policy)"] = policy | {
+            "Statement": [s for s in statements(policy) if s.get("Principal") != delegation]
+        }
+    findings = []
+    for name, document in documents.items():
+        policy = parliament.analyze_policy_string(json.dumps(document), include_community_auditors=True)
+        findings += [
+            f"{name}: {f.issue} {f.detail}"
+            for f in policy.findings
+            if not (name.endswith("(key policy)") and f.issue == "RESOURCE_STAR")
+        ]
+    assert not findings, "\n".join(findings)
+
+
+# --- keys: every service that writes to an encrypted resource may use its key
+
+
+def key_policy_allows(stack: Stack, key_id: str, service: str, actions: list[str]) -> list[str]:
+    """The actions of `actions` the key's policy does not allow the service."""
+    missing = []
+    for action in actions:
+        allowed = any(
+            grants(statement, action) and service in as_list(statement.get("Principal", {}).get("Service"))
+            for statement in statements(stack.props(key_id)["KeyPolicy"])
+        )
+        if not allowed:
+            missing.append(action)
+    return missing
+
+
+def encrypted_with(stack: Stack, resource_ref: str) -> str | None:
+    """The stack's key encrypting the topic or queue `resource_ref` (an ARN or URL)."""
+    for id_, resource in stack.resources.items():
+        if resource["Type"] == "AWS::SNS::Topic" and stack.arns[id_] == resource_ref:
+            return key_of(stack, resource["Properties"].get("KmsMasterKeyId"))
+        if resource["Type"] == "AWS::SQS::Queue" and resource_ref in (
+            stack.arns[id_],
+            f"https://sqs.{REGION}.amazonaws.com/123456789012/{resource['Properties'].get('QueueName')}",
+        ):
+            return key_of(stack, resource["Properties"].get("KmsMasterKeyId"))
+    return None
+
+
+def test_cloudwatch_may_use_the_key_of_every_topic_an_alarm_notifies(stack: Stack):
+    for alarm_id, alarm in stack.of_type("AWS::CloudWatch::Alarm").items():
+        props = alarm["Properties"]
+        for topic in props.get("AlarmActions", []) + props.get("OKActions", []):
+            key_id = encrypted_with(stack, topic)
+            if key_id is None:
+                continue
+            missing = key_policy_allows(
+                stack, key_id, "cloudwatch.amazonaws.com", ["kms:Decrypt", "kms:GenerateDataKey"]
+            )
+            assert not missing, (
+                f"{alarm_id} notifies {topic}, encrypted with {key_id}, whose policy does not "
+                f"allow CloudWatch {missing}: the alarm fires and nobody hears it"
+            )
+
+
+def test_sns_may_use_the_key_of_every_queue_it_delivers_to(stack: Stack):
+    for subscription_id, subscription in stack.of_type("AWS::SNS::Subscription").items():
+        props = subscription["Properties"]
+        targets = [props["Endpoint"]] if props["Protocol"] == "sqs" else []
+        targets += [props.get("RedrivePolicy", {}).get("deadLetterTargetArn")] if props.get("RedrivePolicy") else []
+        for queue in targets:
+            key_id = encrypted_with(stack, queue)
+            if key_id:
+                missing = key_policy_allows(
+                    stack, key_id, "sns.amazonaws.com", ["kms:Decrypt", "kms:GenerateDataKey"]
+                )
+                assert not missing, f"{subscription_id}: SNS may not {missing} with {key_id}"
+
+
+def test_cloudwatch_logs_may_use_the_key_of_every_log_group(stack: Stack):
+    for group_id, group in stack.of_type("AWS::Logs::LogGroup").items():
+        key_id = key_of(stack, group["Properties"].get("KmsKeyId"))
+        if key_id:
+            missing = key_policy_allows(
+                stack, key_id, f"logs.{REGION}.amazonaws.com", ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"]
+            )
+            assert not missing, f"{group_id}: CloudWatch Logs may not {missing} with {key_id}"
+
+
+def test_roles_that_send_to_encrypted_topics_and_queues_may_use_their_keys(stack: Stack):
+    for role_id, role in all_roles(stack).items():
+        for statement in role:
+            for action in ("sns:publish", "sqs:sendmessage"):
+                if action not in expand(statement.get("Action")) or statement.get("Effect") != "Allow":
+                    continue
+                for target in as_list(statement["Resource"]):
+                    key_id = encrypted_with(stack, target)
+                    if key_id is None:
+                        continue
+                    key_arn = stack.arns[key_id]
+                    assert any(
+                        grants(other, "kms:GenerateDataKey") and key_arn in as_list(other["Resource"])
+                        for other in role
+                    ), f"{role_id} sends to {target} but may not use {key_id}"
+
+
+def test_key_grants_to_services_name_the_resources_that_use_them(stack: Stack):
+    """A grant conditioned on the account alone lets any topic, queue or log
+    group of the account use the key."""
+    for key_id, key in stack.of_type("AWS::KMS::Key").items():
+        for statement in statements(key["Properties"]["KeyPolicy"]):
+            if "Service" not in statement.get("Principal", {}):
+                continue
+            named = [
+                value
+                for operator, keys in statement.get("Condition", {}).items()
+                if operator.startswith(("Arn", "StringEquals"))
+                for name, value in keys.items()
+                if name in ("aws:SourceArn", "kms:EncryptionContext:aws:logs:arn")
+            ]
+            arns = [arn for value in named for arn in as_list(value)]
+            assert arns, f"{key_id}'s grant {statement.get('Sid')} names no resource (aws:SourceArn)"
+            # A wildcard may only stand for what CloudFormation appends to
+            # the names it gives the stack's own resources.
+            loose = [
+                arn
+                for arn in arns
+                if "*" in arn.split(":", 5)[-1] and not arn.endswith(f":{STACK_NAME}-*")
+            ]
+            assert not loose, f"{key_id}'s grant {statement.get('Sid')} names {loose}: beyond the stack"
+
+
+# --- alarms reach someone
+
+
+def test_every_alarm_notifies_a_topic_someone_is_subscribed_to():
+    """With AlarmEmail given (prod, here), every alarm reaches it."""
+    alarms_reach_someone(Stack.load(ENVIRONMENTS["prod"]))
+
+
+def alarms_reach_someone(stack: Stack):
+    subscribed = {
+        subscription["Properties"]["TopicArn"] for subscription in stack.of_type("AWS::SNS::Subscription").values()
+    }
+    for alarm_id, alarm in stack.of_type("AWS::CloudWatch::Alarm").items():
+        actions = alarm["Properties"].get("AlarmActions", [])
+        assert actions, f"{alarm_id} has no alarm action"
+        for topic in actions:
+            assert topic in subscribed, f"{alarm_id} notifies {topic}, which nobody subscribes to"
+
+
+# --- data survives a mistake
+
+
+def data_resources(stack: Stack) -> list[str]:
+    """Tables, keys, and the queues that hold what failed (dead letters)."""
+    found = list(stack.of_type("AWS::DynamoDB::Table")) + list(stack.of_type("AWS::KMS::Key"))
+    text = json.dumps({id_: r["Properties"] for id_, r in stack.resources.items()})
+    for queue_id in stack.of_type("AWS::SQS::Queue"):
+        arn, props = stack.arns[queue_id], stack.props(queue_id)
+        url = f"https://sqs.{REGION}.amazonaws.com/123456789012/{props.get('QueueName')}"
+        holds_failures = any(
+            f'"{field}": "{value}"' in text
+            for field, value in (
+                ("deadLetterTargetArn", arn),
+                ("Destination", arn),
+                ("QueueUrl", url),
+            )
+        )
+        if holds_failures:
+            found.append(queue_id)
+    return found
+
+
+def test_data_is_retained_when_the_stack_is_deleted_or_a_resource_replaced(stack: Stack):
+    for id_ in data_resources(stack):
+        resource = stack.resources[id_]
+        assert resource.get("DeletionPolicy") == "Retain", f"{id_} is deleted with the stack"
+        assert resource.get("UpdateReplacePolicy") == "Retain", f"{id_} is deleted when replaced"
+
+
+def test_tables_are_protected_from_deletion_in_prod():
+    prod = Stack.load(ENVIRONMENTS["prod"])
+    for table_id, table in prod.of_type("AWS::DynamoDB::Table").items():
+        assert table["Properties"].get("DeletionProtectionEnabled") is True or (
+            table["Properties"].get("DeletionProtectionEnabled") == "true"
+        ), f"{table_id} can be deleted in prod"
+
+
+# --- SNS keeps what it cannot deliver
+
+
+def test_every_subscription_redrives_to_a_queue_with_an_alarm(stack: Stack):
+    alarmed = {
+        dimension["Value"]
+        for alarm in stack.of_type("AWS::CloudWatch::Alarm").values()
+        for dimension in alarm["Properties"].get("Dimensions", [])
+        if dimension["Name"] == "QueueName"
+    }
+    queue_names = {stack.arns[id_]: stack.props(id_).get("QueueName") for id_ in stack.of_type("AWS::SQS::Queue")}
+    for subscription_id, subscription in stack.of_type("AWS::SNS::Subscription").items():
+        redrive = subscription["Properties"].get("RedrivePolicy")
+        assert redrive, f"{subscription_id} drops what SNS cannot deliver (no RedrivePolicy)"
+        target = redrive.get("deadLetterTargetArn")
+        assert target in queue_names, f"{subscription_id} redrives to {target}, not a queue of the stack"
+        assert queue_names[target] in alarmed, f"{subscription_id}'s dead-letter queue has no alarm"
+
+
+# --- the checks themselves: each catches the mistake it is for
+
+
+MUTATIONS = [
+    (
+        "logs on every log group",
+        "Resource: !GetAtt IngestLogGroup.Arn",
+        'Resource: "*"',
+        test_no_role_may_touch_data_on_every_resource,
+    ),
+    (
+        "ingest consumes a failure queue",
+        "Action: [sqs:ReceiveMessage, sqs:DeleteMessage, sqs:GetQueueAttributes]\n"
+        "                Resource: !GetAtt IngestQueue.Arn",
+        "Action: [sqs:ReceiveMessage, sqs:DeleteMessage, sqs:GetQueueAttributes]\n"
+        "                Resource: [!GetAtt IngestQueue.Arn, !GetAtt StatsFailures.Arn]",
+        test_each_function_reads_only_its_own_event_source,
+    ),
+    (
+        "SNS cannot encrypt for the queues",
+        "Service: sns.amazonaws.com\n            Action: [kms:GenerateDataKey*, kms:Decrypt]",
+        "Service: sns.amazonaws.com\n            Action: [kms:Decrypt]",
+        test_sns_may_use_the_key_of_every_queue_it_delivers_to,
+    ),
+    (
+        "CloudWatch Logs cannot encrypt",
+        "              - kms:Encrypt\n",
+        "",
+        test_cloudwatch_logs_may_use_the_key_of_every_log_group,
+    ),
+    (
+        "the topic rule cannot encrypt for the topic",
+        "Action: [kms:GenerateDataKey, kms:Decrypt]",
+        "Action: [kms:Decrypt]",
+        test_roles_that_send_to_encrypted_topics_and_queues_may_use_their_keys,
+    ),
+    (
+        "nobody subscribes to the alarm topic",
+        "TopicArn: !Ref AlarmTopic\n      Protocol: email",
+        "TopicArn: !Ref AlertsTopic\n      Protocol: email",
+        alarms_reach_someone,
+    ),
+    (
+        "a wildcard action on the key",
+        "kms:EncryptionContext:aws:logs:arn:",
+        "kms:EncryptionContext:aws:logs:arn:\n                  - !Sub arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*",
+        test_key_grants_to_services_name_the_resources_that_use_them,
+    ),
+]
+
+
+@pytest.mark.parametrize("mistake, text, mistaken, check", MUTATIONS, ids=[m[0] for m in MUTATIONS])
+def test_each_check_catches_its_mistake(tmp_path, mistake, text, mistaken, check):
+    """The checks that today's template passes for want of anything to find,
+    shown failing on a template with the mistake they look for."""
+    source = (ROOT / "template.yaml").read_text()
+    assert source.count(text) == 1, f"template.yaml no longer says {text!r} once"
+    template = tmp_path / "template.yaml"
+    template.write_text(source.replace(text, mistaken))
+    stack = Stack.load(ENVIRONMENTS["prod"], template=template)
+    with pytest.raises(AssertionError):
+        check(stack)
