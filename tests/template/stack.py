@@ -71,8 +71,10 @@ class Stack:
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The source template (before SAM's transform), for what SAM drops.
     source: dict[str, Any] = field(default_factory=dict)
-    # Each resource's ARN, as its Arn attribute would give it.
+    # Each resource's ARN, as its Arn attribute would give it, and what a
+    # Ref to it gives (a queue's URL, a topic's ARN, a table's name).
     arns: dict[str, str] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, parameters: dict[str, str] | None = None, template: Path | None = None) -> Stack:
@@ -120,6 +122,7 @@ class _Resolver:
             resolved["Properties"] = self.value(resource.get("Properties", {}))
             stack.resources[logical_id] = resolved
             stack.arns[logical_id] = self.arn(logical_id)
+            stack.refs[logical_id] = self.ref(logical_id)
         return stack
 
     def condition(self, name: str) -> bool:

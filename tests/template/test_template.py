@@ -199,7 +199,7 @@ def test_every_policy_passes_parliament(stack: Stack):
 # --- keys: every service that writes to an encrypted resource may use its key
 
 
-def key_policy_allows(stack: Stack, key_id: str, service: str, actions: list[str]) -> list[str]:
+def missing_key_grants(stack: Stack, key_id: str, service: str, actions: list[str]) -> list[str]:
     """The actions of `actions` the key's policy does not allow the service."""
     missing = []
     for action in actions:
@@ -215,11 +215,9 @@ def key_policy_allows(stack: Stack, key_id: str, service: str, actions: list[str
 def encrypted_with(stack: Stack, resource_ref: str) -> str | None:
     """The stack's key encrypting the topic or queue `resource_ref` (an ARN or URL)."""
     for id_, resource in stack.resources.items():
-        if resource["Type"] == "AWS::SNS::Topic" and stack.arns[id_] == resource_ref:
-            return key_of(stack, resource["Properties"].get("KmsMasterKeyId"))
-        if resource["Type"] == "AWS::SQS::Queue" and resource_ref in (
+        if resource["Type"] in ("AWS::SNS::Topic", "AWS::SQS::Queue") and resource_ref in (
             stack.arns[id_],
-            f"https://sqs.{REGION}.amazonaws.com/123456789012/{resource['Properties'].get('QueueName')}",
+            stack.refs[id_],
         ):
             return key_of(stack, resource["Properties"].get("KmsMasterKeyId"))
     return None
@@ -232,7 +230,7 @@ def test_cloudwatch_may_use_the_key_of_every_topic_an_alarm_notifies(stack: Stac
             key_id = encrypted_with(stack, topic)
             if key_id is None:
                 continue
-            missing = key_policy_allows(
+            missing = missing_key_grants(
                 stack, key_id, "cloudwatch.amazonaws.com", ["kms:Decrypt", "kms:GenerateDataKey"]
             )
             assert not missing, (
@@ -249,7 +247,7 @@ def test_sns_may_use_the_key_of_every_queue_it_delivers_to(stack: Stack):
         for queue in targets:
             key_id = encrypted_with(stack, queue)
             if key_id:
-                missing = key_policy_allows(
+                missing = missing_key_grants(
                     stack, key_id, "sns.amazonaws.com", ["kms:Decrypt", "kms:GenerateDataKey"]
                 )
                 assert not missing, f"{subscription_id}: SNS may not {missing} with {key_id}"
@@ -259,7 +257,7 @@ def test_cloudwatch_logs_may_use_the_key_of_every_log_group(stack: Stack):
     for group_id, group in stack.of_type("AWS::Logs::LogGroup").items():
         key_id = key_of(stack, group["Properties"].get("KmsKeyId"))
         if key_id:
-            missing = key_policy_allows(
+            missing = missing_key_grants(
                 stack, key_id, f"logs.{REGION}.amazonaws.com", ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"]
             )
             assert not missing, f"{group_id}: CloudWatch Logs may not {missing} with {key_id}"
@@ -335,8 +333,7 @@ def data_resources(stack: Stack) -> list[str]:
     found = list(stack.of_type("AWS::DynamoDB::Table")) + list(stack.of_type("AWS::KMS::Key"))
     text = json.dumps({id_: r["Properties"] for id_, r in stack.resources.items()})
     for queue_id in stack.of_type("AWS::SQS::Queue"):
-        arn, props = stack.arns[queue_id], stack.props(queue_id)
-        url = f"https://sqs.{REGION}.amazonaws.com/123456789012/{props.get('QueueName')}"
+        arn, url = stack.arns[queue_id], stack.refs[queue_id]
         holds_failures = any(
             f'"{field}": "{value}"' in text
             for field, value in (
