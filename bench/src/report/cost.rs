@@ -420,7 +420,7 @@ impl Cost {
         };
         let function_sqs = requests("sqs", "SendMessageBatch") + requests("sqs", "SendMessage");
         // The run's own messages, as IoT Core would meter them, per reading.
-        let iot_units = MILLION * per_reading(summary.edge.five_kb_units as f64);
+        let iot_units = MILLION * per_reading(summary.iot_metered_units as f64);
         Cost {
             sns: messages * price::SNS_PUBLISH
                 + MILLION * requests("sns", "Publish") * price::SNS_PUBLISH,

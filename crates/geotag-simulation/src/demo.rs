@@ -454,9 +454,14 @@ fn add_costs(
 ) {
     summary.faults_injected = fault_plan.total_injected();
     summary.messages_published = plan.messages.len() as u64;
-    for message in &plan.messages {
-        (summary.edge).add(&crate::mqtt::topic_of(&message.thing), &message.payload);
-    }
+    summary.iot_metered_units = (plan.messages.iter())
+        .map(|message| {
+            crate::summary::iot_metered_units(
+                &crate::mqtt::topic_of(&message.thing),
+                &message.payload,
+            )
+        })
+        .sum();
     summary.readings_stored = audit.stored as u64;
     summary.requests = fault_plan.passed();
     for ((service, operation, _), n) in fault_plan.injected() {

@@ -38,8 +38,10 @@ pub struct Summary {
     pub report: Option<std::path::PathBuf>,
     /// How the fleet's messages reached the telemetry topic.
     pub via: crate::edge::Via,
-    /// The fleet's messages as IoT Core meters them.
-    pub edge: EdgeMetering,
+    /// The fleet's messages as IoT Core's pricing meters each MQTT PUBLISH
+    /// from a device, and each rule it triggers: in 5 KB units of topic and
+    /// payload ([`iot_metered_units`]).
+    pub iot_metered_units: u64,
     /// From the first publish until the last was accepted (by SNS, or for
     /// MQTT by the broker once its rule had published it).
     pub publishing: std::time::Duration,
@@ -48,24 +50,12 @@ pub struct Summary {
     pub publish_to_drained: std::time::Duration,
 }
 
-/// The fleet's messages as IoT Core's pricing meters them: each MQTT
-/// PUBLISH from a device, and each rule it triggers, in 5 KB units of its
-/// topic and payload.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct EdgeMetering {
-    pub messages: u64,
-    pub bytes: u64,
-    pub five_kb_units: u64,
-}
-
 /// IoT Core meters messages and rules in 5 KB steps.
 pub const IOT_METERING_BYTES: u64 = 5 * 1024;
 
-impl EdgeMetering {
-    pub fn add(&mut self, topic: &str, payload: &str) {
-        let bytes = (topic.len() + payload.len()) as u64;
-        self.messages += 1;
-        self.bytes += bytes;
-        self.five_kb_units += bytes.div_ceil(IOT_METERING_BYTES).max(1);
-    }
+/// The units IoT Core bills a message on `topic` carrying `payload` as.
+pub fn iot_metered_units(topic: &str, payload: &str) -> u64 {
+    ((topic.len() + payload.len()) as u64)
+        .div_ceil(IOT_METERING_BYTES)
+        .max(1)
 }
