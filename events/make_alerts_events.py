@@ -106,8 +106,10 @@ def main():
     scheduled = {
         "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
         "detail-type": "Scheduled Event", "source": "aws.events", "account": "123456789012",
-        "time": "2026-11-20T09:00:00Z", "region": "eu-west-1",
-        "resources": ["arn:aws:events:eu-west-1:123456789012:rule/geotag-dev-AlertsFunctionSilenceCheck"],
+        "time": "2026-11-20T09:00:00Z", "region": "us-east-1",
+        # The local stack's rule (`geotag up` sets SILENCE_RULE_ARN to it):
+        # the function refuses schedule events of any other resource.
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/geotag-local-silence-check"],
         "detail": {},
     }
     with open("events/alerts/silence-check.json", "w") as out:

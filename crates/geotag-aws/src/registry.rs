@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
-use geotag::alerts::Thresholds;
+use geotag::alerts::{ThresholdField, Thresholds};
 use geotag::geofence::{Geofence, Shape};
 use geotag::store::{Assignment, DeviceDirectory, Registry, StoreError};
 
@@ -271,15 +271,51 @@ pub fn device_from(item: &HashMap<String, AttributeValue>) -> Option<(String, St
     ))
 }
 
-/// A customer's thresholds: its own where set, the defaults elsewhere.
+/// A customer's thresholds: its own where set, the defaults elsewhere. A
+/// stored value out of its range (written around `geotag customer add`, by
+/// hand or by an older tool) is not used: the default applies to that field
+/// and the refusal is logged with its reason, the customer and the field.
 pub fn thresholds_from(item: &HashMap<String, AttributeValue>, defaults: Thresholds) -> Thresholds {
+    // Each field in the unit operators set it in, as ThresholdField checks it.
+    let own = |field: ThresholdField, stored_name: &str, to_operator_unit: fn(f64) -> f64| {
+        let stored = item.get(stored_name)?;
+        let checked = stored
+            .as_n()
+            .ok()
+            .and_then(|n| n.parse::<f64>().ok())
+            .map(to_operator_unit)
+            .ok_or_else(|| format!("{stored_name} is not a number"))
+            .and_then(|value| field.check(value).map_err(|e| e.to_string()));
+        match checked {
+            Ok(value) => Some(value),
+            Err(problem) => {
+                let customer = item.get("customer_id").and_then(|v| v.as_s().ok());
+                tracing::warn!(
+                    reason = "invalid_threshold",
+                    field = field.name(),
+                    customer,
+                    problem,
+                    "a Customers threshold out of range; the default applies"
+                );
+                None
+            }
+        }
+    };
     Thresholds {
-        battery_low_pct: number(item, "battery_low_pct").unwrap_or(defaults.battery_low_pct),
-        speed_limit_mps: number(item, "speed_limit_mps").unwrap_or(defaults.speed_limit_mps),
-        speed_grace_ms: number(item, "speed_grace_s")
+        battery_low_pct: own(ThresholdField::BatteryLowPct, "battery_low_pct", |pct| pct)
+            .unwrap_or(defaults.battery_low_pct),
+        speed_limit_mps: own(ThresholdField::SpeedLimitKmh, "speed_limit_mps", |mps| {
+            mps * 3.6
+        })
+        .map_or(defaults.speed_limit_mps, |kmh| kmh / 3.6),
+        speed_grace_ms: own(ThresholdField::SpeedGraceSeconds, "speed_grace_s", |s| s)
             .map_or(defaults.speed_grace_ms, |s| (s * 1000.0) as i64),
-        silence_after_ms: number(item, "silence_after_s")
-            .map_or(defaults.silence_after_ms, |s| (s * 1000.0) as i64),
+        silence_after_ms: own(ThresholdField::SilenceMinutes, "silence_after_s", |s| {
+            s / 60.0
+        })
+        .map_or(defaults.silence_after_ms, |minutes| {
+            (minutes * 60_000.0) as i64
+        }),
     }
 }
 
@@ -444,5 +480,33 @@ mod tests {
         assert_eq!(thresholds.speed_grace_ms, 90_000);
         assert_eq!(thresholds.speed_limit_mps, defaults.speed_limit_mps);
         assert_eq!(thresholds.silence_after_ms, defaults.silence_after_ms);
+    }
+
+    #[test]
+    fn stored_thresholds_out_of_range_are_not_used() {
+        let defaults = Thresholds::default();
+        // A negative silence would alert every tag of the customer on the
+        // next check; an enormous one overflowed the check's arithmetic.
+        for (name, value) in [
+            ("silence_after_s", "-60"),
+            ("silence_after_s", "1e300"),
+            ("battery_low_pct", "101"),
+            ("speed_limit_mps", "0"),
+            ("speed_grace_s", "NaN"),
+        ] {
+            let item = HashMap::from([(name.to_owned(), n(value))]);
+            assert_eq!(thresholds_from(&item, defaults), defaults, "{name}={value}");
+        }
+        let item = HashMap::from([(
+            "silence_after_s".to_owned(),
+            AttributeValue::S("soon".into()),
+        )]);
+        assert_eq!(thresholds_from(&item, defaults), defaults);
+        let item = threshold_attributes(Some(0.0), Some(1000.0 / 3.6), Some(86_400.0), Some(60.0));
+        let thresholds = thresholds_from(&item, defaults);
+        assert_eq!(thresholds.battery_low_pct, 0.0);
+        assert_eq!(thresholds.speed_grace_ms, 86_400_000);
+        assert_eq!(thresholds.silence_after_ms, 60_000);
+        assert!((thresholds.speed_limit_mps * 3.6 - 1000.0).abs() < 1e-9);
     }
 }

@@ -580,4 +580,27 @@ Resources:
         let template = Template::load(&path).unwrap();
         assert!(template.of_kind("AWS::Serverless::Function").count() >= 1);
     }
+
+    /// A deploy with a threshold the function would refuse at cold start
+    /// must be refused by CloudFormation first, with the same bounds.
+    #[test]
+    fn the_threshold_parameters_declare_the_functions_ranges() {
+        use geotag::alerts::ThresholdField;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+        let template = Template::load(&path).unwrap();
+        for (parameter, field) in [
+            ("BatteryLowPercent", ThresholdField::BatteryLowPct),
+            ("SpeedLimitKmh", ThresholdField::SpeedLimitKmh),
+            ("SpeedGraceSeconds", ThresholdField::SpeedGraceSeconds),
+            ("SilenceMinutes", ThresholdField::SilenceMinutes),
+        ] {
+            let declared = &template.parameters[parameter];
+            let bound = |name: &str| declared.get(name).and_then(Value::as_f64);
+            assert_eq!(
+                (bound("MinValue"), bound("MaxValue")),
+                (Some(field.range().0), Some(field.range().1)),
+                "{parameter}"
+            );
+        }
+    }
 }

@@ -9,6 +9,7 @@
 
 use anyhow::{Context as _, Result, bail, ensure};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use geotag::alerts::ThresholdField;
 use geotag::geofence::Geofence;
 use geotag_aws::clients::SdkConfig;
 use geotag_aws::registry::{
@@ -64,6 +65,28 @@ pub fn check_customer_id(id: &str) -> Result<()> {
         id != UNASSIGNED && id != GLOBAL_SCOPE,
         "customer id {id:?} is reserved"
     );
+    Ok(())
+}
+
+/// A customer's id and thresholds, each threshold in its range (the same the
+/// alerts function holds stored values to).
+pub fn check_customer(customer: &CustomerSpec) -> Result<()> {
+    check_customer_id(&customer.customer_id)?;
+    for (field, value) in [
+        (ThresholdField::BatteryLowPct, customer.battery_low_pct),
+        (ThresholdField::SpeedLimitKmh, customer.speed_limit_kmh),
+        (
+            ThresholdField::SpeedGraceSeconds,
+            customer.speed_grace_seconds,
+        ),
+        (ThresholdField::SilenceMinutes, customer.silence_minutes),
+    ] {
+        if let Some(value) = value {
+            field
+                .check(value)
+                .with_context(|| format!("customer {}", customer.customer_id))?;
+        }
+    }
     Ok(())
 }
 
@@ -123,7 +146,7 @@ impl RegistryAdmin {
     /// alerts. Returns the subscription ARNs (email ones stay "pending
     /// confirmation" until the recipient clicks the link SNS sends).
     pub async fn add_customer(&self, customer: &CustomerSpec) -> Result<Vec<String>> {
-        check_customer_id(&customer.customer_id)?;
+        check_customer(customer)?;
         let mut item = threshold_attributes(
             customer.battery_low_pct,
             customer.speed_limit_kmh.map(|kmh| kmh / 3.6),
@@ -364,8 +387,14 @@ impl RegistryAdmin {
             bail!("geofence {}: {problem}", geofence.id);
         }
         ensure!(
-            !geofence.id.is_empty() && !geofence.id.contains('#'),
-            "a geofence id is not empty and has no '#' (alert ids are joined with it)"
+            !geofence.id.is_empty() && geofence.id.len() <= 128 && !geofence.id.contains('#'),
+            "geofence id {:?}: 1 to 128 bytes without '#' (alert ids are joined with it)",
+            geofence.id
+        );
+        ensure!(
+            geofence.name.chars().count() <= 256,
+            "geofence {}: a name of at most 256 characters",
+            geofence.id
         );
         if let Some(customer) = &geofence.customer_id {
             check_customer_id(customer)?;
@@ -452,6 +481,24 @@ mod tests {
         for bad in ["", "unassigned", "*", "has space", &"x".repeat(65)] {
             assert!(check_customer_id(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn thresholds_out_of_range_are_refused_before_anything_is_written() {
+        let customer = |silence_minutes, battery_low_pct| CustomerSpec {
+            customer_id: "acme".into(),
+            silence_minutes,
+            battery_low_pct,
+            ..CustomerSpec::default()
+        };
+        assert!(check_customer(&customer(Some(45.0), Some(15.0))).is_ok());
+        let error = check_customer(&customer(Some(-5.0), None)).unwrap_err();
+        assert_eq!(
+            format!("{error:#}"),
+            "customer acme: silence_minutes -5 is not in [1, 44640]"
+        );
+        assert!(check_customer(&customer(None, Some(150.0))).is_err());
+        assert!(check_customer(&customer(Some(f64::NAN), None)).is_err());
     }
 
     #[test]

@@ -220,6 +220,7 @@ async fn every_alert_is_published_once_and_only_to_its_customer() {
         },
         silence: real.silence,
         silence_lookback_ms: real.silence_lookback_ms,
+        silence_rule_arn: real.silence_rule_arn,
         metrics: geotag_runtime::emf::Emitter::for_binary("alerts"),
     });
     let alert_invocations = Arc::new(AtomicUsize::new(0));

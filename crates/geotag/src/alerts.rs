@@ -43,6 +43,83 @@ impl Default for Thresholds {
     }
 }
 
+/// A threshold an operator sets (a template parameter, `geotag customer
+/// add`), in the unit they set it in. Each has a range: outside it a typo
+/// would alert a whole fleet at once (a negative silence), never (a battery
+/// level over 100), or overflow the time arithmetic of the silence check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThresholdField {
+    BatteryLowPct,
+    SpeedLimitKmh,
+    SpeedGraceSeconds,
+    SilenceMinutes,
+}
+
+impl ThresholdField {
+    pub const ALL: [ThresholdField; 4] = [
+        ThresholdField::BatteryLowPct,
+        ThresholdField::SpeedLimitKmh,
+        ThresholdField::SpeedGraceSeconds,
+        ThresholdField::SilenceMinutes,
+    ];
+
+    /// The name operators know it by (the CLI's flag, less the dashes).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ThresholdField::BatteryLowPct => "battery_low_pct",
+            ThresholdField::SpeedLimitKmh => "speed_limit_kmh",
+            ThresholdField::SpeedGraceSeconds => "speed_grace_seconds",
+            ThresholdField::SilenceMinutes => "silence_minutes",
+        }
+    }
+
+    /// The values it may take, in its own unit. The template's parameters
+    /// declare the same bounds (a test compares them).
+    pub const fn range(self) -> (f64, f64) {
+        match self {
+            ThresholdField::BatteryLowPct => (0.0, 100.0),
+            // The fastest road vehicles and light aircraft; a limit of 0 would
+            // make every moving tag speed.
+            ThresholdField::SpeedLimitKmh => (1.0, 1_000.0),
+            ThresholdField::SpeedGraceSeconds => (0.0, 86_400.0),
+            // At least one schedule period; at most a month, well inside the
+            // silence index's look-back arithmetic.
+            ThresholdField::SilenceMinutes => (1.0, 44_640.0),
+        }
+    }
+
+    /// `value` if it is in range (never NaN or infinite), or why not.
+    pub fn check(self, value: f64) -> Result<f64, ThresholdError> {
+        let (low, high) = self.range();
+        if (low..=high).contains(&value) {
+            Ok(value)
+        } else {
+            Err(ThresholdError { field: self, value })
+        }
+    }
+}
+
+/// A threshold outside its range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThresholdError {
+    pub field: ThresholdField,
+    pub value: f64,
+}
+
+impl fmt::Display for ThresholdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (low, high) = self.field.range();
+        write!(
+            f,
+            "{} {} is not in [{low}, {high}]",
+            self.field.name(),
+            self.value
+        )
+    }
+}
+
+impl std::error::Error for ThresholdError {}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AlertKind {
     GeofenceEnter,
@@ -381,6 +458,30 @@ fn clock(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thresholds_outside_their_ranges_are_refused_by_name() {
+        assert_eq!(ThresholdField::SilenceMinutes.check(30.0), Ok(30.0));
+        for (field, bad) in [
+            (ThresholdField::SilenceMinutes, -5.0),
+            (ThresholdField::SilenceMinutes, 0.0),
+            (ThresholdField::SilenceMinutes, 1e18),
+            (ThresholdField::BatteryLowPct, 100.5),
+            (ThresholdField::SpeedLimitKmh, 0.0),
+            (ThresholdField::SpeedGraceSeconds, f64::NAN),
+            (ThresholdField::SpeedGraceSeconds, f64::INFINITY),
+        ] {
+            let error = field.check(bad).unwrap_err();
+            assert!(error.to_string().starts_with(field.name()), "{error}");
+        }
+        assert_eq!(
+            ThresholdField::SilenceMinutes
+                .check(-5.0)
+                .unwrap_err()
+                .to_string(),
+            "silence_minutes -5 is not in [1, 44640]"
+        );
+    }
     use crate::geofence::Shape;
 
     const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z

@@ -38,6 +38,12 @@ pub struct Geofence {
     pub shape: Shape,
 }
 
+/// The most vertices a polygon may have. Every reading of a customer's tags
+/// is tested against each of its zones, edge by edge, and a zone is one
+/// DynamoDB item: a thousand vertices draw a country's border at the
+/// precision geofences need, in about 30 KB.
+pub const MAX_POLYGON_VERTICES: usize = 1_000;
+
 impl Geofence {
     pub fn contains(&self, lat: f64, lon: f64) -> bool {
         self.shape.contains(lat, lon)
@@ -74,6 +80,11 @@ impl Shape {
                 if ring.len() < 3 {
                     Some(format!(
                         "a polygon needs at least 3 vertices, not {}",
+                        ring.len()
+                    ))
+                } else if ring.len() > MAX_POLYGON_VERTICES {
+                    Some(format!(
+                        "a polygon has at most {MAX_POLYGON_VERTICES} vertices, not {}",
                         ring.len()
                     ))
                 } else {
@@ -220,6 +231,19 @@ mod tests {
     #[test]
     fn problems_are_named() {
         assert!(polygon(&[(0.0, 0.0), (1.0, 1.0)]).problem().is_some());
+        let vertices = |n: usize| -> Vec<(f64, f64)> {
+            (0..n)
+                .map(|i| {
+                    let angle = i as f64 / n as f64 * std::f64::consts::TAU;
+                    (angle.sin(), angle.cos())
+                })
+                .collect()
+        };
+        assert!(polygon(&vertices(MAX_POLYGON_VERTICES)).problem().is_none());
+        assert_eq!(
+            polygon(&vertices(MAX_POLYGON_VERTICES + 1)).problem(),
+            Some("a polygon has at most 1000 vertices, not 1001".into())
+        );
         assert!(
             polygon(&[(0.0, 0.0), (1.0, 1.0), (91.0, 0.0)])
                 .problem()

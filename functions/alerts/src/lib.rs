@@ -38,7 +38,7 @@
 
 use std::collections::BTreeMap;
 
-use geotag::alerts::{Alert, Thresholds};
+use geotag::alerts::{Alert, ThresholdField, Thresholds};
 use geotag::store::{
     AlertLog, AlertSink, MemoryAlerts, MemoryRegistry, MemorySilenceIndex, Registry, SilenceIndex,
 };
@@ -71,6 +71,9 @@ pub struct Alerts<R, L, P, I> {
     /// device silent for longer was alerted on already (or before the
     /// function existed) and is not read again.
     pub silence_lookback_ms: i64,
+    /// The EventBridge rule whose events run the silence check: an event
+    /// naming another resource is refused, whoever could invoke the function.
+    pub silence_rule_arn: String,
     /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
     pub metrics: Emitter,
 }
@@ -84,6 +87,8 @@ pub struct Config {
     pub alerts_table: String,
     pub device_stats_table: String,
     pub alerts_topic_arn: String,
+    /// `SILENCE_RULE_ARN`: the schedule's rule (see [`Alerts::silence_rule_arn`]).
+    pub silence_rule_arn: String,
     /// Defaults for customers that set none of their own.
     pub defaults: Thresholds,
     pub alert_retention_days: u32,
@@ -95,8 +100,19 @@ pub struct Config {
 impl FromEnvironment for Config {
     fn read(env: &Environment) -> Result<Config, ConfigError> {
         let defaults = Thresholds::default();
-        let speed_grace_seconds = defaults.speed_grace_ms as f64 / 1000.0;
-        let silence_minutes = defaults.silence_after_ms as f64 / 60_000.0;
+        // The template's parameters bound these already; a hand-set variable
+        // out of range stops the cold start rather than alerting a fleet.
+        let threshold = |name: &'static str, field: ThresholdField, default: f64| {
+            let value = env.parsed::<f64>(name, default)?;
+            field.check(value).map_err(|_| {
+                let (low, high) = field.range();
+                ConfigError::Invalid {
+                    name,
+                    value: value.to_string(),
+                    expected: format!("a number in [{low}, {high}]"),
+                }
+            })
+        };
         Ok(Config {
             devices_table: env.required("DEVICES_TABLE")?,
             customers_table: env.required("CUSTOMERS_TABLE")?,
@@ -104,15 +120,28 @@ impl FromEnvironment for Config {
             alerts_table: env.required("ALERTS_TABLE")?,
             device_stats_table: env.required("DEVICE_STATS_TABLE")?,
             alerts_topic_arn: env.required("ALERTS_TOPIC_ARN")?,
+            silence_rule_arn: env.required("SILENCE_RULE_ARN")?,
             defaults: Thresholds {
-                battery_low_pct: env.non_negative("BATTERY_LOW_PCT", defaults.battery_low_pct)?,
-                speed_limit_mps: env
-                    .non_negative("SPEED_LIMIT_KMH", defaults.speed_limit_mps * 3.6)?
-                    / 3.6,
-                speed_grace_ms: (env.non_negative("SPEED_GRACE_SECONDS", speed_grace_seconds)?
-                    * 1000.0) as i64,
-                silence_after_ms: (env.non_negative("SILENCE_MINUTES", silence_minutes)? * 60_000.0)
-                    as i64,
+                battery_low_pct: threshold(
+                    "BATTERY_LOW_PCT",
+                    ThresholdField::BatteryLowPct,
+                    defaults.battery_low_pct,
+                )?,
+                speed_limit_mps: threshold(
+                    "SPEED_LIMIT_KMH",
+                    ThresholdField::SpeedLimitKmh,
+                    defaults.speed_limit_mps * 3.6,
+                )? / 3.6,
+                speed_grace_ms: (threshold(
+                    "SPEED_GRACE_SECONDS",
+                    ThresholdField::SpeedGraceSeconds,
+                    defaults.speed_grace_ms as f64 / 1000.0,
+                )? * 1000.0) as i64,
+                silence_after_ms: (threshold(
+                    "SILENCE_MINUTES",
+                    ThresholdField::SilenceMinutes,
+                    defaults.silence_after_ms as f64 / 60_000.0,
+                )? * 60_000.0) as i64,
             },
             alert_retention_days: env.non_negative("ALERT_RETENTION_DAYS", 30.0)? as u32,
             silence_lookback_hours: env.non_negative("SILENCE_LOOKBACK_HOURS", 24.0)? as u32,
@@ -129,14 +158,15 @@ pub type OnAws = Alerts<DynamoRegistry, DynamoAlertLog, SnsAlertSink, DynamoSile
 pub type InMemory = Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts, MemorySilenceIndex>;
 
 /// The in-memory handler of `registry`'s customers and zones, with a day of
-/// silence look-back.
-pub fn in_memory(registry: MemoryRegistry) -> InMemory {
+/// silence look-back, run on schedule by `silence_rule_arn`.
+pub fn in_memory(registry: MemoryRegistry, silence_rule_arn: &str) -> InMemory {
     Alerts {
         registry,
         log: MemoryAlerts::default(),
         sink: MemoryAlerts::default(),
         silence: MemorySilenceIndex::default(),
         silence_lookback_ms: geotag::clock::DAY_MS,
+        silence_rule_arn: silence_rule_arn.to_owned(),
         metrics: Emitter::for_binary("alerts"),
     }
 }
@@ -159,6 +189,7 @@ pub fn on_aws(sdk: &geotag_aws::clients::SdkConfig, config: &Config) -> OnAws {
         sink: SnsAlertSink::new(aws_sdk_sns::Client::new(sdk), &config.alerts_topic_arn),
         silence: DynamoSilenceIndex::new(dynamodb, &config.device_stats_table),
         silence_lookback_ms: i64::from(config.silence_lookback_hours) * 3_600_000,
+        silence_rule_arn: config.silence_rule_arn.clone(),
         metrics: Emitter::new(config.metrics.clone()),
     }
 }
@@ -239,10 +270,21 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
             ))?)
         }
         Trigger::Schedule(scheduled) => {
-            // The rule's time, not the clock: a retried run judges the same instant.
-            let now_ms = scheduled
-                .time
-                .map_or_else(geotag::clock::now_ms, |time| time.timestamp_millis());
+            let now_ms = match scheduled_instant(
+                &scheduled,
+                &alerts.silence_rule_arn,
+                geotag::clock::now_ms(),
+            ) {
+                Ok(now_ms) => now_ms,
+                Err(refusal) => {
+                    metrics.count("ScheduleEventsRefused", 1);
+                    alerts
+                        .metrics
+                        .emit(metrics.duration("HandlerDuration", started.elapsed()));
+                    tracing::error!(%refusal, resources = ?scheduled.resources, "schedule event refused");
+                    return Err(refusal.into());
+                }
+            };
             let outcome = process_schedule(alerts, now_ms, lease_until_ms).await;
             match &outcome {
                 Ok(outcome) => {
@@ -276,6 +318,35 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
             }))
         }
     }
+}
+
+/// The instant a schedule event asks the silence check to judge: the rule's
+/// time, not the clock, so that a retried run judges the same instant; but
+/// never later than the clock (`clock_ms`), since a time in the future would
+/// find the whole fleet silent. Refused unless it is a scheduled event of
+/// `rule_arn` alone.
+pub fn scheduled_instant(
+    event: &aws_lambda_events::eventbridge::EventBridgeEvent<Value>,
+    rule_arn: &str,
+    clock_ms: i64,
+) -> Result<i64, String> {
+    if event.detail_type != "Scheduled Event" {
+        return Err(format!(
+            "wrong_detail_type: detail-type {:?}, not \"Scheduled Event\"",
+            event.detail_type
+        ));
+    }
+    match event.resources.as_deref() {
+        Some([resource]) if resource == rule_arn => {}
+        other => {
+            return Err(format!(
+                "unknown_schedule: resources {other:?}, not [{rule_arn:?}] (SILENCE_RULE_ARN)"
+            ));
+        }
+    }
+    Ok(event
+        .time
+        .map_or(clock_ms, |time| time.timestamp_millis().min(clock_ms)))
 }
 
 /// Alerts published, counted by type code (`AlertsPublished` by `AlertType`).

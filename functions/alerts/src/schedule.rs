@@ -47,8 +47,12 @@ pub async fn process_schedule<R: Registry, L: AlertLog, P: AlertSink, I: Silence
     let candidates = alerts
         .silence
         .last_seen_between(
-            now_ms - longest - alerts.silence_lookback_ms,
-            now_ms - shortest,
+            // Thresholds are bounded where they are set and where they are
+            // read; saturating all the same, since release builds wrap.
+            now_ms
+                .saturating_sub(longest)
+                .saturating_sub(alerts.silence_lookback_ms),
+            now_ms.saturating_sub(shortest),
         )
         .await?;
     let devices: Vec<String> = candidates

@@ -6,7 +6,7 @@ use std::path::Path;
 use geotag::alerts::{AlertKind, Thresholds};
 use geotag::geofence::{Geofence, Shape};
 use geotag::store::MemoryRegistry;
-use geotag_alerts::{Trigger, handle};
+use geotag_alerts::{Trigger, handle, scheduled_instant};
 use geotag_runtime::FromEnvironment as _;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
@@ -14,6 +14,9 @@ use serde_json::Value;
 type Memory = geotag_alerts::InMemory;
 
 const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
+
+/// The rule silence-check.json names: the local stack's (`geotag up`).
+const SAMPLE_RULE: &str = "arn:aws:events:us-east-1:123456789012:rule/geotag-local-silence-check";
 
 fn event(name: &str) -> Trigger {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -40,7 +43,7 @@ fn alerts() -> Memory {
             radius_m: 500.0,
         },
     });
-    geotag_alerts::in_memory(registry)
+    geotag_alerts::in_memory(registry, SAMPLE_RULE)
 }
 
 async fn invoke(alerts: &Memory, name: &str) -> Result<Value, lambda_runtime::Error> {
@@ -119,6 +122,99 @@ async fn the_silence_check_event_judges_its_own_time() {
     assert!(invoke(&strict, "silence-check.json").await.is_err());
     assert!(invoke(&strict, "silence-check.json").await.is_ok());
     assert_eq!(strict.sink.published().len(), 1);
+}
+
+fn schedule_event(name: &str) -> aws_lambda_events::eventbridge::EventBridgeEvent<Value> {
+    match event(name) {
+        Trigger::Schedule(scheduled) => scheduled,
+        Trigger::Stream(_) => panic!("{name} is a schedule event"),
+    }
+}
+
+#[test]
+fn a_schedule_event_is_judged_at_its_time_but_never_past_the_clock() {
+    let sample = schedule_event("silence-check.json");
+    let nine = T0 + 60 * 60_000;
+    // Before its time (a retry): the event's time, so the retry judges the same instant.
+    assert_eq!(
+        scheduled_instant(&sample, SAMPLE_RULE, nine + 5_000),
+        Ok(nine)
+    );
+    // After: the clock's. A forged future time would find the whole fleet silent.
+    assert_eq!(scheduled_instant(&sample, SAMPLE_RULE, T0), Ok(T0));
+    let mut untimed = sample.clone();
+    untimed.time = None;
+    assert_eq!(scheduled_instant(&untimed, SAMPLE_RULE, T0), Ok(T0));
+}
+
+#[tokio::test]
+async fn a_schedule_event_of_another_resource_is_refused() {
+    let sample = schedule_event("silence-check.json");
+    let refusal = scheduled_instant(
+        &sample,
+        "arn:aws:events:us-east-1:123456789012:rule/other",
+        T0,
+    )
+    .unwrap_err();
+    assert!(refusal.starts_with("unknown_schedule"), "{refusal}");
+    for resources in [None, Some(vec![]), Some(vec![SAMPLE_RULE.to_owned(); 2])] {
+        let mut forged = sample.clone();
+        forged.resources = resources;
+        assert!(scheduled_instant(&forged, SAMPLE_RULE, T0).is_err());
+    }
+    let mut forged = sample.clone();
+    forged.detail_type = "Object Created".into();
+    assert!(
+        scheduled_instant(&forged, SAMPLE_RULE, T0)
+            .unwrap_err()
+            .starts_with("wrong_detail_type")
+    );
+    // Through the handler: refused before any device is looked at.
+    let fleet = alerts();
+    fleet
+        .silence
+        .last_seen
+        .lock()
+        .unwrap()
+        .extend([("tag-0042".to_owned(), T0)]);
+    let mut other = alerts();
+    other.silence_rule_arn = "arn:aws:events:us-east-1:123456789012:rule/other".into();
+    other
+        .silence
+        .last_seen
+        .lock()
+        .unwrap()
+        .extend([("tag-0042".to_owned(), T0)]);
+    assert!(invoke(&other, "silence-check.json").await.is_err());
+    assert!(other.sink.published().is_empty());
+    assert!(invoke(&fleet, "silence-check.json").await.is_ok());
+    assert_eq!(fleet.sink.published().len(), 1);
+}
+
+#[test]
+fn thresholds_out_of_range_in_the_environment_stop_the_cold_start() {
+    for (name, value) in [
+        ("SILENCE_MINUTES", "-5"),
+        ("SILENCE_MINUTES", "1e300"),
+        ("BATTERY_LOW_PCT", "120"),
+        ("SPEED_LIMIT_KMH", "0"),
+        ("SPEED_GRACE_SECONDS", "NaN"),
+    ] {
+        let error = geotag_alerts::Config::from_lookup(|n| {
+            if n == name {
+                Some(value.into())
+            } else if n.ends_with("_TABLE") || n.ends_with("_ARN") {
+                Some("t".into())
+            } else {
+                None
+            }
+        })
+        .unwrap_err();
+        assert!(
+            error.to_string().contains(name) && error.to_string().contains("a number in ["),
+            "{name}={value}: {error}"
+        );
+    }
 }
 
 #[tokio::test]

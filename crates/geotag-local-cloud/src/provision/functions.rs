@@ -60,6 +60,9 @@ pub struct ScheduleSource {
     pub name: String,
     pub expression: String,
     pub period: std::time::Duration,
+    /// The rule's `Name`, where the template gives one (SAM makes one up
+    /// otherwise): the event's `resources` name it.
+    pub rule_name: Option<String>,
     /// The event's `detail` (from `Input`), `{}` by default.
     pub input: Option<Value>,
 }
@@ -307,6 +310,7 @@ fn schedule_source(
         name: event_name.to_owned(),
         period: parse_rate(&expression)?,
         expression,
+        rule_name: text(event_properties, "Name"),
         input: match event_properties.get("Input") {
             Some(Value::String(json)) => Some(serde_json::from_str(json)?),
             Some(other) => Some(other.clone()),

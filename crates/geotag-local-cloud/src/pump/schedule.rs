@@ -20,6 +20,10 @@ const ASYNC_RETRIES: u32 = 2;
 
 /// The event EventBridge sends a function when `source` fires at `at_ms`.
 pub fn scheduled_event(function: &FunctionSpec, source: &ScheduleSource, at_ms: i64) -> Value {
+    let rule = source
+        .rule_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", function.name, source.name));
     let mut time = String::new();
     geotag::reading::write_rfc3339_millis(&mut time, at_ms);
     json!({
@@ -30,7 +34,7 @@ pub fn scheduled_event(function: &FunctionSpec, source: &ScheduleSource, at_ms: 
         "account": ACCOUNT_ID,
         "time": format!("{}Z", &time[..19]),
         "region": REGION,
-        "resources": [format!("arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{}-{}", function.name, source.name)],
+        "resources": [format!("arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{rule}")],
         "detail": source.input.clone().unwrap_or_else(|| json!({})),
     })
 }
