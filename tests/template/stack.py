@@ -166,6 +166,9 @@ class _Resolver:
         if name in pseudo:
             return pseudo[name]
         if name in self.parameters:
+            declared = self.template.get("Parameters", {}).get(name, {})
+            if declared.get("Type") == "CommaDelimitedList":
+                return [item.strip() for item in self.parameters[name].split(",") if item.strip()]
             return self.parameters[name]
         type_ = self.raw[name]["Type"]
         if type_ in ("AWS::SNS::Topic", "AWS::CloudWatch::Alarm"):

@@ -26,10 +26,16 @@ from stack import (
     statements,
 )
 
+# Whoever deploys names the admins (the parameter has no default).
+ADMINS = {
+    "AdminPrincipalArns": f"arn:aws:iam::{ACCOUNT}:role/geotag-deployer,"
+    f"arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/*/AWSReservedSSO_GeotagAdmin_*"
+}
 ENVIRONMENTS = {
-    "dev": environment_parameters("default"),
+    "dev": environment_parameters("default") | ADMINS,
     # Alarms and alerts reach someone only where an address is given.
     "prod": environment_parameters("prod")
+    | ADMINS
     | {"AlarmEmail": "oncall@example.com", "AlertEmail": "ops@example.com"},
 }
 
@@ -381,10 +387,117 @@ def test_every_subscription_redrives_to_a_queue_with_an_alarm(stack: Stack):
         assert queue_names[target] in alarmed, f"{subscription_id}'s dead-letter queue has no alarm"
 
 
+# --- who receives whose data
+
+
+# The actions SNS accepts in a topic policy (its developer guide's "Valid
+# Amazon SNS policy actions"); it refuses a policy naming another, such as
+# sns:SetSubscriptionAttributes, and the deploy fails.
+TOPIC_POLICY_ACTIONS = {
+    "sns:AddPermission",
+    "sns:DeleteTopic",
+    "sns:GetDataProtectionPolicy",
+    "sns:GetTopicAttributes",
+    "sns:ListSubscriptionsByTopic",
+    "sns:ListTagsForResource",
+    "sns:Publish",
+    "sns:PutDataProtectionPolicy",
+    "sns:RemovePermission",
+    "sns:SetTopicAttributes",
+    "sns:Subscribe",
+    "sns:TagResource",
+    "sns:UntagResource",
+}
+
+
+def topic_policy_statements(stack: Stack, topic_id: str) -> list[dict[str, Any]]:
+    topic_arn = stack.refs[topic_id]
+    return [
+        statement
+        for policy in stack.of_type("AWS::SNS::TopicPolicy").values()
+        if topic_arn in as_list(policy["Properties"]["Topics"])
+        for statement in statements(policy["Properties"]["PolicyDocument"])
+    ]
+
+
+def test_topic_policies_name_only_actions_sns_accepts(stack: Stack):
+    for policy_id, policy in stack.of_type("AWS::SNS::TopicPolicy").items():
+        for statement in statements(policy["Properties"]["PolicyDocument"]):
+            unknown = [a for a in as_list(statement["Action"]) if a not in TOPIC_POLICY_ACTIONS and a != "sns:*"]
+            assert not unknown, f"{policy_id} {statement.get('Sid')}: SNS refuses {unknown} in a topic policy"
+
+
+def test_only_the_admins_subscribe_to_the_telemetry_and_alerts_topics(stack: Stack):
+    """A subscriber to TelemetryTopic reads every customer's readings; one to
+    AlertsTopic decides by its own filter whose alerts it receives. Same-account
+    identity policies (an engineer's sns:*) would allow Subscribe on their
+    own: only a deny in the topic policy holds whatever else is allowed."""
+    admins = [arn.strip() for arn in stack.parameters["AdminPrincipalArns"].split(",")]
+    assert admins and all(arn.startswith("arn:") for arn in admins), admins
+    for topic_id in ("TelemetryTopic", "AlertsTopic"):
+        guards = [
+            statement
+            for statement in topic_policy_statements(stack, topic_id)
+            if statement["Effect"] == "Deny"
+            and statement.get("Principal") in ("*", {"AWS": "*"})
+            and "sns:Subscribe" in as_list(statement["Action"])
+            and statement.get("Condition") == {"ArnNotLike": {"aws:PrincipalArn": admins}}
+        ]
+        assert guards, f"{topic_id}: anyone the account's IAM allows may subscribe, not only {admins}"
+
+
+def test_every_alerts_subscription_receives_one_customer_or_says_every_customer(stack: Stack):
+    """The template's own AlertsTopic subscriptions, judged as `geotag
+    customer audit` judges them (geotag::alert_filter)."""
+    every_customer = {"customer_id": [{"exists": True}]}
+    for subscription_id, subscription in stack.of_type("AWS::SNS::Subscription").items():
+        props = subscription["Properties"]
+        if props["TopicArn"] != stack.refs["AlertsTopic"]:
+            continue
+        assert props.get("FilterPolicyScope", "MessageAttributes") == "MessageAttributes", subscription_id
+        policy = props.get("FilterPolicy")
+        names_one = (
+            isinstance(policy, dict)
+            and isinstance(policy.get("customer_id"), list)
+            and len(policy["customer_id"]) == 1
+            and isinstance(policy["customer_id"][0], str)
+            and "$or" not in policy
+        )
+        assert names_one or policy == every_customer, (
+            f"{subscription_id} receives every customer's alerts without saying so (FilterPolicy {policy!r})"
+        )
+
+
 # --- the checks themselves: each catches the mistake it is for
 
 
 MUTATIONS = [
+    (
+        "anyone may subscribe to the alerts",
+        """            Action: sns:Subscribe
+            Resource: !Ref AlertsTopic
+            Condition:
+              ArnNotLike:
+                aws:PrincipalArn: !Ref AdminPrincipalArns""",
+        """            Action: sns:Subscribe
+            Resource: !Ref AlertsTopic
+            Condition:
+              ArnNotLike:
+                aws:PrincipalArn: !Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:*""",
+        test_only_the_admins_subscribe_to_the_telemetry_and_alerts_topics,
+    ),
+    (
+        "a topic policy SNS refuses",
+        "            Action: sns:Subscribe\n            Resource: !Ref AlertsTopic",
+        "            Action: [sns:Subscribe, sns:SetSubscriptionAttributes]\n            Resource: !Ref AlertsTopic",
+        test_topic_policies_name_only_actions_sns_accepts,
+    ),
+    (
+        "the operator's subscription without its filter",
+        "      FilterPolicyScope: MessageAttributes\n      FilterPolicy:\n        customer_id: [{exists: true}]\n",
+        "",
+        test_every_alerts_subscription_receives_one_customer_or_says_every_customer,
+    ),
     (
         "logs on every log group",
         "Resource: !GetAtt IngestLogGroup.Arn",

@@ -41,6 +41,10 @@ pub(crate) const FUNCTION_ENV: [(&str, &str); 11] = [
         "ALERTS_TOPIC_ARN",
         "arn:aws:sns:eu-west-1:123456789012:geotag-alerts",
     ),
+    (
+        "SILENCE_RULE_ARN",
+        "arn:aws:events:eu-west-1:123456789012:rule/geotag-silence-check",
+    ),
     ("RUST_LOG", "info"),
 ];
 

@@ -177,6 +177,11 @@ pub enum CustomerAction {
     Remove {
         id: String,
     },
+    /// List every alerts-topic subscription whose filter does not name
+    /// exactly one customer (missing, cleared, several ids, an operator such
+    /// as prefix); fails if there is one, other than the explicit
+    /// every-customer filter the operator's AlertEmail uses.
+    Audit,
 }
 
 #[derive(Subcommand)]

@@ -28,7 +28,11 @@ pub struct Options {
 /// stack (samconfig.toml's default environment), where a tag can connect
 /// before anyone owns it. `--parameter-overrides UnregisteredDevices=refuse`
 /// plays production.
-pub const LOCAL_PARAMETER_DEFAULTS: [(&str, &str); 1] = [("UnregisteredDevices", "admit")];
+pub const LOCAL_PARAMETER_DEFAULTS: [(&str, &str); 2] = [
+    ("UnregisteredDevices", "admit"),
+    // IAM is not enforced locally; the emulator's account stands for the admins.
+    ("AdminPrincipalArns", "arn:aws:iam::123456789012:root"),
+];
 
 pub struct LocalStack {
     pub emulator: Emulator,

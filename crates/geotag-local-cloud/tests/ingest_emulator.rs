@@ -44,9 +44,18 @@ async fn local() -> Local {
     let sdk = emulator.sdk_config().await;
     let template = Template::load(&root.join("template.yaml")).expect("template.yaml");
     // The template's defaults, as production runs: unregistered tags are refused.
-    let stack = provision(&template, &sdk, LOCAL_STACK_NAME, &HashMap::new())
-        .await
-        .expect("provisioning");
+    let stack = provision(
+        &template,
+        &sdk,
+        LOCAL_STACK_NAME,
+        // The one parameter without a default; the others as production has them.
+        &HashMap::from([(
+            "AdminPrincipalArns".to_owned(),
+            "arn:aws:iam::123456789012:root".to_owned(),
+        )]),
+    )
+    .await
+    .expect("provisioning");
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     for device in REGISTERED {
         dynamodb

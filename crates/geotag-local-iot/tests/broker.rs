@@ -41,9 +41,18 @@ async fn local(name: &str) -> Local {
     let emulator = Emulator::start(&root).expect("moto must start for this test");
     let sdk = emulator.sdk_config().await;
     let template = Template::load(&root.join("template.yaml")).expect("template.yaml");
-    let stack = provision(&template, &sdk, LOCAL_STACK_NAME, &HashMap::new())
-        .await
-        .expect("provisioning");
+    let stack = provision(
+        &template,
+        &sdk,
+        LOCAL_STACK_NAME,
+        // The one parameter without a default; the others as production has them.
+        &HashMap::from([(
+            "AdminPrincipalArns".to_owned(),
+            "arn:aws:iam::123456789012:root".to_owned(),
+        )]),
+    )
+    .await
+    .expect("provisioning");
     let dir = std::env::temp_dir().join(format!("geotag-iot-{name}-{}", std::process::id()));
     let iot = LocalIot::start(&stack, &sdk, &dir)
         .await

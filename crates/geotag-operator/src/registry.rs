@@ -5,10 +5,14 @@
 //! A customer's alerts reach it through an AlertsTopic subscription whose
 //! filter policy accepts only its `customer_id` message attribute: SNS does
 //! the per-customer fan-out, and no code of ours decides who may read what.
-//! The tables are those of template.yaml (see `geotag_aws::registry`).
+//! So a subscription is made here only with that filter, read back before
+//! it counts, and [`RegistryAdmin::audit`] finds any whose filter admits
+//! more (see `geotag::alert_filter`). The tables are those of template.yaml
+//! (see `geotag_aws::registry`).
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use geotag::alert_filter::{Scope, customer_filter, scope_of};
 use geotag::alerts::ThresholdField;
 use geotag::geofence::Geofence;
 use geotag_aws::clients::SdkConfig;
@@ -29,6 +33,51 @@ pub struct RegistryAdmin {
     pub customers_table: String,
     pub geofences_table: String,
     pub alerts_topic_arn: String,
+    /// Where SNS puts what it could not deliver to a subscription.
+    pub undelivered_queue_arn: String,
+}
+
+/// An AlertsTopic subscription, with the attributes that say whose alerts it gets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    /// `PendingConfirmation` until an address confirms.
+    pub arn: String,
+    pub protocol: String,
+    pub endpoint: String,
+    pub filter_policy: Option<String>,
+    pub filter_policy_scope: Option<String>,
+}
+
+impl Subscription {
+    /// A pending email subscription has no ARN to read attributes by.
+    pub fn confirmed(&self) -> bool {
+        self.arn.starts_with("arn:")
+    }
+
+    /// Whose alerts it receives; `None` while that cannot be read.
+    pub fn scope(&self) -> Option<Scope> {
+        self.confirmed().then(|| {
+            scope_of(
+                self.filter_policy.as_deref(),
+                self.filter_policy_scope.as_deref(),
+            )
+        })
+    }
+}
+
+/// What `geotag customer audit` found: every AlertsTopic subscription, by
+/// whose alerts it receives.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Audit {
+    /// Scoped to one customer, with whether the registry knows that customer.
+    pub one_customer: Vec<(Subscription, String, bool)>,
+    /// The explicit every-customer filter (the operator's address).
+    pub every_customer: Vec<Subscription>,
+    /// Admitting more than one customer's alerts, with why.
+    pub unscoped: Vec<(Subscription, String)>,
+    /// Addresses yet to confirm: SNS delivers nothing to them until they do,
+    /// and their filter can be read only then.
+    pub pending: Vec<Subscription>,
 }
 
 /// A customer to add, or to update (thresholds left `None` are the defaults).
@@ -90,11 +139,6 @@ pub fn check_customer(customer: &CustomerSpec) -> Result<()> {
     Ok(())
 }
 
-/// The filter policy that gives a subscription one customer's alerts.
-pub fn customer_filter_policy(customer_id: &str) -> String {
-    json!({"customer_id": [customer_id]}).to_string()
-}
-
 impl RegistryAdmin {
     /// The registry of a local stack.
     pub fn for_local(stack: &Stack, sdk: &SdkConfig) -> Result<RegistryAdmin> {
@@ -105,6 +149,9 @@ impl RegistryAdmin {
             customers_table: stack.reference("CustomersTable")?.to_owned(),
             geofences_table: stack.reference("GeofencesTable")?.to_owned(),
             alerts_topic_arn: stack.reference("AlertsTopic")?.to_owned(),
+            undelivered_queue_arn: stack
+                .attribute("UndeliveredNotifications", "Arn")?
+                .to_owned(),
         })
     }
 
@@ -132,9 +179,17 @@ impl RegistryAdmin {
                 );
             }
         };
+        // The queue's ARN is the topic's, but for the service and the name.
+        let undelivered_queue_arn = match topic.split(':').collect::<Vec<_>>().as_slice() {
+            [arn, partition, _sns, region, account, _name] => format!(
+                "{arn}:{partition}:sqs:{region}:{account}:{stack_name}-undelivered-notifications"
+            ),
+            _ => bail!("{topic} is not a topic ARN"),
+        };
         Ok(RegistryAdmin {
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             sns,
+            undelivered_queue_arn,
             devices_table: format!("{stack_name}-devices"),
             customers_table: format!("{stack_name}-customers"),
             geofences_table: format!("{stack_name}-geofences"),
@@ -174,30 +229,89 @@ impl RegistryAdmin {
             .chain(customer.queue_arns.iter().map(|arn| ("sqs", arn)));
         let mut arns = Vec::new();
         for (protocol, endpoint) in endpoints {
-            let arn = self
-                .sns
-                .subscribe()
-                .topic_arn(&self.alerts_topic_arn)
-                .protocol(protocol)
-                .endpoint(endpoint)
-                .attributes("FilterPolicyScope", "MessageAttributes")
-                .attributes(
-                    "FilterPolicy",
-                    customer_filter_policy(&customer.customer_id),
-                )
-                .return_subscription_arn(true)
-                .send()
-                .await
-                .with_context(|| format!("subscribing {endpoint} to the alerts topic"))?
-                .subscription_arn
-                .unwrap_or_default();
-            arns.push(arn);
+            arns.push(
+                self.subscribe_customer(&customer.customer_id, protocol, endpoint)
+                    .await?,
+            );
         }
         Ok(arns)
     }
 
-    /// AlertsTopic's subscriptions: (arn, protocol, endpoint, filter policy).
-    async fn subscriptions(&self) -> Result<Vec<(String, String, String, Option<String>)>> {
+    /// Subscribes `endpoint` to `customer_id`'s alerts: the filter and the
+    /// redrive policy are set by the Subscribe call itself (never added
+    /// after, so there is no moment without them), and read back. A
+    /// subscription that does not come back scoped to the customer alone
+    /// is removed again and the command fails.
+    async fn subscribe_customer(
+        &self,
+        customer_id: &str,
+        protocol: &str,
+        endpoint: &str,
+    ) -> Result<String> {
+        let arn = self
+            .sns
+            .subscribe()
+            .topic_arn(&self.alerts_topic_arn)
+            .protocol(protocol)
+            .endpoint(endpoint)
+            .attributes("FilterPolicyScope", "MessageAttributes")
+            .attributes("FilterPolicy", customer_filter(customer_id))
+            .attributes(
+                "RedrivePolicy",
+                json!({"deadLetterTargetArn": self.undelivered_queue_arn}).to_string(),
+            )
+            .return_subscription_arn(true)
+            .send()
+            .await
+            .with_context(|| format!("subscribing {endpoint} to the alerts topic"))?
+            .subscription_arn
+            .ok_or_else(|| anyhow!("SNS returned no subscription ARN for {endpoint}"))?;
+        let subscription = self.described(arn.clone(), protocol, endpoint).await?;
+        match subscription.scope() {
+            // An address confirms later; until then SNS delivers nothing to it.
+            None => Ok(arn),
+            Some(Scope::Customer(id)) if id == customer_id => Ok(arn),
+            Some(other) => {
+                self.sns
+                    .unsubscribe()
+                    .subscription_arn(&arn)
+                    .send()
+                    .await
+                    .with_context(|| format!("removing {arn} again"))?;
+                bail!(
+                    "{endpoint} was subscribed but its filter came back as {other:?}, not {customer_id}'s alone; the subscription was removed"
+                )
+            }
+        }
+    }
+
+    /// The subscription `arn` with its filter attributes (none while pending).
+    async fn described(&self, arn: String, protocol: &str, endpoint: &str) -> Result<Subscription> {
+        let mut subscription = Subscription {
+            arn,
+            protocol: protocol.to_owned(),
+            endpoint: endpoint.to_owned(),
+            filter_policy: None,
+            filter_policy_scope: None,
+        };
+        if subscription.confirmed() {
+            let mut attributes = self
+                .sns
+                .get_subscription_attributes()
+                .subscription_arn(&subscription.arn)
+                .send()
+                .await
+                .with_context(|| format!("reading {}", subscription.arn))?
+                .attributes
+                .unwrap_or_default();
+            subscription.filter_policy = attributes.remove("FilterPolicy");
+            subscription.filter_policy_scope = attributes.remove("FilterPolicyScope");
+        }
+        Ok(subscription)
+    }
+
+    /// AlertsTopic's subscriptions, every page.
+    pub async fn subscriptions(&self) -> Result<Vec<Subscription>> {
         let mut all = Vec::new();
         let mut next = None;
         loop {
@@ -208,29 +322,15 @@ impl RegistryAdmin {
                 .set_next_token(next)
                 .send()
                 .await?;
-            for subscription in page.subscriptions() {
-                let arn = subscription
-                    .subscription_arn()
-                    .unwrap_or_default()
-                    .to_owned();
-                // A pending email confirmation has no ARN to ask about yet.
-                let policy = if arn.starts_with("arn:") {
-                    self.sns
-                        .get_subscription_attributes()
-                        .subscription_arn(&arn)
-                        .send()
-                        .await?
-                        .attributes
-                        .and_then(|mut attributes| attributes.remove("FilterPolicy"))
-                } else {
-                    None
-                };
-                all.push((
-                    arn,
-                    subscription.protocol().unwrap_or_default().to_owned(),
-                    subscription.endpoint().unwrap_or_default().to_owned(),
-                    policy,
-                ));
+            for listed in page.subscriptions() {
+                all.push(
+                    self.described(
+                        listed.subscription_arn().unwrap_or_default().to_owned(),
+                        listed.protocol().unwrap_or_default(),
+                        listed.endpoint().unwrap_or_default(),
+                    )
+                    .await?,
+                );
             }
             next = page.next_token;
             if next.is_none() {
@@ -239,11 +339,31 @@ impl RegistryAdmin {
         }
     }
 
-    fn names_customer(policy: Option<&str>, customer_id: &str) -> bool {
-        policy
-            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
-            .and_then(|p| p.get("customer_id").cloned())
-            .is_some_and(|ids| ids == json!([customer_id]))
+    /// Every AlertsTopic subscription, judged by its filter.
+    pub async fn audit(&self) -> Result<Audit> {
+        let customers: std::collections::BTreeSet<String> =
+            crate::table_scan::scan_all(&self.dynamodb, &self.customers_table, false)
+                .await?
+                .iter()
+                .filter_map(|item| Some(item.get("customer_id")?.as_s().ok()?.clone()))
+                .collect();
+        let mut audit = Audit::default();
+        for subscription in self.subscriptions().await? {
+            match subscription.scope() {
+                None => audit.pending.push(subscription),
+                Some(Scope::Customer(id)) => {
+                    let known = customers.contains(&id);
+                    audit.one_customer.push((subscription, id, known));
+                }
+                Some(Scope::EveryCustomer) => audit.every_customer.push(subscription),
+                Some(Scope::Unscoped(why)) => audit.unscoped.push((subscription, why)),
+            }
+        }
+        Ok(audit)
+    }
+
+    fn names_customer(subscription: &Subscription, customer_id: &str) -> bool {
+        subscription.scope() == Some(Scope::Customer(customer_id.to_owned()))
     }
 
     pub async fn list_customers(&self) -> Result<Vec<CustomerRow>> {
@@ -279,10 +399,8 @@ impl RegistryAdmin {
                 },
                 subscriptions: subscriptions
                     .iter()
-                    .filter(|(_, _, _, policy)| {
-                        Self::names_customer(policy.as_deref(), customer_id)
-                    })
-                    .map(|(_, protocol, endpoint, _)| (protocol.clone(), endpoint.clone()))
+                    .filter(|subscription| Self::names_customer(subscription, customer_id))
+                    .map(|s| (s.protocol.clone(), s.endpoint.clone()))
                     .collect(),
             });
         }
@@ -295,9 +413,13 @@ impl RegistryAdmin {
     /// Returns (subscriptions removed, devices unassigned).
     pub async fn remove_customer(&self, customer_id: &str) -> Result<(usize, usize)> {
         let mut removed = 0;
-        for (arn, _, _, policy) in self.subscriptions().await? {
-            if arn.starts_with("arn:") && Self::names_customer(policy.as_deref(), customer_id) {
-                self.sns.unsubscribe().subscription_arn(arn).send().await?;
+        for subscription in self.subscriptions().await? {
+            if Self::names_customer(&subscription, customer_id) {
+                self.sns
+                    .unsubscribe()
+                    .subscription_arn(&subscription.arn)
+                    .send()
+                    .await?;
                 removed += 1;
             }
         }
@@ -502,11 +624,32 @@ mod tests {
     }
 
     #[test]
-    fn the_filter_policy_names_exactly_one_customer() {
-        let policy = customer_filter_policy("acme");
-        assert_eq!(policy, r#"{"customer_id":["acme"]}"#);
-        assert!(RegistryAdmin::names_customer(Some(&policy), "acme"));
-        assert!(!RegistryAdmin::names_customer(Some(&policy), "globex"));
-        assert!(!RegistryAdmin::names_customer(None, "acme"));
+    fn a_subscription_names_a_customer_only_through_its_own_filter() {
+        let subscription = |arn: &str, policy: Option<&str>| Subscription {
+            arn: arn.into(),
+            protocol: "sqs".into(),
+            endpoint: "arn:aws:sqs:us-east-1:123456789012:q".into(),
+            filter_policy: policy.map(str::to_owned),
+            filter_policy_scope: None,
+        };
+        let acme = customer_filter("acme");
+        let confirmed = "arn:aws:sns:us-east-1:123456789012:alerts:1";
+        assert!(RegistryAdmin::names_customer(
+            &subscription(confirmed, Some(&acme)),
+            "acme"
+        ));
+        assert!(!RegistryAdmin::names_customer(
+            &subscription(confirmed, Some(&acme)),
+            "globex"
+        ));
+        assert!(!RegistryAdmin::names_customer(
+            &subscription(confirmed, None),
+            "acme"
+        ));
+        assert!(!RegistryAdmin::names_customer(
+            &subscription("PendingConfirmation", Some(&acme)),
+            "acme"
+        ));
+        assert_eq!(subscription("PendingConfirmation", None).scope(), None);
     }
 }

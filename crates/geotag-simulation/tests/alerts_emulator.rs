@@ -322,3 +322,126 @@ async fn every_alert_is_published_once_and_only_to_its_customer() {
     assert_eq!(drain(&local, &acme_url).await, of("tag-a"));
     assert_eq!(drain(&local, &globex_url).await, of("tag-b"));
 }
+
+/// `customer add` subscribes with the customer's filter and the stack's
+/// redrive queue, and refuses thresholds out of range before writing
+/// anything; the audit finds every subscription that receives more than one
+/// customer's alerts, whether subscribed without a filter or changed later.
+#[tokio::test]
+async fn the_audit_finds_every_subscription_not_scoped_to_one_customer() {
+    use geotag::alert_filter::{EVERY_CUSTOMER_FILTER, customer_filter};
+    let local = LocalStack::start(&Options::default())
+        .await
+        .expect("local stack");
+    let admin = RegistryAdmin::for_local(&local.stack, &local.sdk).unwrap();
+    let sns = aws_sdk_sns::Client::new(&local.sdk);
+    let (_, acme_queue) = inbox(&local, "audit-acme").await;
+    let (_, globex_queue) = inbox(&local, "audit-globex").await;
+    let (_, operator_queue) = inbox(&local, "audit-operator").await;
+    let (_, stray_queue) = inbox(&local, "audit-stray").await;
+
+    let refused = admin
+        .add_customer(&CustomerSpec {
+            customer_id: "initech".into(),
+            queue_arns: vec![stray_queue.clone()],
+            silence_minutes: Some(-5.0),
+            ..CustomerSpec::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("silence_minutes -5"),
+        "{refused:#}"
+    );
+    assert!(admin.list_customers().await.unwrap().is_empty());
+    assert!(admin.subscriptions().await.unwrap().is_empty());
+
+    let mut subscribed = Vec::new();
+    for (customer, queue) in [("acme", &acme_queue), ("globex", &globex_queue)] {
+        let arns = admin
+            .add_customer(&CustomerSpec {
+                customer_id: customer.into(),
+                queue_arns: vec![queue.clone()],
+                ..CustomerSpec::default()
+            })
+            .await
+            .unwrap();
+        let attributes = sns
+            .get_subscription_attributes()
+            .subscription_arn(&arns[0])
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap();
+        assert_eq!(attributes["FilterPolicy"], customer_filter(customer));
+        let redrive: Value = serde_json::from_str(&attributes["RedrivePolicy"]).unwrap();
+        assert_eq!(redrive["deadLetterTargetArn"], admin.undelivered_queue_arn);
+        subscribed.push(arns[0].clone());
+    }
+    for (queue, filter) in [
+        (&operator_queue, Some(EVERY_CUSTOMER_FILTER)),
+        (&stray_queue, None),
+    ] {
+        sns.subscribe()
+            .topic_arn(&admin.alerts_topic_arn)
+            .protocol("sqs")
+            .endpoint(queue)
+            .set_attributes(filter.map(|f| [("FilterPolicy".to_owned(), f.to_owned())].into()))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let audit = admin.audit().await.unwrap();
+    let customers: Vec<(&str, bool)> = audit
+        .one_customer
+        .iter()
+        .map(|(_, id, known)| (id.as_str(), *known))
+        .collect();
+    assert_eq!(customers.len(), 2);
+    assert!(customers.contains(&("acme", true)) && customers.contains(&("globex", true)));
+    assert_eq!(audit.every_customer.len(), 1);
+    assert_eq!(audit.every_customer[0].endpoint, operator_queue);
+    assert_eq!(audit.unscoped.len(), 1);
+    assert_eq!(audit.unscoped[0].0.endpoint, stray_queue);
+    assert!(
+        audit.unscoped[0].1.contains("no filter policy"),
+        "{:?}",
+        audit.unscoped
+    );
+
+    // Filters changed after the fact: one widened to two customers, one
+    // replaced by a filter on the alert type only.
+    for (arn, policy) in [
+        (&subscribed[1], r#"{"customer_id":["globex","acme"]}"#),
+        (&subscribed[0], r#"{"type":["silence"]}"#),
+    ] {
+        sns.set_subscription_attributes()
+            .subscription_arn(arn)
+            .attribute_name("FilterPolicy")
+            .attribute_value(policy)
+            .send()
+            .await
+            .unwrap();
+    }
+    let audit = admin.audit().await.unwrap();
+    assert!(audit.one_customer.is_empty(), "{:?}", audit.one_customer);
+    let mut reasons: Vec<(&str, &str)> = audit
+        .unscoped
+        .iter()
+        .map(|(s, why)| (s.endpoint.as_str(), why.as_str()))
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|(e, why)| *e == globex_queue && why.contains("names 2 customers"))
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(e, why)| *e == acme_queue && why.contains("does not name customer_id"))
+    );
+}

@@ -17,9 +17,11 @@
 //! - [`geofence`]: circles and polygons, and whether a point is inside;
 //! - [`stats`]: latest state with its trail, hourly and daily rollups, watermarks;
 //! - [`alerts`]: the alert rules (geofence, battery, speeding, silence);
+//! - [`alert_filter`]: whose alerts an AlertsTopic subscription's filter admits;
 //! - [`store`]: the ports the functions use, and in-memory implementations;
 //! - [`directory`]: which tags the registry knows, and what ingest does with the others.
 
+pub mod alert_filter;
 pub mod alerts;
 pub mod clock;
 pub mod decode;

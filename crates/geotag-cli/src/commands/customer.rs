@@ -1,7 +1,8 @@
-//! `geotag customer add|list|remove`.
+//! `geotag customer add|list|remove|audit`.
 
-use anyhow::Result;
-use geotag_operator::registry::{CustomerSpec, customer_filter_policy};
+use anyhow::{Result, bail};
+use geotag::alert_filter::customer_filter;
+use geotag_operator::registry::{Audit, CustomerSpec, Subscription};
 
 use crate::args::{CustomerAction, TargetArgs};
 
@@ -32,7 +33,7 @@ pub async fn run(action: CustomerAction, target: TargetArgs) -> Result<()> {
                 "customer {id}: {} subscription(s) to {} with filter policy {}",
                 subscriptions.len(),
                 admin.alerts_topic_arn,
-                customer_filter_policy(&id)
+                customer_filter(&id)
             );
             for arn in subscriptions {
                 println!("  {arn}");
@@ -53,6 +54,17 @@ pub async fn run(action: CustomerAction, target: TargetArgs) -> Result<()> {
                 );
             }
         }
+        CustomerAction::Audit => {
+            let audit = admin.audit().await?;
+            print_audit(&admin.alerts_topic_arn, &audit);
+            if !audit.unscoped.is_empty() {
+                bail!(
+                    "{} subscription(s) to {} receive more than one customer's alerts; fix each filter (or unsubscribe it) as an admin",
+                    audit.unscoped.len(),
+                    admin.alerts_topic_arn
+                );
+            }
+        }
         CustomerAction::Remove { id } => {
             let (subscriptions, devices) = admin.remove_customer(&id).await?;
             println!(
@@ -61,4 +73,48 @@ pub async fn run(action: CustomerAction, target: TargetArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_audit(topic_arn: &str, audit: &Audit) {
+    let line = |subscription: &Subscription, verdict: &str| {
+        println!(
+            "  {} {}:{}\n    {verdict}",
+            subscription.arn, subscription.protocol, subscription.endpoint
+        );
+    };
+    println!(
+        "{topic_arn}: {} subscription(s) scoped to one customer, {} to every customer on purpose, {} unscoped, {} pending confirmation",
+        audit.one_customer.len(),
+        audit.every_customer.len(),
+        audit.unscoped.len(),
+        audit.pending.len()
+    );
+    if !audit.unscoped.is_empty() {
+        println!("unscoped (every one receives other customers' alerts):");
+        for (subscription, why) in &audit.unscoped {
+            line(subscription, why);
+        }
+    }
+    if !audit.every_customer.is_empty() {
+        println!("every customer, by the explicit filter (the operator's AlertEmail):");
+        for subscription in &audit.every_customer {
+            line(subscription, geotag::alert_filter::EVERY_CUSTOMER_FILTER);
+        }
+    }
+    if !audit.pending.is_empty() {
+        println!("pending confirmation (SNS delivers nothing until confirmed; audit again after):");
+        for subscription in &audit.pending {
+            line(subscription, "filter readable once confirmed");
+        }
+    }
+    for (subscription, customer, known) in &audit.one_customer {
+        if !known {
+            line(
+                subscription,
+                &format!(
+                    "names customer {customer}, which the registry does not have (its alerts would go here if it were added)"
+                ),
+            );
+        }
+    }
 }
