@@ -24,7 +24,7 @@ struct ColdCase {
 }
 
 /// The functions' environment: template.yaml's tables, and its allocator settings.
-pub(crate) const FUNCTION_ENV: [(&str, &str); 11] = [
+pub(crate) const FUNCTION_ENV: [(&str, &str); 12] = [
     ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
     ("MIMALLOC_PURGE_DELAY", "0"),
     ("TELEMETRY_TABLE", "geotag-telemetry"),
