@@ -1,5 +1,6 @@
 """Writes the alerts sample events: a DeviceStats stream batch of `latest`
-changes, and the EventBridge event of the silence check.
+changes, and the EventBridge events of the silence check and of the
+subscription audit.
 
 Run from the repository root: python3 events/make_alerts_events.py
 
@@ -114,6 +115,12 @@ def main():
     }
     with open("events/alerts/silence-check.json", "w") as out:
         json.dump(scheduled, out, indent=1)
+        out.write("\n")
+
+    audit = dict(scheduled, id="0d1c4a52-7f3e-4b8e-9a53-3c1b2f1e6a90",
+                 resources=["arn:aws:events:us-east-1:123456789012:rule/geotag-local-subscription-audit"])
+    with open("events/alerts/subscription-audit.json", "w") as out:
+        json.dump(audit, out, indent=1)
         out.write("\n")
 
 

@@ -151,6 +151,7 @@ pub fn alerts(devices: impl IntoIterator<Item = String>) -> Alerts {
         silence_lookback_ms: 24 * 3_600_000,
         // The bench runs no schedule.
         silence_rule_arn: String::new(),
+        audit_rule_arn: String::new(),
         metrics: geotag_runtime::emf::Emitter::for_binary("alerts")
             .with_sink(geotag_runtime::emf::Sink::Discard),
     }

@@ -24,7 +24,7 @@ struct ColdCase {
 }
 
 /// The functions' environment: template.yaml's tables, and its allocator settings.
-pub(crate) const FUNCTION_ENV: [(&str, &str); 12] = [
+pub(crate) const FUNCTION_ENV: [(&str, &str); 13] = [
     ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
     ("MIMALLOC_PURGE_DELAY", "0"),
     ("TELEMETRY_TABLE", "geotag-telemetry"),
@@ -44,6 +44,10 @@ pub(crate) const FUNCTION_ENV: [(&str, &str); 12] = [
     (
         "SILENCE_RULE_ARN",
         "arn:aws:events:eu-west-1:123456789012:rule/geotag-silence-check",
+    ),
+    (
+        "AUDIT_RULE_ARN",
+        "arn:aws:events:eu-west-1:123456789012:rule/geotag-subscription-audit",
     ),
     ("RUST_LOG", "info"),
 ];

@@ -29,6 +29,8 @@
 
 use std::collections::HashMap;
 
+use geotag::alert_filter::Subscription;
+
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sns::types::MessageAttributeValue;
 use geotag::alerts::{Alert, SpeedWatch};
@@ -399,6 +401,66 @@ impl AlertSink for SnsAlertSink {
             .map_err(store_error)?;
         Ok(())
     }
+
+    async fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        let mut all = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self
+                .client
+                .list_subscriptions_by_topic()
+                .topic_arn(&self.topic_arn)
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(store_error)?;
+            for listed in page.subscriptions() {
+                all.push(
+                    describe_subscription(
+                        &self.client,
+                        listed.subscription_arn().unwrap_or_default(),
+                        listed.protocol().unwrap_or_default(),
+                        listed.endpoint().unwrap_or_default(),
+                    )
+                    .await?,
+                );
+            }
+            next = page.next_token;
+            if next.is_none() {
+                return Ok(all);
+            }
+        }
+    }
+}
+
+/// The subscription `arn` with the attributes that say whose alerts it
+/// receives (none while it is pending confirmation: it has no ARN yet).
+pub async fn describe_subscription(
+    client: &aws_sdk_sns::Client,
+    arn: &str,
+    protocol: &str,
+    endpoint: &str,
+) -> Result<Subscription, StoreError> {
+    let mut subscription = Subscription {
+        arn: arn.to_owned(),
+        protocol: protocol.to_owned(),
+        endpoint: endpoint.to_owned(),
+        filter_policy: None,
+        filter_policy_scope: None,
+    };
+    if subscription.confirmed() {
+        let mut attributes = client
+            .get_subscription_attributes()
+            .subscription_arn(arn)
+            .send()
+            .await
+            .map_err(store_error)?
+            .attributes
+            .unwrap_or_default();
+        subscription.filter_policy = attributes.remove("FilterPolicy");
+        subscription.filter_policy_scope = attributes.remove("FilterPolicyScope");
+    }
+    Ok(subscription)
 }
 
 /// The DeviceStats `SilenceIndex` (see [`crate::device_stats::silence_shard`]).

@@ -12,9 +12,12 @@
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
-use geotag::alert_filter::{Scope, customer_filter, scope_of};
+use geotag::alert_filter::{Scope, Subscription, customer_filter};
 use geotag::alerts::ThresholdField;
 use geotag::geofence::Geofence;
+use geotag::store::AlertSink as _;
+use geotag_aws::SnsAlertSink;
+use geotag_aws::alert_log::describe_subscription;
 use geotag_aws::clients::SdkConfig;
 use geotag_aws::registry::{
     GLOBAL_SCOPE, UNASSIGNED, device_from, device_item, geofence_from, geofence_item,
@@ -35,34 +38,6 @@ pub struct RegistryAdmin {
     pub alerts_topic_arn: String,
     /// Where SNS puts what it could not deliver to a subscription.
     pub undelivered_queue_arn: String,
-}
-
-/// An AlertsTopic subscription, with the attributes that say whose alerts it gets.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Subscription {
-    /// `PendingConfirmation` until an address confirms.
-    pub arn: String,
-    pub protocol: String,
-    pub endpoint: String,
-    pub filter_policy: Option<String>,
-    pub filter_policy_scope: Option<String>,
-}
-
-impl Subscription {
-    /// A pending email subscription has no ARN to read attributes by.
-    pub fn confirmed(&self) -> bool {
-        self.arn.starts_with("arn:")
-    }
-
-    /// Whose alerts it receives; `None` while that cannot be read.
-    pub fn scope(&self) -> Option<Scope> {
-        self.confirmed().then(|| {
-            scope_of(
-                self.filter_policy.as_deref(),
-                self.filter_policy_scope.as_deref(),
-            )
-        })
-    }
 }
 
 /// What `geotag customer audit` found: every AlertsTopic subscription, by
@@ -266,7 +241,7 @@ impl RegistryAdmin {
             .with_context(|| format!("subscribing {endpoint} to the alerts topic"))?
             .subscription_arn
             .ok_or_else(|| anyhow!("SNS returned no subscription ARN for {endpoint}"))?;
-        let subscription = self.described(arn.clone(), protocol, endpoint).await?;
+        let subscription = describe_subscription(&self.sns, &arn, protocol, endpoint).await?;
         match subscription.scope() {
             // An address confirms later; until then SNS delivers nothing to it.
             None => Ok(arn),
@@ -285,58 +260,11 @@ impl RegistryAdmin {
         }
     }
 
-    /// The subscription `arn` with its filter attributes (none while pending).
-    async fn described(&self, arn: String, protocol: &str, endpoint: &str) -> Result<Subscription> {
-        let mut subscription = Subscription {
-            arn,
-            protocol: protocol.to_owned(),
-            endpoint: endpoint.to_owned(),
-            filter_policy: None,
-            filter_policy_scope: None,
-        };
-        if subscription.confirmed() {
-            let mut attributes = self
-                .sns
-                .get_subscription_attributes()
-                .subscription_arn(&subscription.arn)
-                .send()
-                .await
-                .with_context(|| format!("reading {}", subscription.arn))?
-                .attributes
-                .unwrap_or_default();
-            subscription.filter_policy = attributes.remove("FilterPolicy");
-            subscription.filter_policy_scope = attributes.remove("FilterPolicyScope");
-        }
-        Ok(subscription)
-    }
-
     /// AlertsTopic's subscriptions, every page.
     pub async fn subscriptions(&self) -> Result<Vec<Subscription>> {
-        let mut all = Vec::new();
-        let mut next = None;
-        loop {
-            let page = self
-                .sns
-                .list_subscriptions_by_topic()
-                .topic_arn(&self.alerts_topic_arn)
-                .set_next_token(next)
-                .send()
-                .await?;
-            for listed in page.subscriptions() {
-                all.push(
-                    self.described(
-                        listed.subscription_arn().unwrap_or_default().to_owned(),
-                        listed.protocol().unwrap_or_default(),
-                        listed.endpoint().unwrap_or_default(),
-                    )
-                    .await?,
-                );
-            }
-            next = page.next_token;
-            if next.is_none() {
-                return Ok(all);
-            }
-        }
+        Ok(SnsAlertSink::new(self.sns.clone(), &self.alerts_topic_arn)
+            .subscriptions()
+            .await?)
     }
 
     /// Every AlertsTopic subscription, judged by its filter.

@@ -90,10 +90,13 @@ pub async fn set_up(local: &LocalStack, devices: usize) -> Result<FleetRegistry>
         geotag_alerts::Config::from_lookup(|name| alerts_function.environment.get(name).cloned())?;
 
     let (inboxes, inbox_arn) = create_inboxes(&sqs).await?;
+    // The operator's inbox takes every customer's alerts, and says so (as
+    // the template's AlertEmail does): the subscription audit counts it apart.
     sns.subscribe()
         .topic_arn(&admin.alerts_topic_arn)
         .protocol("sqs")
         .endpoint(&inbox_arn[OPERATOR])
+        .attributes("FilterPolicy", geotag::alert_filter::EVERY_CUSTOMER_FILTER)
         .send()
         .await?;
 
@@ -268,20 +271,57 @@ fn demo_zones() -> Vec<Geofence> {
     ]
 }
 
-/// Runs the alerts function's schedule once, at `at_ms`, as EventBridge would
-/// at its next tick. Returns the function's answer.
+/// Runs the alerts function's silence check once, at `at_ms`, as EventBridge
+/// would at its next tick. Returns the function's answer.
 pub async fn check_silence(local: &LocalStack, invoker: &Invoker, at_ms: i64) -> Result<Value> {
+    run_schedule(local, invoker, "SilenceCheck", at_ms).await
+}
+
+/// Runs the alerts function's subscription audit once, as its hourly rule
+/// would, and renders its line of the demo report: whether no subscription
+/// receives more than one customer's alerts.
+pub async fn audit_subscriptions(local: &LocalStack, invoker: &Invoker) -> Result<(String, bool)> {
+    let answer = run_schedule(local, invoker, "SubscriptionAudit", geotag::clock::now_ms()).await?;
+    let count = |name: &str| answer.get(name).and_then(Value::as_u64);
+    let (Some(unscoped), Some(one), Some(every), Some(pending)) = (
+        count("unscoped"),
+        count("one_customer"),
+        count("every_customer"),
+        count("pending"),
+    ) else {
+        anyhow::bail!("the subscription audit answered {answer}");
+    };
+    let ok = unscoped == 0;
+    Ok((
+        format!(
+            "  subscriptions {one} to one customer, {every} to every customer (the operator's inbox), {pending} awaiting confirmation, {unscoped} unscoped {}",
+            crate::report::mark(ok)
+        ),
+        ok,
+    ))
+}
+
+/// Invokes the alerts function as its schedule `event_name` (the template's
+/// name of the event) fires at `at_ms`. Returns the function's answer.
+async fn run_schedule(
+    local: &LocalStack,
+    invoker: &Invoker,
+    event_name: &str,
+    at_ms: i64,
+) -> Result<Value> {
     let (function, source) = local
         .stack
         .functions
         .values()
         .find_map(|function| {
             function.events.iter().find_map(|event| match event {
-                EventSource::Schedule(source) => Some((function, source)),
+                EventSource::Schedule(source) if source.name == event_name => {
+                    Some((function, source))
+                }
                 _ => None,
             })
         })
-        .context("the template has no schedule")?;
+        .with_context(|| format!("the template has no schedule {event_name}"))?;
     invoker
         .invoke(function, scheduled_event(function, source, at_ms))
         .await

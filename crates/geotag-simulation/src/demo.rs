@@ -160,6 +160,10 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         let (alerts_ok, operator) =
             audit_alerts(&local, &plan, registry, silence_check_ms, &mut summary).await?;
         ok &= alerts_ok;
+        let (line, subscriptions_ok) =
+            alert_audit::audit_subscriptions(&local, &functions.invoker).await?;
+        println!("{line}\n");
+        ok &= subscriptions_ok;
         operator_alerts = Some(operator);
     }
     if let Some(handlers) = &functions.in_process {

@@ -49,6 +49,10 @@ impl AlertSink for FlakySink {
         }
         self.inner.publish(alert).await
     }
+
+    async fn subscriptions(&self) -> Result<Vec<geotag::alert_filter::Subscription>, StoreError> {
+        self.inner.subscriptions().await
+    }
 }
 
 type Handler = geotag_alerts::Alerts<DynamoRegistry, DynamoAlertLog, FlakySink, DynamoSilenceIndex>;
@@ -132,6 +136,7 @@ async fn every_alert_is_published_once_and_only_to_its_customer() {
         .topic_arn(&admin.alerts_topic_arn)
         .protocol("sqs")
         .endpoint(&operator_arn)
+        .attributes("FilterPolicy", geotag::alert_filter::EVERY_CUSTOMER_FILTER)
         .send()
         .await
         .unwrap();
@@ -221,6 +226,7 @@ async fn every_alert_is_published_once_and_only_to_its_customer() {
         silence: real.silence,
         silence_lookback_ms: real.silence_lookback_ms,
         silence_rule_arn: real.silence_rule_arn,
+        audit_rule_arn: real.audit_rule_arn,
         metrics: geotag_runtime::emf::Emitter::for_binary("alerts"),
     });
     let alert_invocations = Arc::new(AtomicUsize::new(0));

@@ -32,6 +32,59 @@ pub enum Scope {
     Unscoped(String),
 }
 
+/// An AlertsTopic subscription, with the attributes that say whose alerts it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// `PendingConfirmation` until an address confirms.
+    pub arn: String,
+    pub protocol: String,
+    pub endpoint: String,
+    pub filter_policy: Option<String>,
+    pub filter_policy_scope: Option<String>,
+}
+
+impl Subscription {
+    /// A pending email subscription has no ARN to read attributes by (and
+    /// SNS delivers nothing to it).
+    pub fn confirmed(&self) -> bool {
+        self.arn.starts_with("arn:")
+    }
+
+    /// Whose alerts it receives; `None` while that cannot be read.
+    pub fn scope(&self) -> Option<Scope> {
+        self.confirmed().then(|| {
+            scope_of(
+                self.filter_policy.as_deref(),
+                self.filter_policy_scope.as_deref(),
+            )
+        })
+    }
+}
+
+/// Subscriptions counted by whose alerts they receive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScopeCounts {
+    pub one_customer: usize,
+    pub every_customer: usize,
+    pub unscoped: usize,
+    pub pending: usize,
+}
+
+impl ScopeCounts {
+    pub fn of<'a>(subscriptions: impl IntoIterator<Item = &'a Subscription>) -> ScopeCounts {
+        let mut counts = ScopeCounts::default();
+        for subscription in subscriptions {
+            match subscription.scope() {
+                None => counts.pending += 1,
+                Some(Scope::Customer(_)) => counts.one_customer += 1,
+                Some(Scope::EveryCustomer) => counts.every_customer += 1,
+                Some(Scope::Unscoped(_)) => counts.unscoped += 1,
+            }
+        }
+        counts
+    }
+}
+
 /// Judges a subscription from its `FilterPolicy` and `FilterPolicyScope`
 /// attributes (absent: no filter; the scope defaults to MessageAttributes).
 /// Anything but a plain list of one customer id, or the explicit

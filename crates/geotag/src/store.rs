@@ -406,9 +406,14 @@ pub trait AlertLog: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Where alerts go: the alerts topic.
+/// Where alerts go: the alerts topic, and who is subscribed to it.
 pub trait AlertSink: Send + Sync {
     fn publish(&self, alert: &Alert) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every subscription of the topic, with its filter attributes.
+    fn subscriptions(
+        &self,
+    ) -> impl Future<Output = Result<Vec<crate::alert_filter::Subscription>, StoreError>> + Send;
 }
 
 /// An in-memory [`Registry`].
@@ -465,6 +470,8 @@ pub struct MemoryAlerts {
     watches: Mutex<HashMap<String, SpeedWatch>>,
     published: Mutex<Vec<Alert>>,
     failing_publishes: Mutex<u32>,
+    /// What [`AlertSink::subscriptions`] answers.
+    pub subscriptions: Mutex<Vec<crate::alert_filter::Subscription>>,
 }
 
 impl MemoryAlerts {
@@ -562,5 +569,9 @@ impl AlertSink for MemoryAlerts {
         }
         lock(&self.published).push(alert.clone());
         Ok(())
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<crate::alert_filter::Subscription>, StoreError> {
+        Ok(lock(&self.subscriptions).clone())
     }
 }

@@ -27,6 +27,11 @@
 //! finds the devices that went silent from the DeviceStats `SilenceIndex`
 //! (a Query per shard over a time window, never a Scan), and raises one
 //! silence alert per quiet period, through the same claim-publish-mark path.
+//! A second schedule, hourly, audits AlertsTopic's subscriptions: SNS's
+//! filter policies decide who receives whose alerts, and a filter cleared
+//! or widened after `geotag customer add` made it would send one customer's
+//! alerts to another. It counts them (`UnscopedSubscriptions`, alarmed).
+//! Each schedule's events name its rule; an event naming neither is refused.
 //!
 //! # Layout
 //!
@@ -38,6 +43,7 @@
 
 use std::collections::BTreeMap;
 
+use geotag::alert_filter::{Scope, ScopeCounts};
 use geotag::alerts::{Alert, ThresholdField, Thresholds};
 use geotag::store::{
     AlertLog, AlertSink, MemoryAlerts, MemoryRegistry, MemorySilenceIndex, Registry, SilenceIndex,
@@ -74,6 +80,8 @@ pub struct Alerts<R, L, P, I> {
     /// The EventBridge rule whose events run the silence check: an event
     /// naming another resource is refused, whoever could invoke the function.
     pub silence_rule_arn: String,
+    /// The rule whose events run the subscription audit.
+    pub audit_rule_arn: String,
     /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
     pub metrics: Emitter,
 }
@@ -89,6 +97,8 @@ pub struct Config {
     pub alerts_topic_arn: String,
     /// `SILENCE_RULE_ARN`: the schedule's rule (see [`Alerts::silence_rule_arn`]).
     pub silence_rule_arn: String,
+    /// `AUDIT_RULE_ARN`: the subscription audit's rule.
+    pub audit_rule_arn: String,
     /// Defaults for customers that set none of their own.
     pub defaults: Thresholds,
     pub alert_retention_days: u32,
@@ -121,6 +131,7 @@ impl FromEnvironment for Config {
             device_stats_table: env.required("DEVICE_STATS_TABLE")?,
             alerts_topic_arn: env.required("ALERTS_TOPIC_ARN")?,
             silence_rule_arn: env.required("SILENCE_RULE_ARN")?,
+            audit_rule_arn: env.required("AUDIT_RULE_ARN")?,
             defaults: Thresholds {
                 battery_low_pct: threshold(
                     "BATTERY_LOW_PCT",
@@ -158,8 +169,9 @@ pub type OnAws = Alerts<DynamoRegistry, DynamoAlertLog, SnsAlertSink, DynamoSile
 pub type InMemory = Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts, MemorySilenceIndex>;
 
 /// The in-memory handler of `registry`'s customers and zones, with a day of
-/// silence look-back, run on schedule by `silence_rule_arn`.
-pub fn in_memory(registry: MemoryRegistry, silence_rule_arn: &str) -> InMemory {
+/// silence look-back, run on schedule by `rules` (silence check, audit).
+pub fn in_memory(registry: MemoryRegistry, rules: [&str; 2]) -> InMemory {
+    let [silence_rule_arn, audit_rule_arn] = rules;
     Alerts {
         registry,
         log: MemoryAlerts::default(),
@@ -167,6 +179,7 @@ pub fn in_memory(registry: MemoryRegistry, silence_rule_arn: &str) -> InMemory {
         silence: MemorySilenceIndex::default(),
         silence_lookback_ms: geotag::clock::DAY_MS,
         silence_rule_arn: silence_rule_arn.to_owned(),
+        audit_rule_arn: audit_rule_arn.to_owned(),
         metrics: Emitter::for_binary("alerts"),
     }
 }
@@ -190,6 +203,7 @@ pub fn on_aws(sdk: &geotag_aws::clients::SdkConfig, config: &Config) -> OnAws {
         silence: DynamoSilenceIndex::new(dynamodb, &config.device_stats_table),
         silence_lookback_ms: i64::from(config.silence_lookback_hours) * 3_600_000,
         silence_rule_arn: config.silence_rule_arn.clone(),
+        audit_rule_arn: config.audit_rule_arn.clone(),
         metrics: Emitter::new(config.metrics.clone()),
     }
 }
@@ -270,66 +284,115 @@ pub async fn handle<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
             ))?)
         }
         Trigger::Schedule(scheduled) => {
-            let now_ms = match scheduled_instant(
-                &scheduled,
-                &alerts.silence_rule_arn,
-                geotag::clock::now_ms(),
-            ) {
-                Ok(now_ms) => now_ms,
+            let job = scheduled_job(&scheduled, alerts, geotag::clock::now_ms());
+            let result = match job {
+                Ok(ScheduledJob::SilenceCheck { at_ms }) => {
+                    silence_check(alerts, at_ms, lease_until_ms, &mut metrics).await
+                }
+                Ok(ScheduledJob::SubscriptionAudit) => {
+                    subscription_audit(alerts, &mut metrics).await
+                }
                 Err(refusal) => {
                     metrics.count("ScheduleEventsRefused", 1);
-                    alerts
-                        .metrics
-                        .emit(metrics.duration("HandlerDuration", started.elapsed()));
                     tracing::error!(%refusal, resources = ?scheduled.resources, "schedule event refused");
-                    return Err(refusal.into());
+                    Err(refusal.into())
                 }
             };
-            let outcome = process_schedule(alerts, now_ms, lease_until_ms).await;
-            match &outcome {
-                Ok(outcome) => {
-                    metrics
-                        .count("SilentDevices", outcome.silent)
-                        .count("AlreadyPublished", outcome.already_published)
-                        .count("AlertsUndelivered", outcome.undelivered);
-                    outcome.published_by_type.count_into(&mut metrics);
-                }
-                Err(_) => {
-                    metrics.count("SilenceCheckFailures", 1);
-                }
-            }
             alerts
                 .metrics
                 .emit(metrics.duration("HandlerDuration", started.elapsed()));
-            let outcome = outcome?;
-            tracing::info!(?outcome, "silence check");
-            if outcome.undelivered > 0 {
-                return Err(format!(
-                    "{} silence alerts were not delivered; the run will be retried",
-                    outcome.undelivered
-                )
-                .into());
-            }
-            Ok(json!({
-                "checked_at_ms": now_ms,
-                "silent_devices": outcome.silent,
-                "published": outcome.published(),
-                "already_published": outcome.already_published,
-            }))
+            result
         }
     }
 }
 
-/// The instant a schedule event asks the silence check to judge: the rule's
-/// time, not the clock, so that a retried run judges the same instant; but
-/// never later than the clock (`clock_ms`), since a time in the future would
-/// find the whole fleet silent. Refused unless it is a scheduled event of
-/// `rule_arn` alone.
-pub fn scheduled_instant(
+async fn silence_check<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
+    alerts: &Alerts<R, L, P, I>,
+    now_ms: i64,
+    lease_until_ms: i64,
+    metrics: &mut Metrics,
+) -> Result<Value, Error> {
+    let outcome = match process_schedule(alerts, now_ms, lease_until_ms).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            metrics.count("SilenceCheckFailures", 1);
+            return Err(error.into());
+        }
+    };
+    metrics
+        .count("SilentDevices", outcome.silent)
+        .count("AlreadyPublished", outcome.already_published)
+        .count("AlertsUndelivered", outcome.undelivered);
+    outcome.published_by_type.count_into(metrics);
+    tracing::info!(?outcome, "silence check");
+    if outcome.undelivered > 0 {
+        return Err(format!(
+            "{} silence alerts were not delivered; the run will be retried",
+            outcome.undelivered
+        )
+        .into());
+    }
+    Ok(json!({
+        "checked_at_ms": now_ms,
+        "silent_devices": outcome.silent,
+        "published": outcome.published(),
+        "already_published": outcome.already_published,
+    }))
+}
+
+/// Counts AlertsTopic's subscriptions by whose alerts they receive; the
+/// template alarms on `UnscopedSubscriptions` above zero. Each unscoped one
+/// is logged by ARN and reason (not by endpoint: an address is personal).
+async fn subscription_audit<R: Registry, L: AlertLog, P: AlertSink, I: SilenceIndex>(
+    alerts: &Alerts<R, L, P, I>,
+    metrics: &mut Metrics,
+) -> Result<Value, Error> {
+    let subscriptions = alerts.sink.subscriptions().await?;
+    for subscription in &subscriptions {
+        if let Some(Scope::Unscoped(reason)) = subscription.scope() {
+            tracing::error!(
+                subscription = %subscription.arn,
+                protocol = %subscription.protocol,
+                %reason,
+                "an alerts subscription receives more than one customer's alerts"
+            );
+        }
+    }
+    let counts = ScopeCounts::of(&subscriptions);
+    metrics
+        .count("UnscopedSubscriptions", counts.unscoped)
+        .count("CustomerSubscriptions", counts.one_customer)
+        .count("EveryCustomerSubscriptions", counts.every_customer)
+        .count("PendingSubscriptions", counts.pending);
+    tracing::info!(?counts, "subscription audit");
+    Ok(json!({
+        "unscoped": counts.unscoped,
+        "one_customer": counts.one_customer,
+        "every_customer": counts.every_customer,
+        "pending": counts.pending,
+    }))
+}
+
+/// What a schedule event asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduledJob {
+    /// Judge silence at `at_ms`.
+    SilenceCheck {
+        at_ms: i64,
+    },
+    SubscriptionAudit,
+}
+
+/// The job a schedule event asks for, told by its rule: only a scheduled
+/// event of exactly one of the stack's two rules is run. The silence check
+/// judges the rule's time, not the clock, so that a retried run judges the
+/// same instant; but never later than the clock (`clock_ms`), since a time
+/// in the future would find the whole fleet silent.
+pub fn scheduled_job<R, L, P, I>(
     event: &aws_lambda_events::eventbridge::EventBridgeEvent<Value>,
-    rule_arn: &str,
+    alerts: &Alerts<R, L, P, I>,
     clock_ms: i64,
-) -> Result<i64, String> {
+) -> Result<ScheduledJob, String> {
     if event.detail_type != "Scheduled Event" {
         return Err(format!(
             "wrong_detail_type: detail-type {:?}, not \"Scheduled Event\"",
@@ -337,16 +400,17 @@ pub fn scheduled_instant(
         ));
     }
     match event.resources.as_deref() {
-        Some([resource]) if resource == rule_arn => {}
-        other => {
-            return Err(format!(
-                "unknown_schedule: resources {other:?}, not [{rule_arn:?}] (SILENCE_RULE_ARN)"
-            ));
-        }
+        Some([rule]) if *rule == alerts.silence_rule_arn => Ok(ScheduledJob::SilenceCheck {
+            at_ms: event
+                .time
+                .map_or(clock_ms, |time| time.timestamp_millis().min(clock_ms)),
+        }),
+        Some([rule]) if *rule == alerts.audit_rule_arn => Ok(ScheduledJob::SubscriptionAudit),
+        other => Err(format!(
+            "unknown_schedule: resources {other:?}, not [{:?}] (SILENCE_RULE_ARN) or [{:?}] (AUDIT_RULE_ARN)",
+            alerts.silence_rule_arn, alerts.audit_rule_arn
+        )),
     }
-    Ok(event
-        .time
-        .map_or(clock_ms, |time| time.timestamp_millis().min(clock_ms)))
 }
 
 /// Alerts published, counted by type code (`AlertsPublished` by `AlertType`).

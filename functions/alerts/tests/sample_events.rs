@@ -6,7 +6,7 @@ use std::path::Path;
 use geotag::alerts::{AlertKind, Thresholds};
 use geotag::geofence::{Geofence, Shape};
 use geotag::store::MemoryRegistry;
-use geotag_alerts::{Trigger, handle, scheduled_instant};
+use geotag_alerts::{ScheduledJob, Trigger, handle, scheduled_job};
 use geotag_runtime::FromEnvironment as _;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::Value;
@@ -15,8 +15,11 @@ type Memory = geotag_alerts::InMemory;
 
 const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
 
-/// The rule silence-check.json names: the local stack's (`geotag up`).
+/// The rules silence-check.json and subscription-audit.json name: the local
+/// stack's (`geotag up`).
 const SAMPLE_RULE: &str = "arn:aws:events:us-east-1:123456789012:rule/geotag-local-silence-check";
+const AUDIT_RULE: &str =
+    "arn:aws:events:us-east-1:123456789012:rule/geotag-local-subscription-audit";
 
 fn event(name: &str) -> Trigger {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -43,7 +46,7 @@ fn alerts() -> Memory {
             radius_m: 500.0,
         },
     });
-    geotag_alerts::in_memory(registry, SAMPLE_RULE)
+    geotag_alerts::in_memory(registry, [SAMPLE_RULE, AUDIT_RULE])
 }
 
 async fn invoke(alerts: &Memory, name: &str) -> Result<Value, lambda_runtime::Error> {
@@ -133,62 +136,93 @@ fn schedule_event(name: &str) -> aws_lambda_events::eventbridge::EventBridgeEven
 
 #[test]
 fn a_schedule_event_is_judged_at_its_time_but_never_past_the_clock() {
+    let fleet = alerts();
     let sample = schedule_event("silence-check.json");
     let nine = T0 + 60 * 60_000;
+    let check = |at_ms| Ok(ScheduledJob::SilenceCheck { at_ms });
     // Before its time (a retry): the event's time, so the retry judges the same instant.
-    assert_eq!(
-        scheduled_instant(&sample, SAMPLE_RULE, nine + 5_000),
-        Ok(nine)
-    );
+    assert_eq!(scheduled_job(&sample, &fleet, nine + 5_000), check(nine));
     // After: the clock's. A forged future time would find the whole fleet silent.
-    assert_eq!(scheduled_instant(&sample, SAMPLE_RULE, T0), Ok(T0));
+    assert_eq!(scheduled_job(&sample, &fleet, T0), check(T0));
     let mut untimed = sample.clone();
     untimed.time = None;
-    assert_eq!(scheduled_instant(&untimed, SAMPLE_RULE, T0), Ok(T0));
+    assert_eq!(scheduled_job(&untimed, &fleet, T0), check(T0));
+    assert_eq!(
+        scheduled_job(&schedule_event("subscription-audit.json"), &fleet, T0),
+        Ok(ScheduledJob::SubscriptionAudit)
+    );
 }
 
 #[tokio::test]
 async fn a_schedule_event_of_another_resource_is_refused() {
+    let fleet = alerts();
     let sample = schedule_event("silence-check.json");
-    let refusal = scheduled_instant(
-        &sample,
-        "arn:aws:events:us-east-1:123456789012:rule/other",
-        T0,
-    )
-    .unwrap_err();
-    assert!(refusal.starts_with("unknown_schedule"), "{refusal}");
-    for resources in [None, Some(vec![]), Some(vec![SAMPLE_RULE.to_owned(); 2])] {
+    let other = "arn:aws:events:us-east-1:123456789012:rule/other";
+    for resources in [
+        None,
+        Some(vec![]),
+        Some(vec![other.to_owned()]),
+        Some(vec![SAMPLE_RULE.to_owned(); 2]),
+        Some(vec![SAMPLE_RULE.to_owned(), AUDIT_RULE.to_owned()]),
+    ] {
         let mut forged = sample.clone();
         forged.resources = resources;
-        assert!(scheduled_instant(&forged, SAMPLE_RULE, T0).is_err());
+        let refusal = scheduled_job(&forged, &fleet, T0).unwrap_err();
+        assert!(refusal.starts_with("unknown_schedule"), "{refusal}");
     }
     let mut forged = sample.clone();
     forged.detail_type = "Object Created".into();
     assert!(
-        scheduled_instant(&forged, SAMPLE_RULE, T0)
+        scheduled_job(&forged, &fleet, T0)
             .unwrap_err()
             .starts_with("wrong_detail_type")
     );
     // Through the handler: refused before any device is looked at.
-    let fleet = alerts();
-    fleet
-        .silence
-        .last_seen
-        .lock()
-        .unwrap()
-        .extend([("tag-0042".to_owned(), T0)]);
-    let mut other = alerts();
-    other.silence_rule_arn = "arn:aws:events:us-east-1:123456789012:rule/other".into();
-    other
-        .silence
-        .last_seen
-        .lock()
-        .unwrap()
-        .extend([("tag-0042".to_owned(), T0)]);
-    assert!(invoke(&other, "silence-check.json").await.is_err());
-    assert!(other.sink.published().is_empty());
+    let mut elsewhere = alerts();
+    elsewhere.silence_rule_arn = other.into();
+    for fleet in [&fleet, &elsewhere] {
+        fleet
+            .silence
+            .last_seen
+            .lock()
+            .unwrap()
+            .extend([("tag-0042".to_owned(), T0)]);
+    }
+    assert!(invoke(&elsewhere, "silence-check.json").await.is_err());
+    assert!(elsewhere.sink.published().is_empty());
     assert!(invoke(&fleet, "silence-check.json").await.is_ok());
     assert_eq!(fleet.sink.published().len(), 1);
+}
+
+#[tokio::test]
+async fn the_audit_counts_subscriptions_by_whose_alerts_they_receive() {
+    use geotag::alert_filter::{EVERY_CUSTOMER_FILTER, Subscription, customer_filter};
+    let fleet = alerts();
+    let subscription = |n: usize, filter: Option<String>| Subscription {
+        arn: if n == 0 {
+            "PendingConfirmation".into()
+        } else {
+            format!("arn:aws:sns:us-east-1:123456789012:geotag-local-alerts:{n}")
+        },
+        protocol: "sqs".into(),
+        endpoint: format!("arn:aws:sqs:us-east-1:123456789012:inbox-{n}"),
+        filter_policy: filter,
+        filter_policy_scope: None,
+    };
+    fleet.sink.subscriptions.lock().unwrap().extend([
+        subscription(0, None),
+        subscription(1, Some(customer_filter("acme"))),
+        subscription(2, Some(customer_filter("globex"))),
+        subscription(3, Some(EVERY_CUSTOMER_FILTER.into())),
+        subscription(4, None),
+        subscription(5, Some(r#"{"customer_id":[{"prefix":"a"}]}"#.into())),
+    ]);
+    let response = invoke(&fleet, "subscription-audit.json").await.unwrap();
+    assert_eq!(
+        response,
+        serde_json::json!({"unscoped": 2, "one_customer": 2, "every_customer": 1, "pending": 1})
+    );
+    assert!(fleet.sink.published().is_empty());
 }
 
 #[test]

@@ -106,7 +106,13 @@ fn alerts() -> Memory {
         .lock()
         .unwrap()
         .extend([zone("depot", None), zone("acme-yard", Some("acme"))]);
-    geotag_alerts::in_memory(registry, "arn:aws:events:us-east-1:123456789012:rule/none")
+    geotag_alerts::in_memory(
+        registry,
+        [
+            "arn:aws:events:us-east-1:123456789012:rule/silence",
+            "arn:aws:events:us-east-1:123456789012:rule/audit",
+        ],
+    )
 }
 
 /// The alerts of one kind published so far, in order.

@@ -1,8 +1,8 @@
 //! `geotag customer add|list|remove|audit`.
 
 use anyhow::{Result, bail};
-use geotag::alert_filter::customer_filter;
-use geotag_operator::registry::{Audit, CustomerSpec, Subscription};
+use geotag::alert_filter::{Subscription, customer_filter};
+use geotag_operator::registry::{Audit, CustomerSpec};
 
 use crate::args::{CustomerAction, TargetArgs};
 
