@@ -30,8 +30,7 @@ pub struct Options {
 /// plays production.
 pub const LOCAL_PARAMETER_DEFAULTS: [(&str, &str); 2] = [
     ("UnregisteredDevices", "admit"),
-    // IAM is not enforced locally; the emulator's account stands for the admins.
-    ("AdminPrincipalArns", "arn:aws:iam::123456789012:root"),
+    ("AdminPrincipalArns", crate::provision::LOCAL_ADMINS),
 ];
 
 pub struct LocalStack {

@@ -48,11 +48,7 @@ async fn local() -> Local {
         &template,
         &sdk,
         LOCAL_STACK_NAME,
-        // The one parameter without a default; the others as production has them.
-        &HashMap::from([(
-            "AdminPrincipalArns".to_owned(),
-            "arn:aws:iam::123456789012:root".to_owned(),
-        )]),
+        &geotag_local_cloud::provision::production_parameters(),
     )
     .await
     .expect("provisioning");

@@ -4,7 +4,6 @@
 //! MQTT clients (rumqttc) connecting over mutual TLS. Everything started here
 //! is stopped when the test ends; nothing is skipped.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,11 +44,7 @@ async fn local(name: &str) -> Local {
         &template,
         &sdk,
         LOCAL_STACK_NAME,
-        // The one parameter without a default; the others as production has them.
-        &HashMap::from([(
-            "AdminPrincipalArns".to_owned(),
-            "arn:aws:iam::123456789012:root".to_owned(),
-        )]),
+        &geotag_local_cloud::provision::production_parameters(),
     )
     .await
     .expect("provisioning");

@@ -43,6 +43,17 @@ pub use iot::TopicRuleSpec;
 /// The name the local stack gives `AWS::StackName`.
 pub const LOCAL_STACK_NAME: &str = "geotag-local";
 
+/// `AdminPrincipalArns` locally, the template's one parameter without a
+/// default: IAM is not enforced here, and the emulator's account stands for
+/// the admins.
+pub const LOCAL_ADMINS: &str = "arn:aws:iam::123456789012:root";
+
+/// The parameters of a stack that plays production: the template's
+/// defaults, and [`LOCAL_ADMINS`].
+pub fn production_parameters() -> HashMap<String, String> {
+    HashMap::from([("AdminPrincipalArns".to_owned(), LOCAL_ADMINS.to_owned())])
+}
+
 /// What was created, what was not, and the functions to pump.
 #[derive(Debug, Clone)]
 pub struct Stack {
