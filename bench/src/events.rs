@@ -62,6 +62,7 @@ pub fn fleet(devices: usize, per_device: usize, seed: u64) -> Vec<Reading> {
                         accuracy: Some(round(3.0 + rng.f64() * 5.0, 1)),
                         seq: Some(i as u64),
                         received_at_ms: None,
+                        owner: None,
                     }
                 })
                 .collect()

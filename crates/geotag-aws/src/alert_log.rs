@@ -135,17 +135,21 @@ fn n(value: impl ToString) -> AttributeValue {
 impl AlertLog for DynamoAlertLog {
     async fn claim(&self, alert: &Alert, lease_until_ms: i64) -> Result<Claim, StoreError> {
         let now = now_ms();
-        let result = self
+        let mut update = String::from(
+            "SET kind = :kind, device_id = :device, customer_id = :customer, alert_at = :at, \
+             subject = :subject, published = :false, lease_until = :lease, \
+             raised_at = if_not_exists(raised_at, :now), expires_at = :expires, \
+             attempts = if_not_exists(attempts, :zero) + :one",
+        );
+        if alert.geofence.is_some() {
+            update.push_str(", geofence_id = :geofence, geofence_name = :geofence_name");
+        }
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("id", s(&alert.id))
-            .update_expression(
-                "SET kind = :kind, device_id = :device, customer_id = :customer, alert_at = :at, \
-                 subject = :subject, published = :false, lease_until = :lease, \
-                 raised_at = if_not_exists(raised_at, :now), expires_at = :expires, \
-                 attempts = if_not_exists(attempts, :zero) + :one",
-            )
+            .update_expression(update)
             .condition_expression(
                 "attribute_not_exists(id) OR (published = :false AND lease_until < :now)",
             )
@@ -162,7 +166,13 @@ impl AlertLog for DynamoAlertLog {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":expires", n((now + self.retention_ms) / 1000))
             .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":one", n(1));
+        if let Some((id, name)) = &alert.geofence {
+            request = request
+                .expression_attribute_values(":geofence", s(id))
+                .expression_attribute_values(":geofence_name", s(name));
+        }
+        let result = request
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await;

@@ -12,10 +12,26 @@ use geotag::stats::{Bucket, LatestState, Point, Rollup, Span, TrailPoint};
 use geotag::store::{
     LATEST_SORT_KEY, SaveError, StatsBody, StatsItem, StatsKey, StatsStore, StoreError,
 };
+use geotag::tenancy::Holder;
 
 use crate::batch_get::batch_get;
 use crate::retry::AttemptError;
 use crate::telemetry::classify;
+
+/// Attribute names other modules read too.
+pub mod attr {
+    /// A `latest` item's owner: the hash key of the sparse `FleetIndex`
+    /// (`customer_id`, `device_id`), which only `latest` items populate, so
+    /// that one Query lists a customer's tags where they are.
+    pub const FLEET_CUSTOMER: &str = "customer_id";
+    /// A rollup's holder (see `geotag::tenancy`): a customer id, or the
+    /// mixed marker. Not `customer_id`, which would put every rollup in the
+    /// FleetIndex.
+    pub const HOLDER: &str = "holder";
+}
+
+/// The index listing a customer's tags with their latest state.
+pub const FLEET_INDEX: &str = "FleetIndex";
 
 /// Partitions of the sparse `SilenceIndex` (keys: `silence_shard`, `last_seen`),
 /// which only `latest` items populate. The alerts schedule queries each shard
@@ -172,6 +188,10 @@ fn put_latest(out: &mut HashMap<String, AttributeValue>, device_id: &str, state:
     if let Some(seq) = state.seq {
         put("seq", n(seq));
     }
+    if let Some(owner) = &state.owner {
+        // The FleetIndex's key: a customer's tags, by their latest reading's owner.
+        put(attr::FLEET_CUSTOMER, AttributeValue::S(owner.clone()));
+    }
     if !state.trail.is_empty() {
         put("trail", trail_attribute(&state.trail));
     }
@@ -191,6 +211,9 @@ fn put_rollup(out: &mut HashMap<String, AttributeValue>, bucket: &Bucket, rollup
     );
     put("bucket_start", n(bucket.start_ms()));
     put("count", n(rollup.count));
+    if let Some(holder) = rollup.holder.stored() {
+        put(attr::HOLDER, AttributeValue::S(holder.to_owned()));
+    }
     put("distance_m", f(rollup.distance_m()));
     put("speed_sum", f(rollup.speed_sum));
     put("speed_count", n(rollup.speed_count));
@@ -356,6 +379,7 @@ fn latest_from(a: &Attributes) -> Option<LatestState> {
         battery: a.num("battery"),
         battery_ts_ms: a.int("battery_ts"),
         seq: a.0.get("seq").and_then(|v| v.as_n().ok()?.parse().ok()),
+        owner: a.s(attr::FLEET_CUSTOMER),
         version: a.int("version")? as u64,
         trail: match a.0.get("trail") {
             None => Vec::new(),
@@ -403,6 +427,7 @@ fn rollup_from(a: &Attributes) -> Option<(Bucket, Rollup)> {
             },
             track,
             hours,
+            holder: Holder::from_stored(a.s(attr::HOLDER).as_deref()),
         },
     ))
 }
@@ -475,6 +500,7 @@ mod tests {
                 accuracy: Some(5.0),
                 seq: Some(i as u64),
                 received_at_ms: None,
+                owner: None,
             })
             .collect();
         let mut rollup = Rollup::default();

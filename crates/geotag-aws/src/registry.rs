@@ -11,7 +11,7 @@
 //! An alerts batch costs one BatchGetItem on Devices (per 100 devices), one
 //! on Customers, and one Query on Geofences per scope it touches.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -171,20 +171,24 @@ impl Registry for DynamoRegistry {
     }
 }
 
-/// How long ingest trusts that a tag it found in Devices is still there. A
-/// warm function then reads Devices about once per tag in this time, not once
-/// per batch; a tag removed from the registry is refused at most this late
-/// (revoking its certificate stops it at the broker at once).
+/// How long ingest trusts what it found in Devices. A warm function then
+/// reads Devices about once per tag in this time, not once per batch. It is
+/// also how late a change reaches the readings: a tag removed from the
+/// registry is refused at most this late (revoking its certificate stops it
+/// at the broker at once), and a tag passed to another customer may store
+/// up to this long of readings for its former owner. Pass a tag on while it
+/// is offline (at the depot), or revoke and provision it anew.
 pub const REGISTERED_FOR: Duration = Duration::from_secs(300);
 
-/// The Devices table as ingest asks it: is this tag registered? Tags found
-/// are remembered for [`REGISTERED_FOR`]; tags not found are asked again
-/// every time, so that a tag provisioned a moment ago is admitted at once.
+/// The Devices table as ingest asks it: is this tag registered, and whose is
+/// it? Tags found are remembered for [`REGISTERED_FOR`]; tags not found are
+/// asked again every time, so that a tag provisioned a moment ago is
+/// admitted at once.
 #[derive(Debug)]
 pub struct DynamoDevices {
     client: Client,
     table: String,
-    found_at: Mutex<HashMap<String, Instant>>,
+    found: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl DynamoDevices {
@@ -192,24 +196,21 @@ impl DynamoDevices {
         DynamoDevices {
             client,
             table: table.into(),
-            found_at: Mutex::new(HashMap::new()),
+            found: Mutex::new(HashMap::new()),
         }
     }
 
-    fn remembered(&self, device_ids: &[String]) -> (HashSet<String>, Vec<String>) {
-        let found_at = self.found_at.lock().unwrap_or_else(|p| p.into_inner());
-        let fresh = |id: &String| {
-            found_at
-                .get(id)
-                .is_some_and(|at| at.elapsed() < REGISTERED_FOR)
-        };
-        let mut known = HashSet::new();
+    fn remembered(&self, device_ids: &[String]) -> (HashMap<String, String>, Vec<String>) {
+        let found = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        let mut known = HashMap::new();
         let mut ask = Vec::new();
         for id in device_ids {
-            if fresh(id) {
-                known.insert(id.clone());
-            } else if !ask.contains(id) {
-                ask.push(id.clone());
+            match found.get(id) {
+                Some((owner, at)) if at.elapsed() < REGISTERED_FOR => {
+                    known.insert(id.clone(), owner.clone());
+                }
+                _ if !ask.contains(id) => ask.push(id.clone()),
+                _ => {}
             }
         }
         (known, ask)
@@ -217,7 +218,7 @@ impl DynamoDevices {
 }
 
 impl DeviceDirectory for DynamoDevices {
-    async fn registered(&self, device_ids: &[String]) -> Result<HashSet<String>, StoreError> {
+    async fn owners(&self, device_ids: &[String]) -> Result<HashMap<String, String>, StoreError> {
         let (mut known, ask) = self.remembered(device_ids);
         if ask.is_empty() {
             return Ok(known);
@@ -226,16 +227,21 @@ impl DeviceDirectory for DynamoDevices {
             .into_iter()
             .map(|id| string_key("device_id", id))
             .collect();
-        let found: Vec<String> = batch_get(&self.client, &self.table, keys)
+        let found: Vec<(String, String)> = batch_get(&self.client, &self.table, keys)
             .await?
             .iter()
-            .filter_map(|item| item.get("device_id")?.as_s().ok().cloned())
+            .filter_map(|item| {
+                Some((
+                    item.get("device_id")?.as_s().ok()?.clone(),
+                    item.get("customer_id")?.as_s().ok()?.clone(),
+                ))
+            })
             .collect();
         let now = Instant::now();
-        let mut found_at = self.found_at.lock().unwrap_or_else(|p| p.into_inner());
-        for id in found {
-            found_at.insert(id.clone(), now);
-            known.insert(id);
+        let mut remembered = self.found.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, owner) in found {
+            remembered.insert(id.clone(), (owner.clone(), now));
+            known.insert(id, owner);
         }
         Ok(known)
     }

@@ -34,6 +34,9 @@ pub mod attr {
     pub const SEQ: &str = "seq";
     /// When the edge received the reading's message, epoch milliseconds.
     pub const RECEIVED_AT: &str = "received_at";
+    /// The customer that owned the tag when the reading was stored; absent
+    /// for a tag nobody owned.
+    pub const CUSTOMER_ID: &str = "customer_id";
     /// TTL attribute, epoch seconds.
     pub const EXPIRES_AT: &str = "expires_at";
 }
@@ -278,6 +281,9 @@ pub fn reading_item(reading: &Reading, retention_days: u32) -> HashMap<String, A
     if let Some(received_at) = reading.received_at_ms {
         item.insert(attr::RECEIVED_AT.into(), integer(received_at));
     }
+    if let Some(owner) = &reading.owner {
+        item.insert(attr::CUSTOMER_ID.into(), AttributeValue::S(owner.clone()));
+    }
     item.insert(
         attr::EXPIRES_AT.into(),
         integer(reading.expires_at(retention_days)),
@@ -305,6 +311,10 @@ pub fn reading_from_item(item: &HashMap<String, AttributeValue>) -> Option<Readi
         },
         received_at_ms: match item.get(attr::RECEIVED_AT) {
             Some(value) => Some(value.as_n().ok()?.parse().ok()?),
+            None => None,
+        },
+        owner: match item.get(attr::CUSTOMER_ID) {
+            Some(value) => Some(value.as_s().ok()?.clone()),
             None => None,
         },
     })
@@ -444,6 +454,7 @@ mod tests {
             accuracy: Some(99_999.999_999),
             seq: Some(u64::MAX),
             received_at_ms: Some(1_795_680_001_000),
+            owner: None,
         };
         let item = reading_item(&reading, 30);
         let back = reading_from_item(&item).expect("a Telemetry item");

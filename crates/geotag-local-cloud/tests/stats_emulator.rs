@@ -39,6 +39,7 @@ fn readings() -> Vec<Reading> {
                 accuracy: None,
                 seq: Some(i as u64),
                 received_at_ms: None,
+                owner: None,
             });
         }
     }
@@ -249,6 +250,7 @@ async fn a_batch_of_1000_readings_costs_one_write_per_device_and_bucket_at_the_w
             battery: Some(80.0),
             accuracy: None,
             seq: Some(i as u64),
+            owner: None,
             received_at_ms: None,
         })
         .collect();
@@ -336,6 +338,7 @@ async fn the_silence_index_finds_silent_devices_without_a_scan() {
             heading: None,
             battery: None,
             accuracy: None,
+            owner: None,
             seq: None,
             received_at_ms: None,
         };
@@ -386,4 +389,110 @@ async fn the_silence_index_finds_silent_devices_without_a_scan() {
     silent.sort();
     let expected: Vec<String> = (16..40).map(|i| format!("tag-{i:04}")).collect();
     assert_eq!(silent, expected);
+}
+
+#[tokio::test]
+async fn the_fleet_index_lists_a_customers_tags_by_their_latest_readings_owner() {
+    let local = LocalStack::start(&Options::default())
+        .await
+        .expect("local stack");
+    let table = local
+        .stack
+        .reference("DeviceStatsTable")
+        .unwrap()
+        .to_owned();
+    let client = aws_sdk_dynamodb::Client::new(&local.sdk);
+    let store = geotag_aws::DynamoStatsStore::new(client.clone(), &table);
+
+    // tag-0000..2 are acme's, tag-0003 globex's, tag-0004 nobody's; tag-0005
+    // was acme's and passed to globex within its hour.
+    let owner_of = |device: usize, minute: i64| match (device, minute) {
+        (0..=2, _) | (5, 0) => Some("acme".to_owned()),
+        (3, _) | (5, _) => Some("globex".to_owned()),
+        _ => None,
+    };
+    let mut writes = Vec::new();
+    for device in 0..6 {
+        let readings: Vec<Reading> = (0..2)
+            .map(|minute| Reading {
+                device_id: format!("tag-{device:04}"),
+                ts_ms: T0 + minute * 60_000,
+                lat: 48.0,
+                lon: 2.0,
+                alt: None,
+                speed: None,
+                heading: None,
+                battery: Some(80.0),
+                accuracy: None,
+                seq: None,
+                received_at_ms: None,
+                owner: owner_of(device, minute),
+            })
+            .collect();
+        let latest = geotag::stats::LatestState::apply(None, &readings).unwrap();
+        let mut rollup = geotag::stats::Rollup::default();
+        rollup.count_readings(&readings);
+        for body in [
+            StatsBody::Latest(latest),
+            StatsBody::Rollup(Bucket::of(T0)[0], rollup),
+        ] {
+            writes.push((
+                geotag::store::StatsItem {
+                    device_id: format!("tag-{device:04}"),
+                    watermark: "1".into(),
+                    body,
+                },
+                None,
+            ));
+        }
+    }
+    assert!(store.save(&writes).await.iter().all(Result::is_ok));
+
+    let fleet = |customer: &'static str| {
+        let client = client.clone();
+        let table = table.clone();
+        async move {
+            let page = client
+                .query()
+                .table_name(&table)
+                .index_name(geotag_aws::device_stats::FLEET_INDEX)
+                .key_condition_expression("customer_id = :customer")
+                .expression_attribute_values(
+                    ":customer",
+                    aws_sdk_dynamodb::types::AttributeValue::S(customer.into()),
+                )
+                .send()
+                .await
+                .unwrap();
+            page.items
+                .unwrap_or_default()
+                .iter()
+                .map(|item| {
+                    assert_eq!(item["sk"].as_s().unwrap(), "latest", "only latest items");
+                    item["device_id"].as_s().unwrap().clone()
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(fleet("acme").await, ["tag-0000", "tag-0001", "tag-0002"]);
+    assert_eq!(fleet("globex").await, ["tag-0003", "tag-0005"]);
+
+    // The hour tag-0005 changed hands in is neither customer's.
+    let hour = Bucket::of(T0)[0].sort_key();
+    let loaded = store
+        .load(&[
+            ("tag-0000".to_owned(), hour.clone()),
+            ("tag-0004".to_owned(), hour.clone()),
+            ("tag-0005".to_owned(), hour.clone()),
+        ])
+        .await
+        .unwrap();
+    let holder = |device: &str| match &loaded[&(device.to_owned(), hour.clone())].body {
+        StatsBody::Rollup(_, rollup) => rollup.holder.clone(),
+        StatsBody::Latest(_) => panic!("a rollup"),
+    };
+    use geotag::tenancy::Holder;
+    assert_eq!(holder("tag-0000"), Holder::One(Some("acme".into())));
+    assert_eq!(holder("tag-0004"), Holder::One(None));
+    assert_eq!(holder("tag-0005"), Holder::Mixed);
 }

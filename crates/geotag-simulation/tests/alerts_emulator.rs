@@ -74,6 +74,7 @@ fn walk(device: &str, speed: impl Fn(i64) -> f64, battery: impl Fn(i64) -> f64) 
             accuracy: Some(5.0),
             seq: Some(minute as u64),
             received_at_ms: None,
+            owner: None,
         })
         .collect()
 }

@@ -245,6 +245,7 @@ pub fn live_steps(old: Option<&LatestState>, new: &LatestState) -> Vec<LatestSta
             battery,
             battery_ts_ms,
             seq: None,
+            owner: new.owner.clone(),
             version: new.version,
             trail: Vec::new(),
         });
@@ -498,6 +499,7 @@ mod tests {
             battery: Some(battery),
             battery_ts_ms: Some(T0 + minute * 60_000),
             seq: None,
+            owner: None,
             version,
             trail: Vec::new(),
         }

@@ -1,7 +1,7 @@
-//! Which tags the registry knows, as ingest asks it: the port, and what a
+//! Which tags the registry knows and who owns them, as ingest asks it: the port, and what a
 //! stack does with the tags it does not know. Re-exported from [`crate::store`].
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 
@@ -31,44 +31,48 @@ impl std::str::FromStr for UnregisteredDevices {
     }
 }
 
-/// Which tags the registry knows: ingest asks before it stores a tag's readings.
+/// Which tags the registry knows, and whose they are: ingest asks before it
+/// stores a tag's readings, and stamps each with its owner.
 pub trait DeviceDirectory: Send + Sync {
-    /// The ones of `device_ids` that are registered.
-    fn registered(
+    /// The owner (customer id) of each of `device_ids` that is registered;
+    /// the others are missing from the map.
+    fn owners(
         &self,
         device_ids: &[String],
-    ) -> impl Future<Output = Result<HashSet<String>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<HashMap<String, String>, StoreError>> + Send;
 }
 
-/// A [`DeviceDirectory`] that knows every tag: for stacks that admit
-/// unregistered tags, and for tests about something else.
+/// A [`DeviceDirectory`] in which no tag is registered: for stacks that admit
+/// unregistered tags (their readings are stored for nobody), and for tests
+/// about something else.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct EveryDevice;
+pub struct NoRegistry;
 
-impl DeviceDirectory for EveryDevice {
-    async fn registered(&self, device_ids: &[String]) -> Result<HashSet<String>, StoreError> {
-        Ok(device_ids.iter().cloned().collect())
+impl DeviceDirectory for NoRegistry {
+    async fn owners(&self, _device_ids: &[String]) -> Result<HashMap<String, String>, StoreError> {
+        Ok(HashMap::new())
     }
 }
 
 /// An in-memory [`DeviceDirectory`], which can be told to fail.
 #[derive(Debug, Default)]
 pub struct MemoryDirectory {
-    devices: Mutex<HashSet<String>>,
+    owners: Mutex<HashMap<String, String>>,
     unavailable: Mutex<bool>,
 }
 
 impl MemoryDirectory {
-    pub fn with(devices: &[&str]) -> Self {
+    /// A registry of these (device, customer) assignments.
+    pub fn with(assignments: &[(&str, &str)]) -> Self {
         let directory = MemoryDirectory::default();
-        for device in devices {
-            directory.register(device);
+        for (device, customer) in assignments {
+            directory.assign(device, customer);
         }
         directory
     }
 
-    pub fn register(&self, device_id: &str) {
-        lock(&self.devices).insert(device_id.to_owned());
+    pub fn assign(&self, device_id: &str, customer_id: &str) {
+        lock(&self.owners).insert(device_id.to_owned(), customer_id.to_owned());
     }
 
     pub fn set_unavailable(&self, unavailable: bool) {
@@ -77,18 +81,17 @@ impl MemoryDirectory {
 }
 
 impl DeviceDirectory for MemoryDirectory {
-    async fn registered(&self, device_ids: &[String]) -> Result<HashSet<String>, StoreError> {
+    async fn owners(&self, device_ids: &[String]) -> Result<HashMap<String, String>, StoreError> {
         if *lock(&self.unavailable) {
             return Err(StoreError::Service {
                 code: "ServiceUnavailable".into(),
                 message: "the registry is unavailable (test)".into(),
             });
         }
-        let devices = lock(&self.devices);
+        let owners = lock(&self.owners);
         Ok(device_ids
             .iter()
-            .filter(|id| devices.contains(*id))
-            .cloned()
+            .filter_map(|id| Some((id.clone(), owners.get(id)?.clone())))
             .collect())
     }
 }

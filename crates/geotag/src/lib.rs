@@ -19,7 +19,10 @@
 //! - [`alerts`]: the alert rules (geofence, battery, speeding, silence);
 //! - [`alert_filter`]: whose alerts an AlertsTopic subscription's filter admits;
 //! - [`store`]: the ports the functions use, and in-memory implementations;
-//! - [`directory`]: which tags the registry knows, and what ingest does with the others.
+//! - [`directory`]: which tags the registry knows and whose they are, and what
+//!   ingest does with the others;
+//! - [`tenancy`]: whose data is whose: readings stamped with their owner, and
+//!   the aggregates that carry it.
 
 pub mod alert_filter;
 pub mod alerts;
@@ -32,6 +35,7 @@ pub mod reading;
 pub mod reject;
 pub mod stats;
 pub mod store;
+pub mod tenancy;
 
 pub use decode::{BodyForm, DecodedMessage, EdgeIdentity, decode_message, edge_envelope};
 pub use reading::{Limits, Reading};

@@ -95,6 +95,13 @@ pub struct Reading {
     /// message, milliseconds since the epoch; `None` for readings stored
     /// before the edge said so.
     pub received_at_ms: Option<i64>,
+    /// The customer that owned the tag when ingest stored the reading, as
+    /// the registry said then; `None` for a tag nobody owned (a development
+    /// stack admits those). Set by ingest, never read from the message: a
+    /// reading belongs to its owner of that moment for good, so a tag passed
+    /// to another customer takes none of its history along (see
+    /// `crate::tenancy`).
+    pub owner: Option<String>,
 }
 
 impl Reading {
@@ -196,6 +203,7 @@ mod tests {
             accuracy: None,
             seq,
             received_at_ms: None,
+            owner: None,
         }
     }
 

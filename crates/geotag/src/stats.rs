@@ -46,6 +46,7 @@ use std::cmp::Ordering;
 use crate::clock::{DAY_MS, HOUR_MS};
 use crate::geo::distance_m;
 use crate::reading::{Reading, write_rfc3339_millis};
+use crate::tenancy::Holder;
 
 /// Compares two DynamoDB stream sequence numbers (decimal strings of up to 40
 /// digits, wider than u128 can always hold).
@@ -169,6 +170,8 @@ pub struct Rollup {
     pub track: Option<Span>,
     /// For a day: the span of each of its hours, by hour start, to join.
     pub hours: Vec<(i64, Span)>,
+    /// Whose readings the bucket holds (see [`crate::tenancy`]).
+    pub holder: Holder,
 }
 
 impl Rollup {
@@ -199,6 +202,7 @@ impl Rollup {
 
     fn count_reading(&mut self, reading: &Reading) {
         self.count += 1;
+        self.holder.absorb(&reading.owner);
         if let Some(speed) = reading.speed {
             self.speed_min = Some(self.speed_min.map_or(speed, |m| m.min(speed)));
             self.speed_max = Some(self.speed_max.map_or(speed, |m| m.max(speed)));
@@ -262,6 +266,8 @@ pub struct LatestState {
     pub battery: Option<f64>,
     pub battery_ts_ms: Option<i64>,
     pub seq: Option<u64>,
+    /// The owner of the reading this state is (see [`crate::tenancy`]).
+    pub owner: Option<String>,
     /// Counts the changes of position, so that consumers can order them.
     pub version: u64,
     /// The readings the change that made this `version` absorbed, newer than
@@ -314,9 +320,17 @@ impl LatestState {
                     speed: reading.speed,
                     heading: reading.heading,
                     accuracy: reading.accuracy,
-                    battery: previous.as_ref().and_then(|p| p.battery),
-                    battery_ts_ms: previous.as_ref().and_then(|p| p.battery_ts_ms),
+                    // A battery level of the tag's former owner's time is not the new owner's.
+                    battery: previous
+                        .as_ref()
+                        .filter(|p| p.owner == reading.owner)
+                        .and_then(|p| p.battery),
+                    battery_ts_ms: previous
+                        .as_ref()
+                        .filter(|p| p.owner == reading.owner)
+                        .and_then(|p| p.battery_ts_ms),
                     seq: reading.seq,
+                    owner: reading.owner.clone(),
                     version: previous.as_ref().map_or(0, |p| p.version) + 1,
                     trail,
                 }
@@ -324,6 +338,7 @@ impl LatestState {
         };
         let newest_battery = readings
             .iter()
+            .filter(|r| r.owner == state.owner)
             .filter_map(|r| r.battery.map(|battery| (r.latest_time_ms(), battery)))
             .max_by_key(|(ts, _)| *ts);
         if let Some((ts, battery)) = newest_battery
@@ -357,6 +372,7 @@ mod tests {
             accuracy: None,
             seq: None,
             received_at_ms: Some(ts_ms),
+            owner: None,
         }
     }
 
@@ -369,6 +385,29 @@ mod tests {
 
     fn points(readings: &[Reading]) -> Vec<Point> {
         readings.iter().map(Point::of).collect()
+    }
+
+    fn owned(mut reading: Reading, owner: &str) -> Reading {
+        reading.owner = Some(owner.to_owned());
+        reading
+    }
+
+    #[test]
+    fn a_tag_passed_on_keeps_its_former_owners_battery_and_buckets_to_itself() {
+        let acme = owned(reading(T0, 0.0, 0.0), "acme");
+        let mut globex = owned(reading(T0 + 60_000, 0.0, 0.01), "globex");
+        globex.battery = None;
+        let before = LatestState::apply(None, std::slice::from_ref(&acme)).unwrap();
+        assert_eq!(before.owner.as_deref(), Some("acme"));
+        let after = LatestState::apply(Some(before), std::slice::from_ref(&globex)).unwrap();
+        assert_eq!(after.owner.as_deref(), Some("globex"));
+        assert_eq!(after.battery, None, "acme's battery level stays acme's");
+
+        let mut hour = Rollup::default();
+        hour.count_readings(std::slice::from_ref(&acme));
+        assert_eq!(hour.holder.customer(), Some("acme"));
+        hour.count_readings(&[globex]);
+        assert_eq!(hour.holder, Holder::Mixed);
     }
 
     #[test]

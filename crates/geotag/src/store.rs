@@ -16,7 +16,7 @@ use crate::reading::Reading;
 use crate::reject::Rejection;
 use crate::stats::{Bucket, LatestState, Point, Rollup};
 
-pub use crate::directory::{DeviceDirectory, EveryDevice, MemoryDirectory, UnregisteredDevices};
+pub use crate::directory::{DeviceDirectory, MemoryDirectory, NoRegistry, UnregisteredDevices};
 
 /// Why a write did not happen. Every variant is worth retrying later (SQS will):
 /// even a missing table is usually a deployment in progress.

@@ -17,7 +17,9 @@
 //! `thing_name`, see `geotag::decode`), never the body's word: a reading
 //! naming another tag is refused as `device_id_mismatch`, and a tag missing
 //! from the registry is refused as `unregistered_device` unless the stack
-//! admits such tags (`UNREGISTERED_DEVICES`).
+//! admits such tags (`UNREGISTERED_DEVICES`). Every reading stored carries
+//! the customer that owned its tag then (see `geotag::tenancy`): what the
+//! API shows a customer, and nobody else.
 //!
 //! A record refused for good goes to the DLQ at once, with its reason in
 //! message attributes, instead of being received five times first. Anything
@@ -33,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use geotag::store::{
-    DeadLetter, DeadLetterSink, DeviceDirectory, EveryDevice, ReadingStore, UnregisteredDevices,
+    DeadLetter, DeadLetterSink, DeviceDirectory, NoRegistry, ReadingStore, UnregisteredDevices,
 };
 use geotag::{BodyForm, Limits, Reading, Reason, Rejection, decode_message};
 use geotag_aws::{DynamoDevices, DynamoReadingStore, SqsDeadLetters};
@@ -94,10 +96,11 @@ impl FromEnvironment for Config {
 }
 
 /// The handler's dependencies.
-pub struct Ingest<S, D, R = EveryDevice> {
+pub struct Ingest<S, D, R = NoRegistry> {
     pub store: S,
     pub dead_letters: D,
-    /// Asked only when `unregistered` is `Refuse`.
+    /// Whose each tag is (and, when `unregistered` is `Refuse`, whether it
+    /// may be stored at all).
     pub directory: R,
     pub unregistered: UnregisteredDevices,
     pub limits: Limits,
@@ -108,12 +111,12 @@ pub struct Ingest<S, D, R = EveryDevice> {
 }
 
 impl<S: ReadingStore, D: DeadLetterSink> Ingest<S, D> {
-    /// Ingest admitting every tag; [`Ingest::with_directory`] makes it ask.
+    /// Ingest admitting every tag, for nobody; [`Ingest::with_directory`] gives it a registry.
     pub fn new(store: S, dead_letters: D, limits: Limits) -> Self {
         Ingest {
             store,
             dead_letters,
-            directory: EveryDevice,
+            directory: NoRegistry,
             unregistered: UnregisteredDevices::Admit,
             limits,
             clock: geotag::clock::now_ms,
@@ -302,7 +305,7 @@ pub async fn process<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory>(
 ) -> Result<Outcome, Error> {
     let mut outcome = Outcome::default();
     let mut batch = decode_batch(ingest, records, &mut outcome)?;
-    refuse_unregistered(ingest, &mut batch, &mut outcome).await;
+    resolve_owners(ingest, &mut batch, &mut outcome).await;
     store_readings(ingest, &mut batch, deadline, &mut outcome).await;
     let unsent = dead_letter_refusals(ingest, records, &batch.states, &mut outcome).await;
     for state in &batch.states {
@@ -385,44 +388,47 @@ fn decode_batch<S, D, R>(
     Ok(batch)
 }
 
-/// Takes out the readings of tags the registry does not know, refusing their
-/// records as `unregistered_device`, when the stack refuses such tags. If the
-/// registry cannot be read, the records wait for a retry instead.
-async fn refuse_unregistered<S, D, R: DeviceDirectory>(
+/// Stamps every reading with its tag's owner, as the registry says now, and
+/// takes out the readings of tags it does not know, refusing their records
+/// as `unregistered_device`, when the stack refuses such tags. If the
+/// registry cannot be read, the records wait for a retry instead: a reading
+/// stored without its owner would be lost to its customer.
+async fn resolve_owners<S, D, R: DeviceDirectory>(
     ingest: &Ingest<S, D, R>,
     batch: &mut DecodedBatch,
     outcome: &mut Outcome,
 ) {
-    if ingest.unregistered == UnregisteredDevices::Admit {
-        return;
-    }
-    let mut things: Vec<String> = batch
-        .states
+    let mut devices: Vec<String> = batch
+        .readings
         .iter()
-        .filter(|state| state.readings > 0)
-        .filter_map(|state| state.thing_name.clone())
+        .map(|reading| reading.device_id.clone())
         .collect();
-    things.sort_unstable();
-    things.dedup();
-    if things.is_empty() {
+    devices.sort_unstable();
+    devices.dedup();
+    if devices.is_empty() {
         return;
     }
-    let (registered, lookup_failed) = match ingest.directory.registered(&things).await {
-        Ok(registered) => (registered, false),
+    let owners = match ingest.directory.owners(&devices).await {
+        Ok(owners) => Some(owners),
         Err(error) => {
             tracing::warn!(%error, "the registry could not be read; the batch's records will be retried");
-            (Default::default(), true)
+            None
         }
     };
     let mut keep = vec![true; batch.states.len()];
     for (index, state) in batch.states.iter_mut().enumerate() {
-        let Some(thing) = state.thing_name.as_deref().filter(|_| state.readings > 0) else {
+        if state.readings == 0 {
             continue;
-        };
-        if lookup_failed {
+        }
+        let Some(owners) = &owners else {
             state.store_failed = true;
             keep[index] = false;
-        } else if !registered.contains(thing) {
+            continue;
+        };
+        let Some(thing) = state.thing_name.as_deref() else {
+            continue;
+        };
+        if ingest.unregistered == UnregisteredDevices::Refuse && !owners.contains_key(thing) {
             let rejection = Rejection::new(
                 Reason::UnregisteredDevice,
                 "thing_name",
@@ -444,8 +450,11 @@ async fn refuse_unregistered<S, D, R: DeviceDirectory>(
     }
     let readings = std::mem::take(&mut batch.readings);
     let record_of = std::mem::take(&mut batch.record_of);
-    for (reading, record) in readings.into_iter().zip(record_of) {
+    for (mut reading, record) in readings.into_iter().zip(record_of) {
         if keep[record] {
+            reading.owner = owners
+                .as_ref()
+                .and_then(|owners| owners.get(&reading.device_id).cloned());
             batch.readings.push(reading);
             batch.record_of.push(record);
         }

@@ -240,24 +240,32 @@ async fn a_record_without_message_id_fails_the_batch_loudly() {
 }
 
 /// Ingest refusing the tags its registry does not know, as production does.
-fn refusing(registered: &[&str]) -> Ingest<MemoryReadingStore, MemoryDeadLetters, MemoryDirectory> {
+fn refusing(
+    assignments: &[(&str, &str)],
+) -> Ingest<MemoryReadingStore, MemoryDeadLetters, MemoryDirectory> {
     ingest().with_directory(
-        MemoryDirectory::with(registered),
+        MemoryDirectory::with(assignments),
         UnregisteredDevices::Refuse,
     )
 }
 
 #[tokio::test]
 async fn a_tag_missing_from_the_registry_is_refused_until_registered() {
-    let ingest = refusing(&["tag-0001", "tag-0003"]);
+    let ingest = refusing(&[("tag-0001", "acme"), ("tag-0003", "globex")]);
     assert!(invoke(&ingest, "valid-batch.json").await.is_empty());
-    let devices: Vec<_> = ingest
+    let stored: Vec<_> = ingest
         .store
         .readings()
         .into_iter()
-        .map(|r| r.device_id)
+        .map(|r| (r.device_id, r.owner))
         .collect();
-    assert_eq!(devices, ["tag-0001", "tag-0003"]);
+    assert_eq!(
+        stored,
+        [
+            ("tag-0001".to_owned(), Some("acme".to_owned())),
+            ("tag-0003".to_owned(), Some("globex".to_owned()))
+        ]
+    );
     let letters = ingest.dead_letters.letters();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(
@@ -275,14 +283,18 @@ async fn a_tag_missing_from_the_registry_is_refused_until_registered() {
     assert!(letters[0].rejection.detail.contains("tag-0002"));
 
     // Registered now: the same message (redriven) is stored.
-    ingest.directory.register("tag-0002");
+    ingest.directory.assign("tag-0002", "acme");
     assert!(invoke(&ingest, "valid-batch.json").await.is_empty());
     assert_eq!(ingest.store.readings().len(), 3);
 }
 
 #[tokio::test]
 async fn an_unreadable_registry_means_retry_not_refusal() {
-    let ingest = refusing(&["tag-0001", "tag-0002", "tag-0003"]);
+    let ingest = refusing(&[
+        ("tag-0001", "acme"),
+        ("tag-0002", "acme"),
+        ("tag-0003", "acme"),
+    ]);
     ingest.directory.set_unavailable(true);
     let mut failures = invoke(&ingest, "valid-batch.json").await;
     failures.sort();
@@ -292,11 +304,26 @@ async fn an_unreadable_registry_means_retry_not_refusal() {
 }
 
 #[tokio::test]
-async fn a_stack_that_admits_unregistered_tags_never_asks_the_registry() {
-    // An empty directory that fails if asked: admitting means not asking.
-    let directory = MemoryDirectory::default();
-    directory.set_unavailable(true);
-    let ingest = ingest().with_directory(directory, UnregisteredDevices::Admit);
+async fn a_stack_that_admits_unregistered_tags_stores_them_for_nobody() {
+    let ingest = ingest().with_directory(
+        MemoryDirectory::with(&[("tag-0002", "acme")]),
+        UnregisteredDevices::Admit,
+    );
     assert!(invoke(&ingest, "valid-batch.json").await.is_empty());
-    assert_eq!(ingest.store.readings().len(), 3);
+    let owners: Vec<_> = ingest
+        .store
+        .readings()
+        .into_iter()
+        .map(|r| r.owner)
+        .collect();
+    assert_eq!(owners, [None, Some("acme".to_owned()), None]);
+}
+
+#[tokio::test]
+async fn an_unreadable_registry_means_retry_when_admitting_too() {
+    // Stored without its owner, a reading would be lost to its customer.
+    let ingest = ingest().with_directory(MemoryDirectory::default(), UnregisteredDevices::Admit);
+    ingest.directory.set_unavailable(true);
+    assert_eq!(invoke(&ingest, "valid-batch.json").await.len(), 3);
+    assert!(ingest.store.readings().is_empty());
 }

@@ -438,6 +438,7 @@ fn validate(
         accuracy: optional_in(wire.accuracy, range::ACCURACY, prefix, "accuracy")?,
         seq: wire.seq,
         received_at_ms: Some(received_at_ms),
+        owner: None,
     })
 }
 
@@ -783,6 +784,7 @@ mod tests {
                 battery: Some(87.0),
                 accuracy: Some(4.5),
                 seq: Some(17),
+                owner: None,
                 received_at_ms: Some(NOW),
             }]
         );
