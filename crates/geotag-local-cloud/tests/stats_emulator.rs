@@ -67,6 +67,48 @@ fn expected(readings: &[Reading]) -> BTreeMap<(String, String), (u64, f64)> {
         .collect()
 }
 
+/// A default local stack, its DeviceStats table, a client and the stats store on it.
+async fn device_stats_stack() -> (
+    LocalStack,
+    String,
+    aws_sdk_dynamodb::Client,
+    geotag_aws::DynamoStatsStore,
+) {
+    let local = LocalStack::start(&Options::default())
+        .await
+        .expect("local stack");
+    let table = local
+        .stack
+        .reference("DeviceStatsTable")
+        .unwrap()
+        .to_owned();
+    let client = aws_sdk_dynamodb::Client::new(&local.sdk);
+    let store = geotag_aws::DynamoStatsStore::new(client.clone(), &table);
+    (local, table, client, store)
+}
+
+/// The new `latest` item and hour rollup that readings of one tag, all
+/// within the first one's hour, make.
+fn latest_and_hour(readings: &[Reading]) -> [(geotag::store::StatsItem, Option<String>); 2] {
+    let latest = geotag::stats::LatestState::apply(None, readings).unwrap();
+    let mut rollup = geotag::stats::Rollup::default();
+    rollup.count_readings(readings);
+    [
+        StatsBody::Latest(latest),
+        StatsBody::Rollup(Bucket::of(readings[0].ts_ms)[0], rollup),
+    ]
+    .map(|body| {
+        (
+            geotag::store::StatsItem {
+                device_id: readings[0].device_id.clone(),
+                watermark: "1".into(),
+                body,
+            },
+            None,
+        )
+    })
+}
+
 async fn actual(
     local: &LocalStack,
     readings: &[Reading],
@@ -313,16 +355,7 @@ async fn a_batch_of_1000_readings_costs_one_write_per_device_and_bucket_at_the_w
 
 #[tokio::test]
 async fn the_silence_index_finds_silent_devices_without_a_scan() {
-    let local = LocalStack::start(&Options::default())
-        .await
-        .expect("local stack");
-    let table = local
-        .stack
-        .reference("DeviceStatsTable")
-        .unwrap()
-        .to_owned();
-    let client = aws_sdk_dynamodb::Client::new(&local.sdk);
-    let store = geotag_aws::DynamoStatsStore::new(client.clone(), &table);
+    let (_local, table, client, store) = device_stats_stack().await;
 
     // 40 tags, last seen 0 to 78 minutes before T0; each also has rollups,
     // which the sparse index must not show.
@@ -342,23 +375,7 @@ async fn the_silence_index_finds_silent_devices_without_a_scan() {
             seq: None,
             received_at_ms: None,
         };
-        let latest =
-            geotag::stats::LatestState::apply(None, std::slice::from_ref(&reading)).unwrap();
-        let mut rollup = geotag::stats::Rollup::default();
-        rollup.count_readings(std::slice::from_ref(&reading));
-        for body in [
-            StatsBody::Latest(latest),
-            StatsBody::Rollup(Bucket::of(reading.ts_ms)[0], rollup),
-        ] {
-            writes.push((
-                geotag::store::StatsItem {
-                    device_id: reading.device_id.clone(),
-                    watermark: "1".into(),
-                    body,
-                },
-                None,
-            ));
-        }
+        writes.extend(latest_and_hour(std::slice::from_ref(&reading)));
     }
     assert!(store.save(&writes).await.iter().all(Result::is_ok));
 
@@ -393,16 +410,7 @@ async fn the_silence_index_finds_silent_devices_without_a_scan() {
 
 #[tokio::test]
 async fn the_fleet_index_lists_a_customers_tags_by_their_latest_readings_owner() {
-    let local = LocalStack::start(&Options::default())
-        .await
-        .expect("local stack");
-    let table = local
-        .stack
-        .reference("DeviceStatsTable")
-        .unwrap()
-        .to_owned();
-    let client = aws_sdk_dynamodb::Client::new(&local.sdk);
-    let store = geotag_aws::DynamoStatsStore::new(client.clone(), &table);
+    let (_local, table, client, store) = device_stats_stack().await;
 
     // tag-0000..2 are acme's, tag-0003 globex's, tag-0004 nobody's; tag-0005
     // was acme's and passed to globex within its hour.
@@ -429,22 +437,7 @@ async fn the_fleet_index_lists_a_customers_tags_by_their_latest_readings_owner()
                 owner: owner_of(device, minute),
             })
             .collect();
-        let latest = geotag::stats::LatestState::apply(None, &readings).unwrap();
-        let mut rollup = geotag::stats::Rollup::default();
-        rollup.count_readings(&readings);
-        for body in [
-            StatsBody::Latest(latest),
-            StatsBody::Rollup(Bucket::of(T0)[0], rollup),
-        ] {
-            writes.push((
-                geotag::store::StatsItem {
-                    device_id: format!("tag-{device:04}"),
-                    watermark: "1".into(),
-                    body,
-                },
-                None,
-            ));
-        }
+        writes.extend(latest_and_hour(&readings));
     }
     assert!(store.save(&writes).await.iter().all(Result::is_ok));
 

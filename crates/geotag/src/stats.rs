@@ -297,6 +297,8 @@ impl LatestState {
         let mut state = match current {
             Some(ref state) if !newer_than_current(reading.latest_time_ms(), key) => state.clone(),
             ref previous => {
+                // A battery level of the tag's former owner's time is not the new owner's.
+                let same_owner = previous.as_ref().filter(|p| p.owner == reading.owner);
                 let fresh: Vec<&(&Reading, String)> = keyed
                     .iter()
                     .filter(|(r, k)| newer_than_current(r.latest_time_ms(), k))
@@ -320,15 +322,8 @@ impl LatestState {
                     speed: reading.speed,
                     heading: reading.heading,
                     accuracy: reading.accuracy,
-                    // A battery level of the tag's former owner's time is not the new owner's.
-                    battery: previous
-                        .as_ref()
-                        .filter(|p| p.owner == reading.owner)
-                        .and_then(|p| p.battery),
-                    battery_ts_ms: previous
-                        .as_ref()
-                        .filter(|p| p.owner == reading.owner)
-                        .and_then(|p| p.battery_ts_ms),
+                    battery: same_owner.and_then(|p| p.battery),
+                    battery_ts_ms: same_owner.and_then(|p| p.battery_ts_ms),
                     seq: reading.seq,
                     owner: reading.owner.clone(),
                     version: previous.as_ref().map_or(0, |p| p.version) + 1,
