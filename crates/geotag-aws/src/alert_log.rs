@@ -94,17 +94,7 @@ impl DynamoAlertLog {
     }
 }
 
-/// An alert as the Alerts table logs it (what a report shows of it).
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggedAlert {
-    pub id: String,
-    /// The alert type's code (`geofence_enter`, `battery_low`, ...).
-    pub kind: String,
-    pub device_id: String,
-    pub at_ms: i64,
-    pub subject: String,
-    pub published: bool,
-}
+pub use geotag::read::LoggedAlert;
 
 /// Reads an Alerts item back; `None` for what is not an alert (the table
 /// also holds the devices' speeding watches, which have no kind).
@@ -114,6 +104,7 @@ pub fn logged_alert_from(item: &HashMap<String, AttributeValue>) -> Option<Logge
         id: string("id")?,
         kind: string("kind")?,
         device_id: string("device_id")?,
+        customer_id: string("customer_id").unwrap_or_else(|| UNASSIGNED.to_owned()),
         at_ms: item.get("alert_at")?.as_n().ok()?.parse().ok()?,
         subject: string("subject").unwrap_or_default(),
         published: item
@@ -121,6 +112,8 @@ pub fn logged_alert_from(item: &HashMap<String, AttributeValue>) -> Option<Logge
             .and_then(|value| value.as_bool().ok())
             .copied()
             .unwrap_or(false),
+        geofence_id: string("geofence_id"),
+        geofence_name: string("geofence_name"),
     })
 }
 

@@ -367,6 +367,18 @@ impl Attributes<'_> {
     }
 }
 
+/// Reads a `FleetIndex` item: a latest state as the index projects it,
+/// without its reading key, watermark and trail (an API listing needs none
+/// of them, and each would cost read units for every tag listed).
+pub fn listed_latest_from(item: &HashMap<String, AttributeValue>) -> Option<(String, LatestState)> {
+    let mut projected = item.clone();
+    projected
+        .entry("reading_key".into())
+        .or_insert_with(|| AttributeValue::S(String::new()));
+    let a = Attributes(&projected);
+    Some((a.s("device_id")?, latest_from(&a)?))
+}
+
 fn latest_from(a: &Attributes) -> Option<LatestState> {
     Some(LatestState {
         ts_ms: a.int("ts")?,

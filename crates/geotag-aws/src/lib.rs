@@ -27,6 +27,7 @@ pub mod capacity;
 pub mod clients;
 pub mod dead_letters;
 pub mod device_stats;
+pub mod fleet_reads;
 pub mod registry;
 pub mod request_count;
 pub mod retry;

@@ -24,11 +24,8 @@ use geotag::store::{Assignment, DeviceDirectory, Registry, StoreError};
 use crate::batch_get::{batch_get, scan_all, string_key};
 use crate::telemetry::store_error;
 
-/// The geofence scope that applies to every customer's tags.
-pub const GLOBAL_SCOPE: &str = "*";
-/// The `customer_id` alerts of tags missing from the registry carry; no
-/// customer may take this id.
-pub const UNASSIGNED: &str = "unassigned";
+pub use geotag::geofence::GLOBAL_SCOPE;
+pub use geotag::tenancy::UNASSIGNED;
 
 #[derive(Debug, Clone)]
 pub struct DynamoRegistry {
@@ -348,12 +345,7 @@ pub fn geofence_item(geofence: &Geofence) -> HashMap<String, AttributeValue> {
     let mut item = HashMap::from([
         (
             "scope".to_owned(),
-            AttributeValue::S(
-                geofence
-                    .customer_id
-                    .clone()
-                    .unwrap_or_else(|| GLOBAL_SCOPE.to_owned()),
-            ),
+            AttributeValue::S(geofence.scope().to_owned()),
         ),
         (
             "geofence_id".to_owned(),

@@ -20,8 +20,7 @@ use geotag_aws::SnsAlertSink;
 use geotag_aws::alert_log::describe_subscription;
 use geotag_aws::clients::SdkConfig;
 use geotag_aws::registry::{
-    GLOBAL_SCOPE, UNASSIGNED, device_from, device_item, geofence_from, geofence_item,
-    threshold_attributes,
+    GLOBAL_SCOPE, device_from, device_item, geofence_from, geofence_item, threshold_attributes,
 };
 use serde_json::json;
 
@@ -86,7 +85,7 @@ pub fn check_customer_id(id: &str) -> Result<()> {
         "customer id {id:?}: 1 to 64 characters of A-Z a-z 0-9 . _ : -"
     );
     ensure!(
-        id != UNASSIGNED && id != GLOBAL_SCOPE,
+        geotag::tenancy::is_valid_customer_id(id),
         "customer id {id:?} is reserved"
     );
     Ok(())
@@ -433,21 +432,8 @@ impl RegistryAdmin {
     }
 
     pub async fn put_geofence(&self, geofence: &Geofence) -> Result<()> {
-        if let Some(problem) = geofence.shape.problem() {
-            bail!("geofence {}: {problem}", geofence.id);
-        }
-        ensure!(
-            !geofence.id.is_empty() && geofence.id.len() <= 128 && !geofence.id.contains('#'),
-            "geofence id {:?}: 1 to 128 bytes without '#' (alert ids are joined with it)",
-            geofence.id
-        );
-        ensure!(
-            geofence.name.chars().count() <= 256,
-            "geofence {}: a name of at most 256 characters",
-            geofence.id
-        );
-        if let Some(customer) = &geofence.customer_id {
-            check_customer_id(customer)?;
+        if let Some(problem) = geofence.problem() {
+            bail!("{problem}");
         }
         self.dynamodb
             .put_item()

@@ -54,6 +54,62 @@ where
     })
 }
 
+/// [`serve`] for an HTTP API function: `lambda_http` turns each payload v2
+/// event into a request and the handler's response back into the event's
+/// answer. The handler answers every request itself (problems included), so
+/// the runtime never reports an invocation error for a request.
+pub fn serve_http<C, E, D, Fut>(
+    binary: &'static str,
+    config: impl FnOnce() -> Result<C, E>,
+    wire: impl FnOnce(&SdkConfig, &C) -> D,
+    handler: impl Fn(&'static D, lambda_http::Request) -> Fut,
+) -> Result<(), Error>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    D: 'static,
+    Fut: Future<Output = lambda_http::Response<lambda_http::Body>> + Send,
+{
+    use lambda_http::RequestExt as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let _tracing = observability::init();
+        let config = config()?;
+        let dependencies: &'static D =
+            Box::leak(Box::new(wire(&geotag_aws::clients::load().await, &config)));
+        lambda_http::run(lambda_http::service_fn(|request: lambda_http::Request| {
+            let context = request.lambda_context();
+            let span = invocation_span(
+                binary,
+                &context.request_id,
+                context.xray_trace_id.as_deref(),
+            );
+            let answer = handler(dependencies, request);
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }.instrument(span)
+        }))
+        .await
+    })
+}
+
+/// An HTTP API function's whole `main`: its allocator and [`serve_http`].
+#[macro_export]
+macro_rules! lambda_http_main {
+    ($binary:literal, $config:ty, $wire:expr, $handler:expr $(,)?) => {
+        #[global_allocator]
+        static ALLOCATOR: $crate::MiMalloc = $crate::MiMalloc;
+
+        fn main() -> ::std::result::Result<(), $crate::Error> {
+            $crate::main_scaffold::serve_http(
+                $binary,
+                <$config as $crate::FromEnvironment>::from_env,
+                $wire,
+                $handler,
+            )
+        }
+    };
+}
+
 /// A function's whole `main`: its allocator and [`serve`].
 ///
 /// mimalloc, because ingest makes a dozen small allocations a reading (the

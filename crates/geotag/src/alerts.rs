@@ -130,6 +130,19 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    pub const ALL: [AlertKind; 5] = [
+        AlertKind::GeofenceEnter,
+        AlertKind::GeofenceExit,
+        AlertKind::BatteryLow,
+        AlertKind::Speeding,
+        AlertKind::Silence,
+    ];
+
+    /// The kind whose [`AlertKind::code`] this is.
+    pub fn from_code(code: &str) -> Option<AlertKind> {
+        AlertKind::ALL.into_iter().find(|kind| kind.code() == code)
+    }
+
     /// The `type` message attribute subscribers filter on.
     pub const fn code(self) -> &'static str {
         match self {

@@ -44,9 +44,48 @@ pub struct Geofence {
 /// precision geofences need, in about 30 KB.
 pub const MAX_POLYGON_VERTICES: usize = 1_000;
 
+/// The scope (Geofences hash key) of the zones that apply to every customer's tags.
+pub const GLOBAL_SCOPE: &str = "*";
+
+/// The longest geofence id and name.
+pub const MAX_ID_BYTES: usize = 128;
+pub const MAX_NAME_CHARS: usize = 256;
+
 impl Geofence {
     pub fn contains(&self, lat: f64, lon: f64) -> bool {
         self.shape.contains(lat, lon)
+    }
+
+    /// Its Geofences partition: its customer, or [`GLOBAL_SCOPE`].
+    pub fn scope(&self) -> &str {
+        self.customer_id.as_deref().unwrap_or(GLOBAL_SCOPE)
+    }
+
+    /// Why a zone cannot be stored, if it cannot: its id, name, customer or shape.
+    pub fn problem(&self) -> Option<String> {
+        if self.id.is_empty() || self.id.len() > MAX_ID_BYTES || self.id.contains('#') {
+            return Some(format!(
+                "geofence id {:?}: 1 to {MAX_ID_BYTES} bytes without '#' (alert ids are joined with it)",
+                self.id
+            ));
+        }
+        if self.name.chars().count() > MAX_NAME_CHARS {
+            return Some(format!(
+                "geofence {}: a name of at most {MAX_NAME_CHARS} characters",
+                self.id
+            ));
+        }
+        if let Some(customer) = &self.customer_id
+            && !crate::tenancy::is_valid_customer_id(customer)
+        {
+            return Some(format!(
+                "geofence {}: customer id {customer:?} is not one",
+                self.id
+            ));
+        }
+        self.shape
+            .problem()
+            .map(|problem| format!("geofence {}: {problem}", self.id))
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`alerts`]: the alert rules (geofence, battery, speeding, silence);
 //! - [`alert_filter`]: whose alerts an AlertsTopic subscription's filter admits;
 //! - [`store`]: the ports the functions use, and in-memory implementations;
+//! - [`read`]: what the HTTP API reads, scoped as the tables are keyed;
 //! - [`directory`]: which tags the registry knows and whose they are, and what
 //!   ingest does with the others;
 //! - [`tenancy`]: whose data is whose: readings stamped with their owner, and
@@ -31,6 +32,7 @@ pub mod decode;
 pub mod directory;
 pub mod geo;
 pub mod geofence;
+pub mod read;
 pub mod reading;
 pub mod reject;
 pub mod stats;

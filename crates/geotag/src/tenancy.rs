@@ -19,6 +19,18 @@
 //! stored for nobody (a development stack admits unregistered tags) is the
 //! operator's alone.
 
+/// The `customer_id` alerts of tags missing from the registry carry; no
+/// customer may take this id.
+pub const UNASSIGNED: &str = "unassigned";
+
+/// Whether `id` may name a customer: what a device id may be
+/// ([`crate::reading::is_valid_device_id`]), less the reserved names.
+pub fn is_valid_customer_id(id: &str) -> bool {
+    crate::reading::is_valid_device_id(id)
+        && id != UNASSIGNED
+        && id != crate::geofence::GLOBAL_SCOPE
+}
+
 /// The marker a [`Holder::Mixed`] aggregate is stored with. `*` is not a
 /// character of any customer id, so no customer can hold this one.
 pub const MIXED: &str = "*mixed";

@@ -1,0 +1,192 @@
+//! The HTTP API: each customer's tags, tracks, stats, alerts and geofences,
+//! behind API Gateway's HTTP API (payload v2) and its JWT authorizer.
+//!
+//! Tenant isolation is the first property, and it is decided here, twice:
+//! every request is scoped to the customer its token names ([`caller`]);
+//! a device route answers only if the registry names that customer as the
+//! tag's owner now; and every item shown must carry that customer's id, as
+//! ingest and stats stamped it ([`geotag::tenancy`]). Another customer's
+//! device answers exactly what an unknown one does. Listings read one
+//! partition (of a table or an index), never a Scan.
+//!
+//! The handler is a function of a request and a [`FleetReader`], so that
+//! tests drive it with the in-memory tables, `geotag up` serves it on
+//! 127.0.0.1 in-process, and Lambda serves it through `lambda_http`.
+//!
+//! # Layout
+//! - [`caller`]: the verified claims, read into a customer or the operator;
+//! - [`params`]: query parameters, strictly parsed;
+//! - [`cursor`]: opaque page cursors bound to their listing;
+//! - [`render`]: GeoJSON, GPX and JSON documents;
+//! - [`problem`]: errors as `application/problem+json`;
+//! - [`routes`]: what each route reads and answers.
+
+pub mod caller;
+pub mod cursor;
+pub mod params;
+pub mod problem;
+pub mod render;
+pub mod routes;
+
+use geotag::read::FleetReader;
+use geotag_aws::clients::SdkConfig;
+use geotag_aws::fleet_reads::DynamoFleet;
+use geotag_runtime::config::{ConfigError, Environment, FromEnvironment};
+use lambda_http::http::{HeaderValue, Method, Response, StatusCode, header};
+use lambda_http::{Body, Request, RequestExt};
+use sha2::{Digest, Sha256};
+
+pub use routes::ROUTES;
+
+use crate::caller::caller;
+use crate::problem::Problem;
+
+/// A successful answer, before the headers every answer gets.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: String,
+    /// The query string of the next page, for a `Link: rel="next"` header.
+    pub next_page: Option<String>,
+    pub location: Option<String>,
+}
+
+impl Reply {
+    pub fn json(body: serde_json::Value) -> Reply {
+        Reply::of("application/json", body.to_string())
+    }
+
+    pub fn geojson(body: serde_json::Value) -> Reply {
+        Reply::of("application/geo+json", body.to_string())
+    }
+
+    pub fn of(content_type: &'static str, body: String) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            content_type,
+            body,
+            next_page: None,
+            location: None,
+        }
+    }
+
+    fn into_response(self, request: &Request) -> Response<Body> {
+        let mut response = Response::builder()
+            .status(self.status)
+            // Answers depend on who asks: no shared cache may keep one.
+            .header(header::VARY, "Authorization");
+        if let Some(query) = &self.next_page {
+            let path = request.uri().path();
+            response = response.header(header::LINK, format!("<{path}?{query}>; rel=\"next\""));
+        }
+        if let Some(location) = &self.location {
+            response = response.header(header::LOCATION, location.as_str());
+        }
+        if request.method() != Method::GET || self.status != StatusCode::OK {
+            return response
+                .header(header::CACHE_CONTROL, "no-store")
+                .header(header::CONTENT_TYPE, self.content_type)
+                .body(Body::Text(self.body))
+                .unwrap_or_default();
+        }
+        // Live data: a client may keep it, but asks again each time; the
+        // ETag makes an unchanged answer a bodiless 304.
+        let etag = format!(
+            "\"{}\"",
+            hex::encode(&Sha256::digest(self.body.as_bytes())[..12])
+        );
+        response = response
+            .header(header::CACHE_CONTROL, "private, no-cache")
+            .header(header::ETAG, etag.as_str());
+        let matches = |value: &HeaderValue| {
+            value.to_str().is_ok_and(|tags| {
+                tags.split(',')
+                    .map(|tag| tag.trim().trim_start_matches("W/"))
+                    .any(|tag| tag == etag || tag == "*")
+            })
+        };
+        if request
+            .headers()
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .any(matches)
+        {
+            return response
+                .status(StatusCode::NOT_MODIFIED)
+                .body(Body::Empty)
+                .unwrap_or_default();
+        }
+        response
+            .header(header::CONTENT_TYPE, self.content_type)
+            .body(Body::Text(self.body))
+            .unwrap_or_default()
+    }
+}
+
+/// Answers one request. Never fails: every problem is an answer.
+pub async fn handle<F: FleetReader>(fleet: &F, request: &Request, now_ms: i64) -> Response<Body> {
+    let outcome = match caller(request.request_context_ref()) {
+        Ok(caller) => routes::respond(fleet, &caller, request, now_ms).await,
+        Err(problem) => Err(problem),
+    };
+    match outcome {
+        Ok(reply) => reply.into_response(request),
+        Err(problem) => {
+            if problem.status.is_server_error() {
+                tracing::error!(code = problem.code, detail = %problem.detail, "request failed");
+            } else {
+                tracing::info!(
+                    code = problem.code,
+                    status = problem.status.as_u16(),
+                    "request refused"
+                );
+            }
+            problem.into_response()
+        }
+    }
+}
+
+/// [`handle`] at the clock's time, as Lambda serves it.
+pub async fn answer(fleet: &'static DynamoFleet, request: Request) -> Response<Body> {
+    handle(fleet, &request, geotag::clock::now_ms()).await
+}
+
+/// The tables, named by the environment the template sets.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub devices_table: String,
+    pub device_stats_table: String,
+    pub telemetry_table: String,
+    pub alerts_table: String,
+    pub geofences_table: String,
+}
+
+impl FromEnvironment for Config {
+    fn read(env: &Environment) -> Result<Config, ConfigError> {
+        Ok(Config {
+            devices_table: env.required("DEVICES_TABLE")?,
+            device_stats_table: env.required("DEVICE_STATS_TABLE")?,
+            telemetry_table: env.required("TELEMETRY_TABLE")?,
+            alerts_table: env.required("ALERTS_TABLE")?,
+            geofences_table: env.required("GEOFENCES_TABLE")?,
+        })
+    }
+}
+
+pub fn on_aws(sdk: &SdkConfig, config: &Config) -> DynamoFleet {
+    DynamoFleet {
+        client: aws_sdk_dynamodb::Client::new(sdk),
+        devices_table: config.devices_table.clone(),
+        device_stats_table: config.device_stats_table.clone(),
+        telemetry_table: config.telemetry_table.clone(),
+        alerts_table: config.alerts_table.clone(),
+        geofences_table: config.geofences_table.clone(),
+    }
+}
+
+/// The problem a bodiless failure of the store is, for callers outside
+/// [`handle`] (the local server) that must answer in the same form.
+pub fn unavailable() -> Response<Body> {
+    Problem::unavailable().into_response()
+}

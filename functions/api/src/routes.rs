@@ -1,0 +1,580 @@
+//! The routes: what each reads, for whom, and what it answers.
+
+use geotag::alerts::AlertKind;
+use geotag::clock::{DAY_MS, HOUR_MS};
+use geotag::geofence::{GLOBAL_SCOPE, Geofence};
+use geotag::read::{FleetReader, GeofenceWriteError, Period, WriteMode};
+use geotag::reading::is_valid_device_id;
+use geotag::store::StoreError;
+use geotag::tenancy::is_valid_customer_id;
+use lambda_http::http::{Method, StatusCode, header};
+use lambda_http::{Body, Request, RequestExt};
+
+use crate::Reply;
+use crate::caller::Caller;
+use crate::cursor::{self, Scope};
+use crate::params::Query;
+use crate::problem::Problem;
+use crate::render;
+
+/// Every (method, path) the API serves, as the OpenAPI document names them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/devices"),
+    ("GET", "/v1/devices/{device_id}"),
+    ("GET", "/v1/devices/{device_id}/track"),
+    ("GET", "/v1/devices/{device_id}/stats"),
+    ("GET", "/v1/alerts"),
+    ("GET", "/v1/geofences"),
+    ("POST", "/v1/geofences"),
+    ("GET", "/v1/geofences/{geofence_id}"),
+    ("PUT", "/v1/geofences/{geofence_id}"),
+    ("DELETE", "/v1/geofences/{geofence_id}"),
+];
+
+/// Page sizes: (default, most).
+pub const DEVICES_LIMIT: (usize, usize) = (100, 1_000);
+/// A day at one reading a minute fits in one default page.
+pub const TRACK_LIMIT: (usize, usize) = (1_500, 5_000);
+pub const ALERTS_LIMIT: (usize, usize) = (100, 1_000);
+/// Time spans: (default, longest).
+pub const TRACK_SPAN_MS: (i64, i64) = (DAY_MS, 7 * DAY_MS);
+pub const HOURLY_SPAN_MS: (i64, i64) = (DAY_MS, 31 * DAY_MS);
+pub const DAILY_SPAN_MS: (i64, i64) = (30 * DAY_MS, 400 * DAY_MS);
+pub const ALERTS_SPAN_MS: (i64, i64) = (DAY_MS, 400 * DAY_MS);
+/// A geofence document: a thousand vertices are about 40 KB of JSON.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+enum Target<'a> {
+    Devices,
+    Device(&'a str),
+    Track(&'a str),
+    Stats(&'a str),
+    Alerts,
+    Geofences,
+    Geofence(&'a str),
+}
+
+impl Target<'_> {
+    fn methods(&self) -> &'static [Method] {
+        match self {
+            Target::Geofences => &[Method::GET, Method::POST],
+            Target::Geofence(_) => &[Method::GET, Method::PUT, Method::DELETE],
+            _ => &[Method::GET],
+        }
+    }
+}
+
+fn target(path: &str) -> Option<Target<'_>> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    Some(match segments.as_slice() {
+        ["", "v1", "devices"] => Target::Devices,
+        ["", "v1", "devices", id] => Target::Device(id),
+        ["", "v1", "devices", id, "track"] => Target::Track(id),
+        ["", "v1", "devices", id, "stats"] => Target::Stats(id),
+        ["", "v1", "alerts"] => Target::Alerts,
+        ["", "v1", "geofences"] => Target::Geofences,
+        ["", "v1", "geofences", id] => Target::Geofence(id),
+        _ => return None,
+    })
+}
+
+fn store(error: StoreError) -> Problem {
+    tracing::error!(%error, "a read of the tables failed");
+    Problem::unavailable()
+}
+
+/// The query's parameters, as the request carries them.
+fn query_pairs(request: &Request) -> Vec<(String, String)> {
+    form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect()
+}
+
+/// The customer whose data this request reads: the caller's own, or for
+/// the operator the one `?customer=` names.
+fn customer_of(caller: &Caller, query: &Query) -> Result<String, Problem> {
+    match (caller, query.text("customer")) {
+        (Caller::Customer(own), None) => Ok(own.clone()),
+        (Caller::Customer(own), Some(named)) if named == own => Ok(own.clone()),
+        (Caller::Customer(_), Some(_)) => Err(Problem {
+            parameter: Some("customer".into()),
+            ..Problem::new(
+                StatusCode::FORBIDDEN,
+                "customer_is_the_operators",
+                "only the operator names a customer; a customer's token reads its own data",
+            )
+        }),
+        (Caller::Operator, None) => Err(Problem::invalid(
+            "customer",
+            "customer_required",
+            "the operator names the customer whose data to read: ?customer=<id>",
+        )),
+        (Caller::Operator, Some(named)) if is_valid_customer_id(named) => Ok(named.to_owned()),
+        (Caller::Operator, Some(named)) => Err(Problem::invalid(
+            "customer",
+            "invalid_customer",
+            format!("{named:?} is not a customer id"),
+        )),
+    }
+}
+
+/// Whether the registry names `customer` as the tag's owner now; an
+/// unknown tag, another customer's and a malformed id answer alike.
+async fn check_device<F: FleetReader>(
+    fleet: &F,
+    customer: &str,
+    device_id: &str,
+) -> Result<(), Problem> {
+    if !is_valid_device_id(device_id) {
+        return Err(Problem::not_found("device"));
+    }
+    match fleet.owner(device_id).await.map_err(store)? {
+        Some(owner) if owner == customer => Ok(()),
+        _ => Err(Problem::not_found("device")),
+    }
+}
+
+pub async fn respond<F: FleetReader>(
+    fleet: &F,
+    caller: &Caller,
+    request: &Request,
+    now_ms: i64,
+) -> Result<Reply, Problem> {
+    let path = request.raw_http_path();
+    let path = if path.is_empty() {
+        request.uri().path()
+    } else {
+        path
+    };
+    let Some(target) = target(path) else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "no_such_route",
+            format!("no route {path}; see the OpenAPI document"),
+        ));
+    };
+    let method = request.method();
+    if !target.methods().contains(method) {
+        let allowed: Vec<&str> = target.methods().iter().map(Method::as_str).collect();
+        return Err(Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not served here; {} are", allowed.join(", ")),
+        ));
+    }
+    let pairs = query_pairs(request);
+    match (target, method.clone()) {
+        (Target::Devices, _) => {
+            let query = Query::new(pairs, &["customer", "limit", "cursor"])?;
+            devices(fleet, &customer_of(caller, &query)?, &query).await
+        }
+        (Target::Device(device_id), _) => {
+            let query = Query::new(pairs, &["customer"])?;
+            device(fleet, &customer_of(caller, &query)?, device_id).await
+        }
+        (Target::Track(device_id), _) => {
+            let query = Query::new(
+                pairs,
+                &["customer", "from", "to", "format", "limit", "cursor"],
+            )?;
+            track(
+                fleet,
+                &customer_of(caller, &query)?,
+                device_id,
+                &query,
+                now_ms,
+            )
+            .await
+        }
+        (Target::Stats(device_id), _) => {
+            let query = Query::new(pairs, &["customer", "period", "from", "to"])?;
+            stats(
+                fleet,
+                &customer_of(caller, &query)?,
+                device_id,
+                &query,
+                now_ms,
+            )
+            .await
+        }
+        (Target::Alerts, _) => {
+            let query = Query::new(
+                pairs,
+                &["customer", "since", "until", "type", "limit", "cursor"],
+            )?;
+            alerts(fleet, &customer_of(caller, &query)?, &query, now_ms).await
+        }
+        (Target::Geofences, Method::GET) => {
+            let query = Query::new(pairs, &["customer"])?;
+            list_geofences(fleet, &customer_of(caller, &query)?).await
+        }
+        (Target::Geofences, _) => {
+            let query = Query::new(pairs, &["customer"])?;
+            let customer = customer_of(caller, &query)?;
+            write_geofence(fleet, &customer, None, request).await
+        }
+        (Target::Geofence(id), Method::GET) => {
+            let query = Query::new(pairs, &["customer"])?;
+            get_geofence(fleet, &customer_of(caller, &query)?, id).await
+        }
+        (Target::Geofence(id), Method::PUT) => {
+            let query = Query::new(pairs, &["customer"])?;
+            let customer = customer_of(caller, &query)?;
+            write_geofence(fleet, &customer, Some(id), request).await
+        }
+        (Target::Geofence(id), _) => {
+            let query = Query::new(pairs, &["customer"])?;
+            let customer = customer_of(caller, &query)?;
+            if fleet.delete_geofence(&customer, id).await.map_err(store)? {
+                Ok(Reply {
+                    status: StatusCode::NO_CONTENT,
+                    ..Reply::of("application/json", String::new())
+                })
+            } else {
+                Err(Problem::not_found("geofence"))
+            }
+        }
+    }
+}
+
+async fn devices<F: FleetReader>(
+    fleet: &F,
+    customer: &str,
+    query: &Query,
+) -> Result<Reply, Problem> {
+    let limit = query.limit(DEVICES_LIMIT.0, DEVICES_LIMIT.1)?;
+    let continued = query.continued();
+    let scope = Scope {
+        route: "devices",
+        customer,
+        device: None,
+        query: &continued,
+    };
+    let after = query
+        .text("cursor")
+        .map(|c| cursor::decode(c, &scope))
+        .transpose()?;
+    let page = fleet
+        .fleet(customer, after.as_ref(), limit)
+        .await
+        .map_err(store)?;
+    let features = page
+        .items
+        .iter()
+        // The index is keyed by the stamp; checked again, because what
+        // reaches a caller must carry its id whatever an index holds.
+        .filter(|(_, state)| state.owner.as_deref() == Some(customer))
+        .map(|(device_id, state)| render::device_feature(device_id, state))
+        .collect();
+    let next = page
+        .next
+        .as_ref()
+        .map(|position| cursor::encode(&scope, position));
+    let mut reply = Reply::geojson(render::feature_collection(features, next.as_deref()));
+    reply.next_page = next.map(|cursor| query.next_page(&cursor));
+    Ok(reply)
+}
+
+async fn device<F: FleetReader>(
+    fleet: &F,
+    customer: &str,
+    device_id: &str,
+) -> Result<Reply, Problem> {
+    check_device(fleet, customer, device_id).await?;
+    let feature = match fleet.latest(device_id).await.map_err(store)? {
+        Some(state) if state.owner.as_deref() == Some(customer) => {
+            render::device_feature(device_id, &state)
+        }
+        // Registered to the caller, but no position of the caller's yet
+        // (new, or just passed on by its former owner): no geometry.
+        _ => serde_json::json!({
+            "type": "Feature",
+            "id": device_id,
+            "geometry": null,
+            "properties": {"device_id": device_id},
+        }),
+    };
+    Ok(Reply::geojson(feature))
+}
+
+async fn track<F: FleetReader>(
+    fleet: &F,
+    customer: &str,
+    device_id: &str,
+    query: &Query,
+    now_ms: i64,
+) -> Result<Reply, Problem> {
+    let (from_ms, to_ms) = query.range("from", "to", TRACK_SPAN_MS.0, TRACK_SPAN_MS.1, now_ms)?;
+    let gpx = query
+        .choice("format", &[("geojson", false), ("gpx", true)])?
+        .unwrap_or(false);
+    let limit = query.limit(TRACK_LIMIT.0, TRACK_LIMIT.1)?;
+    let continued = query.continued();
+    let scope = Scope {
+        route: "track",
+        customer,
+        device: Some(device_id),
+        query: &continued,
+    };
+    let after = query
+        .text("cursor")
+        .map(|c| cursor::decode(c, &scope))
+        .transpose()?;
+    check_device(fleet, customer, device_id).await?;
+    let page = fleet
+        .readings(device_id, customer, from_ms, to_ms, after.as_ref(), limit)
+        .await
+        .map_err(store)?;
+    let readings: Vec<_> = page
+        .items
+        .into_iter()
+        .filter(|reading| reading.owner.as_deref() == Some(customer))
+        .collect();
+    let next = page
+        .next
+        .as_ref()
+        .map(|position| cursor::encode(&scope, position));
+    let mut reply = if gpx {
+        Reply::of(
+            "application/gpx+xml",
+            render::track_gpx(device_id, &readings),
+        )
+    } else {
+        Reply::geojson(render::track_geojson(device_id, &readings, next.as_deref()))
+    };
+    reply.next_page = next.map(|cursor| query.next_page(&cursor));
+    Ok(reply)
+}
+
+async fn stats<F: FleetReader>(
+    fleet: &F,
+    customer: &str,
+    device_id: &str,
+    query: &Query,
+    now_ms: i64,
+) -> Result<Reply, Problem> {
+    let period = query
+        .choice("period", &[("hour", Period::Hour), ("day", Period::Day)])?
+        .unwrap_or(Period::Hour);
+    let ((default_span, max_span), unit) = match period {
+        Period::Hour => (HOURLY_SPAN_MS, HOUR_MS),
+        Period::Day => (DAILY_SPAN_MS, DAY_MS),
+    };
+    let (from_ms, to_ms) = query.range("from", "to", default_span, max_span, now_ms)?;
+    check_device(fleet, customer, device_id).await?;
+    // Buckets that started before `from` still hold readings after it.
+    let first_bucket = from_ms.div_euclid(unit) * unit;
+    let rollups: Vec<_> = fleet
+        .rollups(device_id, period, first_bucket, to_ms)
+        .await
+        .map_err(store)?
+        .into_iter()
+        // A bucket that saw the tag change hands is nobody's (tenancy::Holder).
+        .filter(|(_, rollup)| rollup.holder.customer() == Some(customer))
+        .collect();
+    let name = match period {
+        Period::Hour => "hour",
+        Period::Day => "day",
+    };
+    Ok(Reply::json(render::stats(device_id, name, &rollups)))
+}
+
+async fn alerts<F: FleetReader>(
+    fleet: &F,
+    customer: &str,
+    query: &Query,
+    now_ms: i64,
+) -> Result<Reply, Problem> {
+    let (since_ms, until_ms) =
+        query.range("since", "until", ALERTS_SPAN_MS.0, ALERTS_SPAN_MS.1, now_ms)?;
+    let kinds: Vec<(&str, AlertKind)> = AlertKind::ALL.iter().map(|k| (k.code(), *k)).collect();
+    let kind = query.choice("type", &kinds)?;
+    let limit = query.limit(ALERTS_LIMIT.0, ALERTS_LIMIT.1)?;
+    let continued = query.continued();
+    let scope = Scope {
+        route: "alerts",
+        customer,
+        device: None,
+        query: &continued,
+    };
+    let after = query
+        .text("cursor")
+        .map(|c| cursor::decode(c, &scope))
+        .transpose()?;
+    let page = fleet
+        .alerts(
+            customer,
+            since_ms,
+            until_ms,
+            kind.map(AlertKind::code),
+            after.as_ref(),
+            limit,
+        )
+        .await
+        .map_err(store)?;
+    let shown: Vec<_> = page
+        .items
+        .into_iter()
+        .filter(|alert| alert.customer_id == customer && alert.published)
+        .collect();
+    let next = page
+        .next
+        .as_ref()
+        .map(|position| cursor::encode(&scope, position));
+    let mut reply = Reply::json(render::alerts(&shown, next.as_deref()));
+    reply.next_page = next.map(|cursor| query.next_page(&cursor));
+    Ok(reply)
+}
+
+/// The customer's geofences and the global ones, each marked with its scope.
+async fn visible_geofences<F: FleetReader>(
+    fleet: &F,
+    customer: &str,
+) -> Result<Vec<Geofence>, Problem> {
+    let mut zones: Vec<Geofence> = fleet
+        .geofences(customer)
+        .await
+        .map_err(store)?
+        .into_iter()
+        .filter(|zone| zone.customer_id.as_deref() == Some(customer))
+        .collect();
+    zones.extend(
+        fleet
+            .geofences(GLOBAL_SCOPE)
+            .await
+            .map_err(store)?
+            .into_iter()
+            .filter(|zone| zone.customer_id.is_none()),
+    );
+    Ok(zones)
+}
+
+async fn list_geofences<F: FleetReader>(fleet: &F, customer: &str) -> Result<Reply, Problem> {
+    let zones = visible_geofences(fleet, customer).await?;
+    Ok(Reply::json(serde_json::json!({
+        "geofences": zones.iter().map(render::geofence).collect::<Vec<_>>(),
+    })))
+}
+
+async fn get_geofence<F: FleetReader>(
+    fleet: &F,
+    customer: &str,
+    id: &str,
+) -> Result<Reply, Problem> {
+    visible_geofences(fleet, customer)
+        .await?
+        .iter()
+        .find(|zone| zone.id == id)
+        .map(|zone| Reply::json(render::geofence(zone)))
+        .ok_or_else(|| Problem::not_found("geofence"))
+}
+
+/// The geofence a request's body describes, for `customer`.
+fn geofence_from_body(
+    request: &Request,
+    customer: &str,
+    path_id: Option<&str>,
+) -> Result<Geofence, Problem> {
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(';')
+                .next()
+                .is_some_and(|t| t.trim() == "application/json")
+        });
+    if !json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "json_required",
+            "send the geofence as Content-Type: application/json",
+        ));
+    }
+    let bytes: &[u8] = match request.body() {
+        Body::Empty => &[],
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a geofence document is at most {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    let document: render::GeofenceDocument =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
+            .map_err(|error| {
+                let field = error.path().to_string();
+                Problem::invalid(
+                    if field == "." { "body" } else { &field },
+                    "invalid_geofence",
+                    error.inner().to_string(),
+                )
+            })?;
+    let id = match (path_id, document.id) {
+        (None, None) => {
+            return Err(Problem::invalid(
+                "id",
+                "invalid_geofence",
+                "a new geofence needs an id",
+            ));
+        }
+        (None, Some(id)) => id,
+        (Some(path), Some(body)) if path != body => {
+            return Err(Problem::invalid(
+                "id",
+                "invalid_geofence",
+                "the body's id is not the path's",
+            ));
+        }
+        (Some(path), _) => path.to_owned(),
+    };
+    let geofence = Geofence {
+        id,
+        name: document.name,
+        customer_id: Some(customer.to_owned()),
+        shape: document.shape.into_shape(),
+    };
+    match geofence.problem() {
+        Some(problem) => Err(Problem::invalid("shape", "invalid_geofence", problem)),
+        None => Ok(geofence),
+    }
+}
+
+async fn write_geofence<F: FleetReader>(
+    fleet: &F,
+    customer: &str,
+    path_id: Option<&str>,
+    request: &Request,
+) -> Result<Reply, Problem> {
+    let geofence = geofence_from_body(request, customer, path_id)?;
+    let mode = if path_id.is_some() {
+        WriteMode::Replace
+    } else {
+        WriteMode::Create
+    };
+    match fleet.put_geofence(&geofence, mode).await {
+        Ok(()) => {
+            let mut reply = Reply::json(render::geofence(&geofence));
+            if mode == WriteMode::Create {
+                reply.status = StatusCode::CREATED;
+                reply.location = Some(format!("/v1/geofences/{}", geofence.id));
+            }
+            Ok(reply)
+        }
+        Err(GeofenceWriteError::Exists) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "geofence_exists",
+            format!(
+                "you have a geofence {:?}; PUT /v1/geofences/{{id}} changes it",
+                geofence.id
+            ),
+        )),
+        Err(GeofenceWriteError::Missing) => Err(Problem::not_found("geofence")),
+        Err(GeofenceWriteError::Store(error)) => Err(store(error)),
+    }
+}
