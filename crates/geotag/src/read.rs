@@ -186,11 +186,17 @@ impl MemoryFleet {
         lock(&self.owners).insert(device_id.to_owned(), customer_id.to_owned());
     }
 
-    /// Stores readings as ingest and stats would: each in Telemetry, and the
-    /// newest one as the tag's latest state.
+    /// Stores readings as ingest and stats would: each in Telemetry, counted
+    /// in its hour and day, and the newest one as the tag's latest state.
     pub fn record(&self, readings: &[Reading]) {
         let mut latest = lock(&self.latest);
         for reading in readings {
+            for bucket in Bucket::of(reading.ts_ms) {
+                lock(&self.rollups)
+                    .entry((reading.device_id.clone(), bucket))
+                    .or_default()
+                    .count_readings(std::slice::from_ref(reading));
+            }
             lock(&self.readings).insert(
                 (reading.device_id.clone(), reading.sort_key()),
                 reading.clone(),

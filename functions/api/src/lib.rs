@@ -18,12 +18,14 @@
 //! - [`params`]: query parameters, strictly parsed;
 //! - [`cursor`]: opaque page cursors bound to their listing;
 //! - [`render`]: GeoJSON, GPX and JSON documents;
+//! - [`payload`]: API Gateway's side of payload v2, for the local API and tests;
 //! - [`problem`]: errors as `application/problem+json`;
 //! - [`routes`]: what each route reads and answers.
 
 pub mod caller;
 pub mod cursor;
 pub mod params;
+pub mod payload;
 pub mod problem;
 pub mod render;
 pub mod routes;
