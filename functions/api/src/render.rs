@@ -157,12 +157,28 @@ pub struct LatLon {
     pub lon: f64,
 }
 
-/// A geofence's shape as the API reads and writes it.
+/// A geofence's shape as the API reads and writes it: `circle` with
+/// `center` and `radius_m`, or `polygon` with `vertices`. A flat struct
+/// rather than a tagged enum, so that a missing or misplaced field is named
+/// by its path (`shape.center`), not only as "the shape".
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum ShapeDocument {
-    Circle { center: LatLon, radius_m: f64 },
-    Polygon { vertices: Vec<LatLon> },
+#[serde(deny_unknown_fields)]
+pub struct ShapeDocument {
+    #[serde(rename = "type")]
+    pub kind: ShapeKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub center: Option<LatLon>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub radius_m: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vertices: Option<Vec<LatLon>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShapeKind {
+    Circle,
+    Polygon,
 }
 
 /// A geofence as a client sends it (POST with `id`, PUT without).
@@ -177,36 +193,53 @@ pub struct GeofenceDocument {
 }
 
 impl ShapeDocument {
-    pub fn into_shape(self) -> Shape {
-        match self {
-            ShapeDocument::Circle { center, radius_m } => Shape::Circle {
+    /// The shape, or the field (under `shape.`) that is missing or out of place.
+    pub fn into_shape(self) -> Result<Shape, (&'static str, &'static str)> {
+        match (self.kind, self.center, self.radius_m, self.vertices) {
+            (ShapeKind::Circle, Some(center), Some(radius_m), None) => Ok(Shape::Circle {
                 lat: center.lat,
                 lon: center.lon,
                 radius_m,
-            },
-            ShapeDocument::Polygon { vertices } => Shape::Polygon {
+            }),
+            (ShapeKind::Circle, None, _, _) => Err(("shape.center", "a circle needs a center")),
+            (ShapeKind::Circle, _, None, _) => Err(("shape.radius_m", "a circle needs a radius_m")),
+            (ShapeKind::Circle, _, _, Some(_)) => {
+                Err(("shape.vertices", "a circle has no vertices"))
+            }
+            (ShapeKind::Polygon, None, None, Some(vertices)) => Ok(Shape::Polygon {
                 ring: vertices.iter().map(|v| (v.lat, v.lon)).collect(),
-            },
+            }),
+            (ShapeKind::Polygon, _, _, None) => Err(("shape.vertices", "a polygon needs vertices")),
+            (ShapeKind::Polygon, Some(_), _, _) => Err(("shape.center", "a polygon has no center")),
+            (ShapeKind::Polygon, _, Some(_), _) => {
+                Err(("shape.radius_m", "a polygon has no radius_m"))
+            }
         }
     }
 
     fn of(shape: &Shape) -> ShapeDocument {
         match shape {
-            Shape::Circle { lat, lon, radius_m } => ShapeDocument::Circle {
-                center: LatLon {
+            Shape::Circle { lat, lon, radius_m } => ShapeDocument {
+                kind: ShapeKind::Circle,
+                center: Some(LatLon {
                     lat: *lat,
                     lon: *lon,
-                },
-                radius_m: *radius_m,
+                }),
+                radius_m: Some(*radius_m),
+                vertices: None,
             },
-            Shape::Polygon { ring } => ShapeDocument::Polygon {
-                vertices: ring
-                    .iter()
-                    .map(|(lat, lon)| LatLon {
-                        lat: *lat,
-                        lon: *lon,
-                    })
-                    .collect(),
+            Shape::Polygon { ring } => ShapeDocument {
+                kind: ShapeKind::Polygon,
+                center: None,
+                radius_m: None,
+                vertices: Some(
+                    ring.iter()
+                        .map(|(lat, lon)| LatLon {
+                            lat: *lat,
+                            lon: *lon,
+                        })
+                        .collect(),
+                ),
             },
         }
     }

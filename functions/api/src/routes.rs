@@ -17,19 +17,60 @@ use crate::params::Query;
 use crate::problem::Problem;
 use crate::render;
 
-/// Every (method, path) the API serves, as the OpenAPI document names them.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/v1/devices"),
-    ("GET", "/v1/devices/{device_id}"),
-    ("GET", "/v1/devices/{device_id}/track"),
-    ("GET", "/v1/devices/{device_id}/stats"),
-    ("GET", "/v1/alerts"),
-    ("GET", "/v1/geofences"),
-    ("POST", "/v1/geofences"),
-    ("GET", "/v1/geofences/{geofence_id}"),
-    ("PUT", "/v1/geofences/{geofence_id}"),
-    ("DELETE", "/v1/geofences/{geofence_id}"),
+/// A route: its method, its path as the OpenAPI document names it, and
+/// every query parameter it reads (any other is refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub parameters: &'static [&'static str],
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    parameters: &'static [&'static str],
+) -> Route {
+    Route {
+        method,
+        path,
+        parameters,
+    }
+}
+
+/// Every route the API serves, the one list the OpenAPI check reads.
+pub const ROUTES: &[Route] = &[
+    route("GET", "/v1/devices", &["customer", "limit", "cursor"]),
+    route("GET", "/v1/devices/{device_id}", &["customer"]),
+    route(
+        "GET",
+        "/v1/devices/{device_id}/track",
+        &["customer", "from", "to", "format", "limit", "cursor"],
+    ),
+    route(
+        "GET",
+        "/v1/devices/{device_id}/stats",
+        &["customer", "period", "from", "to"],
+    ),
+    route(
+        "GET",
+        "/v1/alerts",
+        &["customer", "since", "until", "type", "limit", "cursor"],
+    ),
+    route("GET", "/v1/geofences", &["customer"]),
+    route("POST", "/v1/geofences", &["customer"]),
+    route("GET", "/v1/geofences/{geofence_id}", &["customer"]),
+    route("PUT", "/v1/geofences/{geofence_id}", &["customer"]),
+    route("DELETE", "/v1/geofences/{geofence_id}", &["customer"]),
 ];
+
+/// The parameters a route reads.
+fn parameters(method: &Method, path: &str) -> &'static [&'static str] {
+    ROUTES
+        .iter()
+        .find(|route| route.method == method.as_str() && route.path == path)
+        .map_or(&[], |route| route.parameters)
+}
 
 /// Page sizes: (default, most).
 pub const DEVICES_LIMIT: (usize, usize) = (100, 1_000);
@@ -55,12 +96,26 @@ enum Target<'a> {
 }
 
 impl Target<'_> {
-    fn methods(&self) -> &'static [Method] {
+    /// The path as [`ROUTES`] names it.
+    fn template(&self) -> &'static str {
         match self {
-            Target::Geofences => &[Method::GET, Method::POST],
-            Target::Geofence(_) => &[Method::GET, Method::PUT, Method::DELETE],
-            _ => &[Method::GET],
+            Target::Devices => "/v1/devices",
+            Target::Device(_) => "/v1/devices/{device_id}",
+            Target::Track(_) => "/v1/devices/{device_id}/track",
+            Target::Stats(_) => "/v1/devices/{device_id}/stats",
+            Target::Alerts => "/v1/alerts",
+            Target::Geofences => "/v1/geofences",
+            Target::Geofence(_) => "/v1/geofences/{geofence_id}",
         }
+    }
+
+    /// The methods [`ROUTES`] serves on this path.
+    fn methods(&self) -> Vec<&'static str> {
+        ROUTES
+            .iter()
+            .filter(|route| route.path == self.template())
+            .map(|route| route.method)
+            .collect()
     }
 }
 
@@ -154,78 +209,31 @@ pub async fn respond<F: FleetReader>(
         ));
     };
     let method = request.method();
-    if !target.methods().contains(method) {
-        let allowed: Vec<&str> = target.methods().iter().map(Method::as_str).collect();
+    let allowed = target.methods();
+    if !allowed.contains(&method.as_str()) {
         return Err(Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{method} is not served here; {} are", allowed.join(", ")),
         ));
     }
-    let pairs = query_pairs(request);
+    let query = Query::new(query_pairs(request), parameters(method, target.template()))?;
+    let customer = customer_of(caller, &query)?;
+    let customer = customer.as_str();
     match (target, method.clone()) {
-        (Target::Devices, _) => {
-            let query = Query::new(pairs, &["customer", "limit", "cursor"])?;
-            devices(fleet, &customer_of(caller, &query)?, &query).await
-        }
-        (Target::Device(device_id), _) => {
-            let query = Query::new(pairs, &["customer"])?;
-            device(fleet, &customer_of(caller, &query)?, device_id).await
-        }
-        (Target::Track(device_id), _) => {
-            let query = Query::new(
-                pairs,
-                &["customer", "from", "to", "format", "limit", "cursor"],
-            )?;
-            track(
-                fleet,
-                &customer_of(caller, &query)?,
-                device_id,
-                &query,
-                now_ms,
-            )
-            .await
-        }
-        (Target::Stats(device_id), _) => {
-            let query = Query::new(pairs, &["customer", "period", "from", "to"])?;
-            stats(
-                fleet,
-                &customer_of(caller, &query)?,
-                device_id,
-                &query,
-                now_ms,
-            )
-            .await
-        }
-        (Target::Alerts, _) => {
-            let query = Query::new(
-                pairs,
-                &["customer", "since", "until", "type", "limit", "cursor"],
-            )?;
-            alerts(fleet, &customer_of(caller, &query)?, &query, now_ms).await
-        }
-        (Target::Geofences, Method::GET) => {
-            let query = Query::new(pairs, &["customer"])?;
-            list_geofences(fleet, &customer_of(caller, &query)?).await
-        }
-        (Target::Geofences, _) => {
-            let query = Query::new(pairs, &["customer"])?;
-            let customer = customer_of(caller, &query)?;
-            write_geofence(fleet, &customer, None, request).await
-        }
-        (Target::Geofence(id), Method::GET) => {
-            let query = Query::new(pairs, &["customer"])?;
-            get_geofence(fleet, &customer_of(caller, &query)?, id).await
-        }
+        (Target::Devices, _) => devices(fleet, customer, &query).await,
+        (Target::Device(device_id), _) => device(fleet, customer, device_id).await,
+        (Target::Track(device_id), _) => track(fleet, customer, device_id, &query, now_ms).await,
+        (Target::Stats(device_id), _) => stats(fleet, customer, device_id, &query, now_ms).await,
+        (Target::Alerts, _) => alerts(fleet, customer, &query, now_ms).await,
+        (Target::Geofences, Method::GET) => list_geofences(fleet, customer).await,
+        (Target::Geofences, _) => write_geofence(fleet, customer, None, request).await,
+        (Target::Geofence(id), Method::GET) => get_geofence(fleet, customer, id).await,
         (Target::Geofence(id), Method::PUT) => {
-            let query = Query::new(pairs, &["customer"])?;
-            let customer = customer_of(caller, &query)?;
-            write_geofence(fleet, &customer, Some(id), request).await
+            write_geofence(fleet, customer, Some(id), request).await
         }
         (Target::Geofence(id), _) => {
-            let query = Query::new(pairs, &["customer"])?;
-            let customer = customer_of(caller, &query)?;
-            if fleet.delete_geofence(&customer, id).await.map_err(store)? {
+            if fleet.delete_geofence(customer, id).await.map_err(store)? {
                 Ok(Reply {
                     status: StatusCode::NO_CONTENT,
                     ..Reply::of("application/json", String::new())
@@ -510,7 +518,11 @@ fn geofence_from_body(
             .map_err(|error| {
                 let field = error.path().to_string();
                 Problem::invalid(
-                    if field == "." { "body" } else { &field },
+                    if field == "." || field == "?" {
+                        "body"
+                    } else {
+                        &field
+                    },
                     "invalid_geofence",
                     error.inner().to_string(),
                 )
@@ -537,7 +549,10 @@ fn geofence_from_body(
         id,
         name: document.name,
         customer_id: Some(customer.to_owned()),
-        shape: document.shape.into_shape(),
+        shape: document
+            .shape
+            .into_shape()
+            .map_err(|(field, detail)| Problem::invalid(field, "invalid_geofence", detail))?,
     };
     match geofence.problem() {
         Some(problem) => Err(Problem::invalid("shape", "invalid_geofence", problem)),
