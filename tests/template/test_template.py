@@ -468,10 +468,86 @@ def test_every_alerts_subscription_receives_one_customer_or_says_every_customer(
         )
 
 
+# --- the API: every request verified, reads without a Scan
+
+
+def http_api_operations(stack: Stack):
+    """(api id, path, method, operation) of every route of the stack's HTTP APIs."""
+    for api_id, api in stack.of_type("AWS::ApiGatewayV2::Api").items():
+        for path, methods in api["Properties"]["Body"]["paths"].items():
+            for method, operation in methods.items():
+                yield api_id, path, method, operation
+
+
+def test_every_api_route_needs_a_token_the_jwt_authorizer_verified(stack: Stack):
+    operations = list(http_api_operations(stack))
+    assert operations, "the template serves no HTTP API"
+    for api_id, path, method, operation in operations:
+        schemes = stack.resources[api_id]["Properties"]["Body"]["components"]["securitySchemes"]
+        required = [name for requirement in operation.get("security", []) for name in requirement]
+        assert required, f"{method} {path} answers without a token"
+        for name in required:
+            authorizer = schemes[name]["x-amazon-apigateway-authorizer"]
+            assert authorizer["type"] == "jwt", f"{method} {path}: authorizer {name} is not a JWT one"
+            config = authorizer["jwtConfiguration"]
+            assert config["issuer"].startswith("https://") and all(config["audience"]), config
+
+
+def test_the_api_serves_every_documented_route_through_the_function(stack: Stack):
+    """functions/api/openapi.yaml's paths all reach the API function (one
+    proxy route), which the handler's own test holds to the document."""
+    import yaml
+
+    documented = yaml.safe_load((ROOT / "functions/api/openapi.yaml").read_text())["paths"]
+    function_arn = stack.arns["ApiFunction"]
+    proxies = [
+        path.removesuffix("{proxy+}")
+        for _, path, _, operation in http_api_operations(stack)
+        if path.endswith("{proxy+}") and function_arn in operation["x-amazon-apigateway-integration"]["uri"]
+    ]
+    for path in documented:
+        assert any(path.startswith(prefix) for prefix in proxies), f"{path} reaches no route of the API"
+
+
+def test_the_api_reads_without_a_scan_and_writes_only_geofences(stack: Stack):
+    writes = ("dynamodb:putitem", "dynamodb:deleteitem", "dynamodb:updateitem", "dynamodb:batchwriteitem")
+    for statement in role_statements(stack, function_role(stack, "ApiFunction")):
+        actions = expand(statement.get("Action"))
+        assert "dynamodb:scan" not in actions, f"the API may Scan ({statement.get('Sid')})"
+        if any(action in writes for action in actions):
+            assert as_list(statement["Resource"]) == [stack.arns["GeofencesTable"]], (
+                f"the API may write {statement['Resource']}"
+            )
+
+
+def test_another_issuer_replaces_the_stacks_user_pool():
+    issuer = {"JwtIssuer": "https://login.example.com/", "JwtAudience": "geotag-map"}
+    stack = Stack.load(ENVIRONMENTS["prod"] | issuer)
+    assert not stack.of_type("AWS::Cognito::UserPool")
+    for api_id, _, _, operation in http_api_operations(stack):
+        schemes = stack.resources[api_id]["Properties"]["Body"]["components"]["securitySchemes"]
+        for requirement in operation["security"]:
+            for name in requirement:
+                config = schemes[name]["x-amazon-apigateway-authorizer"]["jwtConfiguration"]
+                assert config == {"issuer": issuer["JwtIssuer"], "audience": [issuer["JwtAudience"]]}
+
+
 # --- the checks themselves: each catches the mistake it is for
 
 
 MUTATIONS = [
+    (
+        "an API without its authorizer",
+        "        DefaultAuthorizer: Tokens\n",
+        "",
+        test_every_api_route_needs_a_token_the_jwt_authorizer_verified,
+    ),
+    (
+        "the API may scan the telemetry",
+        "              - Sid: ReadTracks\n                Effect: Allow\n                Action: dynamodb:Query",
+        "              - Sid: ReadTracks\n                Effect: Allow\n                Action: [dynamodb:Query, dynamodb:Scan]",
+        test_the_api_reads_without_a_scan_and_writes_only_geofences,
+    ),
     (
         "anyone may subscribe to the alerts",
         """            Action: sns:Subscribe

@@ -29,6 +29,30 @@ pub enum EventSource {
     Sqs(SqsSource),
     DynamoDb(StreamSource),
     Schedule(ScheduleSource),
+    /// Requests through an HTTP API: `geotag up`'s local API serves them.
+    HttpApi(HttpRoute),
+}
+
+/// A function's HTTP API route (`Type: HttpApi`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpRoute {
+    pub name: String,
+    /// `ANY`, or one method.
+    pub method: String,
+    /// As the template writes it: `/v1/{proxy+}`.
+    pub path: String,
+}
+
+impl HttpRoute {
+    /// Whether a request's method and path take this route.
+    pub fn takes(&self, method: &str, path: &str) -> bool {
+        let method_matches = self.method == "ANY" || self.method.eq_ignore_ascii_case(method);
+        let path_matches = match self.path.strip_suffix("{proxy+}") {
+            Some(prefix) => path.starts_with(prefix) && path.len() > prefix.len(),
+            None => self.path == path,
+        };
+        method_matches && path_matches
+    }
 }
 
 /// Where a stream event source starts reading.
@@ -142,6 +166,12 @@ pub(super) fn read_function(
                         events.push(EventSource::Schedule(schedule));
                     }
                 }
+                "HttpApi" => events.push(EventSource::HttpApi(HttpRoute {
+                    name: event_name.clone(),
+                    method: text(event_properties, "Method").unwrap_or_else(|| "ANY".into()),
+                    path: text(event_properties, "Path")
+                        .ok_or_else(|| anyhow!("{event_name}: an HttpApi event without Path"))?,
+                })),
                 other => bail!(
                     "function {}: event {event_name} of type {other} is not pumped by the local stack",
                     resource.logical_id

@@ -35,8 +35,8 @@ mod messaging;
 mod tables;
 
 pub use functions::{
-    EventSource, FunctionSpec, ScheduleSource, SqsSource, StartingPosition, StreamSource,
-    parse_rate,
+    EventSource, FunctionSpec, HttpRoute, ScheduleSource, SqsSource, StartingPosition,
+    StreamSource, parse_rate,
 };
 pub use iot::TopicRuleSpec;
 
@@ -119,6 +119,12 @@ fn not_emulated_reason(kind: &str) -> &'static str {
         }
         "AWS::CloudWatch::Alarm" | "AWS::CloudWatch::Dashboard" => "no CloudWatch locally",
         "AWS::IAM::Role" | "AWS::IAM::Policy" => "IAM is not enforced locally",
+        "AWS::Serverless::HttpApi" => {
+            "`geotag up` serves the API on 127.0.0.1, verifying tokens of its local issuer"
+        }
+        "AWS::Cognito::UserPool"
+        | "AWS::Cognito::UserPoolClient"
+        | "AWS::Cognito::UserPoolGroup" => "tokens come from the local issuer (`geotag token`)",
         _ => "not supported by the local stack",
     }
 }

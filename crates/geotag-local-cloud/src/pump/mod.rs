@@ -165,6 +165,8 @@ impl Pump {
                         stats.busy_streams.fetch_add(1, Ordering::SeqCst);
                         tasks.spawn(poller.run(watcher.clone()));
                     }
+                    // Requests come from the local API, not from a poller.
+                    EventSource::HttpApi(_) => {}
                     EventSource::Schedule(_) if !options.play_schedules => {}
                     EventSource::Schedule(source) => {
                         tasks.spawn(schedule::run_schedule(
