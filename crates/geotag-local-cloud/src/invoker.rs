@@ -40,6 +40,7 @@ pub struct InProcess {
     ingest: Option<geotag_ingest::AwsIngest>,
     stats: Option<geotag_stats::Stats<geotag_aws::DynamoStatsStore, geotag_aws::DynamoTrackSource>>,
     alerts: Option<geotag_alerts::OnAws>,
+    api: Option<geotag_aws::fleet_reads::DynamoFleet>,
     /// The EMF lines the handlers wrote, as CloudWatch Logs would receive them.
     metric_lines: Arc<Mutex<Vec<String>>>,
 }
@@ -52,6 +53,7 @@ impl InProcess {
             ingest: None,
             stats: None,
             alerts: None,
+            api: None,
             metric_lines: Arc::default(),
         };
         for function in stack.functions.values() {
@@ -86,6 +88,11 @@ impl InProcess {
                     let mut alerts = geotag_alerts::on_aws(sdk, &config);
                     alerts.metrics = metrics(&config.metrics);
                     handlers.alerts = Some(alerts);
+                }
+                "api" => {
+                    let config = geotag_api::Config::from_lookup(lookup)
+                        .with_context(|| format!("configuring {}", function.logical_id))?;
+                    handlers.api = Some(geotag_api::on_aws(sdk, &config));
                 }
                 other => bail!(
                     "no in-process handler for binary {other:?} ({}); run it with --invoke-endpoint",
@@ -142,6 +149,13 @@ impl InProcess {
                 geotag_alerts::handle(alerts, LambdaEvent::new(event, context))
                     .await
                     .map_err(|error| anyhow!("{error}"))
+            }
+            "api" => {
+                let api = self
+                    .api
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("api is not configured"))?;
+                Ok(geotag_api::payload::answer_event(api, payload, geotag::clock::now_ms()).await?)
             }
             other => bail!("no in-process handler for {other}"),
         }

@@ -104,3 +104,43 @@ pub fn request(event: Value) -> Result<Request, serde_json::Error> {
     let lambda: LambdaRequest = serde_json::from_value(event)?;
     Ok(lambda.into())
 }
+
+/// What Lambda returns to API Gateway for a response (payload v2): the
+/// status, the headers, and the body as text.
+pub fn response_event(response: lambda_http::Response<lambda_http::Body>) -> Value {
+    let (parts, body) = response.into_parts();
+    let headers: Map<String, Value> = parts
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), Value::String(value.to_str().ok()?.to_owned())))
+        })
+        .collect();
+    let (body, base64) = match body {
+        lambda_http::Body::Empty => (String::new(), false),
+        lambda_http::Body::Text(text) => (text, false),
+        lambda_http::Body::Binary(bytes) => {
+            use base64::Engine as _;
+            (base64::engine::general_purpose::STANDARD.encode(bytes), true)
+        }
+        _ => (String::new(), false),
+    };
+    json!({
+        "statusCode": parts.status.as_u16(),
+        "headers": headers,
+        "body": body,
+        "isBase64Encoded": base64,
+        "cookies": [],
+    })
+}
+
+/// [`crate::handle`] on a payload v2 event, answered as Lambda answers it:
+/// what the local stack invokes in-process.
+pub async fn answer_event<F: geotag::read::FleetReader>(
+    fleet: &F,
+    event: Value,
+    now_ms: i64,
+) -> Result<Value, serde_json::Error> {
+    let request = request(event)?;
+    Ok(response_event(crate::handle(fleet, &request, now_ms).await))
+}
