@@ -51,10 +51,13 @@ impl Gateway {
             .functions
             .values()
             .flat_map(|function| {
-                function.events.iter().filter_map(move |source| match source {
-                    EventSource::HttpApi(route) => Some((route.clone(), function.clone())),
-                    _ => None,
-                })
+                function
+                    .events
+                    .iter()
+                    .filter_map(move |source| match source {
+                        EventSource::HttpApi(route) => Some((route.clone(), function.clone())),
+                        _ => None,
+                    })
             })
             .collect()
     }
@@ -146,7 +149,9 @@ fn allowed_origin(gateway: &Gateway, request: &Request<Body>) -> Option<HeaderVa
 async fn answer(gateway: &Gateway, request: Request<Body>) -> Response<Full<Bytes>> {
     let origin = allowed_origin(gateway, &request);
     let mut response = if request.method() == Method::OPTIONS
-        && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     {
         preflight(origin.is_some())
     } else if !request.uri().path().starts_with("/v1/") {
@@ -180,7 +185,10 @@ fn preflight(allowed: bool) -> Response<Full<Bytes>> {
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("authorization,content-type,if-none-match"),
         );
-        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
     }
     response
 }
@@ -200,7 +208,13 @@ async fn invoke(gateway: &Gateway, request: Request<Body>) -> Response<Full<Byte
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .map(|value| value.strip_prefix("Bearer ").unwrap_or(value).trim().to_owned());
+        .map(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .unwrap_or(value)
+                .trim()
+                .to_owned()
+        });
     let claims = match token.as_deref().map(|token| gateway.issuer.verify(token)) {
         Some(Ok(claims)) => claims,
         refused => {
@@ -214,7 +228,9 @@ async fn invoke(gateway: &Gateway, request: Request<Body>) -> Response<Full<Byte
                 reason.replace('"', "'")
             );
             if let Ok(value) = HeaderValue::from_str(&challenge) {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
             }
             return response;
         }
@@ -223,9 +239,14 @@ async fn invoke(gateway: &Gateway, request: Request<Body>) -> Response<Full<Byte
     let headers: Vec<(String, String)> = request
         .headers()
         .iter()
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
         .collect();
-    let body = match Limited::new(request.into_body(), MAX_REQUEST_BYTES).collect().await {
+    let body = match Limited::new(request.into_body(), MAX_REQUEST_BYTES)
+        .collect()
+        .await
+    {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large"),
     };
@@ -237,7 +258,11 @@ async fn invoke(gateway: &Gateway, request: Request<Body>) -> Response<Full<Byte
         headers,
         body: (!body.is_empty()).then_some(body.as_str()),
     };
-    match gateway.invoker.invoke(function, event(&incoming, Some(&claims))).await {
+    match gateway
+        .invoker
+        .invoke(function, event(&incoming, Some(&claims)))
+        .await
+    {
         Ok(answer) => from_response_event(&answer),
         Err(error) => {
             tracing::error!(function = %function.logical_id, "the API function failed: {error:#}");

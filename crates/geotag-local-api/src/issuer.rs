@@ -85,7 +85,11 @@ impl LocalIssuer {
         })?;
         let saved: Value = serde_json::from_str(&text)?;
         let field = |name: &str| saved[name].as_str().map(str::to_owned);
-        match (field("issuer"), field("private_key_pem"), field("public_key_pem")) {
+        match (
+            field("issuer"),
+            field("private_key_pem"),
+            field("public_key_pem"),
+        ) {
             (Some(issuer), Some(private), Some(public)) => {
                 LocalIssuer::from_pem(&issuer, &private, &public)
             }
@@ -115,7 +119,11 @@ impl LocalIssuer {
                 claims["scope"] = json!("openid geotag/operator");
             }
         }
-        Ok(encode(&Header::new(Algorithm::ES256), &claims, &self.encoding)?)
+        Ok(encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &self.encoding,
+        )?)
     }
 
     /// The claims of a token this issuer signed, still valid, for [`AUDIENCE`];
@@ -167,7 +175,11 @@ mod tests {
     fn its_tokens_verify_and_others_do_not() {
         let issuer = LocalIssuer::generate("http://127.0.0.1:1/local").unwrap();
         let token = issuer
-            .token(&Subject::Customer("acme".into()), Duration::from_secs(600), now())
+            .token(
+                &Subject::Customer("acme".into()),
+                Duration::from_secs(600),
+                now(),
+            )
             .unwrap();
         let claims = issuer.verify(&token).unwrap();
         assert_eq!(claims["cognito:groups"], json!(["customer:acme"]));
@@ -188,7 +200,12 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]);
         assert!(issuer.verify(&unsigned).is_err());
-        let swapped = format!("{}.{}.{}", parts[0], forged.split('.').nth(1).unwrap(), parts[2]);
+        let swapped = format!(
+            "{}.{}.{}",
+            parts[0],
+            forged.split('.').nth(1).unwrap(),
+            parts[2]
+        );
         assert!(issuer.verify(&swapped).is_err());
         assert!(issuer.verify("not a token").is_err());
     }

@@ -23,11 +23,14 @@ fn content_type(path: &Path) -> &'static str {
 }
 
 fn not_found() -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(b"{\"message\":\"Not Found\"}")));
+    let mut response = Response::new(Full::new(Bytes::from_static(
+        b"{\"message\":\"Not Found\"}",
+    )));
     *response.status_mut() = StatusCode::NOT_FOUND;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -51,7 +54,10 @@ pub async fn serve(site: Option<&Path>, path: &str) -> Response<Full<Bytes>> {
         Ok(bytes) => {
             let mut response = Response::new(Full::new(Bytes::from(bytes)));
             let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&file)));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type(&file)),
+            );
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             response
         }

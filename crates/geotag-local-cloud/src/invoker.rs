@@ -155,7 +155,10 @@ impl InProcess {
                     .api
                     .as_ref()
                     .ok_or_else(|| anyhow!("api is not configured"))?;
-                Ok(geotag_api::payload::answer_event(api, payload, geotag::clock::now_ms()).await?)
+                Ok(
+                    geotag_api::payload::answer_event(api, payload, geotag::clock::now_ms())
+                        .await?,
+                )
             }
             other => bail!("no in-process handler for {other}"),
         }

@@ -113,7 +113,10 @@ pub fn response_event(response: lambda_http::Response<lambda_http::Body>) -> Val
         .headers
         .iter()
         .filter_map(|(name, value)| {
-            Some((name.as_str().to_owned(), Value::String(value.to_str().ok()?.to_owned())))
+            Some((
+                name.as_str().to_owned(),
+                Value::String(value.to_str().ok()?.to_owned()),
+            ))
         })
         .collect();
     let (body, base64) = match body {
@@ -121,7 +124,10 @@ pub fn response_event(response: lambda_http::Response<lambda_http::Body>) -> Val
         lambda_http::Body::Text(text) => (text, false),
         lambda_http::Body::Binary(bytes) => {
             use base64::Engine as _;
-            (base64::engine::general_purpose::STANDARD.encode(bytes), true)
+            (
+                base64::engine::general_purpose::STANDARD.encode(bytes),
+                true,
+            )
         }
         _ => (String::new(), false),
     };
