@@ -26,6 +26,9 @@ pub enum Command {
     Chaos(ChaosArgs),
     /// Start the stack and keep it running for interactive work, until Ctrl-C.
     Up(UpArgs),
+    /// Print a token of the running `geotag up`'s local issuer, for its API
+    /// (as Cognito signs them for a deployed stack).
+    Token(TokenArgs),
     /// Run one function once on an event file and print its response
     /// (what `sam local invoke` does, without Docker).
     Invoke(InvokeArgs),
@@ -115,6 +118,26 @@ pub struct UpArgs {
     /// Where to write the functions' environment for `cargo lambda watch --env-file`.
     #[arg(long, default_value = "target/geotag-local.env")]
     pub env_file: PathBuf,
+    /// The port of the local HTTP API and the live map, on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 3400)]
+    pub api_port: u16,
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    /// The customer whose data the token reads.
+    #[arg(
+        long,
+        required_unless_present = "operator",
+        conflicts_with = "operator"
+    )]
+    pub customer: Option<String>,
+    /// A token of the operator, who names a customer on each request.
+    #[arg(long)]
+    pub operator: bool,
+    /// How long the token is valid, in minutes.
+    #[arg(long, default_value_t = 60)]
+    pub minutes: u64,
 }
 
 #[derive(Args)]

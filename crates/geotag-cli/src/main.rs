@@ -62,6 +62,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Chaos(args) => commands::chaos::run(args).await,
         Command::Up(args) => commands::up::run(args).await,
         Command::Invoke(args) => commands::invoke::run(args).await,
+        Command::Token(args) => commands::token::run(args),
         Command::Customer { action, target } => commands::customer::run(action, target).await,
         Command::Device { action, target } => commands::device::run(action, target).await,
         Command::Geofence { action, target } => commands::geofence::run(action, target).await,

@@ -17,6 +17,8 @@ use serde_json::{Map, Value, json};
 /// Where `geotag up` keeps the issuer's key, under the project root.
 pub const STATE_DIR: &str = "target/geotag/api";
 const KEY_FILE: &str = "issuer.json";
+/// The `iss` of local tokens (Cognito's would name the user pool).
+pub const LOCAL_ISSUER: &str = "http://127.0.0.1/geotag-local-issuer";
 /// The audience the local authorizer requires (the app client id, in Cognito's terms).
 pub const AUDIENCE: &str = "geotag-local-map";
 

@@ -4,6 +4,9 @@
 
 use std::path::{Component, Path};
 
+/// The map's files, under the project root.
+pub const SITE_DIR: &str = "web/map";
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{self, HeaderValue};

@@ -11,4 +11,5 @@ pub mod local;
 pub mod report;
 pub mod simulate;
 pub mod target;
+pub mod token;
 pub mod up;

@@ -3,7 +3,11 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+
 use anyhow::Result;
+use geotag_local_api::{Gateway, LocalApi, LocalIssuer};
+use geotag_local_cloud::invoker::Invoker;
 use geotag_local_cloud::pump::{Pump, PumpOptions};
 use geotag_local_cloud::stack::LocalStack;
 use geotag_local_iot::local::{LocalIot, STATE_DIR};
@@ -21,10 +25,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
         &format!("127.0.0.1:{}\n", iot.broker.port()),
         0o644,
     )?;
+    let invoker = args.stack.invoker(&local).await?;
+    let api = start_api(&local, invoker.clone(), args.api_port).await?;
     let pump = Pump::start_with(
         &local.stack,
         &local.sdk,
-        args.stack.invoker(&local).await?,
+        invoker,
         PumpOptions {
             time_scale: args.stack.time_scale,
             play_schedules: true,
@@ -33,20 +39,54 @@ pub async fn run(args: UpArgs) -> Result<()> {
     print_up(
         &local,
         &iot,
+        &api,
         &env_file,
         args.stack.invoke_endpoint.is_some(),
     );
     crate::signals::interrupted().await;
-    eprintln!("\ngeotag: stopping the broker, the pump and the emulator");
+    eprintln!("\ngeotag: stopping the API, the broker, the pump and the emulator");
+    api.stop().await;
     iot.broker.stop();
     pump.stop().await;
     Ok(())
 }
 
-fn print_up(local: &LocalStack, iot: &LocalIot, env_file: &Path, remote: bool) {
+/// The HTTP API and the map on 127.0.0.1, with a new local issuer whose key
+/// `geotag token` signs with.
+async fn start_api(local: &LocalStack, invoker: Invoker, port: u16) -> Result<LocalApi> {
+    let state = local.root.join(geotag_local_api::issuer::STATE_DIR);
+    let routes = Gateway::routes_of(&local.stack);
+    anyhow::ensure!(
+        !routes.is_empty(),
+        "template.yaml declares no HttpApi event"
+    );
+    let issuer = Arc::new(LocalIssuer::generate(
+        geotag_local_api::issuer::LOCAL_ISSUER,
+    )?);
+    let api = LocalApi::start_on(
+        Gateway {
+            routes,
+            invoker,
+            issuer: Arc::clone(&issuer),
+            allowed_origins: vec!["*".into()],
+            site: Some(local.root.join(geotag_local_api::site::SITE_DIR)),
+        },
+        port,
+    )
+    .await?;
+    issuer.save(&state)?;
+    Ok(api)
+}
+
+fn print_up(local: &LocalStack, iot: &LocalIot, api: &LocalApi, env_file: &Path, remote: bool) {
     let endpoint = local.emulator.endpoint();
     println!("geotag up: the local stack is running (Ctrl-C stops it)\n");
     println!("  emulator   {endpoint}");
+    println!(
+        "  HTTP API   {}/v1 (tokens: cargo run -q -p geotag-cli -- token --customer acme)",
+        api.url()
+    );
+    println!("  live map   {}/", api.url());
     println!(
         "  IoT Core   {} (MQTT 3.1.1 over mutual TLS; CA {}/ca.pem)",
         iot.broker.endpoint(),
@@ -103,6 +143,12 @@ fn print_up(local: &LocalStack, iot: &LocalIot, env_file: &Path, remote: bool) {
     if let Ok(table) = local.stack.reference("TelemetryTable") {
         println!("    aws dynamodb scan --table-name {table}");
     }
+    println!("\n  a customer's fleet through the API:");
+    println!("    TOKEN=$(cargo run -q -p geotag-cli -- token --customer acme)");
+    println!(
+        "    curl -s -H \"Authorization: Bearer $TOKEN\" {}/v1/devices",
+        api.url()
+    );
     println!("\n  a simulated fleet: cargo run -p geotag-cli -- simulate --endpoint {endpoint}");
     println!(
         "  the map:           cargo run -p geotag-cli -- report --html target/geotag/fleet.html --endpoint {endpoint}"
