@@ -160,6 +160,10 @@ pub struct SimulateArgs {
     pub via: geotag_simulation::edge::Via,
     #[command(flatten)]
     pub fleet: FleetArgs,
+    /// Customers to give the fleet's tags to, in turn (added if new), so
+    /// that each sees its own through the API; by default the tags are nobody's.
+    #[arg(long, value_delimiter = ',')]
+    pub customers: Vec<String>,
 }
 
 #[derive(Args)]

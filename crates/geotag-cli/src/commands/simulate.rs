@@ -10,12 +10,18 @@ use geotag_simulation::edge::Via;
 use geotag_simulation::mqtt::Fleet;
 use geotag_simulation::simulate;
 
+use geotag_local_cloud::stack::LocalStack;
+use geotag_operator::registry::{CustomerSpec, RegistryAdmin};
+
 use crate::args::SimulateArgs;
 use crate::commands::device::BROKER_FILE;
 
 pub async fn run(args: SimulateArgs) -> Result<()> {
     let local = args.emulator.running_stack().await?;
     let plan = simulate::plan(&args.fleet.config());
+    if !args.customers.is_empty() {
+        give_to_customers(&local, &plan, &args.customers).await?;
+    }
     match args.via {
         Via::Sns => {
             let topic = local.stack.reference("TelemetryTopic")?.to_owned();
@@ -57,5 +63,43 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
         plan.expected.rejected(),
         plan.expected.duplicates
     );
+    Ok(())
+}
+
+/// Assigns the plan's tags to `customers` in turn, adding the customers the
+/// registry does not know yet (with the default thresholds, no subscriptions).
+async fn give_to_customers(
+    local: &LocalStack,
+    plan: &simulate::Plan,
+    customers: &[String],
+) -> Result<()> {
+    let admin = RegistryAdmin::for_local(&local.stack, &local.sdk)?;
+    let known: Vec<String> = admin
+        .list_customers()
+        .await?
+        .into_iter()
+        .map(|row| row.customer_id)
+        .collect();
+    for customer in customers {
+        if !known.contains(customer) {
+            admin
+                .add_customer(&CustomerSpec {
+                    customer_id: customer.clone(),
+                    ..CustomerSpec::default()
+                })
+                .await?;
+        }
+    }
+    let tags: Vec<&String> = plan.expected.behaviours.keys().collect();
+    for (index, customer) in customers.iter().enumerate() {
+        let theirs: Vec<String> = tags
+            .iter()
+            .skip(index)
+            .step_by(customers.len())
+            .map(|tag| (*tag).clone())
+            .collect();
+        admin.assign(&theirs, customer).await?;
+        println!("{} tag(s) given to {customer}", theirs.len());
+    }
     Ok(())
 }
