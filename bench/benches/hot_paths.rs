@@ -108,5 +108,36 @@ fn alerts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ingest, stats, alerts);
+/// The API's two heavy answers, per request, the tables in memory: a
+/// customer's 1,000 tags where they are now, and a day of one tag's track at
+/// one reading a minute (GeoJSON). DynamoDB's latency is the report's to add.
+fn api(c: &mut Criterion) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("api");
+    group.throughput(Throughput::Elements(1));
+    let (fleet, _) = geotag_bench::api::fleet(1_000);
+    let listing = geotag_bench::api::get("/v1/devices", "limit=1000");
+    group.bench_function("fleet/1000", |b| {
+        b.iter(|| {
+            let response = runtime.block_on(geotag_api::handle(&fleet, black_box(&listing), 0));
+            assert_eq!(response.status(), 200);
+            response
+        })
+    });
+    let (track, _) = geotag_bench::api::day_track();
+    let day = geotag_bench::api::get(
+        "/v1/devices/tag-00000/track",
+        "from=2026-12-01T00:00:00Z&to=2026-12-02T00:00:00Z",
+    );
+    group.bench_function("track-day/1440", |b| {
+        b.iter(|| {
+            let response = runtime.block_on(geotag_api::handle(&track, black_box(&day), 0));
+            assert_eq!(response.status(), 200);
+            response
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, ingest, stats, alerts, api);
 criterion_main!(benches);

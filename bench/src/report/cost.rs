@@ -179,7 +179,7 @@ pub(super) fn requests_table(runs: &[RequestRun]) -> String {
 /// us-east-1 list prices from AWS's public pricing pages as published in
 /// 2025 (DynamoDB on-demand after its November 2024 cut). Not fetched live:
 /// check them before quoting a bill.
-mod price {
+pub(super) mod price {
     /// IoT Core (aws.amazon.com/iot-core/pricing, as its worked examples and
     /// metering details gave them on 2026-12-02): messaging for the first
     /// billion messages a month, per 5 KB; rules triggered and actions
@@ -199,7 +199,7 @@ mod price {
 }
 
 /// Assumptions the cost model states rather than measures.
-mod assume {
+pub(super) mod assume {
     /// In-region DynamoDB latency per sequential round of requests.
     pub const DYNAMODB_ROUND_MS: f64 = 5.0;
     /// The functions' memory (template.yaml's Globals).

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::events::{NOW_MS, ingest_event};
 
+mod api;
 mod cold_start;
 mod cost;
 
@@ -41,6 +42,7 @@ pub async fn run(options: &Options) -> Result<String> {
     )?;
     let hot = hot_paths(options).await?;
     out.push_str(&hot.table);
+    out.push_str(&api::api_table(&hot));
     out.push_str(&cold_start::cold_starts(options).await?);
     if options.readings > 0 {
         let runs = cost::request_runs(options.readings).await?;
