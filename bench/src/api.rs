@@ -129,3 +129,23 @@ pub fn track_read_units(readings: &[Reading], retention_days: u32) -> (f64, usiz
         .collect();
     (query_read_units(sizes.iter().copied()), sizes.iter().sum())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guard on what the FleetIndex projection costs: a listing of 1,000
+    /// tags must stay one Query of a few read units, whatever is added to
+    /// `latest` items later (only projected attributes count).
+    #[test]
+    fn a_listing_of_1000_tags_stays_a_few_read_units() {
+        let (_, states) = fleet(1_000);
+        let (units, bytes) = fleet_listing_read_units(&states);
+        eprintln!("1,000 tags: {bytes} bytes, {units} read units");
+        assert!(bytes / 1_000 < 200, "{} bytes a tag", bytes / 1_000);
+        assert!(units <= 25.0, "{units} read units");
+        let (_, readings) = day_track();
+        let (units, bytes) = track_read_units(&readings, 30);
+        eprintln!("a day's track: {bytes} bytes, {units} read units");
+    }
+}

@@ -29,6 +29,13 @@ enum Command {
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
     },
+    /// Concurrent clients against the local API over moto: errors and latencies.
+    ApiLoad {
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+    },
     /// Starts builds of a function side by side, cold, with and without an
     /// X-Ray daemon, and tables init, first answer, RSS and size.
     Cold {
@@ -76,6 +83,11 @@ async fn main() -> anyhow::Result<()> {
             let path = out.join("report.md");
             std::fs::write(&path, &report)?;
             println!("{report}\nwritten to {}", path.display());
+            Ok(())
+        }
+        Command::ApiLoad { clients, requests } => {
+            std::env::set_current_dir(geotag_local_cloud::project::root()?)?;
+            println!("{}", geotag_bench::report::api_load(clients, requests).await?);
             Ok(())
         }
         Command::Cold { binaries, runs } => {

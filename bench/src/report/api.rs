@@ -75,3 +75,123 @@ pub(super) fn api_table(hot: &HotPaths) -> String {
     let _ = writeln!(table);
     table
 }
+
+/// `clients` concurrent clients, each asking `/v1/devices?limit=100` of a
+/// 100-tag customer `requests` times, against `geotag up`'s local API over
+/// moto: the error count is the figure (moto, not the handler, sets the
+/// pace; the latencies say how the local stack holds up, not what AWS does).
+const TAGS: usize = 100;
+
+pub(super) async fn load_table(clients: usize, requests: usize) -> anyhow::Result<String> {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use geotag::store::{StatsBody, StatsItem, StatsStore as _};
+    use geotag_local_api::{Gateway, LocalApi, LocalIssuer, Subject};
+    use geotag_local_cloud::invoker::{InProcess, Invoker};
+    use geotag_local_cloud::stack::{LocalStack, Options};
+
+    let local = LocalStack::start(&Options::default()).await?;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&local.sdk);
+    let store =
+        geotag_aws::DynamoStatsStore::new(dynamodb, local.stack.reference("DeviceStatsTable")?);
+    let (_, states) = api::fleet(TAGS);
+    let writes: Vec<(StatsItem, Option<String>)> = states
+        .into_iter()
+        .enumerate()
+        .map(|(index, state)| {
+            let item = StatsItem {
+                device_id: format!("tag-{index:05}"),
+                watermark: "1".into(),
+                body: StatsBody::Latest(state),
+            };
+            (item, None)
+        })
+        .collect();
+    anyhow::ensure!(
+        store.save(&writes).await.iter().all(Result::is_ok),
+        "seeding DeviceStats failed"
+    );
+    let invoker = Invoker::InProcess(Arc::new(InProcess::for_stack(&local.stack, &local.sdk)?));
+    let issuer = Arc::new(LocalIssuer::generate(
+        geotag_local_api::issuer::LOCAL_ISSUER,
+    )?);
+    let served = LocalApi::start(Gateway {
+        routes: Gateway::routes_of(&local.stack),
+        invoker,
+        issuer: Arc::clone(&issuer),
+        allowed_origins: vec!["*".into()],
+        site: None,
+    })
+    .await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let bearer = format!(
+        "Bearer {}",
+        issuer.token(
+            &Subject::Customer(api::CUSTOMER.into()),
+            Duration::from_secs(3600),
+            now
+        )?
+    );
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (address, bearer) = (served.address, bearer.clone());
+        tasks.spawn(async move {
+            let mut outcomes = Vec::with_capacity(requests);
+            for _ in 0..requests {
+                let asked = Instant::now();
+                let answer = geotag_local_api::probe::call(
+                    address,
+                    "GET",
+                    "/v1/devices?limit=100",
+                    &[("authorization", bearer.as_str())],
+                    "",
+                )
+                .await;
+                let ok = answer
+                    .is_ok_and(|a| a.status == 200 && a.body.matches("\"Feature\"").count() == TAGS);
+                outcomes.push((ok, asked.elapsed()));
+            }
+            outcomes
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(outcomes) = tasks.join_next().await {
+        for (ok, latency) in outcomes? {
+            errors += usize::from(!ok);
+            latencies.push(latency);
+        }
+    }
+    let wall = started.elapsed();
+    served.stop().await;
+    latencies.sort();
+    let at =
+        |share: f64| latencies[((latencies.len() - 1) as f64 * share) as usize].as_secs_f64() * 1e3;
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "### The local API under load\n\n{clients} concurrent clients, {requests} requests each, \
+         `GET /v1/devices?limit=100` of a 100-tag customer through `geotag up`'s API (authorizer, \
+         payload v2, the handler in-process) over moto. moto sets the pace: these say the local \
+         stack holds up, not what AWS does.\n"
+    );
+    let _ = writeln!(
+        table,
+        "| requests | errors | wall s | requests/s | p50 ms | p99 ms |"
+    );
+    let _ = writeln!(table, "|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        table,
+        "| {} | {errors} | {:.1} | {:.0} | {:.0} | {:.0} |\n",
+        latencies.len(),
+        wall.as_secs_f64(),
+        latencies.len() as f64 / wall.as_secs_f64(),
+        at(0.5),
+        at(0.99)
+    );
+    Ok(table)
+}

@@ -30,6 +30,11 @@ pub struct Options {
 /// that fills it (or 10,000 records, whichever comes first).
 const MAX_PAYLOAD: usize = 6 * 1024 * 1024;
 
+/// The local API's load run alone (`geotag-bench api-load`).
+pub async fn api_load(clients: usize, requests: usize) -> Result<String> {
+    api::load_table(clients, requests).await
+}
+
 pub async fn run(options: &Options) -> Result<String> {
     let mut out = String::new();
     writeln!(out, "# geotag benchmarks\n")?;
@@ -49,6 +54,7 @@ pub async fn run(options: &Options) -> Result<String> {
         out.push_str(&cost::edge_throughput_table(&runs));
         out.push_str(&cost::requests_table(&runs));
         out.push_str(&cost::cost_table(&runs, &hot));
+        out.push_str(&api::load_table(8, 20).await?);
     }
     Ok(out)
 }

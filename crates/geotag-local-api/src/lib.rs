@@ -6,10 +6,12 @@
 //! # Layout
 //! - [`issuer`]: ES256 keys made at start, tokens for a customer or the operator;
 //! - [`gateway`]: the server: preflights, the authorizer, events, answers;
-//! - [`site`]: the map's static files.
+//! - [`site`]: the map's static files;
+//! - [`probe`]: a client of it, for the tests and the bench.
 
 pub mod gateway;
 pub mod issuer;
+pub mod probe;
 pub mod site;
 
 pub use gateway::{Gateway, LocalApi};

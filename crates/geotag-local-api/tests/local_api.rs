@@ -2,7 +2,6 @@
 //! adapters), the API function in-process, the local authorizer and CORS,
 //! over real HTTP on 127.0.0.1. What a customer's `curl` sees.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,19 +12,13 @@ use geotag::store::{AlertLog as _, StatsBody, StatsItem, StatsStore as _};
 use geotag_aws::alert_log::DynamoAlertLog;
 use geotag_aws::registry::device_item;
 use geotag_aws::telemetry::reading_item;
+use geotag_local_api::probe::Answer;
 use geotag_local_api::{Gateway, LocalApi, LocalIssuer, Subject};
 use geotag_local_cloud::invoker::{InProcess, Invoker};
 use geotag_local_cloud::stack::{LocalStack, Options};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-struct Answer {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-/// One HTTP/1.1 exchange, `Connection: close`, as curl would make it.
+/// One HTTP/1.1 exchange, as curl would make it.
 async fn http(
     api: &LocalApi,
     method: &str,
@@ -33,42 +26,9 @@ async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Answer {
-    let mut stream = tokio::net::TcpStream::connect(api.address)
+    geotag_local_api::probe::call(api.address, method, target, headers, body)
         .await
-        .expect("connect");
-    let mut request = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        api.address,
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|line| line.split_once(": "))
-        .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+        .expect("an HTTP answer")
 }
 
 fn now_secs() -> u64 {
