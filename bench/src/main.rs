@@ -87,7 +87,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ApiLoad { clients, requests } => {
             std::env::set_current_dir(geotag_local_cloud::project::root()?)?;
-            println!("{}", geotag_bench::report::api_load(clients, requests).await?);
+            println!(
+                "{}",
+                geotag_bench::report::api_load(clients, requests).await?
+            );
             Ok(())
         }
         Command::Cold { binaries, runs } => {

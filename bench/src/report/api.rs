@@ -151,8 +151,9 @@ pub(super) async fn load_table(clients: usize, requests: usize) -> anyhow::Resul
                     "",
                 )
                 .await;
-                let ok = answer
-                    .is_ok_and(|a| a.status == 200 && a.body.matches("\"Feature\"").count() == TAGS);
+                let ok = answer.is_ok_and(|a| {
+                    a.status == 200 && a.body.matches("\"Feature\"").count() == TAGS
+                });
                 outcomes.push((ok, asked.elapsed()));
             }
             outcomes

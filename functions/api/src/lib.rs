@@ -20,10 +20,12 @@
 //! - [`render`]: GeoJSON, GPX and JSON documents;
 //! - [`payload`]: API Gateway's side of payload v2, for the local API and tests;
 //! - [`problem`]: errors as `application/problem+json`;
-//! - [`routes`]: what each route reads and answers.
+//! - [`routes`]: what each route reads and answers;
+//! - [`geofences`]: the geofence routes, a customer's own zones.
 
 pub mod caller;
 pub mod cursor;
+pub mod geofences;
 pub mod params;
 pub mod payload;
 pub mod problem;

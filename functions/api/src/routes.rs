@@ -2,20 +2,19 @@
 
 use geotag::alerts::AlertKind;
 use geotag::clock::{DAY_MS, HOUR_MS};
-use geotag::geofence::{GLOBAL_SCOPE, Geofence};
-use geotag::read::{FleetReader, GeofenceWriteError, Period, WriteMode};
+use geotag::read::{FleetReader, Period};
 use geotag::reading::is_valid_device_id;
 use geotag::store::StoreError;
 use geotag::tenancy::is_valid_customer_id;
-use lambda_http::http::{Method, StatusCode, header};
-use lambda_http::{Body, Request, RequestExt};
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Request, RequestExt};
 
 use crate::Reply;
 use crate::caller::Caller;
 use crate::cursor::{self, Scope};
 use crate::params::Query;
 use crate::problem::Problem;
-use crate::render;
+use crate::{geofences, render};
 
 /// A route: its method, its path as the OpenAPI document names it, and
 /// every query parameter it reads (any other is refused).
@@ -82,8 +81,6 @@ pub const TRACK_SPAN_MS: (i64, i64) = (DAY_MS, 7 * DAY_MS);
 pub const HOURLY_SPAN_MS: (i64, i64) = (DAY_MS, 31 * DAY_MS);
 pub const DAILY_SPAN_MS: (i64, i64) = (30 * DAY_MS, 400 * DAY_MS);
 pub const ALERTS_SPAN_MS: (i64, i64) = (DAY_MS, 400 * DAY_MS);
-/// A geofence document: a thousand vertices are about 40 KB of JSON.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 enum Target<'a> {
     Devices,
@@ -133,7 +130,7 @@ fn target(path: &str) -> Option<Target<'_>> {
     })
 }
 
-fn store(error: StoreError) -> Problem {
+pub(crate) fn store(error: StoreError) -> Problem {
     tracing::error!(%error, "a read of the tables failed");
     Problem::unavailable()
 }
@@ -226,22 +223,13 @@ pub async fn respond<F: FleetReader>(
         (Target::Track(device_id), _) => track(fleet, customer, device_id, &query, now_ms).await,
         (Target::Stats(device_id), _) => stats(fleet, customer, device_id, &query, now_ms).await,
         (Target::Alerts, _) => alerts(fleet, customer, &query, now_ms).await,
-        (Target::Geofences, Method::GET) => list_geofences(fleet, customer).await,
-        (Target::Geofences, _) => write_geofence(fleet, customer, None, request).await,
-        (Target::Geofence(id), Method::GET) => get_geofence(fleet, customer, id).await,
+        (Target::Geofences, Method::GET) => geofences::list(fleet, customer).await,
+        (Target::Geofences, _) => geofences::write(fleet, customer, None, request).await,
+        (Target::Geofence(id), Method::GET) => geofences::get(fleet, customer, id).await,
         (Target::Geofence(id), Method::PUT) => {
-            write_geofence(fleet, customer, Some(id), request).await
+            geofences::write(fleet, customer, Some(id), request).await
         }
-        (Target::Geofence(id), _) => {
-            if fleet.delete_geofence(customer, id).await.map_err(store)? {
-                Ok(Reply {
-                    status: StatusCode::NO_CONTENT,
-                    ..Reply::of("application/json", String::new())
-                })
-            } else {
-                Err(Problem::not_found("geofence"))
-            }
-        }
+        (Target::Geofence(id), _) => geofences::delete(fleet, customer, id).await,
     }
 }
 
@@ -432,164 +420,4 @@ async fn alerts<F: FleetReader>(
     let mut reply = Reply::json(render::alerts(&shown, next.as_deref()));
     reply.next_page = next.map(|cursor| query.next_page(&cursor));
     Ok(reply)
-}
-
-/// The customer's geofences and the global ones, each marked with its scope.
-async fn visible_geofences<F: FleetReader>(
-    fleet: &F,
-    customer: &str,
-) -> Result<Vec<Geofence>, Problem> {
-    let mut zones: Vec<Geofence> = fleet
-        .geofences(customer)
-        .await
-        .map_err(store)?
-        .into_iter()
-        .filter(|zone| zone.customer_id.as_deref() == Some(customer))
-        .collect();
-    zones.extend(
-        fleet
-            .geofences(GLOBAL_SCOPE)
-            .await
-            .map_err(store)?
-            .into_iter()
-            .filter(|zone| zone.customer_id.is_none()),
-    );
-    Ok(zones)
-}
-
-async fn list_geofences<F: FleetReader>(fleet: &F, customer: &str) -> Result<Reply, Problem> {
-    let zones = visible_geofences(fleet, customer).await?;
-    Ok(Reply::json(serde_json::json!({
-        "geofences": zones.iter().map(render::geofence).collect::<Vec<_>>(),
-    })))
-}
-
-async fn get_geofence<F: FleetReader>(
-    fleet: &F,
-    customer: &str,
-    id: &str,
-) -> Result<Reply, Problem> {
-    visible_geofences(fleet, customer)
-        .await?
-        .iter()
-        .find(|zone| zone.id == id)
-        .map(|zone| Reply::json(render::geofence(zone)))
-        .ok_or_else(|| Problem::not_found("geofence"))
-}
-
-/// The geofence a request's body describes, for `customer`.
-fn geofence_from_body(
-    request: &Request,
-    customer: &str,
-    path_id: Option<&str>,
-) -> Result<Geofence, Problem> {
-    let json = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| {
-            value
-                .split(';')
-                .next()
-                .is_some_and(|t| t.trim() == "application/json")
-        });
-    if !json {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "json_required",
-            "send the geofence as Content-Type: application/json",
-        ));
-    }
-    let bytes: &[u8] = match request.body() {
-        Body::Empty => &[],
-        Body::Text(text) => text.as_bytes(),
-        Body::Binary(bytes) => bytes,
-        _ => &[],
-    };
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("a geofence document is at most {MAX_BODY_BYTES} bytes"),
-        ));
-    }
-    let document: render::GeofenceDocument =
-        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
-            .map_err(|error| {
-                let field = error.path().to_string();
-                Problem::invalid(
-                    if field == "." || field == "?" {
-                        "body"
-                    } else {
-                        &field
-                    },
-                    "invalid_geofence",
-                    error.inner().to_string(),
-                )
-            })?;
-    let id = match (path_id, document.id) {
-        (None, None) => {
-            return Err(Problem::invalid(
-                "id",
-                "invalid_geofence",
-                "a new geofence needs an id",
-            ));
-        }
-        (None, Some(id)) => id,
-        (Some(path), Some(body)) if path != body => {
-            return Err(Problem::invalid(
-                "id",
-                "invalid_geofence",
-                "the body's id is not the path's",
-            ));
-        }
-        (Some(path), _) => path.to_owned(),
-    };
-    let geofence = Geofence {
-        id,
-        name: document.name,
-        customer_id: Some(customer.to_owned()),
-        shape: document
-            .shape
-            .into_shape()
-            .map_err(|(field, detail)| Problem::invalid(field, "invalid_geofence", detail))?,
-    };
-    match geofence.problem() {
-        Some(problem) => Err(Problem::invalid("shape", "invalid_geofence", problem)),
-        None => Ok(geofence),
-    }
-}
-
-async fn write_geofence<F: FleetReader>(
-    fleet: &F,
-    customer: &str,
-    path_id: Option<&str>,
-    request: &Request,
-) -> Result<Reply, Problem> {
-    let geofence = geofence_from_body(request, customer, path_id)?;
-    let mode = if path_id.is_some() {
-        WriteMode::Replace
-    } else {
-        WriteMode::Create
-    };
-    match fleet.put_geofence(&geofence, mode).await {
-        Ok(()) => {
-            let mut reply = Reply::json(render::geofence(&geofence));
-            if mode == WriteMode::Create {
-                reply.status = StatusCode::CREATED;
-                reply.location = Some(format!("/v1/geofences/{}", geofence.id));
-            }
-            Ok(reply)
-        }
-        Err(GeofenceWriteError::Exists) => Err(Problem::new(
-            StatusCode::CONFLICT,
-            "geofence_exists",
-            format!(
-                "you have a geofence {:?}; PUT /v1/geofences/{{id}} changes it",
-                geofence.id
-            ),
-        )),
-        Err(GeofenceWriteError::Missing) => Err(Problem::not_found("geofence")),
-        Err(GeofenceWriteError::Store(error)) => Err(store(error)),
-    }
 }
