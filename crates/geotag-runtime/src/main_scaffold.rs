@@ -96,17 +96,7 @@ where
 #[macro_export]
 macro_rules! lambda_http_main {
     ($binary:literal, $config:ty, $wire:expr, $handler:expr $(,)?) => {
-        #[global_allocator]
-        static ALLOCATOR: $crate::MiMalloc = $crate::MiMalloc;
-
-        fn main() -> ::std::result::Result<(), $crate::Error> {
-            $crate::main_scaffold::serve_http(
-                $binary,
-                <$config as $crate::FromEnvironment>::from_env,
-                $wire,
-                $handler,
-            )
-        }
+        $crate::main_with!(serve_http, $binary, $config, $wire, $handler);
     };
 }
 
@@ -117,11 +107,20 @@ macro_rules! lambda_http_main {
 #[macro_export]
 macro_rules! lambda_main {
     ($binary:literal, $config:ty, $wire:expr, $handler:expr $(,)?) => {
+        $crate::main_with!(serve, $binary, $config, $wire, $handler);
+    };
+}
+
+/// `main` with the allocator, serving through `main_scaffold::$serve`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! main_with {
+    ($serve:ident, $binary:literal, $config:ty, $wire:expr, $handler:expr) => {
         #[global_allocator]
         static ALLOCATOR: $crate::MiMalloc = $crate::MiMalloc;
 
         fn main() -> ::std::result::Result<(), $crate::Error> {
-            $crate::main_scaffold::serve(
+            $crate::main_scaffold::$serve(
                 $binary,
                 <$config as $crate::FromEnvironment>::from_env,
                 $wire,

@@ -2,7 +2,7 @@
 
 use geotag::alerts::AlertKind;
 use geotag::clock::{DAY_MS, HOUR_MS};
-use geotag::read::{FleetReader, Period};
+use geotag::read::{FleetReader, Period, Position};
 use geotag::reading::is_valid_device_id;
 use geotag::store::StoreError;
 use geotag::tenancy::is_valid_customer_id;
@@ -186,6 +186,28 @@ async fn check_device<F: FleetReader>(
     }
 }
 
+/// A listing's cursor scope, and where its page starts (the cursor's
+/// position, if the request continues one issued for this scope).
+fn page_start<'a>(
+    route: &'static str,
+    customer: &'a str,
+    device: Option<&'a str>,
+    query: &Query,
+    continued: &'a [(&'a str, String)],
+) -> Result<(Scope<'a>, Option<Position>), Problem> {
+    let scope = Scope {
+        route,
+        customer,
+        device,
+        query: continued,
+    };
+    let after = query
+        .text("cursor")
+        .map(|cursor| cursor::decode(cursor, &scope))
+        .transpose()?;
+    Ok((scope, after))
+}
+
 pub async fn respond<F: FleetReader>(
     fleet: &F,
     caller: &Caller,
@@ -240,16 +262,7 @@ async fn devices<F: FleetReader>(
 ) -> Result<Reply, Problem> {
     let limit = query.limit(DEVICES_LIMIT.0, DEVICES_LIMIT.1)?;
     let continued = query.continued();
-    let scope = Scope {
-        route: "devices",
-        customer,
-        device: None,
-        query: &continued,
-    };
-    let after = query
-        .text("cursor")
-        .map(|c| cursor::decode(c, &scope))
-        .transpose()?;
+    let (scope, after) = page_start("devices", customer, None, query, &continued)?;
     let page = fleet
         .fleet(customer, after.as_ref(), limit)
         .await
@@ -306,16 +319,7 @@ async fn track<F: FleetReader>(
         .unwrap_or(false);
     let limit = query.limit(TRACK_LIMIT.0, TRACK_LIMIT.1)?;
     let continued = query.continued();
-    let scope = Scope {
-        route: "track",
-        customer,
-        device: Some(device_id),
-        query: &continued,
-    };
-    let after = query
-        .text("cursor")
-        .map(|c| cursor::decode(c, &scope))
-        .transpose()?;
+    let (scope, after) = page_start("track", customer, Some(device_id), query, &continued)?;
     check_device(fleet, customer, device_id).await?;
     let page = fleet
         .readings(device_id, customer, from_ms, to_ms, after.as_ref(), limit)
@@ -387,16 +391,7 @@ async fn alerts<F: FleetReader>(
     let kind = query.choice("type", &kinds)?;
     let limit = query.limit(ALERTS_LIMIT.0, ALERTS_LIMIT.1)?;
     let continued = query.continued();
-    let scope = Scope {
-        route: "alerts",
-        customer,
-        device: None,
-        query: &continued,
-    };
-    let after = query
-        .text("cursor")
-        .map(|c| cursor::decode(c, &scope))
-        .transpose()?;
+    let (scope, after) = page_start("alerts", customer, None, query, &continued)?;
     let page = fleet
         .alerts(
             customer,
