@@ -126,8 +126,9 @@ impl Edge {
             counted = iot.broker.refusals().by_reason();
         }
         let as_expected = counted == expected;
+        let reconnects = self.fleet.as_ref().map_or(0, Fleet::reconnects);
         let line = format!(
-            "  broker      {} messages through the topic rule to SNS; refused at the edge: {} (expected {}) {}",
+            "  broker      {} messages through the topic rule to SNS ({reconnects} tag reconnection(s)); refused at the edge: {} (expected {}) {}",
             iot.broker.published(),
             describe(&counted),
             describe(&expected),
