@@ -11,6 +11,10 @@
 //
 // Everything shown comes from the API, which answers with the token's
 // customer's data only; the page decides nothing about who sees what.
+//
+// `geotag report --html` is this page with a snapshot inside it (a script
+// element `geotag-snapshot`, the base map in `geotag-world`): it draws that
+// and asks no server for anything.
 "use strict";
 
 const settings = new URLSearchParams(location.hash.slice(1));
@@ -137,6 +141,15 @@ function drawTracks() {
   }
 }
 
+// The snapshot's operator columns: whose tag, and what the stats counted.
+const SNAPSHOT_COLUMNS = [
+  ["customer", (p) => p.customer || "unassigned"],
+  ["readings", (p) => String(p.readings)],
+  ["counted", (p) => String(p.counted)],
+  ["km", (p) => (p.distance_m / 1000).toFixed(1)],
+];
+let extraColumns = [];
+
 function drawDevices() {
   const group = $("devices");
   group.replaceChildren();
@@ -152,7 +165,9 @@ function drawDevices() {
       el("text", { x: x(lon) + 7, y: y(lat) - 7 }, group).textContent = id;
     }
     const row = rows.insertRow();
-    for (const text of [id, p.time ? p.time.slice(11, 19) : "-", p.speed_mps == null ? "-" : `${(p.speed_mps * 3.6).toFixed(0)} km/h`, p.battery_pct == null ? "-" : `${p.battery_pct.toFixed(0)}%`]) {
+    row.dataset.device = id;
+    const cells = [id, p.time ? p.time.slice(11, 19) : "-", p.speed_mps == null ? "-" : `${(p.speed_mps * 3.6).toFixed(0)} km/h`, p.battery_pct == null ? "-" : `${p.battery_pct.toFixed(0)}%`];
+    for (const text of cells.concat(extraColumns.map(([, cell]) => cell(p)))) {
       row.insertCell().textContent = text;
     }
   }
@@ -274,6 +289,41 @@ async function run() {
   }
 }
 
+// The report's data (geotag-operator's MapData) in the shapes the API's
+// documents give the live page, so that both draw through the same code.
+function showSnapshot(data) {
+  document.body.dataset.state = "snapshot";
+  $("who").textContent = data.title;
+  for (const device of data.devices) {
+    const last = device.points[device.points.length - 1];
+    const feature = {
+      id: device.id,
+      geometry: last ? { type: "Point", coordinates: [last[2], last[1]] } : null,
+      properties: {
+        time: device.last_seen_ms == null ? null : new Date(device.last_seen_ms).toISOString(),
+        speed_mps: device.speed_mps, battery_pct: device.battery, customer: device.customer,
+        readings: device.readings, counted: device.counted, distance_m: device.distance_m,
+      },
+    };
+    devices.set(device.id, { feature, moves: 0 });
+    tracks.set(device.id, device.points.map(([ms, lat, lon]) => [lon, lat, ms]));
+  }
+  zones = data.geofences.map((zone) => ({
+    id: zone.id, name: zone.name, scope: zone.customer ? "customer" : "global",
+    shape: zone.circle
+      ? { type: "circle", center: { lat: zone.circle[0], lon: zone.circle[1] }, radius_m: zone.circle[2] }
+      : { type: "polygon", vertices: zone.ring.map(([lat, lon]) => ({ lat, lon })) },
+  }));
+  alerts = data.alerts.map((alert) => ({ id: alert.id, time: new Date(alert.at_ms).toISOString(), subject: alert.subject, device_id: alert.device_id }));
+  extraColumns = SNAPSHOT_COLUMNS;
+  const header = $("device-table").tHead.rows[0];
+  for (const [name] of extraColumns) header.appendChild(document.createElement("th")).textContent = name;
+  $("alerts-heading").textContent = "Alerts";
+  redraw();
+  status(`${devices.size} tags · ${alerts.length} alerts · generated ${data.generated_at}`);
+  document.body.dataset.rendered = `${devices.size} devices, ${alerts.length} alerts`;
+}
+
 $("sign-in").addEventListener("submit", (event) => {
   event.preventDefault();
   token = $("token").value.trim();
@@ -284,4 +334,10 @@ $("sign-out").addEventListener("click", () => {
   location.hash = "";
   location.reload();
 });
-run();
+const snapshot = document.getElementById("geotag-snapshot");
+if (snapshot) {
+  world = JSON.parse(document.getElementById("geotag-world").textContent);
+  showSnapshot(JSON.parse(snapshot.textContent));
+} else {
+  run();
+}

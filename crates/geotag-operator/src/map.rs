@@ -1,11 +1,13 @@
-//! `geotag report --html FILE`: the fleet on one self-contained page.
+//! `geotag report --html FILE`: the live map with the fleet inside it.
 //!
-//! The page holds its data (as JSON) and the script that draws it: each
-//! device's track as an SVG polyline, the geofences, a marker where each
-//! alert fired, and the per-device stats table. Nothing is fetched when it
-//! opens (no tiles, no CDN), so it can be mailed, archived, or opened on a
-//! plane. Positions are drawn on a local equirectangular projection, which
-//! is true to scale over the tens of kilometres a fleet covers.
+//! The page is web/map's (what `geotag up` serves and a customer signs in
+//! to) with the data, the base map and the scripts inside it: the same code
+//! draws each device's track, the geofences, a marker where each alert
+//! fired, and a table with the operator's columns (whose tag, readings,
+//! what the stats counted, distance). Nothing is fetched when it opens (its
+//! policy allows no connection), so it can be mailed, archived, or opened on
+//! a plane. Unlike the live page it shows every customer's tags: it is the
+//! operator's, read with the stack's own credentials.
 //!
 //! The data comes from the stack's tables, local or deployed: Telemetry for
 //! the tracks, DeviceStats for each device's totals, the alert log for the
@@ -268,17 +270,91 @@ fn nearest(points: &[(i64, f64, f64)], at_ms: i64) -> Option<(f64, f64)> {
         .map(|point| (point.1, point.2))
 }
 
-/// The page: the data as JSON inside it, drawn by the script beside it.
+/// The live map's files (web/map), built into the binary so that a report
+/// can be written wherever `geotag` runs.
+mod site {
+    pub const INDEX: &str = include_str!("../../../web/map/index.html");
+    pub const STYLE: &str = include_str!("../../../web/map/map.css");
+    pub const SCRIPT: &str = include_str!("../../../web/map/map.js");
+    pub const TOPOJSON: &str = include_str!("../../../web/map/vendor/topojson-client.min.js");
+    pub const WORLD: &str = include_str!("../../../web/map/vendor/countries-50m.json");
+}
+
+/// The live map's page with `data` and the base map inside it: the same
+/// script draws it, from the snapshot instead of the API. Its policy allows
+/// exactly the page's own script and style (by hash) and no connection.
 pub fn render(data: &MapData) -> Result<String> {
-    // `</` inside a script element would end it early, whatever the JSON says.
-    let json = serde_json::to_string(data)?.replace("</", "<\\/");
-    Ok(TEMPLATE
-        .replace("{{TITLE}}", &html_escape(&data.title))
-        .replace("{{DATA}}", &json))
+    let script = format!("{}\n{}", site::TOPOJSON, site::SCRIPT);
+    for (name, text) in [("map.js", &script), ("map.css", &site::STYLE.to_owned())] {
+        anyhow::ensure!(
+            !text.to_ascii_lowercase().contains("</s"),
+            "{name} would end its element early inside the page"
+        );
+    }
+    let policy = format!(
+        "default-src 'none'; script-src '{}'; style-src '{}'; img-src data:",
+        csp_hash(&script),
+        csp_hash(site::STYLE)
+    );
+    let inline = [
+        (
+            r#"<meta http-equiv="Content-Security-Policy" content="default-src 'self'; connect-src *; style-src 'self'; img-src 'self' data:">"#,
+            format!(r#"<meta http-equiv="Content-Security-Policy" content="{policy}">"#),
+        ),
+        (
+            "<title>geotag · live map</title>",
+            format!("<title>{}</title>", html_escape(&data.title)),
+        ),
+        (
+            r#"<link rel="stylesheet" href="map.css">"#,
+            format!("<style>{}</style>", site::STYLE),
+        ),
+        (
+            r#"<script src="vendor/topojson-client.min.js"></script>"#,
+            format!(
+                r#"<script type="application/json" id="geotag-world">{}</script>"#,
+                script_safe_json(site::WORLD)
+            ),
+        ),
+        (
+            r#"<script src="map.js"></script>"#,
+            format!(
+                r#"<script type="application/json" id="geotag-snapshot">{}</script>
+<script>{script}</script>"#,
+                script_safe_json(&serde_json::to_string(data)?)
+            ),
+        ),
+    ];
+    let mut page = site::INDEX.to_owned();
+    for (from, to) in inline {
+        anyhow::ensure!(
+            page.contains(from),
+            "web/map/index.html no longer has {from}: the report cannot inline it"
+        );
+        page = page.replacen(from, &to, 1);
+    }
+    Ok(page)
 }
 
 pub fn write(path: &Path, data: &MapData) -> Result<()> {
     geotag_local_cloud::project::write_file(path, render(data)?)
+}
+
+/// JSON that cannot end or comment its script element: `<` is only ever
+/// inside a JSON string, where `\u003c` means the same.
+fn script_safe_json(json: &str) -> String {
+    json.replace('<', "\\u003c")
+}
+
+/// A Content-Security-Policy source for exactly `text`.
+fn csp_hash(text: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
 }
 
 fn html_escape(text: &str) -> String {
@@ -287,8 +363,6 @@ fn html_escape(text: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
-
-const TEMPLATE: &str = include_str!("map.html");
 
 #[cfg(test)]
 mod tests {
@@ -332,9 +406,14 @@ mod tests {
         };
         let page = render(&data).unwrap();
         assert!(!page.contains("</script><script>alert(1)"));
-        assert!(page.contains("&lt;b&gt;fleet&lt;/b&gt;"));
-        for fetch in ["src=\"http", "href=\"http", "url(http", "@import", "fetch("] {
-            assert!(!page.contains(fetch), "the page fetches nothing: {fetch}");
+        assert!(page.contains("\\u003c/script>\\u003cscript>alert(1)"));
+        assert!(page.contains("<title>&lt;b&gt;fleet&lt;/b&gt;</title>"));
+        for fetched in ["src=\"", "href=\"", "url(", "@import"] {
+            assert!(!page.contains(fetched), "the page loads nothing: {fetched}");
         }
+        assert!(
+            page.contains("default-src 'none'"),
+            "and may connect nowhere"
+        );
     }
 }

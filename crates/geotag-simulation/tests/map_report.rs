@@ -83,11 +83,11 @@ async fn the_map_draws_every_device_and_every_alert_in_chromium() {
     let html = std::fs::read_to_string(&page).unwrap();
     let data: serde_json::Value = {
         let start = html
-            .find(r#"<script type="application/json" id="data">"#)
+            .find(r#"<script type="application/json" id="geotag-snapshot">"#)
             .unwrap();
         let json = &html[start..];
         let json = &json[json.find('>').unwrap() + 1..json.find("</script>").unwrap()];
-        serde_json::from_str(&json.replace("<\\/", "</")).unwrap()
+        serde_json::from_str(json).unwrap()
     };
     let alerts = data["alerts"].as_array().unwrap();
     let placed = alerts
@@ -113,17 +113,20 @@ async fn the_map_draws_every_device_and_every_alert_in_chromium() {
         let drawn = dom
             .split("<polyline ")
             .skip(1)
-            .any(|element| element.contains(&format!(r#"data-device="{device}""#)));
+            .any(|element| element.contains(&format!(r#"data-track="{device}""#)));
         assert!(drawn, "{device}'s track is drawn");
     }
     assert_eq!(count(&dom, "<polyline "), devices, "one track per device");
     assert_eq!(
-        count(&dom, r#"class="alert-mark"#),
+        dom.split("<path ")
+            .skip(1)
+            .filter(|element| element.split('>').next().unwrap().contains("data-alert="))
+            .count(),
         placed,
         "one marker per alert"
     );
     assert_eq!(
-        count(&dom, "data-geofence="),
+        count(&dom, "data-zone="),
         data["geofences"].as_array().unwrap().len()
     );
     assert!(!data["geofences"].as_array().unwrap().is_empty());
