@@ -320,6 +320,17 @@ def test_every_alarm_notifies_a_topic_someone_is_subscribed_to():
     alarms_reach_someone(Stack.load(ENVIRONMENTS["prod"]))
 
 
+def test_the_dashboard_shows_every_alarm_and_the_api_refusals(stack: Stack):
+    """An alarm left off the dashboard's alarm widget is one nobody looks at."""
+    body = json.loads(stack.props("Dashboard")["DashboardBody"])
+    shown = {arn for widget in body["widgets"] if widget["type"] == "alarm" for arn in widget["properties"]["alarms"]}
+    alarms = {stack.arns[alarm_id] for alarm_id in stack.of_type("AWS::CloudWatch::Alarm")}
+    assert shown == alarms, f"missing {sorted(alarms - shown)}, unknown {sorted(shown - alarms)}"
+    searches = json.dumps(body)
+    for metric in ("RequestsRefused", "RequestsFailed"):
+        assert f'MetricName=\\"{metric}\\"' in searches, metric
+
+
 def alarms_reach_someone(stack: Stack):
     subscribed = {
         subscription["Properties"]["TopicArn"] for subscription in stack.of_type("AWS::SNS::Subscription").values()

@@ -40,7 +40,7 @@ pub struct InProcess {
     ingest: Option<geotag_ingest::AwsIngest>,
     stats: Option<geotag_stats::Stats<geotag_aws::DynamoStatsStore, geotag_aws::DynamoTrackSource>>,
     alerts: Option<geotag_alerts::OnAws>,
-    api: Option<geotag_aws::fleet_reads::DynamoFleet>,
+    api: Option<geotag_api::Api<geotag_aws::fleet_reads::DynamoFleet>>,
     /// The EMF lines the handlers wrote, as CloudWatch Logs would receive them.
     metric_lines: Arc<Mutex<Vec<String>>>,
 }
@@ -92,7 +92,9 @@ impl InProcess {
                 "api" => {
                     let config = geotag_api::Config::from_lookup(lookup)
                         .with_context(|| format!("configuring {}", function.logical_id))?;
-                    handlers.api = Some(geotag_api::on_aws(sdk, &config));
+                    let mut api = geotag_api::on_aws(sdk, &config);
+                    api.metrics = metrics(&config.metrics);
+                    handlers.api = Some(api);
                 }
                 other => bail!(
                     "no in-process handler for binary {other:?} ({}); run it with --invoke-endpoint",

@@ -22,6 +22,7 @@ use crate::spoof;
 use geotag_operator::map;
 
 use crate::alert_audit::{self, FleetRegistry};
+use crate::api_audit;
 use crate::cost;
 use crate::faults::{self, FaultPlan, FaultyHttpClient};
 use crate::metrics::MetricTotals;
@@ -165,6 +166,14 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         println!("{line}\n");
         ok &= subscriptions_ok;
         operator_alerts = Some(operator);
+        // Read back through the API, as each customer would; not under chaos,
+        // whose refused requests would make a read answer 503 (as it should).
+        if options.chaos.is_none() && local.stack.function("ApiFunction").is_ok() {
+            let (line, api_ok) =
+                api_audit::audit(&local, &functions.invoker, registry, &audit).await?;
+            println!("{line}\n");
+            ok &= api_ok;
+        }
     }
     if let Some(handlers) = &functions.in_process {
         ok &= read_back_metrics(

@@ -9,6 +9,7 @@
 //! - [`reading_audit`]: Telemetry, DeviceStats and the DLQ against the plan;
 //! - [`alert_audit`]: the demo's registry, customer inboxes and silence check,
 //!   and the audit of every alert against the oracle;
+//! - [`api_audit`]: each customer's fleet read back through the API function;
 //! - [`report`]: the printed tables and their marks;
 //! - [`summary`]: a run's verdict in figures;
 //! - [`cost`]: each table's writes priced in write units;
@@ -17,6 +18,7 @@
 //! - [`metrics`]: the functions' EMF lines read back and summed.
 
 pub mod alert_audit;
+pub mod api_audit;
 pub mod cost;
 pub mod demo;
 pub mod edge;

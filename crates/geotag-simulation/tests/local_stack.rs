@@ -328,6 +328,11 @@ async fn the_demo_stores_every_valid_reading_once_and_dead_letters_the_rest() {
     let charted = dashboard_metrics();
     assert!(charted.len() > 10, "{charted:?}");
     for (function, dimension, metric) in charted {
+        // Written only when the store fails, which the demo's does not:
+        // functions/api/tests/sample_events.rs makes it fail.
+        if (function.as_str(), metric.as_str()) == ("api", "RequestsFailed") {
+            continue;
+        }
         let reported = match &dimension {
             None => metrics
                 .totals
@@ -352,7 +357,8 @@ fn dashboard_metrics() -> Vec<(String, Option<String>, String)> {
         .expect("DashboardBody is a !Sub string")
         .replace("${IngestFunction}", "ingest")
         .replace("${StatsFunction}", "stats")
-        .replace("${AlertsFunction}", "alerts");
+        .replace("${AlertsFunction}", "alerts")
+        .replace("${ApiFunction}", "api");
     let mut substituted = String::new();
     let mut rest = body.as_str();
     while let Some(start) = rest.find("${") {

@@ -36,6 +36,7 @@ use geotag::read::FleetReader;
 use geotag_aws::clients::SdkConfig;
 use geotag_aws::fleet_reads::DynamoFleet;
 use geotag_runtime::config::{ConfigError, Environment, FromEnvironment};
+use geotag_runtime::emf::{self, Emitter, Metrics};
 use lambda_http::http::{HeaderValue, Method, Response, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt};
 use sha2::{Digest, Sha256};
@@ -130,12 +131,21 @@ impl Reply {
 
 /// Answers one request. Never fails: every problem is an answer.
 pub async fn handle<F: FleetReader>(fleet: &F, request: &Request, now_ms: i64) -> Response<Body> {
+    answer_and_problem(fleet, request, now_ms).await.0
+}
+
+/// The answer, and the problem code it refused or failed with.
+async fn answer_and_problem<F: FleetReader>(
+    fleet: &F,
+    request: &Request,
+    now_ms: i64,
+) -> (Response<Body>, Option<(&'static str, bool)>) {
     let outcome = match caller(request.request_context_ref()) {
         Ok(caller) => routes::respond(fleet, &caller, request, now_ms).await,
         Err(problem) => Err(problem),
     };
     match outcome {
-        Ok(reply) => reply.into_response(request),
+        Ok(reply) => (reply.into_response(request), None),
         Err(problem) => {
             if problem.status.is_server_error() {
                 tracing::error!(code = problem.code, detail = %problem.detail, "request failed");
@@ -146,14 +156,49 @@ pub async fn handle<F: FleetReader>(fleet: &F, request: &Request, now_ms: i64) -
                     "request refused"
                 );
             }
-            problem.into_response()
+            let code = (problem.code, problem.status.is_server_error());
+            (problem.into_response(), Some(code))
         }
     }
 }
 
-/// [`handle`] at the clock's time, as Lambda serves it.
-pub async fn answer(fleet: &'static DynamoFleet, request: Request) -> Response<Body> {
-    handle(fleet, &request, geotag::clock::now_ms()).await
+/// The API as it is deployed: its tables, and where each request's metrics
+/// go.
+pub struct Api<F> {
+    pub fleet: F,
+    pub metrics: Emitter,
+}
+
+/// [`handle`], measured: each request writes `Requests`, `HandlerDuration`
+/// and, when it was refused, `RequestsRefused` by `Code` (4xx: what callers
+/// get wrong, e.g. `token_names_no_customer` after a sign-in change) or
+/// `RequestsFailed` by `Code` (5xx), so that a wave of refusals of one kind
+/// shows on the dashboard before a customer calls.
+pub async fn serve<F: FleetReader>(api: &Api<F>, request: &Request, now_ms: i64) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let (response, problem) = answer_and_problem(&api.fleet, request, now_ms).await;
+    let request_id = request
+        .lambda_context_ref()
+        .map(|context| context.request_id.clone())
+        .unwrap_or_default();
+    let mut metrics = Metrics::for_request(&request_id);
+    metrics.count("Requests", 1);
+    if let Some((code, failed)) = problem {
+        let metric = if failed {
+            "RequestsFailed"
+        } else {
+            "RequestsRefused"
+        };
+        metrics.count_by("Code", code, metric, 1);
+    }
+    metrics.duration("HandlerDuration", started.elapsed());
+    api.metrics.emit(&metrics);
+    response
+}
+
+/// [`serve`] at the clock's time, as Lambda serves it.
+pub async fn answer(api: &'static Api<DynamoFleet>, request: Request) -> Response<Body> {
+    serve(api, &request, geotag::clock::now_ms()).await
 }
 
 /// The tables, named by the environment the template sets.
@@ -164,6 +209,7 @@ pub struct Config {
     pub telemetry_table: String,
     pub alerts_table: String,
     pub geofences_table: String,
+    pub metrics: emf::Settings,
 }
 
 impl FromEnvironment for Config {
@@ -174,18 +220,22 @@ impl FromEnvironment for Config {
             telemetry_table: env.required("TELEMETRY_TABLE")?,
             alerts_table: env.required("ALERTS_TABLE")?,
             geofences_table: env.required("GEOFENCES_TABLE")?,
+            metrics: env.metrics("api"),
         })
     }
 }
 
-pub fn on_aws(sdk: &SdkConfig, config: &Config) -> DynamoFleet {
-    DynamoFleet {
-        client: aws_sdk_dynamodb::Client::new(sdk),
-        devices_table: config.devices_table.clone(),
-        device_stats_table: config.device_stats_table.clone(),
-        telemetry_table: config.telemetry_table.clone(),
-        alerts_table: config.alerts_table.clone(),
-        geofences_table: config.geofences_table.clone(),
+pub fn on_aws(sdk: &SdkConfig, config: &Config) -> Api<DynamoFleet> {
+    Api {
+        fleet: DynamoFleet {
+            client: aws_sdk_dynamodb::Client::new(sdk),
+            devices_table: config.devices_table.clone(),
+            device_stats_table: config.device_stats_table.clone(),
+            telemetry_table: config.telemetry_table.clone(),
+            alerts_table: config.alerts_table.clone(),
+            geofences_table: config.geofences_table.clone(),
+        },
+        metrics: Emitter::new(config.metrics.clone()),
     }
 }
 

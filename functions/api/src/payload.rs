@@ -140,13 +140,13 @@ pub fn response_event(response: lambda_http::Response<lambda_http::Body>) -> Val
     })
 }
 
-/// [`crate::handle`] on a payload v2 event, answered as Lambda answers it:
+/// [`crate::serve`] on a payload v2 event, answered as Lambda answers it:
 /// what the local stack invokes in-process.
 pub async fn answer_event<F: geotag::read::FleetReader>(
-    fleet: &F,
+    api: &crate::Api<F>,
     event: Value,
     now_ms: i64,
 ) -> Result<Value, serde_json::Error> {
     let request = request(event)?;
-    Ok(response_event(crate::handle(fleet, &request, now_ms).await))
+    Ok(response_event(crate::serve(api, &request, now_ms).await))
 }

@@ -2,9 +2,16 @@
 //! (events/make_api_events.py) says, through `lambda_http`'s own reading of
 //! payload v2, against a registry where tag-0042 is acme's and tag-0007 globex's.
 
-use geotag::read::{LoggedAlert, MemoryFleet};
+use geotag::geofence::Geofence;
+use geotag::read::{
+    FleetReader, GeofenceWriteError, LoggedAlert, MemoryFleet, Page, Period, Position, WriteMode,
+};
 use geotag::reading::Reading;
+use geotag::stats::{Bucket, LatestState, Rollup};
+use geotag::store::StoreError;
+use geotag_runtime::emf::{Emitter, Sink};
 use serde_json::Value;
+use std::sync::{Arc, Mutex};
 
 const T0: i64 = 1_796_112_000_000; // 2026-12-01T08:00:00Z
 
@@ -45,16 +52,54 @@ fn fleet() -> MemoryFleet {
 }
 
 fn answer(name: &str) -> Value {
+    answer_and_metrics(name).0
+}
+
+/// The answer to events/api/NAME.json, and the EMF documents it wrote.
+fn answer_and_metrics(name: &str) -> (Value, Vec<Value>) {
     let path = format!(
         "{}/../../events/api/{name}.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let event: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    tokio::runtime::Builder::new_current_thread()
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let api = geotag_api::Api {
+        fleet: fleet(),
+        metrics: Emitter::for_binary("api").with_sink(Sink::Memory(lines.clone())),
+    };
+    let answer = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()
-        .block_on(geotag_api::payload::answer_event(&fleet(), event, T0))
+        .block_on(geotag_api::payload::answer_event(&api, event, T0))
+        .unwrap();
+    let documents = lines
+        .lock()
         .unwrap()
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    (answer, documents)
+}
+
+#[test]
+fn each_request_is_counted_and_a_refusal_by_its_code() {
+    let (_, served) = answer_and_metrics("list-devices");
+    assert_eq!(served.len(), 1, "{served:?}");
+    assert_eq!(served[0]["Requests"], 1.0);
+    assert!(served[0]["HandlerDuration"].is_number());
+    assert!(served[0].get("RequestsRefused").is_none());
+
+    let (_, refused) = answer_and_metrics("foreign-device");
+    let by_code: Vec<&Value> = refused
+        .iter()
+        .filter(|document| document.get("RequestsRefused").is_some())
+        .collect();
+    assert_eq!(by_code.len(), 1, "{refused:?}");
+    assert_eq!(by_code[0]["Code"], "not_found");
+    assert_eq!(by_code[0]["RequestsRefused"], 1.0);
+    for document in &refused {
+        geotag_runtime::emf::check_document(document).unwrap();
+    }
 }
 
 #[test]
@@ -83,4 +128,111 @@ fn each_sample_event_answers_as_its_generator_says() {
     let alerts = answer("operator-alerts");
     assert_eq!(alerts["statusCode"], 200, "{alerts}");
     assert!(alerts["body"].as_str().unwrap().contains("battery at 18%"));
+}
+
+/// A store that refuses every read, as DynamoDB does past its retries.
+struct Unreachable;
+
+fn unreachable<T>() -> std::future::Ready<Result<T, StoreError>> {
+    std::future::ready(Err(StoreError::Service {
+        code: "ServiceUnavailable".into(),
+        message: "the table did not answer".into(),
+    }))
+}
+
+impl FleetReader for Unreachable {
+    fn owner(&self, _: &str) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+        unreachable()
+    }
+    fn fleet(
+        &self,
+        _: &str,
+        _: Option<&Position>,
+        _: usize,
+    ) -> impl Future<Output = Result<Page<(String, LatestState)>, StoreError>> + Send {
+        unreachable()
+    }
+    fn latest(
+        &self,
+        _: &str,
+    ) -> impl Future<Output = Result<Option<LatestState>, StoreError>> + Send {
+        unreachable()
+    }
+    fn readings(
+        &self,
+        _: &str,
+        _: &str,
+        _: i64,
+        _: i64,
+        _: Option<&Position>,
+        _: usize,
+    ) -> impl Future<Output = Result<Page<Reading>, StoreError>> + Send {
+        unreachable()
+    }
+    fn rollups(
+        &self,
+        _: &str,
+        _: Period,
+        _: i64,
+        _: i64,
+    ) -> impl Future<Output = Result<Vec<(Bucket, Rollup)>, StoreError>> + Send {
+        unreachable()
+    }
+    fn alerts(
+        &self,
+        _: &str,
+        _: i64,
+        _: i64,
+        _: Option<&str>,
+        _: Option<&Position>,
+        _: usize,
+    ) -> impl Future<Output = Result<Page<LoggedAlert>, StoreError>> + Send {
+        unreachable()
+    }
+    fn geofences(&self, _: &str) -> impl Future<Output = Result<Vec<Geofence>, StoreError>> + Send {
+        unreachable()
+    }
+    fn put_geofence(
+        &self,
+        _: &Geofence,
+        _: WriteMode,
+    ) -> impl Future<Output = Result<(), GeofenceWriteError>> + Send {
+        std::future::ready(Err(GeofenceWriteError::Store(StoreError::OutOfTime)))
+    }
+    fn delete_geofence(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        unreachable()
+    }
+}
+
+#[test]
+fn a_store_that_fails_is_a_503_counted_as_a_failure_by_its_code() {
+    let path = format!(
+        "{}/../../events/api/list-devices.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let event: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let api = geotag_api::Api {
+        fleet: Unreachable,
+        metrics: Emitter::for_binary("api").with_sink(Sink::Memory(lines.clone())),
+    };
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(geotag_api::payload::answer_event(&api, event, T0))
+        .unwrap();
+    assert_eq!(answer["statusCode"], 503, "{answer}");
+    let documents: Vec<Value> = (lines.lock().unwrap().iter())
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let failed: Vec<&Value> = (documents.iter())
+        .filter(|document| document.get("RequestsFailed").is_some())
+        .collect();
+    assert_eq!(failed.len(), 1, "{documents:?}");
+    assert!(failed[0]["Code"].is_string());
+    assert!(documents.iter().all(|d| d.get("RequestsRefused").is_none()));
 }
