@@ -55,8 +55,13 @@ fn answer(name: &str) -> Value {
     answer_and_metrics(name).0
 }
 
-/// The answer to events/api/NAME.json, and the EMF documents it wrote.
 fn answer_and_metrics(name: &str) -> (Value, Vec<Value>) {
+    answer_from(fleet(), name)
+}
+
+/// The answer of the API over `fleet` to events/api/NAME.json, and the EMF
+/// documents it wrote.
+fn answer_from<F: FleetReader>(fleet: F, name: &str) -> (Value, Vec<Value>) {
     let path = format!(
         "{}/../../events/api/{name}.json",
         env!("CARGO_MANIFEST_DIR")
@@ -64,7 +69,7 @@ fn answer_and_metrics(name: &str) -> (Value, Vec<Value>) {
     let event: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let lines = Arc::new(Mutex::new(Vec::new()));
     let api = geotag_api::Api {
-        fleet: fleet(),
+        fleet,
         metrics: Emitter::for_binary("api").with_sink(Sink::Memory(lines.clone())),
     };
     let answer = tokio::runtime::Builder::new_current_thread()
@@ -210,25 +215,8 @@ impl FleetReader for Unreachable {
 
 #[test]
 fn a_store_that_fails_is_a_503_counted_as_a_failure_by_its_code() {
-    let path = format!(
-        "{}/../../events/api/list-devices.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let event: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let api = geotag_api::Api {
-        fleet: Unreachable,
-        metrics: Emitter::for_binary("api").with_sink(Sink::Memory(lines.clone())),
-    };
-    let answer = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(geotag_api::payload::answer_event(&api, event, T0))
-        .unwrap();
+    let (answer, documents) = answer_from(Unreachable, "list-devices");
     assert_eq!(answer["statusCode"], 503, "{answer}");
-    let documents: Vec<Value> = (lines.lock().unwrap().iter())
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
     let failed: Vec<&Value> = (documents.iter())
         .filter(|document| document.get("RequestsFailed").is_some())
         .collect();
