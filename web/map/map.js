@@ -320,7 +320,8 @@ function showSnapshot(data) {
   for (const [name] of extraColumns) header.appendChild(document.createElement("th")).textContent = name;
   $("alerts-heading").textContent = "Alerts";
   redraw();
-  status(`${devices.size} tags · ${alerts.length} alerts · generated ${data.generated_at}`);
+  const generated = new Date(data.generated_at).toISOString().slice(0, 19).replace("T", " ");
+  status(`${devices.size} tags · ${alerts.length} alerts · generated ${generated} UTC`);
   document.body.dataset.rendered = `${devices.size} devices, ${alerts.length} alerts`;
 }
 
