@@ -285,7 +285,7 @@ mod site {
 /// exactly the page's own script and style (by hash) and no connection.
 pub fn render(data: &MapData) -> Result<String> {
     let script = format!("{}\n{}", site::TOPOJSON, site::SCRIPT);
-    for (name, text) in [("map.js", &script), ("map.css", &site::STYLE.to_owned())] {
+    for (name, text) in [("map.js", script.as_str()), ("map.css", site::STYLE)] {
         anyhow::ensure!(
             !text.to_ascii_lowercase().contains("</s"),
             "{name} would end its element early inside the page"

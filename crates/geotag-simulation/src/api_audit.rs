@@ -137,8 +137,7 @@ pub async fn audit(
         .keys()
         .find(|device| registry.customer_of.get(*device).map(String::as_str) != first)
         .cloned();
-    let foreign_tag = foreign.clone();
-    if let (Some(first), Some(foreign)) = (first, foreign) {
+    if let (Some(first), Some(foreign)) = (first, foreign.as_deref()) {
         let theirs = get(
             local,
             invoker,
@@ -184,7 +183,7 @@ pub async fn audit(
          {} answers {} 404 as an unknown tag does; a token naming no customer is refused \
          (403) {}{}",
         seen.join(", "),
-        foreign_tag.as_deref().unwrap_or("no tag outside its fleet"),
+        foreign.as_deref().unwrap_or("no tag outside its fleet"),
         first.unwrap_or("no customer"),
         if ok { "✓" } else { "✗" },
         problems
