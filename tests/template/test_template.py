@@ -95,6 +95,20 @@ def test_each_function_runs_as_a_role_the_template_writes_with_no_managed_policy
         )
 
 
+def test_the_local_endpoint_variable_is_declared_for_sam_local_and_absent_when_deployed(stack: Stack):
+    # `sam local --env-vars` overrides only what the template declares, so
+    # AWS_ENDPOINT_URL is declared, as AWS::NoValue: CloudFormation leaves it
+    # out, and a deployed SDK can never be pointed anywhere but AWS.
+    declared = stack.source["Globals"]["Function"]["Environment"]["Variables"]
+    assert declared["AWS_ENDPOINT_URL"] == {"Ref": "AWS::NoValue"}
+    functions = stack.of_type("AWS::Lambda::Function")
+    assert functions
+    for function_id in functions:
+        variables = stack.props(function_id).get("Environment", {}).get("Variables", {})
+        assert "AWS_ENDPOINT_URL" not in variables, function_id
+        assert variables.get("METRICS_NAMESPACE") == "geotag", function_id
+
+
 def test_no_role_may_touch_data_on_every_resource(stack: Stack):
     for role_id, role in all_roles(stack).items():
         for statement in role:

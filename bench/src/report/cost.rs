@@ -39,6 +39,7 @@ pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
             stack: geotag_local_cloud::stack::Options::default(),
             fleet,
             invoker: None,
+            launch: None,
             time_scale: 1.0,
             drain_timeout: Duration::from_secs(3600),
             chaos: None,

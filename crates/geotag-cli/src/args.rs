@@ -59,6 +59,21 @@ pub enum Command {
     /// Draw the fleet on one self-contained HTML page: tracks, geofences,
     /// alerts where they fired, and the per-device stats table.
     Report(ReportArgs),
+    /// Docker for `sam local` on Linux: a socket whose daemon puts SAM's
+    /// Lambda containers on the host network (where the local stack is),
+    /// with the functions' arm64 base image; until Ctrl-C.
+    SamDocker(SamDockerArgs),
+}
+
+#[derive(Args)]
+pub struct SamDockerArgs {
+    /// Forward to the Docker daemon at this Unix socket (e.g.
+    /// /var/run/docker.sock) instead of starting dockerd of our own.
+    #[arg(long)]
+    pub docker_socket: Option<PathBuf>,
+    /// Where SAM's DOCKER_HOST points.
+    #[arg(long, default_value = "target/geotag/sam-docker.sock")]
+    pub socket: PathBuf,
 }
 
 #[derive(Args)]
@@ -118,6 +133,13 @@ pub struct UpArgs {
     /// Where to write the functions' environment for `cargo lambda watch --env-file`.
     #[arg(long, default_value = "target/geotag-local.env")]
     pub env_file: PathBuf,
+    /// Where to write the functions' environment for `sam local ... --env-vars`.
+    #[arg(long, default_value = "target/geotag-sam-env.json")]
+    pub sam_env_vars: PathBuf,
+    /// The emulator's host as SAM's containers reach it (default: 127.0.0.1 on
+    /// Linux, with `geotag sam-docker`; host.docker.internal elsewhere).
+    #[arg(long)]
+    pub container_host: Option<String>,
     /// The port of the local HTTP API and the live map, on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 3400)]
     pub api_port: u16,
@@ -295,10 +317,15 @@ pub struct TargetArgs {
 pub struct StackArgs {
     #[command(flatten)]
     pub emulator: EmulatorArgs,
-    /// Send invocations through the Lambda Invoke API at this URL (e.g. `cargo lambda watch`'s
-    /// http://127.0.0.1:9000) instead of calling the handlers in-process.
+    /// Send invocations through the Lambda Invoke API at this URL (`cargo lambda watch`'s
+    /// http://127.0.0.1:9000, `sam local start-lambda`'s http://127.0.0.1:3001) instead of
+    /// calling the handlers in-process.
     #[arg(long)]
     pub invoke_endpoint: Option<String>,
+    /// Run the functions in `sam local start-lambda`, started against this stack
+    /// (needs `sam build`'s .aws-sam/build and DOCKER_HOST from `geotag sam-docker`).
+    #[arg(long, conflicts_with = "invoke_endpoint")]
+    pub sam_local: bool,
     /// Template parameters, as `sam deploy` takes them: Key=Value ...
     #[arg(long, num_args = 1..)]
     pub parameter_overrides: Vec<String>,

@@ -25,11 +25,93 @@ use geotag_runtime::FromEnvironment as _;
 pub enum Invoker {
     /// The handlers, linked into this binary, called directly.
     InProcess(Arc<InProcess>),
-    /// The Lambda Invoke API at an endpoint: `cargo lambda watch`, or AWS.
-    Remote(aws_sdk_lambda::Client),
+    /// The Lambda Invoke API at an endpoint: `cargo lambda watch`, `sam local
+    /// start-lambda`, or AWS.
+    Remote(RemoteLambda),
     /// Any function of (function, event) to response: for tests of the pump itself.
     Closure(Arc<FunctionOfEvent>),
 }
+
+/// A Lambda Invoke API, and how it names the functions: cargo lambda by
+/// their binary (`ingest`), SAM by their logical id (`IngestFunction`).
+/// Learnt from the first answer: the binary's name is tried first, and an
+/// endpoint that knows no such function is asked by logical id from then on.
+#[derive(Clone)]
+pub struct RemoteLambda {
+    client: aws_sdk_lambda::Client,
+    by_logical_id: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RemoteLambda {
+    pub fn new(client: aws_sdk_lambda::Client) -> RemoteLambda {
+        RemoteLambda {
+            client,
+            by_logical_id: Arc::default(),
+        }
+    }
+
+    async fn invoke(&self, function: &FunctionSpec, payload: Value) -> Result<Value> {
+        use std::sync::atomic::Ordering;
+        let body = serde_json::to_vec(&payload)?;
+        let by_logical_id = self.by_logical_id.load(Ordering::Relaxed);
+        let name = if by_logical_id {
+            &function.logical_id
+        } else {
+            &function.binary
+        };
+        let mut sent = self.send(name, &body).await;
+        // SAM answers 404 with `x-amzn-errortype: ResourceNotFound`, which the
+        // SDK does not read as ResourceNotFoundException: the status decides.
+        if !by_logical_id
+            && let Err(error) = &sent
+            && error
+                .raw_response()
+                .is_some_and(|response| response.status().as_u16() == 404)
+        {
+            self.by_logical_id.store(true, Ordering::Relaxed);
+            sent = self.send(&function.logical_id, &body).await;
+        }
+        let output = sent.with_context(|| {
+            format!(
+                "invoking {} ({}) through the Lambda API",
+                function.logical_id, function.binary
+            )
+        })?;
+        let body = output
+            .payload
+            .map(|blob| blob.into_inner())
+            .unwrap_or_default();
+        if let Some(kind) = output.function_error {
+            bail!("{kind}: {}", String::from_utf8_lossy(&body));
+        }
+        if body.is_empty() {
+            return Ok(Value::Null);
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    async fn send(
+        &self,
+        name: &str,
+        body: &[u8],
+    ) -> Result<
+        aws_sdk_lambda::operation::invoke::InvokeOutput,
+        aws_sdk_lambda::error::SdkError<aws_sdk_lambda::operation::invoke::InvokeError>,
+    > {
+        self.client
+            .invoke()
+            .function_name(name)
+            .payload(aws_smithy_types::Blob::new(body.to_vec()))
+            .send()
+            .await
+    }
+}
+
+/// Starts a runtime for the functions once the stack exists (`sam local
+/// start-lambda` needs the stack's environment): its invoker, and a guard
+/// that stops it when dropped.
+pub type Launch =
+    Arc<dyn Fn(&crate::stack::LocalStack) -> Result<(Invoker, Box<dyn Send + Sync>)> + Send + Sync>;
 
 /// A function body for [`Invoker::Closure`]: (function, event) to response.
 pub type FunctionOfEvent =
@@ -187,28 +269,7 @@ impl Invoker {
                     .await
                     .map_err(|join| anyhow!("the handler panicked: {join}"))?
             }
-            Invoker::Remote(client) => {
-                let output = client
-                    .invoke()
-                    .function_name(&function.binary)
-                    .payload(aws_smithy_types::Blob::new(serde_json::to_vec(&payload)?))
-                    .send()
-                    .await
-                    .with_context(|| {
-                        format!("invoking {} through the Lambda API", function.binary)
-                    })?;
-                let body = output
-                    .payload
-                    .map(|blob| blob.into_inner())
-                    .unwrap_or_default();
-                if let Some(kind) = output.function_error {
-                    bail!("{kind}: {}", String::from_utf8_lossy(&body));
-                }
-                if body.is_empty() {
-                    return Ok(Value::Null);
-                }
-                Ok(serde_json::from_slice(&body)?)
-            }
+            Invoker::Remote(remote) => remote.invoke(function, payload).await,
             Invoker::Closure(function_of) => function_of(function, payload).await,
         }
     }

@@ -32,6 +32,7 @@ pub struct ServerProcess {
     child: Child,
     address: SocketAddr,
     log: PathBuf,
+    keep_log: bool,
 }
 
 /// How to recognise a server's announcement of its bound address.
@@ -71,6 +72,7 @@ impl ServerProcess {
             child,
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
+            keep_log: false,
         };
         let started = Instant::now();
         loop {
@@ -111,6 +113,11 @@ impl ServerProcess {
         self.address
     }
 
+    /// The child's process id, for a signal of the caller's choosing.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Fails if the child is no longer running.
     pub fn ensure_running(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
@@ -123,6 +130,12 @@ impl ServerProcess {
         Ok(())
     }
 
+    /// Leaves the log in place when the child is stopped, for whoever reads
+    /// it afterwards.
+    pub fn keep_log(&mut self) {
+        self.keep_log = true;
+    }
+
     /// The last lines the child wrote, for error messages.
     pub fn log_tail(&self) -> String {
         tail(&self.log, 20)
@@ -133,7 +146,9 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
+        if !self.keep_log {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use geotag_aws::clients::SdkConfig;
 
 use crate::emulator::{self, Emulator};
 use crate::project;
-use crate::provision::{LOCAL_STACK_NAME, Stack, provision};
+use crate::provision::{FunctionSpec, LOCAL_STACK_NAME, Stack, provision};
 use crate::template::Template;
 
 /// Where the emulator comes from, and how the template is filled in.
@@ -103,6 +103,73 @@ impl LocalStack {
         );
         project::write_file(path, lines.join("\n") + "\n")
     }
+
+    /// Writes `sam local`'s `--env-vars` file: for each function, by logical
+    /// id, every variable the template gives it filled in for this stack, and
+    /// `AWS_ENDPOINT_URL` the emulator as a container reaches it (`127.0.0.1`
+    /// with host networking on Linux, `host.docker.internal` where Docker runs
+    /// in a VM). SAM takes region and credentials from its own environment,
+    /// not from this file.
+    pub fn write_sam_env_vars(&self, path: &Path, container_host: &str) -> Result<()> {
+        let variables = sam_env_vars(
+            self.stack.functions.values(),
+            self.emulator.endpoint(),
+            container_host,
+        )?;
+        project::write_file(path, serde_json::to_string_pretty(&variables)? + "\n")
+    }
+}
+
+/// SAM's `--env-vars` document for `functions`: each function's variables by
+/// its logical id, every mention of the emulator (its endpoint, a queue's
+/// URL) as a container at `container_host` reaches it.
+pub fn sam_env_vars<'a>(
+    functions: impl IntoIterator<Item = &'a FunctionSpec>,
+    emulator_endpoint: &str,
+    container_host: &str,
+) -> Result<serde_json::Value> {
+    let seen_from_containers = endpoint_for_containers(emulator_endpoint, container_host)?;
+    let as_containers_see = |value: &str| match value.strip_prefix(emulator_endpoint) {
+        Some(rest) => format!("{seen_from_containers}{rest}"),
+        None => value.to_owned(),
+    };
+    let mut document = serde_json::Map::new();
+    for function in functions {
+        let mut variables: serde_json::Map<String, serde_json::Value> = function
+            .environment
+            .iter()
+            .map(|(name, value)| (name.clone(), as_containers_see(value).into()))
+            .collect();
+        variables.insert(
+            "AWS_ENDPOINT_URL".into(),
+            seen_from_containers.clone().into(),
+        );
+        document.insert(function.logical_id.clone(), variables.into());
+    }
+    Ok(document.into())
+}
+
+/// `http://127.0.0.1:PORT` as a container at `container_host` reaches it.
+pub fn endpoint_for_containers(endpoint: &str, container_host: &str) -> Result<String> {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .with_context(|| format!("{endpoint} is not an http:// endpoint"))?;
+    let port = rest
+        .rsplit_once(':')
+        .map(|(_, port)| port.trim_end_matches('/'))
+        .with_context(|| format!("{endpoint} names no port"))?;
+    Ok(format!("http://{container_host}:{port}"))
+}
+
+/// Where a container reaches this machine's loopback: itself, on Linux, where
+/// `geotag sam-docker` puts SAM's containers on the host network; Docker
+/// Desktop's name for the host elsewhere.
+pub fn default_container_host() -> &'static str {
+    if cfg!(target_os = "linux") {
+        "127.0.0.1"
+    } else {
+        "host.docker.internal"
+    }
 }
 
 /// Parses `Key=Value` pairs (`sam deploy --parameter-overrides` style).
@@ -116,4 +183,55 @@ pub fn parse_overrides(pairs: &[String]) -> Result<HashMap<String, String>> {
                 .with_context(|| format!("{pair:?} is not Key=Value"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingest() -> FunctionSpec {
+        FunctionSpec {
+            logical_id: "IngestFunction".into(),
+            name: "geotag-local-IngestFunction".into(),
+            binary: "ingest".into(),
+            timeout_secs: 30,
+            environment: [
+                ("TELEMETRY_TABLE", "geotag-local-telemetry"),
+                (
+                    "INGEST_DLQ_URL",
+                    "http://127.0.0.1:43155/123456789012/geotag-local-ingest-dlq",
+                ),
+            ]
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect(),
+            events: vec![],
+        }
+    }
+
+    #[test]
+    fn sams_env_vars_name_the_emulator_as_the_containers_reach_it() {
+        let document = sam_env_vars(
+            [&ingest()],
+            "http://127.0.0.1:43155",
+            "host.docker.internal",
+        )
+        .unwrap();
+        assert_eq!(
+            document,
+            serde_json::json!({
+                "IngestFunction": {
+                    "AWS_ENDPOINT_URL": "http://host.docker.internal:43155",
+                    "INGEST_DLQ_URL": "http://host.docker.internal:43155/123456789012/geotag-local-ingest-dlq",
+                    "TELEMETRY_TABLE": "geotag-local-telemetry"
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn an_endpoint_without_a_port_is_refused() {
+        assert!(endpoint_for_containers("http://localhost", "127.0.0.1").is_err());
+        assert!(endpoint_for_containers("https://127.0.0.1:1", "127.0.0.1").is_err());
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use geotag_local_cloud::invoker::{InProcess, Invoker};
+use geotag_local_cloud::invoker::{InProcess, Invoker, Launch};
 use geotag_local_cloud::pump::{Pump, PumpOptions};
 use geotag_local_cloud::stack::{LocalStack, Options};
 
@@ -36,6 +36,9 @@ pub struct DemoOptions {
     pub stack: Options,
     pub fleet: FleetConfig,
     pub invoker: Option<Invoker>,
+    /// A runtime to start once the stack exists (`sam local start-lambda`),
+    /// in place of `invoker`.
+    pub launch: Option<Launch>,
     /// Schedules run this many times faster than their rate says.
     pub time_scale: f64,
     pub drain_timeout: Duration,
@@ -88,6 +91,15 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     let total = Instant::now();
     announce(&mut options)?;
     let local = start_stack(&options).await?;
+    // Kept to the end of the run: dropping it stops the launched runtime.
+    let _launched = match options.launch.clone() {
+        Some(launch) => {
+            let (invoker, guard) = launch(&local)?;
+            options.invoker = Some(invoker);
+            Some(guard)
+        }
+        None => None,
+    };
     // The functions reach the emulator through a client that counts their
     // requests (the cost figures) and, in a chaos run, refuses some; the
     // pump, the simulator and the audit go straight to the emulator.
@@ -220,6 +232,9 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
 /// The run's first line; a chaos run also gets its faster-clock template.
 fn announce(options: &mut DemoOptions) -> Result<()> {
     match options.chaos {
+        None if options.launch.is_some() => println!(
+            "geotag demo: the whole template on this machine, no cloud, the functions in sam local's containers\n"
+        ),
         None => println!("geotag demo: the whole template on this machine, no cloud, no Docker\n"),
         Some(chaos) => {
             println!(

@@ -285,6 +285,7 @@ async fn the_demo_stores_every_valid_reading_once_and_dead_letters_the_rest() {
         stack: Options::default(),
         fleet,
         invoker: None,
+        launch: None,
         time_scale: 1.0,
         drain_timeout: Duration::from_secs(120),
         chaos: None,
@@ -454,6 +455,7 @@ async fn the_chaos_run_loses_nothing_and_counts_nothing_twice() {
         stack: Options::default(),
         fleet,
         invoker: None,
+        launch: None,
         time_scale: 1.0,
         drain_timeout: Duration::from_secs(900),
         chaos: Some(geotag_simulation::demo::Chaos {

@@ -67,6 +67,7 @@ async fn the_map_draws_every_device_and_every_alert_in_chromium() {
         stack: Options::default(),
         fleet,
         invoker: None,
+        launch: None,
         time_scale: 1.0,
         drain_timeout: Duration::from_secs(120),
         chaos: None,

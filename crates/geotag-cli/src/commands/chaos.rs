@@ -27,6 +27,7 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
         stack: args.stack.options()?,
         fleet,
         invoker: None,
+        launch: None,
         time_scale: args.stack.time_scale,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         chaos: Some(demo::Chaos {

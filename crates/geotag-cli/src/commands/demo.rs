@@ -12,6 +12,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         stack: args.stack.options()?,
         fleet: args.fleet.config(),
         invoker: args.stack.remote_invoker().await,
+        launch: args.stack.sam_launch(),
         time_scale: args.stack.time_scale,
         drain_timeout: Duration::from_secs(args.drain_timeout),
         chaos: None,

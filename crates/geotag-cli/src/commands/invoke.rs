@@ -27,12 +27,8 @@ pub async fn run(args: InvokeArgs) -> Result<()> {
         .with_context(|| format!("reading {}", args.event.display()))?;
     let payload: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not JSON", args.event.display()))?;
-    let response = args
-        .stack
-        .invoker(&local)
-        .await?
-        .invoke(&spec, payload)
-        .await?;
+    let (invoker, _sam_local) = args.stack.invoker(&local).await?;
+    let response = invoker.invoke(&spec, payload).await?;
     println!("{}", serde_json::to_string_pretty(&response)?);
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod geofence;
 pub mod invoke;
 pub mod local;
 pub mod report;
+pub mod sam_docker;
 pub mod simulate;
 pub mod target;
 pub mod token;

@@ -1,7 +1,7 @@
 //! `geotag up`: the local stack, kept running for interactive work (the
 //! AWS CLI, `cargo lambda watch`, `geotag simulate`) until Ctrl-C or SIGTERM.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use anyhow::Result;
 use geotag_local_api::{Gateway, LocalApi, LocalIssuer};
 use geotag_local_cloud::invoker::Invoker;
 use geotag_local_cloud::pump::{Pump, PumpOptions};
-use geotag_local_cloud::stack::LocalStack;
+use geotag_local_cloud::stack::{LocalStack, default_container_host};
 use geotag_local_iot::local::{LocalIot, STATE_DIR};
 
 use crate::args::UpArgs;
@@ -19,13 +19,19 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let local = LocalStack::start(&args.stack.options()?).await?;
     let env_file = local.root.join(&args.env_file);
     local.write_env_file(&env_file)?;
+    let sam_env_vars = local.root.join(&args.sam_env_vars);
+    let container_host = args
+        .container_host
+        .clone()
+        .unwrap_or_else(|| default_container_host().to_owned());
+    local.write_sam_env_vars(&sam_env_vars, &container_host)?;
     let iot = LocalIot::start(&local.stack, &local.sdk, &local.root.join(STATE_DIR)).await?;
     geotag_local_iot::ca::write_file(
         &iot.state_dir.join(BROKER_FILE),
         &format!("127.0.0.1:{}\n", iot.broker.port()),
         0o644,
     )?;
-    let invoker = args.stack.invoker(&local).await?;
+    let (invoker, sam_local) = args.stack.invoker(&local).await?;
     let api = start_api(&local, invoker.clone(), args.api_port).await?;
     let pump = Pump::start_with(
         &local.stack,
@@ -40,14 +46,18 @@ pub async fn run(args: UpArgs) -> Result<()> {
         &local,
         &iot,
         &api,
-        &env_file,
-        args.stack.invoke_endpoint.is_some(),
+        &Written {
+            env_file,
+            sam_env_vars,
+        },
+        args.stack.invoke_endpoint.is_some() || sam_local.is_some(),
     );
     crate::signals::interrupted().await;
     eprintln!("\ngeotag: stopping the API, the broker, the pump and the emulator");
     api.stop().await;
     iot.broker.stop();
     pump.stop().await;
+    drop(sam_local);
     Ok(())
 }
 
@@ -78,7 +88,14 @@ async fn start_api(local: &LocalStack, invoker: Invoker, port: u16) -> Result<Lo
     Ok(api)
 }
 
-fn print_up(local: &LocalStack, iot: &LocalIot, api: &LocalApi, env_file: &Path, remote: bool) {
+/// The functions' environment files `geotag up` wrote.
+struct Written {
+    env_file: PathBuf,
+    sam_env_vars: PathBuf,
+}
+
+fn print_up(local: &LocalStack, iot: &LocalIot, api: &LocalApi, written: &Written, remote: bool) {
+    let env_file = &written.env_file;
     let endpoint = local.emulator.endpoint();
     println!("geotag up: the local stack is running (Ctrl-C stops it)\n");
     println!("  emulator   {endpoint}");
@@ -123,6 +140,29 @@ fn print_up(local: &LocalStack, iot: &LocalIot, api: &LocalApi, env_file: &Path,
     );
     println!(
         "    cargo lambda invoke --invoke-address 127.0.0.1 alerts --data-file events/alerts/latest-changes.json"
+    );
+    println!(
+        "\n  or under sam local, in SAM's own containers (after sam build; on Linux, DOCKER_HOST from `geotag sam-docker`;"
+    );
+    println!("  SAM takes region and credentials from its shell, not from --env-vars):");
+    println!(
+        "    export AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing"
+    );
+    let sam_env_vars = written.sam_env_vars.display();
+    for (function, event) in [
+        ("IngestFunction", "events/ingest/valid-batch.json"),
+        ("StatsFunction", "events/stats/inserts.json"),
+        ("AlertsFunction", "events/alerts/latest-changes.json"),
+    ] {
+        println!(
+            "    sam local invoke {function} --event {event} --env-vars {sam_env_vars} --skip-pull-image"
+        );
+    }
+    println!(
+        "    sam local start-lambda --host 127.0.0.1 --port 3001 --env-vars {sam_env_vars} --skip-pull-image --warm-containers EAGER"
+    );
+    println!(
+        "      (then restart with --invoke-endpoint http://127.0.0.1:3001, or use --sam-local)"
     );
     println!("\n  the AWS CLI against it:");
     println!(
