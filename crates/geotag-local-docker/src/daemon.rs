@@ -43,7 +43,7 @@ impl Dockerd {
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .spawn()
-            .context("starting dockerd (Debian's docker.io package: scripts/setup --sam-local installs it)")?;
+            .context("starting dockerd (Debian's docker.io package: scripts/setup installs it)")?;
         let mut daemon = Dockerd { child, socket, log };
         let started = Instant::now();
         loop {

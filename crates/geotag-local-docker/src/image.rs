@@ -69,7 +69,7 @@ fn build_stand_in(tarball: &Path) -> Result<()> {
         .args(["--arch=arm64", "--variant=minbase", "bookworm"])
         .arg(&rootfs)
         .arg("http://deb.debian.org/debian"))
-    .context("debootstrap (Debian's debootstrap package: scripts/setup --sam-local installs it)")?;
+    .context("debootstrap (Debian's debootstrap package: scripts/setup installs it)")?;
     let partial = tarball.with_extension("tar.partial");
     run(Command::new("tar")
         .arg("-C")
@@ -100,7 +100,7 @@ pub fn ensure_arm64_runs() -> Result<()> {
         bail!(
             "this {} machine cannot run the functions' arm64 binaries: install qemu-user-static and \
              binfmt-support, then `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc` and \
-             `update-binfmts --enable qemu-aarch64` (scripts/setup --sam-local does this); {} says {:?}",
+             `update-binfmts --enable qemu-aarch64` (scripts/setup does this); {} says {:?}",
             std::env::consts::ARCH,
             entry.display(),
             registration.lines().next().unwrap_or("nothing")
