@@ -162,7 +162,7 @@ fn print_up(local: &LocalStack, iot: &LocalIot, api: &LocalApi, written: &Writte
         "    sam local start-lambda --host 127.0.0.1 --port 3001 --env-vars {sam_env_vars} --skip-pull-image --warm-containers EAGER"
     );
     println!(
-        "      (then restart with --invoke-endpoint http://127.0.0.1:3001, or use --sam-local)"
+        "      (for the pump to send every batch there: start geotag up with --invoke-endpoint http://127.0.0.1:3001,\n       then start-lambda with the file it writes; or geotag up --sam-local, which starts it)"
     );
     println!("\n  the AWS CLI against it:");
     println!(
