@@ -74,6 +74,10 @@ pub struct SamDockerArgs {
     /// Where SAM's DOCKER_HOST points.
     #[arg(long, default_value = "target/geotag/sam-docker.sock")]
     pub socket: PathBuf,
+    /// Only build the base image's stand-in into its cache (debootstrap, once)
+    /// and exit: scripts/test does this beside sam build.
+    #[arg(long)]
+    pub cache_image: bool,
 }
 
 #[derive(Args)]

@@ -36,10 +36,7 @@ pub fn ensure_base_image(docker_host: &str, cache: &Path) -> Result<BaseImage> {
     if docker_cli(docker_host, &["image", "inspect", LAMBDA_BASE_IMAGE]).is_ok() {
         return Ok(BaseImage::Lambda);
     }
-    let tarball = cache.join("bookworm-arm64-minbase.tar");
-    if !tarball.exists() {
-        build_stand_in(&tarball)?;
-    }
+    let tarball = cache_stand_in(cache)?;
     let tarball_arg = tarball.to_string_lossy();
     docker_cli(
         docker_host,
@@ -53,6 +50,15 @@ pub fn ensure_base_image(docker_host: &str, cache: &Path) -> Result<BaseImage> {
     )
     .context("importing the stand-in base image")?;
     Ok(BaseImage::StandIn)
+}
+
+/// The stand-in's tarball in `cache`, built first if it is not there yet.
+pub fn cache_stand_in(cache: &Path) -> Result<std::path::PathBuf> {
+    let tarball = cache.join("bookworm-arm64-minbase.tar");
+    if !tarball.exists() {
+        build_stand_in(&tarball)?;
+    }
+    Ok(tarball)
 }
 
 fn build_stand_in(tarball: &Path) -> Result<()> {

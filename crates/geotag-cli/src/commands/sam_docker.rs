@@ -8,17 +8,21 @@ use crate::args::SamDockerArgs;
 
 pub async fn run(args: SamDockerArgs) -> Result<()> {
     let root = geotag_local_cloud::project::root()?;
+    let image_cache = root.join(geotag_local_docker::image::CACHE_DIR);
+    if args.cache_image {
+        let tarball = tokio::task::spawn_blocking(move || {
+            geotag_local_docker::image::cache_stand_in(&image_cache)
+        })
+        .await??;
+        println!("{}", tarball.display());
+        return Ok(());
+    }
     let daemon = match args.docker_socket {
         Some(socket) => Daemon::Existing(socket),
         None => Daemon::Own(state_dir()),
     };
     let own = matches!(daemon, Daemon::Own(_));
-    let docker = SamDocker::start(
-        daemon,
-        &root.join(geotag_local_docker::image::CACHE_DIR),
-        &root.join(&args.socket),
-    )
-    .await?;
+    let docker = SamDocker::start(daemon, &image_cache, &root.join(&args.socket)).await?;
     println!("geotag sam-docker: Docker for sam local is ready (Ctrl-C stops it)\n");
     println!(
         "  daemon       {}",
