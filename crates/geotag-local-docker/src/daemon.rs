@@ -14,6 +14,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Dockerd {
     child: Child,
+    state: PathBuf,
     socket: PathBuf,
     log: PathBuf,
 }
@@ -44,7 +45,12 @@ impl Dockerd {
             .stderr(log_file)
             .spawn()
             .context("starting dockerd (Debian's docker.io package: scripts/setup installs it)")?;
-        let mut daemon = Dockerd { child, socket, log };
+        let mut daemon = Dockerd {
+            child,
+            state: state.to_path_buf(),
+            socket,
+            log,
+        };
         let started = Instant::now();
         loop {
             if let Some(status) = daemon.child.try_wait()? {
@@ -101,15 +107,32 @@ impl Drop for Dockerd {
             .arg(self.child.id().to_string())
             .status();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
+        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // dockerd leaves its network namespace's bind mount behind (and, if
+        // killed, overlay mounts): unmounted, then the state (the images
+        // too, hundreds of MB) removed.
+        for mount in mounts_under(&self.state) {
+            let _ = Command::new("umount").arg("-l").arg(&mount).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.state);
     }
+}
+
+/// Mount points at or under `folder`, deepest first.
+fn mounts_under(folder: &Path) -> Vec<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|mount| mount.starts_with(folder))
+        .collect();
+    mounts.sort_by_key(|mount| std::cmp::Reverse(mount.components().count()));
+    mounts
 }
 
 /// The docker CLI against the daemon at `docker_host`.
