@@ -91,8 +91,10 @@ pub struct DemoArgs {
     pub via: geotag_simulation::edge::Via,
     #[command(flatten)]
     pub fleet: FleetArgs,
-    /// Give up if the pipeline has not drained after this many seconds.
-    #[arg(long, default_value_t = 120)]
+    /// Give up if the pipeline has not drained after this many seconds. It
+    /// drains in about 50 s on an idle 2-core machine; 120 s was not enough
+    /// twice on a loaded one (2026-12-02 and 2026-12-03), where moto is slower.
+    #[arg(long, default_value_t = 300)]
     pub drain_timeout: u64,
 }
 
