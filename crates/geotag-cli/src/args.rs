@@ -140,7 +140,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "target/geotag-local.env")]
     pub env_file: PathBuf,
     /// Where to write the functions' environment for `sam local ... --env-vars`.
-    #[arg(long, default_value = "target/geotag-sam-env.json")]
+    #[arg(long, default_value = crate::commands::local::SAM_ENV_VARS)]
     pub sam_env_vars: PathBuf,
     /// The emulator's host as SAM's containers reach it (default: 127.0.0.1 on
     /// Linux, with `geotag sam-docker`; host.docker.internal elsewhere).

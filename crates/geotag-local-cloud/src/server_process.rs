@@ -178,7 +178,8 @@ pub fn werkzeug_announcement(line: &str) -> Option<SocketAddr> {
     authority.parse().ok()
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+/// The last `lines` lines of the log file at `path` (none if it cannot be read).
+pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let kept: Vec<_> = text.lines().rev().take(lines).collect();
     kept.into_iter().rev().collect::<Vec<_>>().join("\n")

@@ -35,7 +35,7 @@ impl Dockerd {
         let log = state.join("dockerd.log");
         let log_file = std::fs::File::create(&log)?;
         let child = Command::new("dockerd")
-            .arg(format!("--host=unix://{}", socket.display()))
+            .arg(format!("--host={}", docker_host_of(&socket)))
             .arg(format!("--data-root={}", data_root.display()))
             .arg(format!("--exec-root={}", state.join("exec").display()))
             .arg(format!("--pidfile={}", state.join("dockerd.pid").display()))
@@ -84,7 +84,7 @@ impl Dockerd {
     }
 
     pub fn docker_host(&self) -> String {
-        format!("unix://{}", self.socket.display())
+        docker_host_of(&self.socket)
     }
 
     /// Runs the docker CLI against this daemon; its stdout, or its stderr as the error.
@@ -93,9 +93,7 @@ impl Dockerd {
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<_> = text.lines().rev().take(20).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+        geotag_local_cloud::server_process::tail(&self.log, 20)
     }
 }
 
@@ -133,6 +131,11 @@ fn mounts_under(folder: &Path) -> Vec<PathBuf> {
         .collect();
     mounts.sort_by_key(|mount| std::cmp::Reverse(mount.components().count()));
     mounts
+}
+
+/// `DOCKER_HOST` (and dockerd's `--host`) for a daemon listening on `socket`.
+pub fn docker_host_of(socket: &Path) -> String {
+    format!("unix://{}", socket.display())
 }
 
 /// The docker CLI against the daemon at `docker_host`.

@@ -51,7 +51,7 @@ impl SamDocker {
             }
             Daemon::Existing(socket) => (None, socket),
         };
-        let docker_host = format!("unix://{}", upstream.display());
+        let docker_host = daemon::docker_host_of(&upstream);
         let cache = image_cache.to_path_buf();
         let base_image =
             tokio::task::spawn_blocking(move || image::ensure_base_image(&docker_host, &cache))

@@ -77,7 +77,7 @@ impl HostNetworkProxy {
 
     /// The value of `DOCKER_HOST` that reaches the proxy.
     pub fn docker_host(&self) -> String {
-        format!("unix://{}", self.socket.display())
+        crate::daemon::docker_host_of(&self.socket)
     }
 
     pub fn socket(&self) -> &Path {

@@ -58,9 +58,12 @@ impl StackArgs {
 
     /// The runtime asked for (`--sam-local`, `--invoke-endpoint`, else the
     /// handlers in-process), and what keeps it running.
-    pub async fn invoker(&self, local: &LocalStack) -> Result<(Invoker, Option<StartLambda>)> {
-        if self.sam_local {
-            let (invoker, started) = tokio::task::block_in_place(|| start_sam_lambda(local))?;
+    pub async fn invoker(
+        &self,
+        local: &LocalStack,
+    ) -> Result<(Invoker, Option<Box<dyn Send + Sync>>)> {
+        if let Some(launch) = self.sam_launch() {
+            let (invoker, started) = launch(local)?;
             return Ok((invoker, Some(started)));
         }
         Ok(match self.remote_invoker().await {
