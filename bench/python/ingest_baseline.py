@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 TABLE = os.environ.get("TELEMETRY_TABLE", "geotag-telemetry")
 RETENTION_DAYS = int(os.environ.get("RETENTION_DAYS", "30"))
 MAX_FUTURE_SKEW_MS = int(os.environ.get("MAX_FUTURE_SKEW_SECONDS", "300")) * 1000
-MAX_READINGS = int(os.environ.get("MAX_READINGS_PER_MESSAGE", "500"))
 MAX_BYTES = int(os.environ.get("MAX_MESSAGE_BYTES", "262144"))
 DEVICE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -171,8 +170,6 @@ def decode_message(body: str, now_ms: int) -> tuple[list[dict], list[Rejected]]:
         raise Rejected("device_id_mismatch", prefix + "device_id", f"{device!r}, authenticated {thing!r}")
     if not isinstance(items, list) or not items:
         raise Rejected("empty_batch", prefix + "readings", "a batch needs readings")
-    if len(items) > MAX_READINGS:
-        raise Rejected("too_many_readings", prefix + "readings", f"{len(items)} readings")
     readings, rejected = [], []
     for index, item in enumerate(items):
         try:

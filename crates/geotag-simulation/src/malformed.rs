@@ -1,6 +1,6 @@
 //! The malformed messages a fleet sends when asked: one of each way a payload
 //! can be wrong (not JSON, not an object, a missing or mistyped field, a
-//! time out of bounds, too many readings, ...), each with the reason code
+//! time out of bounds, a reading naming another tag, ...), each with the reason code
 //! ingest must refuse it with, so the audit can check the dead-letter queue
 //! message by message.
 
@@ -48,11 +48,12 @@ pub fn malformed(rng: &mut fastrand::Rng, device: &str, ts: i64, now_ms: i64) ->
         ),
         // Not a JSON object at all.
         7 => ("[48.85, 2.35]".to_owned(), Reason::InvalidType),
-        // A tag that buffered far too much: 501 readings in one message.
+        // A buffered batch whose reading names another tag than the one
+        // that sent it.
         8 => (
-            json!({"device_id": device, "readings": (0..501).map(|i| reading(ts - i * 1000)).collect::<Vec<_>>()})
+            json!({"readings": [{"device_id": format!("{device}-x"), "ts": ts, "lat": 48.85, "lon": 2.35}]})
                 .to_string(),
-            Reason::TooManyReadings,
+            Reason::DeviceIdMismatch,
         ),
         // The wrong encoding: a byte-order mark before the JSON.
         9 => (format!("\u{feff}{good}"), Reason::MalformedJson),

@@ -43,10 +43,10 @@ pub mod range {
 /// Limits applied while decoding and validating; read once from the environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
-    /// Largest accepted message body, in bytes (SNS's own limit is 256 KiB).
+    /// Largest accepted message, in bytes: SNS's own limit, 256 KiB, so that
+    /// whatever SNS delivered is read. It bounds a message's work; no count
+    /// of readings does, so a backlog of any length that fits is accepted.
     pub max_message_bytes: usize,
-    /// Most readings one batch message may carry.
-    pub max_readings_per_message: usize,
     /// How long readings are kept; older ones would expire on arrival.
     pub retention_days: u32,
     /// How far ahead of the time the edge received it a reading's timestamp
@@ -58,7 +58,6 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_message_bytes: 256 * 1024,
-            max_readings_per_message: 500,
             retention_days: 30,
             max_future_skew_ms: 5 * 60 * 1000,
         }

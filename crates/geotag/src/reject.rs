@@ -27,8 +27,6 @@ pub enum Reason {
     AmbiguousMessage,
     /// A batch message with an empty `readings` array.
     EmptyBatch,
-    /// A batch message with more readings than the limit allows.
-    TooManyReadings,
     /// A device id that is empty, too long, or uses characters outside the allowed set.
     InvalidDeviceId,
     /// A reading names a different device than its batch, or than the
@@ -52,7 +50,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order (for reports that list zero counts too).
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 16] = [
         Reason::BodyMissing,
         Reason::BodyTooLarge,
         Reason::MalformedJson,
@@ -61,7 +59,6 @@ impl Reason {
         Reason::MissingField,
         Reason::AmbiguousMessage,
         Reason::EmptyBatch,
-        Reason::TooManyReadings,
         Reason::InvalidDeviceId,
         Reason::DeviceIdMismatch,
         Reason::OutOfRange,
@@ -83,7 +80,6 @@ impl Reason {
             Reason::MissingField => "missing_field",
             Reason::AmbiguousMessage => "ambiguous_message",
             Reason::EmptyBatch => "empty_batch",
-            Reason::TooManyReadings => "too_many_readings",
             Reason::InvalidDeviceId => "invalid_device_id",
             Reason::DeviceIdMismatch => "device_id_mismatch",
             Reason::OutOfRange => "out_of_range",

@@ -64,7 +64,7 @@ pub struct Config {
     /// `METRICS_NAMESPACE` and `AWS_LAMBDA_FUNCTION_NAME`
     pub metrics: emf::Settings,
     /// `RETENTION_DAYS` (30), `MAX_FUTURE_SKEW_SECONDS` (300),
-    /// `MAX_READINGS_PER_MESSAGE` (500), `MAX_MESSAGE_BYTES` (262144)
+    /// `MAX_MESSAGE_BYTES` (262144)
     pub limits: Limits,
 }
 
@@ -85,10 +85,6 @@ impl FromEnvironment for Config {
                         defaults.max_future_skew_ms / 1000,
                     )?
                     .saturating_mul(1000),
-                max_readings_per_message: env.parsed(
-                    "MAX_READINGS_PER_MESSAGE",
-                    defaults.max_readings_per_message,
-                )?,
                 max_message_bytes: env.parsed("MAX_MESSAGE_BYTES", defaults.max_message_bytes)?,
             },
         })

@@ -102,19 +102,20 @@ pub fn decode_message(
     limits: &Limits,
     now_ms: i64,
 ) -> Result<DecodedMessage, Rejection> {
-    if body.len() > limits.max_message_bytes {
-        return Err(Rejection::new(
-            Reason::BodyTooLarge,
-            "$",
-            format!(
-                "{} bytes, over the {}-byte limit",
-                body.len(),
-                limits.max_message_bytes
-            ),
-        ));
+    // The limit is SNS's, on the message it carried; the SNS envelope around
+    // it may add a little, and is allowed that much before anything is parsed.
+    if body.len()
+        > limits
+            .max_message_bytes
+            .saturating_add(SNS_ENVELOPE_ALLOWANCE)
+    {
+        return Err(too_large("$", body.len(), limits));
     }
     let top: WireOuter = parse(body, Prefix::top(""))?;
     if top.kind.0.is_none() || top.topic_arn.0.is_none() {
+        if body.len() > limits.max_message_bytes {
+            return Err(too_large("$", body.len(), limits));
+        }
         return decode_edge(top, "", BodyForm::Raw, None, limits, now_ms);
     }
     if top.kind.0.as_deref() != Some("Notification") {
@@ -134,6 +135,9 @@ pub fn decode_message(
             "SNS envelope without a Message",
         ));
     };
+    if message.len() > limits.max_message_bytes {
+        return Err(too_large("Message", message.len(), limits));
+    }
     let edge: WireOuter = parse(&message, Prefix::top("Message."))?;
     decode_edge(
         edge,
@@ -142,6 +146,22 @@ pub fn decode_message(
         top.message_id.0,
         limits,
         now_ms,
+    )
+}
+
+/// What the SNS JSON envelope adds to the message it carries: its own fields
+/// (the signature, the certificate and unsubscribe URLs, message attributes)
+/// and the escaping of the message's quotes, with room to spare.
+pub const SNS_ENVELOPE_ALLOWANCE: usize = 16 * 1024;
+
+fn too_large(field: &str, bytes: usize, limits: &Limits) -> Rejection {
+    Rejection::new(
+        Reason::BodyTooLarge,
+        field,
+        format!(
+            "{bytes} bytes, over the {}-byte limit",
+            limits.max_message_bytes
+        ),
     )
 }
 
@@ -249,17 +269,6 @@ fn decode_wire(
             Reason::EmptyBatch,
             format!("{prefix}readings"),
             "a batch message needs at least one reading",
-        ));
-    }
-    if items.len() > limits.max_readings_per_message {
-        return Err(Rejection::new(
-            Reason::TooManyReadings,
-            format!("{prefix}readings"),
-            format!(
-                "{} readings, over the limit of {}",
-                items.len(),
-                limits.max_readings_per_message
-            ),
         ));
     }
     let mut readings = Vec::with_capacity(items.len());
@@ -898,23 +907,60 @@ mod tests {
             rejection(r#"{"device_id":"t","lat":1,"readings":[{}]}"#),
             (Reason::AmbiguousMessage, "payload.lat".into())
         );
-        let many = format!(
-            r#"{{"device_id":"t","readings":[{}]}}"#,
-            vec!["{}"; 501].join(",")
-        );
-        assert_eq!(
-            rejection(&many),
-            (Reason::TooManyReadings, "payload.readings".into())
-        );
         let huge = format!(r#"{{"device_id":"t","pad":"{}"}}"#, "x".repeat(192 * 1024));
         assert_eq!(
             body_rejection(&edge_envelope("t", NOW, huge.as_bytes())).0,
             Reason::BodyTooLarge
         );
-        let bare_huge = "x".repeat(256 * 1024 + 1);
+        let bare_huge = "x".repeat(256 * 1024 + SNS_ENVELOPE_ALLOWANCE + 1);
         assert_eq!(
             body_rejection(&bare_huge),
             (Reason::BodyTooLarge, "$".into())
+        );
+    }
+
+    /// A day offline at one reading every 35 seconds, as one message: SNS
+    /// takes it, so ingest reads all of it.
+    fn backlog(readings: usize) -> String {
+        let items: Vec<String> = (0..readings)
+            .map(|i| {
+                format!(
+                    r#"{{"ts":{},"lat":48.8606,"lon":2.3376,"speed":12.5,"battery":81.0}}"#,
+                    NOW - i as i64 * 35_000
+                )
+            })
+            .collect();
+        format!(r#"{{"readings":[{}]}}"#, items.join(","))
+    }
+
+    #[test]
+    fn a_backlog_is_bounded_by_bytes_not_by_a_count_of_readings() {
+        let payload = backlog(2_500);
+        let body = edge_envelope("tag-1", NOW, payload.as_bytes());
+        assert!(body.len() <= 256 * 1024, "{} bytes", body.len());
+        let decoded = decode_body(&body).unwrap();
+        assert_eq!((decoded.readings.len(), decoded.rejected.len()), (2_500, 0));
+
+        // The same message inside the SNS envelope is over 256 KiB as a body,
+        // and still the message SNS accepted.
+        let wrapped = sns(
+            serde_json::json!({"thing_name": "tag-1", "received_at": NOW, "payload":
+            base64::engine::general_purpose::STANDARD.encode(&payload)})
+            .to_string()
+            .into(),
+        );
+        let signature = "s".repeat(256 * 1024 - body.len() + 100);
+        let wrapped = wrapped.replacen("{", &format!(r#"{{"Signature":"{signature}","#), 1);
+        assert!(wrapped.len() > 256 * 1024);
+        assert_eq!(decode_body(&wrapped).unwrap().readings.len(), 2_500);
+
+        // One byte over SNS's limit, in either form, is refused as too large.
+        let over = edge_envelope("tag-1", NOW, backlog(2_600).as_bytes());
+        assert!(over.len() > 256 * 1024 && over.len() < 256 * 1024 + SNS_ENVELOPE_ALLOWANCE);
+        assert_eq!(body_rejection(&over), (Reason::BodyTooLarge, "$".into()));
+        assert_eq!(
+            body_rejection(&sns(over.into())),
+            (Reason::BodyTooLarge, "Message".into())
         );
     }
 
