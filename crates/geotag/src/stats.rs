@@ -236,7 +236,9 @@ impl Rollup {
 /// the write absorbed that are newer than the previous latest state, in time
 /// order, so that a tag that entered and left a zone within one batch still
 /// raises both alerts. It is bounded so that an item stays small (about 90
-/// bytes a point); past the bound only the newest points are kept.
+/// bytes a point); past the bound only the newest points are kept, so the
+/// stats function writes a backlog's `latest` in steps of at most this many
+/// readings, each step a change of its own on the stream.
 pub const TRAIL_MAX: usize = 100;
 
 /// One position of the live track (see [`TRAIL_MAX`]).

@@ -225,20 +225,32 @@ pub trait StatsStore: Send + Sync {
 #[derive(Debug, Default)]
 pub struct MemoryStatsStore {
     items: Mutex<BTreeMap<StatsKey, StatsItem>>,
-    /// Sort keys whose next write fails, once each.
-    fail_once: Mutex<HashSet<String>>,
+    /// Sort keys whose n-th next write fails (once), with n.
+    fail_once: Mutex<HashMap<String, u32>>,
     loads: Mutex<u64>,
     saves: Mutex<u64>,
+    /// Every write that succeeded, in order: what the DeviceStats stream shows.
+    written: Mutex<Vec<StatsItem>>,
 }
 
 impl MemoryStatsStore {
     /// Makes the next write of any item with this sort key fail, once.
     pub fn fail_next_write_of(&self, sort_key: &str) {
-        lock(&self.fail_once).insert(sort_key.to_owned());
+        self.fail_nth_write_of(sort_key, 1);
+    }
+
+    /// Lets `n - 1` writes of items with this sort key succeed, then fails one.
+    pub fn fail_nth_write_of(&self, sort_key: &str, n: u32) {
+        lock(&self.fail_once).insert(sort_key.to_owned(), n.max(1));
     }
 
     pub fn items(&self) -> Vec<StatsItem> {
         lock(&self.items).values().cloned().collect()
+    }
+
+    /// Every successful write so far, oldest first.
+    pub fn written(&self) -> Vec<StatsItem> {
+        lock(&self.written).clone()
     }
 
     pub fn get(&self, device_id: &str, sort_key: &str) -> Option<StatsItem> {
@@ -271,17 +283,22 @@ impl StatsStore for MemoryStatsStore {
             .map(|(item, expected)| {
                 *lock(&self.saves) += 1;
                 let key = (item.device_id.clone(), item.body.sort_key());
-                if fail_once.remove(&key.1) {
-                    return Err(SaveError::Store(StoreError::Service {
-                        code: "InternalServerError".into(),
-                        message: "injected".into(),
-                    }));
+                if let Some(countdown) = fail_once.get_mut(&key.1) {
+                    *countdown -= 1;
+                    if *countdown == 0 {
+                        fail_once.remove(&key.1);
+                        return Err(SaveError::Store(StoreError::Service {
+                            code: "InternalServerError".into(),
+                            message: "injected".into(),
+                        }));
+                    }
                 }
                 let current = items.get(&key).map(|stored| stored.watermark.clone());
                 if current != *expected {
                     return Err(SaveError::Conflict);
                 }
                 items.insert(key, item.clone());
+                lock(&self.written).push(item.clone());
                 Ok(())
             })
             .collect()

@@ -8,7 +8,10 @@
 //! from Telemetry (one Query per device and hour), and each item is written
 //! once, on the condition that its watermark has not moved. The number of
 //! requests depends on the devices and buckets in the batch, not on its
-//! readings.
+//! readings, with one exception: a device with more than `TRAIL_MAX` new
+//! readings (a backlog) has its `latest` item written in steps of that many,
+//! in stream order, so that each step's trail carries every reading it
+//! absorbed and the alerts judge all of them.
 //!
 //! An item whose write fails makes the lowest sequence number it still needed
 //! a batch item failure: Lambda retries the batch from there, and the items
@@ -20,7 +23,7 @@ use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::DynamoDbEventResponse;
 use geotag::Reading;
 use geotag::clock::HOUR_MS;
-use geotag::stats::{Bucket, LatestState, Point, Rollup, Span, cmp_sequence};
+use geotag::stats::{Bucket, LatestState, Point, Rollup, Span, TRAIL_MAX, cmp_sequence};
 use geotag::store::{SaveError, StatsBody, StatsItem, StatsKey, StatsStore, TrackSource};
 use geotag_aws::{DynamoStatsStore, DynamoTrackSource};
 use geotag_runtime::emf::{self, Emitter, Invocation, Metrics};
@@ -145,22 +148,46 @@ pub async fn process<S: StatsStore, T: TrackSource>(
     outcome.readings = by_device.values().map(Vec::len).sum();
     let mut pending = keys_touched(&by_device);
     let mut failed: Vec<StatsKey> = Vec::new();
-    for round in 0..=CONFLICT_ROUNDS {
-        if pending.is_empty() {
-            break;
-        }
-        let stored = match stats.store.load(&pending).await {
-            Ok(stored) => stored,
-            Err(error) => {
-                tracing::warn!(%error, "reading DeviceStats failed; the batch will be retried");
-                failed.append(&mut pending);
-                break;
+    // What this invocation wrote, so that a `latest` item written in steps is
+    // not read back between them.
+    let mut written: HashMap<StatsKey, StatsItem> = HashMap::new();
+    let mut conflicts: HashMap<StatsKey, usize> = HashMap::new();
+    while !pending.is_empty() {
+        let unknown: Vec<StatsKey> = pending
+            .iter()
+            .filter(|key| !written.contains_key(*key))
+            .cloned()
+            .collect();
+        let mut stored = if unknown.is_empty() {
+            HashMap::new()
+        } else {
+            match stats.store.load(&unknown).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::warn!(%error, "reading DeviceStats failed; the batch will be retried");
+                    failed.append(&mut pending);
+                    break;
+                }
             }
         };
+        for key in &pending {
+            if let Some(item) = written.get(key) {
+                stored.insert(key.clone(), item.clone());
+            }
+        }
         let fresh = fresh_work(&pending, &stored, &by_device, &mut outcome);
         let tracks = read_tracks(stats, &fresh, &mut outcome).await;
         let mut writes: Vec<(StatsItem, Option<String>)> = Vec::new();
-        for (key, readings) in fresh {
+        let mut unfinished: BTreeSet<StatsKey> = BTreeSet::new();
+        for (key, mut readings) in fresh {
+            if key.1 == geotag::store::LATEST_SORT_KEY && readings.len() > TRAIL_MAX {
+                // One write's trail holds TRAIL_MAX points: a backlog is
+                // written in steps, in stream order, each a change the alerts
+                // judge, each with the watermark of what it absorbed.
+                readings.sort_by(|(a, _), (b, _)| cmp_sequence(a, b));
+                readings.truncate(TRAIL_MAX);
+                unfinished.insert(key.clone());
+            }
             let Some(spans) = tracks.spans_for(&key, &readings) else {
                 failed.push(key);
                 continue;
@@ -170,14 +197,24 @@ pub async fn process<S: StatsStore, T: TrackSource>(
             }
         }
         let results = stats.store.save(&writes).await;
-        let mut conflicted = Vec::new();
-        for ((item, _), result) in writes.iter().zip(results) {
+        let mut next = Vec::new();
+        for ((item, _), result) in writes.into_iter().zip(results) {
             let key = (item.device_id.clone(), item.body.sort_key());
             match result {
-                Ok(()) => outcome.items_written += 1,
-                Err(SaveError::Conflict) if round < CONFLICT_ROUNDS => {
+                Ok(()) => {
+                    outcome.items_written += 1;
+                    if unfinished.contains(&key) {
+                        next.push(key.clone());
+                    }
+                    written.insert(key, item);
+                }
+                Err(SaveError::Conflict)
+                    if conflicts.get(&key).copied().unwrap_or(0) < CONFLICT_ROUNDS =>
+                {
                     outcome.conflicts += 1;
-                    conflicted.push(key);
+                    *conflicts.entry(key.clone()).or_default() += 1;
+                    written.remove(&key);
+                    next.push(key);
                 }
                 Err(error) => {
                     tracing::warn!(device_id = %key.0, item = %key.1, %error, "DeviceStats write failed; retrying from its first record");
@@ -185,10 +222,9 @@ pub async fn process<S: StatsStore, T: TrackSource>(
                 }
             }
         }
-        pending = conflicted;
+        pending = next;
     }
-    failed.append(&mut pending);
-    outcome.failures = first_records_needed(&failed, &by_device);
+    outcome.failures = first_records_needed(&failed, &by_device, &written);
     outcome
 }
 
@@ -341,14 +377,17 @@ async fn read_tracks<S: StatsStore, T: TrackSource>(
 
 /// The lowest sequence number each failed item still needs: Lambda retries
 /// the batch from the lowest of them.
-fn first_records_needed(failed: &[StatsKey], by_device: &DeviceReadings) -> Vec<String> {
+fn first_records_needed(
+    failed: &[StatsKey],
+    by_device: &DeviceReadings,
+    written: &HashMap<StatsKey, StatsItem>,
+) -> Vec<String> {
     let mut failures: Vec<String> = failed
         .iter()
-        .filter_map(|(device, sort_key)| {
-            by_device[device]
-                .iter()
-                .filter(|(_, reading)| belongs(sort_key, reading))
-                .map(|(sequence, _)| sequence.clone())
+        .filter_map(|key| {
+            fresh_readings(key, written.get(key), &by_device[&key.0])
+                .into_iter()
+                .map(|(sequence, _)| sequence)
                 .min_by(|a, b| cmp_sequence(a, b))
         })
         .collect();

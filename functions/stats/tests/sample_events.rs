@@ -285,3 +285,79 @@ async fn readings_in_any_arrival_order_give_the_in_order_distance() {
         assert_eq!(latest(&late, device).ts_ms, latest(&in_order, device).ts_ms);
     }
 }
+
+/// The `latest` states written, in order, and the reading keys of their trails.
+fn latest_writes(stats: &MemoryStats) -> Vec<geotag::stats::LatestState> {
+    stats
+        .store
+        .written()
+        .into_iter()
+        .filter_map(|item| match item.body {
+            StatsBody::Latest(state) => Some(state),
+            StatsBody::Rollup(..) => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_backlog_reaches_the_alerts_whole_in_steps_of_one_trail() {
+    use geotag::stats::TRAIL_MAX;
+    // A tag back from two hours offline: 250 readings in one stream batch.
+    let records = generated(1, 250);
+    let clean = processed_cleanly(&records).await;
+    let steps = latest_writes(&clean);
+    assert_eq!(
+        steps.iter().map(|s| s.trail.len()).collect::<Vec<_>>(),
+        [TRAIL_MAX, TRAIL_MAX, 50]
+    );
+    assert_eq!(
+        steps.iter().map(|s| s.version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let in_trails: Vec<String> = steps
+        .iter()
+        .flat_map(|s| s.trail.iter().map(|p| p.reading_key.clone()))
+        .collect();
+    let all: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter_map(reading_of)
+        .map(|r| r.sort_key())
+        .collect();
+    assert_eq!(in_trails.len(), 250, "each reading in one trail");
+    assert_eq!(
+        in_trails
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        all
+    );
+
+    // The third step's write fails: Lambda retries the batch from the first
+    // record that item still needs, and the steps already written skip it.
+    let crashed = stats();
+    stored(&crashed, &records);
+    crashed.store.fail_nth_write_of("latest", 3);
+    let outcome = process(&crashed, &records).await;
+    assert_eq!(outcome.failures.len(), 1, "{outcome:?}");
+    let checkpoint = records
+        .iter()
+        .position(|r| r.change.sequence_number.as_deref() == Some(outcome.failures[0].as_str()))
+        .unwrap();
+    assert_eq!(
+        checkpoint,
+        2 * TRAIL_MAX,
+        "the steps written are not redone"
+    );
+    assert!(
+        process(&crashed, &records[checkpoint..])
+            .await
+            .failures
+            .is_empty()
+    );
+    let retried = latest_writes(&crashed);
+    assert_eq!(
+        retried.iter().map(|s| s.trail.len()).collect::<Vec<_>>(),
+        [TRAIL_MAX, TRAIL_MAX, 50]
+    );
+    assert_eq!(totals(&crashed), totals(&clean));
+}
