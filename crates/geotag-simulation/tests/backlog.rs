@@ -150,7 +150,7 @@ async fn a_day_offline_is_stored_whole_and_each_of_its_crossings_alerted_once() 
     assert_eq!(stored_readings(&local, "tag-day").await, 1_440);
     assert_eq!(stored_readings(&local, "tag-gateway").await, 2_500);
     let dead_letters =
-        geotag_local_cloud::pump::queue_depth(&sqs, &local.stack.reference("IngestDLQ").unwrap())
+        geotag_local_cloud::pump::queue_depth(&sqs, local.stack.reference("IngestDLQ").unwrap())
             .await
             .unwrap();
     assert_eq!(dead_letters, 0, "nothing refused: {pump_stats:?}");
