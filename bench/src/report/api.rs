@@ -86,7 +86,7 @@ pub(super) async fn load_table(clients: usize, requests: usize) -> anyhow::Resul
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use geotag::store::{StatsBody, StatsItem, StatsStore as _};
+    use geotag::store::{Expected, StatsBody, StatsItem, StatsStore as _};
     use geotag_local_api::{Gateway, LocalApi, LocalIssuer, Subject};
     use geotag_local_cloud::invoker::{InProcess, Invoker};
     use geotag_local_cloud::stack::{LocalStack, Options};
@@ -96,7 +96,7 @@ pub(super) async fn load_table(clients: usize, requests: usize) -> anyhow::Resul
     let store =
         geotag_aws::DynamoStatsStore::new(dynamodb, local.stack.reference("DeviceStatsTable")?);
     let (_, states) = api::fleet(TAGS);
-    let writes: Vec<(StatsItem, Option<String>)> = states
+    let writes: Vec<(StatsItem, Expected)> = states
         .into_iter()
         .enumerate()
         .map(|(index, state)| {
@@ -105,7 +105,7 @@ pub(super) async fn load_table(clients: usize, requests: usize) -> anyhow::Resul
                 watermark: "1".into(),
                 body: StatsBody::Latest(state),
             };
-            (item, None)
+            (item, Expected::Absent)
         })
         .collect();
     anyhow::ensure!(

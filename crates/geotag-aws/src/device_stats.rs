@@ -10,7 +10,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use geotag::stats::{Bucket, LatestState, Point, Rollup, Span, TrailPoint};
 use geotag::store::{
-    LATEST_SORT_KEY, SaveError, StatsBody, StatsItem, StatsKey, StatsStore, StoreError,
+    Expected, LATEST_SORT_KEY, Loaded, SaveError, StatsBody, StatsItem, StatsKey, StatsStore,
+    StoreError,
 };
 use geotag::tenancy::Holder;
 
@@ -65,17 +66,23 @@ impl DynamoStatsStore {
         }
     }
 
-    async fn save_one(&self, item: &StatsItem, expected: &Option<String>) -> Result<(), SaveError> {
+    async fn save_one(&self, item: &StatsItem, expected: &Expected) -> Result<(), SaveError> {
         let mut request = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(stats_item(item)));
         request = match expected {
-            None => request.condition_expression("attribute_not_exists(device_id)"),
-            Some(watermark) => request
+            Expected::Absent => request.condition_expression("attribute_not_exists(device_id)"),
+            Expected::Watermark(watermark) => request
                 .condition_expression("watermark = :expected")
                 .expression_attribute_values(":expected", AttributeValue::S(watermark.clone())),
+            Expected::Unreadable => request
+                .condition_expression(
+                    "attribute_exists(device_id) AND \
+                     (attribute_not_exists(watermark) OR NOT attribute_type(watermark, :string))",
+                )
+                .expression_attribute_values(":string", AttributeValue::S("S".into())),
         };
         match request.send().await {
             Ok(_) => Ok(()),
@@ -94,7 +101,7 @@ impl DynamoStatsStore {
 }
 
 impl StatsStore for DynamoStatsStore {
-    async fn load(&self, keys: &[StatsKey]) -> Result<HashMap<StatsKey, StatsItem>, StoreError> {
+    async fn load(&self, keys: &[StatsKey]) -> Result<Loaded, StoreError> {
         let request_keys = keys
             .iter()
             .map(|(device, sort_key)| {
@@ -104,21 +111,27 @@ impl StatsStore for DynamoStatsStore {
                 ])
             })
             .collect();
-        let mut found = HashMap::new();
+        let mut loaded = Loaded::default();
         for item in batch_get(&self.client, &self.table, request_keys).await? {
             if let Some(parsed) = stats_item_from(&item) {
-                found.insert((parsed.device_id.clone(), parsed.body.sort_key()), parsed);
-            } else {
-                tracing::error!(
-                    ?item,
-                    "a DeviceStats item that does not parse; it will be rewritten"
-                );
+                loaded
+                    .items
+                    .insert((parsed.device_id.clone(), parsed.body.sort_key()), parsed);
+                continue;
+            }
+            let a = Attributes(&item);
+            // The key is what was asked for, so it reads.
+            if let (Some(device_id), Some(sort_key)) = (a.s("device_id"), a.s("sk")) {
+                tracing::error!(?item, "a DeviceStats item that does not parse");
+                loaded
+                    .unreadable
+                    .insert((device_id, sort_key), a.s("watermark"));
             }
         }
-        Ok(found)
+        Ok(loaded)
     }
 
-    async fn save(&self, writes: &[(StatsItem, Option<String>)]) -> Vec<Result<(), SaveError>> {
+    async fn save(&self, writes: &[(StatsItem, Expected)]) -> Vec<Result<(), SaveError>> {
         let mut results = Vec::with_capacity(writes.len());
         for chunk in writes.chunks(WRITE_CONCURRENCY) {
             let mut in_flight = Vec::with_capacity(chunk.len());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use geotag::alerts::{Alert, AlertKind};
 use geotag::reading::Reading;
 use geotag::stats::{Bucket, LatestState, Rollup};
-use geotag::store::{AlertLog as _, StatsBody, StatsItem, StatsStore as _};
+use geotag::store::{AlertLog as _, Expected, StatsBody, StatsItem, StatsStore as _};
 use geotag_aws::alert_log::DynamoAlertLog;
 use geotag_aws::registry::device_item;
 use geotag_aws::telemetry::reading_item;
@@ -100,7 +100,7 @@ async fn a_customer_reads_its_fleet_through_the_local_api() {
                 watermark: "1".into(),
                 body: StatsBody::Latest(latest),
             },
-            None,
+            Expected::Absent,
         ));
         stats.push((
             StatsItem {
@@ -108,7 +108,7 @@ async fn a_customer_reads_its_fleet_through_the_local_api() {
                 watermark: "1".into(),
                 body: StatsBody::Rollup(Bucket::Hour(hour), rollup),
             },
-            None,
+            Expected::Absent,
         ));
     }
     let store = geotag_aws::DynamoStatsStore::new(dynamodb.clone(), table("DeviceStatsTable"));

@@ -12,7 +12,7 @@ use aws_lambda_events::dynamodb::Event;
 use futures::FutureExt;
 use geotag::Reading;
 use geotag::stats::{Bucket, Point, Span};
-use geotag::store::{ReadingStore, StatsBody, StatsStore};
+use geotag::store::{Expected, ReadingStore, StatsBody, StatsStore};
 use geotag_local_cloud::invoker::Invoker;
 use geotag_local_cloud::pump::Pump;
 use geotag_local_cloud::stack::{LocalStack, Options};
@@ -89,7 +89,7 @@ async fn device_stats_stack() -> (
 
 /// The new `latest` item and hour rollup that readings of one tag, all
 /// within the first one's hour, make.
-fn latest_and_hour(readings: &[Reading]) -> [(geotag::store::StatsItem, Option<String>); 2] {
+fn latest_and_hour(readings: &[Reading]) -> [(geotag::store::StatsItem, Expected); 2] {
     let latest = geotag::stats::LatestState::apply(None, readings).unwrap();
     let mut rollup = geotag::stats::Rollup::default();
     rollup.count_readings(readings);
@@ -104,7 +104,7 @@ fn latest_and_hour(readings: &[Reading]) -> [(geotag::store::StatsItem, Option<S
                 watermark: "1".into(),
                 body,
             },
-            None,
+            Expected::Absent,
         )
     })
 }
@@ -122,6 +122,7 @@ async fn actual(
         .load(&keys)
         .await
         .unwrap()
+        .items
         .into_iter()
         .filter_map(|(key, item)| match item.body {
             StatsBody::Rollup(_, rollup) => Some((key, (rollup.count, rollup.distance_m()))),
@@ -480,7 +481,7 @@ async fn the_fleet_index_lists_a_customers_tags_by_their_latest_readings_owner()
         ])
         .await
         .unwrap();
-    let holder = |device: &str| match &loaded[&(device.to_owned(), hour.clone())].body {
+    let holder = |device: &str| match &loaded.items[&(device.to_owned(), hour.clone())].body {
         StatsBody::Rollup(_, rollup) => rollup.holder.clone(),
         StatsBody::Latest(_) => panic!("a rollup"),
     };
@@ -488,4 +489,83 @@ async fn the_fleet_index_lists_a_customers_tags_by_their_latest_readings_owner()
     assert_eq!(holder("tag-0000"), Holder::One(Some("acme".into())));
     assert_eq!(holder("tag-0004"), Holder::One(None));
     assert_eq!(holder("tag-0005"), Holder::Mixed);
+}
+
+#[tokio::test]
+async fn an_item_that_does_not_parse_is_replaced_not_conflicted_on_forever() {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+    use geotag::store::SaveError;
+    let (_local, table, client, store) = device_stats_stack().await;
+    let hour = Bucket::of(T0)[0].sort_key();
+    // Hand edits: a `latest` whose watermark is a number and whose latitude
+    // is a word; an hour whose count is a word.
+    for item in [
+        vec![
+            ("sk", S("latest".into())),
+            ("watermark", N("7".into())),
+            ("lat", S("north".into())),
+        ],
+        vec![
+            ("sk", S(hour.clone())),
+            ("watermark", S("5".into())),
+            ("count", S("many".into())),
+        ],
+    ] {
+        client
+            .put_item()
+            .table_name(&table)
+            .item("device_id", S("tag-x".into()))
+            .set_item(Some(
+                item.into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .chain([("device_id".to_owned(), S("tag-x".into()))])
+                    .collect(),
+            ))
+            .send()
+            .await
+            .unwrap();
+    }
+    let keys = [
+        ("tag-x".to_owned(), "latest".to_owned()),
+        ("tag-x".to_owned(), hour.clone()),
+    ];
+    let loaded = store.load(&keys).await.unwrap();
+    assert!(loaded.items.is_empty());
+    assert_eq!(loaded.unreadable[&keys[0]], None);
+    assert_eq!(loaded.unreadable[&keys[1]].as_deref(), Some("5"));
+
+    let reading = Reading {
+        device_id: "tag-x".into(),
+        ts_ms: T0,
+        lat: 48.0,
+        lon: 2.0,
+        alt: None,
+        speed: None,
+        heading: None,
+        battery: None,
+        accuracy: None,
+        seq: None,
+        received_at_ms: None,
+        owner: None,
+    };
+    let writes = latest_and_hour(std::slice::from_ref(&reading));
+    // Written as if absent (what stats did before), each write conflicts.
+    assert!(
+        store
+            .save(&writes)
+            .await
+            .iter()
+            .all(|result| *result == Err(SaveError::Conflict))
+    );
+    let replacing: Vec<_> = writes
+        .into_iter()
+        .map(|(item, _)| {
+            let key = (item.device_id.clone(), item.body.sort_key());
+            (item, Expected::of(&loaded, &key))
+        })
+        .collect();
+    assert!(store.save(&replacing).await.iter().all(Result::is_ok));
+    let reloaded = store.load(&keys).await.unwrap();
+    assert_eq!(reloaded.items.len(), 2, "{reloaded:?}");
+    assert!(reloaded.unreadable.is_empty());
 }

@@ -205,19 +205,56 @@ pub enum SaveError {
     Store(#[from] StoreError),
 }
 
+/// What [`StatsStore::load`] found among the keys asked for.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Loaded {
+    pub items: HashMap<StatsKey, StatsItem>,
+    /// Items that exist but do not parse as stats (a hand edit, a bug, a
+    /// layout from a newer release), with their `watermark` if it is a
+    /// string. A write may replace one (see [`Expected`]); nothing else can,
+    /// so leaving them would stop their device's stats for good.
+    pub unreadable: HashMap<StatsKey, Option<String>>,
+}
+
+/// The state a conditional stats write expects to replace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// No item.
+    Absent,
+    /// An item with this watermark, readable or not.
+    Watermark(String),
+    /// An item with no string watermark.
+    Unreadable,
+}
+
+impl Expected {
+    /// What a write of the item at `key` must find, given what was loaded.
+    pub fn of(loaded: &Loaded, key: &StatsKey) -> Expected {
+        Expected::stored(loaded.items.get(key), loaded.unreadable.get(key))
+    }
+
+    /// What a write must find where `item` is stored, or an unreadable item
+    /// with `unreadable`'s watermark.
+    pub fn stored(item: Option<&StatsItem>, unreadable: Option<&Option<String>>) -> Expected {
+        match (item, unreadable) {
+            (Some(item), _) => Expected::Watermark(item.watermark.clone()),
+            (None, Some(Some(watermark))) => Expected::Watermark(watermark.clone()),
+            (None, Some(None)) => Expected::Unreadable,
+            (None, None) => Expected::Absent,
+        }
+    }
+}
+
 /// Where per-device stats live.
 pub trait StatsStore: Send + Sync {
     /// Reads the items that exist among `keys` (strongly consistent).
-    fn load(
-        &self,
-        keys: &[StatsKey],
-    ) -> impl Future<Output = Result<HashMap<StatsKey, StatsItem>, StoreError>> + Send;
+    fn load(&self, keys: &[StatsKey]) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
 
-    /// Writes each item if its stored watermark is still `expected` (`None`:
-    /// if it does not exist). One result per write, in order.
+    /// Writes each item if what is stored is still as `expected`. One result
+    /// per write, in order.
     fn save(
         &self,
-        writes: &[(StatsItem, Option<String>)],
+        writes: &[(StatsItem, Expected)],
     ) -> impl Future<Output = Vec<Result<(), SaveError>>> + Send;
 }
 
@@ -231,6 +268,8 @@ pub struct MemoryStatsStore {
     saves: Mutex<u64>,
     /// Every write that succeeded, in order: what the DeviceStats stream shows.
     written: Mutex<Vec<StatsItem>>,
+    /// Items that do not parse, with their watermark if it is a string.
+    unreadable: Mutex<HashMap<StatsKey, Option<String>>>,
 }
 
 impl MemoryStatsStore {
@@ -246,6 +285,12 @@ impl MemoryStatsStore {
 
     pub fn items(&self) -> Vec<StatsItem> {
         lock(&self.items).values().cloned().collect()
+    }
+
+    /// Stores an item that does not parse at `key`, as a hand edit would.
+    pub fn put_unreadable(&self, key: StatsKey, watermark: Option<String>) {
+        lock(&self.items).remove(&key);
+        lock(&self.unreadable).insert(key, watermark);
     }
 
     /// Every successful write so far, oldest first.
@@ -266,17 +311,25 @@ impl MemoryStatsStore {
 }
 
 impl StatsStore for MemoryStatsStore {
-    async fn load(&self, keys: &[StatsKey]) -> Result<HashMap<StatsKey, StatsItem>, StoreError> {
+    async fn load(&self, keys: &[StatsKey]) -> Result<Loaded, StoreError> {
         *lock(&self.loads) += keys.len().div_ceil(100) as u64;
         let items = lock(&self.items);
-        Ok(keys
-            .iter()
-            .filter_map(|key| items.get(key).map(|item| (key.clone(), item.clone())))
-            .collect())
+        let unreadable = lock(&self.unreadable);
+        Ok(Loaded {
+            items: keys
+                .iter()
+                .filter_map(|key| items.get(key).map(|item| (key.clone(), item.clone())))
+                .collect(),
+            unreadable: keys
+                .iter()
+                .filter_map(|key| unreadable.get(key).map(|mark| (key.clone(), mark.clone())))
+                .collect(),
+        })
     }
 
-    async fn save(&self, writes: &[(StatsItem, Option<String>)]) -> Vec<Result<(), SaveError>> {
+    async fn save(&self, writes: &[(StatsItem, Expected)]) -> Vec<Result<(), SaveError>> {
         let mut items = lock(&self.items);
+        let mut unreadable = lock(&self.unreadable);
         let mut fail_once = lock(&self.fail_once);
         writes
             .iter()
@@ -293,10 +346,10 @@ impl StatsStore for MemoryStatsStore {
                         }));
                     }
                 }
-                let current = items.get(&key).map(|stored| stored.watermark.clone());
-                if current != *expected {
+                if Expected::stored(items.get(&key), unreadable.get(&key)) != *expected {
                     return Err(SaveError::Conflict);
                 }
+                unreadable.remove(&key);
                 items.insert(key, item.clone());
                 lock(&self.written).push(item.clone());
                 Ok(())

@@ -24,7 +24,9 @@ use aws_lambda_events::streams::DynamoDbEventResponse;
 use geotag::Reading;
 use geotag::clock::HOUR_MS;
 use geotag::stats::{Bucket, LatestState, Point, Rollup, Span, TRAIL_MAX, cmp_sequence};
-use geotag::store::{SaveError, StatsBody, StatsItem, StatsKey, StatsStore, TrackSource};
+use geotag::store::{
+    Expected, Loaded, SaveError, StatsBody, StatsItem, StatsKey, StatsStore, TrackSource,
+};
 use geotag_aws::{DynamoStatsStore, DynamoTrackSource};
 use geotag_runtime::emf::{self, Emitter, Invocation, Metrics};
 use geotag_runtime::responses::stream_batch_response;
@@ -89,6 +91,8 @@ pub struct Outcome {
     /// Item updates skipped because the item had absorbed those records already.
     pub already_applied: usize,
     pub conflicts: usize,
+    /// Stored items that did not parse, replaced (see [`geotag::store::Loaded`]).
+    pub unreadable: usize,
     /// Hour tracks read from Telemetry.
     pub track_queries: usize,
 }
@@ -110,6 +114,7 @@ pub async fn handle<S: StatsStore, T: TrackSource>(
         conflicts = outcome.conflicts,
         ignored = outcome.ignored,
         invalid = outcome.invalid,
+        unreadable = outcome.unreadable,
         batch_item_failures = outcome.failures.len(),
         "batch processed"
     );
@@ -126,6 +131,7 @@ fn count_outcome(metrics: &mut Metrics, outcome: &Outcome) {
         .count("WriteConflicts", outcome.conflicts)
         .count("TrackQueries", outcome.track_queries)
         .count("InvalidRecords", outcome.invalid)
+        .count("UnreadableItems", outcome.unreadable)
         .count("BatchItemFailures", outcome.failures.len());
 }
 
@@ -158,8 +164,8 @@ pub async fn process<S: StatsStore, T: TrackSource>(
             .filter(|key| !written.contains_key(*key))
             .cloned()
             .collect();
-        let mut stored = if unknown.is_empty() {
-            HashMap::new()
+        let mut loaded = if unknown.is_empty() {
+            Loaded::default()
         } else {
             match stats.store.load(&unknown).await {
                 Ok(stored) => stored,
@@ -172,12 +178,20 @@ pub async fn process<S: StatsStore, T: TrackSource>(
         };
         for key in &pending {
             if let Some(item) = written.get(key) {
-                stored.insert(key.clone(), item.clone());
+                loaded.unreadable.remove(key);
+                loaded.items.insert(key.clone(), item.clone());
             }
         }
-        let fresh = fresh_work(&pending, &stored, &by_device, &mut outcome);
+        for key in loaded.unreadable.keys() {
+            // Its earlier counts are gone: it restarts from this batch's
+            // readings, until `geotag rebuild-stats` recounts it from Telemetry.
+            tracing::error!(device_id = %key.0, item = %key.1, "a DeviceStats item that does not parse is replaced");
+            outcome.unreadable += 1;
+        }
+        let stored = &loaded.items;
+        let fresh = fresh_work(&pending, stored, &by_device, &mut outcome);
         let tracks = read_tracks(stats, &fresh, &mut outcome).await;
-        let mut writes: Vec<(StatsItem, Option<String>)> = Vec::new();
+        let mut writes: Vec<(StatsItem, Expected)> = Vec::new();
         let mut unfinished: BTreeSet<StatsKey> = BTreeSet::new();
         for (key, mut readings) in fresh {
             if key.1 == geotag::store::LATEST_SORT_KEY && readings.len() > TRAIL_MAX {
@@ -192,8 +206,8 @@ pub async fn process<S: StatsStore, T: TrackSource>(
                 failed.push(key);
                 continue;
             };
-            if let Some(write) = next_item(&key, stored.get(&key), &readings, &spans) {
-                writes.push(write);
+            if let Some(item) = next_item(&key, stored.get(&key), &readings, &spans) {
+                writes.push((item, Expected::of(&loaded, &key)));
             }
         }
         let results = stats.store.save(&writes).await;
@@ -427,7 +441,7 @@ fn next_item(
     stored: Option<&StatsItem>,
     fresh: &[(String, Reading)],
     hour_spans: &[(i64, Option<Span>)],
-) -> Option<(StatsItem, Option<String>)> {
+) -> Option<StatsItem> {
     let new_watermark = fresh
         .iter()
         .map(|(sequence, _)| sequence)
@@ -469,12 +483,9 @@ fn next_item(
         }
         StatsBody::Rollup(bucket, rollup)
     };
-    Some((
-        StatsItem {
-            device_id: key.0.clone(),
-            watermark: new_watermark,
-            body,
-        },
-        stored.map(|item| item.watermark.clone()),
-    ))
+    Some(StatsItem {
+        device_id: key.0.clone(),
+        watermark: new_watermark,
+        body,
+    })
 }

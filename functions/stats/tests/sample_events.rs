@@ -361,3 +361,24 @@ async fn a_backlog_reaches_the_alerts_whole_in_steps_of_one_trail() {
     );
     assert_eq!(totals(&crashed), totals(&clean));
 }
+
+#[tokio::test]
+async fn an_unreadable_item_is_replaced_and_its_device_counted_again() {
+    let records = generated(2, 30);
+    let stats = stats();
+    stored(&stats, &records);
+    let hour = Bucket::of(T0)[0].sort_key();
+    stats
+        .store
+        .put_unreadable(("tag-0000".into(), "latest".into()), None);
+    stats
+        .store
+        .put_unreadable(("tag-0000".into(), hour.clone()), Some("1".into()));
+    let outcome = process(&stats, &records).await;
+    assert!(outcome.failures.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.unreadable, 2);
+    let clean = processed_cleanly(&records).await;
+    assert_eq!(rollup(&stats, "tag-0000", &hour).count, 15);
+    assert_eq!(latest(&stats, "tag-0000").version, 1);
+    assert_eq!(totals(&stats), totals(&clean));
+}
