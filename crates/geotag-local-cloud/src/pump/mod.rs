@@ -9,6 +9,10 @@
 //! - up to `BatchSize` records per invocation, gathered for at most
 //!   `MaximumBatchingWindowInSeconds` (with no window, whatever one receive
 //!   returns is invoked at once);
+//! - never more than Lambda's 6 MB invocation payload
+//!   ([`INVOCATION_PAYLOAD_LIMIT`]): records received past it are made visible
+//!   again at once for the next batch (stream records wait in the shard's
+//!   queue), so a batch of backlogs near 256 KiB each is split, not refused;
 //! - at most `ScalingConfig.MaximumConcurrency` invocations in flight;
 //! - receiving makes records invisible for the queue's visibility timeout;
 //!   after the invocation the pump deletes the records that succeeded. With
@@ -46,6 +50,28 @@ use tokio::task::JoinSet;
 
 use crate::invoker::Invoker;
 use crate::provision::{EventSource, Stack};
+
+/// Lambda's limit on a synchronous invocation's payload: an event source
+/// stops adding records to a batch before it would pass this, whatever its
+/// `BatchSize` (ten 256 KiB messages are 2.5 MB; a hundred are not).
+pub const INVOCATION_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
+
+/// How many of `sizes` (each record's bytes in the event, in order) one
+/// invocation takes: as many as fit in [`INVOCATION_PAYLOAD_LIMIT`] with the
+/// event's own envelope, and always at least one.
+pub fn records_that_fit(sizes: impl IntoIterator<Item = usize>) -> usize {
+    // `{"Records":[` ... `]}` and a comma between records.
+    let mut total = 14;
+    let mut taken = 0;
+    for size in sizes {
+        total += size + 1;
+        if taken > 0 && total > INVOCATION_PAYLOAD_LIMIT {
+            break;
+        }
+        taken += 1;
+    }
+    taken
+}
 
 /// How long an idle poller waits before asking an empty queue again.
 const IDLE_POLL: Duration = Duration::from_millis(50);
@@ -273,5 +299,20 @@ pub async fn read_whole_queue(
             return Ok(all);
         }
         all.extend(messages);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{INVOCATION_PAYLOAD_LIMIT, records_that_fit};
+
+    #[test]
+    fn a_batch_stops_before_lambdas_payload_limit() {
+        let message = 256 * 1024 + 900;
+        assert_eq!(records_that_fit([message; 100]), 23);
+        assert!(23 * (message + 1) + 14 <= INVOCATION_PAYLOAD_LIMIT);
+        assert_eq!(records_that_fit([500; 100]), 100);
+        assert_eq!(records_that_fit([7 * 1024 * 1024]), 1, "never none");
+        assert_eq!(records_that_fit([]), 0);
     }
 }

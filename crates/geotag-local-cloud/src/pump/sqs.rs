@@ -112,6 +112,23 @@ async fn gather(
                 None => batch.push(message),
             }
         }
+        let fit = super::records_that_fit(batch.iter().map(|message| {
+            serde_json::to_string(&sqs_record(message, &source.queue_arn))
+                .map_or(0, |json| json.len())
+        }));
+        if fit < batch.len() {
+            // What did not fit goes back to the queue at once, as Lambda's
+            // poller returns it, for the next batch.
+            for message in batch.split_off(fit) {
+                sqs.change_message_visibility()
+                    .queue_url(&source.queue_url)
+                    .receipt_handle(message.receipt_handle().unwrap_or_default())
+                    .visibility_timeout(0)
+                    .send()
+                    .await?;
+            }
+            return Ok(batch);
+        }
         if batch.is_empty()
             || batch.len() >= source.batch_size
             || window.is_zero()

@@ -201,7 +201,9 @@ impl StreamPoller {
             let window_over = window.is_zero() || window_start.elapsed() >= window;
             if !pending.is_empty() && (full || window_over || *shutdown.borrow()) {
                 set_busy(true, &self.stats);
-                let batch = std::mem::take(&mut pending);
+                let fit = super::records_that_fit(pending.iter().map(|r| r.to_string().len()));
+                let rest = pending.split_off(fit);
+                let batch = std::mem::replace(&mut pending, rest);
                 self.process(&shard, batch).await;
                 continue;
             }
