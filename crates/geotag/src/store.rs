@@ -14,9 +14,15 @@ use crate::clock::now_ms;
 use crate::geofence::Geofence;
 use crate::reading::Reading;
 use crate::reject::Rejection;
-use crate::stats::{Bucket, LatestState, Point, Rollup};
+use crate::stats::Point;
 
 pub use crate::directory::{DeviceDirectory, MemoryDirectory, NoRegistry, UnregisteredDevices};
+
+mod stats_store;
+pub use stats_store::{
+    Expected, LATEST_SORT_KEY, Loaded, MemoryStatsStore, SaveError, StatsBody, StatsItem, StatsKey,
+    StatsStore,
+};
 
 /// Why a write did not happen. Every variant is worth retrying later (SQS will):
 /// even a missing table is usually a deployment in progress.
@@ -163,199 +169,6 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A DeviceStats item: a device's latest state, or one of its rollups, with
-/// the stream sequence number of the last Telemetry record it absorbed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatsItem {
-    pub device_id: String,
-    pub watermark: String,
-    pub body: StatsBody,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum StatsBody {
-    Latest(LatestState),
-    Rollup(Bucket, Rollup),
-}
-
-/// The DeviceStats sort key of the latest state.
-pub const LATEST_SORT_KEY: &str = "latest";
-
-impl StatsBody {
-    pub fn sort_key(&self) -> String {
-        match self {
-            StatsBody::Latest(_) => LATEST_SORT_KEY.to_owned(),
-            StatsBody::Rollup(bucket, _) => bucket.sort_key(),
-        }
-    }
-}
-
-/// (device id, sort key) of a DeviceStats item.
-pub type StatsKey = (String, String);
-
-/// Why a conditional stats write did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SaveError {
-    /// The item's watermark is no longer the one read: someone wrote first.
-    #[error("the item changed since it was read")]
-    Conflict,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// What [`StatsStore::load`] found among the keys asked for.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Loaded {
-    pub items: HashMap<StatsKey, StatsItem>,
-    /// Items that exist but do not parse as stats (a hand edit, a bug, a
-    /// layout from a newer release), with their `watermark` if it is a
-    /// string. A write may replace one (see [`Expected`]); nothing else can,
-    /// so leaving them would stop their device's stats for good.
-    pub unreadable: HashMap<StatsKey, Option<String>>,
-}
-
-/// The state a conditional stats write expects to replace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expected {
-    /// No item.
-    Absent,
-    /// An item with this watermark, readable or not.
-    Watermark(String),
-    /// An item with no string watermark.
-    Unreadable,
-}
-
-impl Expected {
-    /// What a write of the item at `key` must find, given what was loaded.
-    pub fn of(loaded: &Loaded, key: &StatsKey) -> Expected {
-        Expected::stored(loaded.items.get(key), loaded.unreadable.get(key))
-    }
-
-    /// What a write must find where `item` is stored, or an unreadable item
-    /// with `unreadable`'s watermark.
-    pub fn stored(item: Option<&StatsItem>, unreadable: Option<&Option<String>>) -> Expected {
-        match (item, unreadable) {
-            (Some(item), _) => Expected::Watermark(item.watermark.clone()),
-            (None, Some(Some(watermark))) => Expected::Watermark(watermark.clone()),
-            (None, Some(None)) => Expected::Unreadable,
-            (None, None) => Expected::Absent,
-        }
-    }
-}
-
-/// Where per-device stats live.
-pub trait StatsStore: Send + Sync {
-    /// Reads the items that exist among `keys` (strongly consistent).
-    fn load(&self, keys: &[StatsKey]) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
-
-    /// Writes each item if what is stored is still as `expected`. One result
-    /// per write, in order.
-    fn save(
-        &self,
-        writes: &[(StatsItem, Expected)],
-    ) -> impl Future<Output = Vec<Result<(), SaveError>>> + Send;
-}
-
-/// An in-memory [`StatsStore`] that can be told to fail.
-#[derive(Debug, Default)]
-pub struct MemoryStatsStore {
-    items: Mutex<BTreeMap<StatsKey, StatsItem>>,
-    /// Sort keys whose n-th next write fails (once), with n.
-    fail_once: Mutex<HashMap<String, u32>>,
-    loads: Mutex<u64>,
-    saves: Mutex<u64>,
-    /// Every write that succeeded, in order: what the DeviceStats stream shows.
-    written: Mutex<Vec<StatsItem>>,
-    /// Items that do not parse, with their watermark if it is a string.
-    unreadable: Mutex<HashMap<StatsKey, Option<String>>>,
-}
-
-impl MemoryStatsStore {
-    /// Makes the next write of any item with this sort key fail, once.
-    pub fn fail_next_write_of(&self, sort_key: &str) {
-        self.fail_nth_write_of(sort_key, 1);
-    }
-
-    /// Lets `n - 1` writes of items with this sort key succeed, then fails one.
-    pub fn fail_nth_write_of(&self, sort_key: &str, n: u32) {
-        lock(&self.fail_once).insert(sort_key.to_owned(), n.max(1));
-    }
-
-    pub fn items(&self) -> Vec<StatsItem> {
-        lock(&self.items).values().cloned().collect()
-    }
-
-    /// Stores an item that does not parse at `key`, as a hand edit would.
-    pub fn put_unreadable(&self, key: StatsKey, watermark: Option<String>) {
-        lock(&self.items).remove(&key);
-        lock(&self.unreadable).insert(key, watermark);
-    }
-
-    /// Every successful write so far, oldest first.
-    pub fn written(&self) -> Vec<StatsItem> {
-        lock(&self.written).clone()
-    }
-
-    pub fn get(&self, device_id: &str, sort_key: &str) -> Option<StatsItem> {
-        lock(&self.items)
-            .get(&(device_id.to_owned(), sort_key.to_owned()))
-            .cloned()
-    }
-
-    /// (load calls, item writes) so far.
-    pub fn calls(&self) -> (u64, u64) {
-        (*lock(&self.loads), *lock(&self.saves))
-    }
-}
-
-impl StatsStore for MemoryStatsStore {
-    async fn load(&self, keys: &[StatsKey]) -> Result<Loaded, StoreError> {
-        *lock(&self.loads) += keys.len().div_ceil(100) as u64;
-        let items = lock(&self.items);
-        let unreadable = lock(&self.unreadable);
-        Ok(Loaded {
-            items: keys
-                .iter()
-                .filter_map(|key| items.get(key).map(|item| (key.clone(), item.clone())))
-                .collect(),
-            unreadable: keys
-                .iter()
-                .filter_map(|key| unreadable.get(key).map(|mark| (key.clone(), mark.clone())))
-                .collect(),
-        })
-    }
-
-    async fn save(&self, writes: &[(StatsItem, Expected)]) -> Vec<Result<(), SaveError>> {
-        let mut items = lock(&self.items);
-        let mut unreadable = lock(&self.unreadable);
-        let mut fail_once = lock(&self.fail_once);
-        writes
-            .iter()
-            .map(|(item, expected)| {
-                *lock(&self.saves) += 1;
-                let key = (item.device_id.clone(), item.body.sort_key());
-                if let Some(countdown) = fail_once.get_mut(&key.1) {
-                    *countdown -= 1;
-                    if *countdown == 0 {
-                        fail_once.remove(&key.1);
-                        return Err(SaveError::Store(StoreError::Service {
-                            code: "InternalServerError".into(),
-                            message: "injected".into(),
-                        }));
-                    }
-                }
-                if Expected::stored(items.get(&key), unreadable.get(&key)) != *expected {
-                    return Err(SaveError::Conflict);
-                }
-                unreadable.remove(&key);
-                items.insert(key, item.clone());
-                lock(&self.written).push(item.clone());
-                Ok(())
-            })
-            .collect()
-    }
 }
 
 /// Where the stats function reads an hour's track from: the Telemetry table.
