@@ -48,11 +48,9 @@ pub fn malformed(rng: &mut fastrand::Rng, device: &str, ts: i64, now_ms: i64) ->
         ),
         // Not a JSON object at all.
         7 => ("[48.85, 2.35]".to_owned(), Reason::InvalidType),
-        // A buffered batch whose reading names another tag than the one
-        // that sent it.
+        // A buffered batch that names another tag than the one that sent it.
         8 => (
-            json!({"readings": [{"device_id": format!("{device}-x"), "ts": ts, "lat": 48.85, "lon": 2.35}]})
-                .to_string(),
+            json!({"device_id": format!("{device}-x"), "readings": [reading(ts)]}).to_string(),
             Reason::DeviceIdMismatch,
         ),
         // The wrong encoding: a byte-order mark before the JSON.
