@@ -184,7 +184,8 @@ pub async fn process<S: StatsStore, T: TrackSource>(
         }
         for key in loaded.unreadable.keys() {
             // Its earlier counts are gone: it restarts from this batch's
-            // readings, until `geotag rebuild-stats` recounts it from Telemetry.
+            // readings. Left in place, every write to it would conflict and
+            // its device's stats would stop for good.
             tracing::error!(device_id = %key.0, item = %key.1, "a DeviceStats item that does not parse is replaced");
             outcome.unreadable += 1;
         }
