@@ -87,6 +87,8 @@ async fn gather(
     let window = Duration::from_secs(source.batching_window_secs);
     let started = tokio::time::Instant::now();
     let mut batch = Vec::new();
+    // Each held record's bytes in the event, measured once when received.
+    let mut sizes: Vec<usize> = Vec::new();
     loop {
         let want = (source.batch_size - batch.len()).min(10) as i32;
         let received = sqs
@@ -101,21 +103,21 @@ async fn gather(
             .unwrap_or_default();
         let got_some = !received.is_empty();
         for message in received {
+            let size = serde_json::to_string(&sqs_record(&message, &source.queue_arn))
+                .map_or(0, |json| json.len());
             // A record whose visibility ran out while the window was open comes
             // back; it is one record, with its newest receipt handle.
-            match batch
-                .iter_mut()
-                .find(|held: &&mut aws_sdk_sqs::types::Message| {
-                    held.message_id() == message.message_id()
-                }) {
-                Some(held) => *held = message,
-                None => batch.push(message),
+            match batch.iter().position(|held: &aws_sdk_sqs::types::Message| {
+                held.message_id() == message.message_id()
+            }) {
+                Some(index) => (batch[index], sizes[index]) = (message, size),
+                None => {
+                    batch.push(message);
+                    sizes.push(size);
+                }
             }
         }
-        let fit = super::records_that_fit(batch.iter().map(|message| {
-            serde_json::to_string(&sqs_record(message, &source.queue_arn))
-                .map_or(0, |json| json.len())
-        }));
+        let fit = super::records_that_fit(sizes.iter().copied());
         if fit < batch.len() {
             // What did not fit goes back to the queue at once, as Lambda's
             // poller returns it, for the next batch.
