@@ -15,7 +15,6 @@ use aws_lambda_events::dynamodb::Event;
 use futures::FutureExt;
 use geotag::Reading;
 use geotag::alerts::Alert;
-use geotag::geofence::{Geofence, Shape};
 use geotag::store::{AlertSink, ReadingStore, StoreError};
 use geotag_aws::{DynamoAlertLog, DynamoRegistry, DynamoSilenceIndex, SnsAlertSink};
 use geotag_local_cloud::invoker::Invoker;
@@ -26,8 +25,10 @@ use geotag_runtime::FromEnvironment as _;
 use geotag_simulation::alert_audit::Received;
 use serde_json::{Value, json};
 
+mod common;
+use common::DEPOT;
+
 const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
-const DEPOT: (f64, f64) = (48.8606, 2.3376);
 
 /// The alerts topic, except that the first `failures` publishes fail.
 struct FlakySink {
@@ -79,30 +80,6 @@ fn walk(device: &str, speed: impl Fn(i64) -> f64, battery: impl Fn(i64) -> f64) 
         .collect()
 }
 
-async fn inbox(local: &LocalStack, name: &str) -> (String, String) {
-    let sqs = aws_sdk_sqs::Client::new(&local.sdk);
-    let url = sqs
-        .create_queue()
-        .queue_name(format!("test-inbox-{name}"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()
-        .remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .unwrap();
-    (url, arn)
-}
-
 async fn drain(local: &LocalStack, url: &str) -> Vec<Received> {
     let sqs = aws_sdk_sqs::Client::new(&local.sdk);
     let mut received = Vec::new();
@@ -129,9 +106,9 @@ async fn every_alert_is_published_once_and_only_to_its_customer() {
         .await
         .expect("local stack");
     let admin = RegistryAdmin::for_local(&local.stack, &local.sdk).unwrap();
-    let (operator_url, operator_arn) = inbox(&local, "operator").await;
-    let (acme_url, acme_arn) = inbox(&local, "acme").await;
-    let (globex_url, globex_arn) = inbox(&local, "globex").await;
+    let (operator_url, operator_arn) = common::inbox(&local, "operator").await;
+    let (acme_url, acme_arn) = common::inbox(&local, "acme").await;
+    let (globex_url, globex_arn) = common::inbox(&local, "globex").await;
     aws_sdk_sns::Client::new(&local.sdk)
         .subscribe()
         .topic_arn(&admin.alerts_topic_arn)
@@ -160,19 +137,7 @@ async fn every_alert_is_published_once_and_only_to_its_customer() {
         .unwrap();
     admin.assign(&["tag-a".into()], "acme").await.unwrap();
     admin.assign(&["tag-b".into()], "globex").await.unwrap();
-    admin
-        .put_geofence(&Geofence {
-            id: "depot".into(),
-            name: "Central depot".into(),
-            customer_id: None,
-            shape: Shape::Circle {
-                lat: DEPOT.0,
-                lon: DEPOT.1,
-                radius_m: 500.0,
-            },
-        })
-        .await
-        .unwrap();
+    common::put_depot(&admin).await;
 
     // tag-a (acme): through the depot, speeding from minute 2 to 5, battery
     // 30% down to 12% (crosses 20%). tag-b (globex, 50% threshold): through
@@ -342,10 +307,10 @@ async fn the_audit_finds_every_subscription_not_scoped_to_one_customer() {
         .expect("local stack");
     let admin = RegistryAdmin::for_local(&local.stack, &local.sdk).unwrap();
     let sns = aws_sdk_sns::Client::new(&local.sdk);
-    let (_, acme_queue) = inbox(&local, "audit-acme").await;
-    let (_, globex_queue) = inbox(&local, "audit-globex").await;
-    let (_, operator_queue) = inbox(&local, "audit-operator").await;
-    let (_, stray_queue) = inbox(&local, "audit-stray").await;
+    let (_, acme_queue) = common::inbox(&local, "audit-acme").await;
+    let (_, globex_queue) = common::inbox(&local, "audit-globex").await;
+    let (_, operator_queue) = common::inbox(&local, "audit-operator").await;
+    let (_, stray_queue) = common::inbox(&local, "audit-stray").await;
 
     let refused = admin
         .add_customer(&CustomerSpec {

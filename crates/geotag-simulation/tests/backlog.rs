@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use geotag::geofence::{Geofence, Shape};
 use geotag_local_cloud::invoker::{InProcess, Invoker};
 use geotag_local_cloud::pump::Pump;
 use geotag_local_cloud::stack::{LocalStack, Options};
@@ -16,7 +15,9 @@ use geotag_operator::registry::RegistryAdmin;
 use geotag_simulation::alert_audit::Received;
 use serde_json::json;
 
-const DEPOT: (f64, f64) = (48.8606, 2.3376);
+mod common;
+use common::DEPOT;
+
 const MINUTE_MS: i64 = 60_000;
 
 /// A tag's buffered readings as one batch payload: one a minute for `minutes`
@@ -86,33 +87,9 @@ async fn a_day_offline_is_stored_whole_and_each_of_its_crossings_alerted_once() 
         .await
         .expect("local stack");
     let admin = RegistryAdmin::for_local(&local.stack, &local.sdk).unwrap();
-    admin
-        .put_geofence(&Geofence {
-            id: "depot".into(),
-            name: "Central depot".into(),
-            customer_id: None,
-            shape: Shape::Circle {
-                lat: DEPOT.0,
-                lon: DEPOT.1,
-                radius_m: 500.0,
-            },
-        })
-        .await
-        .unwrap();
+    common::put_depot(&admin).await;
     let sqs = aws_sdk_sqs::Client::new(&local.sdk);
-    let inbox = sqs
-        .create_queue()
-        .queue_name("test-backlog-inbox")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let inbox_arn = format!(
-        "arn:aws:sqs:{}:{}:test-backlog-inbox",
-        geotag_local_cloud::emulator::REGION,
-        geotag_local_cloud::emulator::ACCOUNT_ID
-    );
+    let (inbox, inbox_arn) = common::inbox(&local, "backlog").await;
     aws_sdk_sns::Client::new(&local.sdk)
         .subscribe()
         .topic_arn(&admin.alerts_topic_arn)
