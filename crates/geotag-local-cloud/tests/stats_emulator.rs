@@ -67,6 +67,24 @@ fn expected(readings: &[Reading]) -> BTreeMap<(String, String), (u64, f64)> {
         .collect()
 }
 
+/// A reading of `device` at `ts_ms` with a position and nothing else.
+fn position_only(device: &str, ts_ms: i64) -> Reading {
+    Reading {
+        device_id: device.to_owned(),
+        ts_ms,
+        lat: 48.0,
+        lon: 2.0,
+        alt: None,
+        speed: None,
+        heading: None,
+        battery: None,
+        accuracy: None,
+        seq: None,
+        received_at_ms: None,
+        owner: None,
+    }
+}
+
 /// A default local stack, its DeviceStats table, a client and the stats store on it.
 async fn device_stats_stack() -> (
     LocalStack,
@@ -362,20 +380,7 @@ async fn the_silence_index_finds_silent_devices_without_a_scan() {
     // which the sparse index must not show.
     let mut writes = Vec::new();
     for i in 0..40i64 {
-        let reading = Reading {
-            device_id: format!("tag-{i:04}"),
-            ts_ms: T0 - i * 2 * 60_000,
-            lat: 48.0,
-            lon: 2.0,
-            alt: None,
-            speed: None,
-            heading: None,
-            battery: None,
-            accuracy: None,
-            owner: None,
-            seq: None,
-            received_at_ms: None,
-        };
+        let reading = position_only(&format!("tag-{i:04}"), T0 - i * 2 * 60_000);
         writes.extend(latest_and_hour(std::slice::from_ref(&reading)));
     }
     assert!(store.save(&writes).await.iter().all(Result::is_ok));
@@ -534,20 +539,7 @@ async fn an_item_that_does_not_parse_is_replaced_not_conflicted_on_forever() {
     assert_eq!(loaded.unreadable[&keys[0]], None);
     assert_eq!(loaded.unreadable[&keys[1]].as_deref(), Some("5"));
 
-    let reading = Reading {
-        device_id: "tag-x".into(),
-        ts_ms: T0,
-        lat: 48.0,
-        lon: 2.0,
-        alt: None,
-        speed: None,
-        heading: None,
-        battery: None,
-        accuracy: None,
-        seq: None,
-        received_at_ms: None,
-        owner: None,
-    };
+    let reading = position_only("tag-x", T0);
     let writes = latest_and_hour(std::slice::from_ref(&reading));
     // Written as if absent (what stats did before), each write conflicts.
     assert!(
