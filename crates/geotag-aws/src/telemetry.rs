@@ -1,5 +1,6 @@
 //! The Telemetry table: one item per reading, keyed as `geotag::reading`
-//! explains, written with BatchWriteItem in concurrent chunks of 25. The
+//! explains, written with BatchWriteItem in chunks of 25, concurrent across
+//! devices and in time order within each (see [`write_plan`]). The
 //! item's layout lives here alone: [`reading_item`] writes it, and
 //! [`reading_from_item`] reads it back, from the SDK and (through
 //! [`reading_from_image`]) from the table's stream.
@@ -72,25 +73,25 @@ impl DynamoReadingStore {
         self
     }
 
-    /// Builds and writes one chunk of readings; `first` is the index of its
-    /// first. Returns the readings not written, the requests sent, and the
-    /// write units of the items written.
+    /// Builds and writes one chunk of readings, given by their indices in
+    /// `readings`. Returns the readings not written, the requests sent, and
+    /// the write units of the items written.
     async fn write_readings(
         &self,
-        first: usize,
-        chunk: &[Reading],
+        readings: &[Reading],
+        chunk: &[usize],
         deadline: Instant,
     ) -> (Vec<(usize, StoreError)>, Attempts, u64) {
         let mut failed = Vec::new();
         let mut requests = Vec::with_capacity(chunk.len());
         let mut units = Vec::with_capacity(chunk.len());
-        for (offset, reading) in chunk.iter().enumerate() {
-            match write_request(reading, self.retention_days) {
+        for &index in chunk {
+            match write_request(&readings[index], self.retention_days) {
                 Ok(request) => {
-                    units.push((first + offset, request_write_units(&request)));
-                    requests.push((first + offset, request));
+                    units.push((index, request_write_units(&request)));
+                    requests.push((index, request));
                 }
-                Err(error) => failed.push((first + offset, error)),
+                Err(error) => failed.push((index, error)),
             }
         }
         let (mut unwritten, attempts) = self.write_chunk(requests, deadline).await;
@@ -164,21 +165,60 @@ impl ReadingStore for DynamoReadingStore {
         // whole batch of items at once would be the invocation's largest
         // allocation (about a kilobyte a reading).
         // Futures do nothing until polled, so this builds no item yet.
-        let chunks: Vec<_> = readings
-            .chunks(MAX_BATCH_WRITE)
-            .enumerate()
-            .map(|(number, chunk)| self.write_readings(number * MAX_BATCH_WRITE, chunk, deadline))
+        let chains: Vec<_> = write_plan(readings)
+            .into_iter()
+            .map(|chain| async move {
+                let mut results = Vec::with_capacity(chain.len());
+                for chunk in &chain {
+                    results.push(self.write_readings(readings, chunk, deadline).await);
+                }
+                results
+            })
             .collect();
-        let mut results = futures::stream::iter(chunks).buffer_unordered(self.concurrency);
-        while let Some((failed, attempts, write_units)) = results.next().await {
-            report.failed.extend(failed);
-            report.requests += attempts.requests;
-            report.retries += attempts.retries;
-            report.write_units += write_units;
+        let mut results = futures::stream::iter(chains).buffer_unordered(self.concurrency);
+        while let Some(chain) = results.next().await {
+            for (failed, attempts, write_units) in chain {
+                report.failed.extend(failed);
+                report.requests += attempts.requests;
+                report.retries += attempts.retries;
+                report.write_units += write_units;
+            }
         }
         report.failed.sort_by_key(|(index, _)| *index);
         report
     }
+}
+
+/// The order in which a batch's readings are written: chunks of at most
+/// [`MAX_BATCH_WRITE`] readings (indices into `readings`), grouped into
+/// chains whose chunks are written one after another; chains run
+/// concurrently. Each device's readings are taken in time order and fill
+/// consecutive chunks of one chain, so that they reach the table's stream in
+/// time order. Stats takes the stream in batches: a backlog written in any
+/// other order would have its later readings in the first batch, move the
+/// latest state past the readings of the next, and turn those into late
+/// readings the alerts never judge. A batch of many tags with one reading
+/// each still packs 25 to a chunk, every chunk a chain of its own.
+pub fn write_plan(readings: &[Reading]) -> Vec<Vec<Vec<usize>>> {
+    let mut order: Vec<usize> = (0..readings.len()).collect();
+    // Stable: readings of one time keep the order they came in.
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&readings[a], &readings[b]);
+        a.device_id.cmp(&b.device_id).then(a.ts_ms.cmp(&b.ts_ms))
+    });
+    let mut chains: Vec<Vec<Vec<usize>>> = Vec::new();
+    for chunk in order.chunks(MAX_BATCH_WRITE) {
+        let continues_a_device = chains
+            .last()
+            .and_then(|chain| chain.last())
+            .and_then(|previous| previous.last())
+            .is_some_and(|&last| readings[last].device_id == readings[chunk[0]].device_id);
+        match chains.last_mut() {
+            Some(chain) if continues_a_device => chain.push(chunk.to_vec()),
+            _ => chains.push(vec![chunk.to_vec()]),
+        }
+    }
+    chains
 }
 
 /// Tracks read back from the Telemetry table (stats' hour tracks). Apart
@@ -438,6 +478,86 @@ mod tests {
             prop_assert!(!text.contains(['e', 'E']), "{text}");
             prop_assert_eq!(text.parse::<f64>().unwrap(), if value == 0.0 { 0.0 } else { value });
         }
+    }
+
+    fn reading_of(device: &str, ts_ms: i64) -> Reading {
+        Reading {
+            device_id: device.to_owned(),
+            ts_ms,
+            lat: 0.0,
+            lon: 0.0,
+            alt: None,
+            speed: None,
+            heading: None,
+            battery: None,
+            accuracy: None,
+            seq: None,
+            received_at_ms: None,
+            owner: None,
+        }
+    }
+
+    #[test]
+    fn a_backlog_is_written_in_time_order_one_chunk_after_another() {
+        // 1,440 readings of one tag and 60 of single-reading tags, shuffled
+        // as an SQS batch of several messages can hold them.
+        let mut readings: Vec<Reading> = (0..1_440)
+            .map(|minute| reading_of("tag-day", minute * 60_000))
+            .collect();
+        readings.extend((0..60).map(|tag| reading_of(&format!("tag-{tag:02}"), 5)));
+        fastrand::Rng::with_seed(7).shuffle(&mut readings);
+
+        let chains = write_plan(&readings);
+        let mut seen: Vec<usize> = chains.iter().flatten().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (0..readings.len()).collect::<Vec<_>>(),
+            "each reading once"
+        );
+        assert!(
+            chains
+                .iter()
+                .flatten()
+                .all(|chunk| chunk.len() <= MAX_BATCH_WRITE)
+        );
+
+        let backlog: Vec<&Vec<Vec<usize>>> = chains
+            .iter()
+            .filter(|chain| {
+                chain
+                    .iter()
+                    .flatten()
+                    .any(|&i| readings[i].device_id == "tag-day")
+            })
+            .collect();
+        assert_eq!(backlog.len(), 1, "one chain holds the whole backlog");
+        let times: Vec<i64> = backlog[0]
+            .iter()
+            .flatten()
+            .filter(|&&i| readings[i].device_id == "tag-day")
+            .map(|&i| readings[i].ts_ms)
+            .collect();
+        assert_eq!(times, (0..1_440).map(|m| m * 60_000).collect::<Vec<_>>());
+        // The single-reading tags still share chunks of 25, not one a request.
+        assert_eq!(
+            chains.iter().flatten().count(),
+            1_500usize.div_ceil(MAX_BATCH_WRITE)
+        );
+    }
+
+    #[test]
+    fn tags_of_one_reading_each_are_written_concurrently() {
+        let readings: Vec<Reading> = (0..100)
+            .map(|tag| reading_of(&format!("tag-{tag:03}"), 1))
+            .collect();
+        let chains = write_plan(&readings);
+        assert_eq!(chains.len(), 4);
+        assert!(
+            chains
+                .iter()
+                .all(|chain| chain.len() == 1 && chain[0].len() == 25)
+        );
     }
 
     #[test]
