@@ -44,7 +44,7 @@ def latest(device, version, track):
     ts = T0 + minute * MINUTE
     return {
         "device_id": {"S": device}, "sk": {"S": "latest"}, "kind": {"S": "latest"},
-        "watermark": {"S": "4200000000000000000000"},
+        "revision": n(version),
         "ts": n(ts), "reading_key": {"S": sort_key(ts, seq)}, "lat": n(lat), "lon": n(lon),
         "speed": n(speed), "battery": n(battery), "battery_ts": n(ts), "seq": n(seq),
         "version": n(version), "silence_shard": n(3), "last_seen": n(ts),
@@ -96,7 +96,7 @@ def main():
 
     # An hourly rollup's change: not a latest state.
     rollup = {"device_id": {"S": "tag-0007"}, "sk": {"S": "hour#2026-11-20T08"},
-              "kind": {"S": "hour"}, "count": n(4), "watermark": {"S": "4200000000000000000000"}}
+              "kind": {"S": "hour"}, "count": n(4), "revision": n(4)}
     records.append(record(len(records) + 1, "MODIFY", rollup, rollup))
 
     os.makedirs("events/alerts", exist_ok=True)

@@ -61,7 +61,7 @@ fn stats(c: &mut Criterion) {
     let runtime = runtime();
     let readings = fleet(100, 100, 11);
     let event = telemetry_stream_event(&readings);
-    let tracks = fixtures::HourTracks::of(&readings);
+    let tracks = fixtures::HourReadings::of(&readings);
     let mut group = c.benchmark_group("stats");
     group.throughput(Throughput::Elements(readings.len() as u64));
     group.sample_size(20);

@@ -107,7 +107,7 @@ pub fn fleet_listing_read_units(states: &[LatestState]) -> (f64, usize) {
         .map(|(index, state)| {
             let item = stats_item(&StatsItem {
                 device_id: format!("tag-{index:05}"),
-                watermark: "49658200000000000000000000000000000000000000000000000".into(),
+                revision: 1,
                 body: StatsBody::Latest(state.clone()),
             });
             let projected: std::collections::HashMap<String, AttributeValue> = item

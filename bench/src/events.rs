@@ -250,7 +250,7 @@ pub fn latest_changes_event(readings: &[Reading], batch: usize) -> String {
         .expect("a current-thread runtime");
     let stats = geotag_stats::Stats {
         store: MemoryStatsStore::default(),
-        tracks: geotag::store::MemoryReadingStore::default(),
+        telemetry: geotag::store::MemoryReadingStore::default(),
         metrics: geotag_runtime::emf::Emitter::for_binary("stats")
             .with_sink(geotag_runtime::emf::Sink::Discard),
     };

@@ -6,10 +6,9 @@ use std::time::Instant;
 
 use geotag::Reading;
 use geotag::alerts::Thresholds;
-use geotag::stats::Point;
 use geotag::store::{
     MemoryAlerts, MemoryDeadLetters, MemoryRegistry, MemorySilenceIndex, MemoryStatsStore,
-    ReadingStore, StoreError, TrackSource, WriteReport,
+    ReadingStore, StoreError, TelemetryReader, WriteReport,
 };
 use geotag_aws::telemetry::{MAX_BATCH_WRITE, write_request};
 
@@ -60,34 +59,31 @@ pub fn ingest() -> Ingest {
     ingest
 }
 
-/// The hours' tracks, as Telemetry Queries would answer them.
+/// The hours' readings, as Telemetry Queries would answer them.
 #[derive(Debug, Default, Clone)]
-pub struct HourTracks(HashMap<(String, i64), Vec<Point>>);
+pub struct HourReadings(HashMap<(String, i64), Vec<Reading>>);
 
-impl HourTracks {
-    pub fn of(readings: &[Reading]) -> HourTracks {
-        let mut tracks: HashMap<(String, i64), Vec<Point>> = HashMap::new();
+impl HourReadings {
+    pub fn of(readings: &[Reading]) -> HourReadings {
+        let mut hours: HashMap<(String, i64), Vec<Reading>> = HashMap::new();
         for reading in readings {
             let hour = reading.ts_ms.div_euclid(3_600_000) * 3_600_000;
-            tracks
+            hours
                 .entry((reading.device_id.clone(), hour))
                 .or_default()
-                .push(Point::of(reading));
+                .push(reading.clone());
         }
-        for points in tracks.values_mut() {
-            points.sort_by_key(|point| point.ts_ms);
-        }
-        HourTracks(tracks)
+        HourReadings(hours)
     }
 }
 
-impl TrackSource for HourTracks {
-    async fn track(
+impl TelemetryReader for HourReadings {
+    async fn readings_between(
         &self,
         device_id: &str,
         from_ms: i64,
         _to_ms: i64,
-    ) -> Result<Vec<Point>, StoreError> {
+    ) -> Result<Vec<Reading>, StoreError> {
         Ok(self
             .0
             .get(&(device_id.to_owned(), from_ms))
@@ -96,12 +92,12 @@ impl TrackSource for HourTracks {
     }
 }
 
-pub type Stats = geotag_stats::Stats<MemoryStatsStore, HourTracks>;
+pub type Stats = geotag_stats::Stats<MemoryStatsStore, HourReadings>;
 
-pub fn stats(tracks: &HourTracks) -> Stats {
+pub fn stats(hours: &HourReadings) -> Stats {
     geotag_stats::Stats {
         store: MemoryStatsStore::default(),
-        tracks: tracks.clone(),
+        telemetry: hours.clone(),
         metrics: geotag_runtime::emf::Emitter::for_binary("stats")
             .with_sink(geotag_runtime::emf::Sink::Discard),
     }

@@ -102,7 +102,7 @@ pub(super) async fn load_table(clients: usize, requests: usize) -> anyhow::Resul
         .map(|(index, state)| {
             let item = StatsItem {
                 device_id: format!("tag-{index:05}"),
-                watermark: "1".into(),
+                revision: 1,
                 body: StatsBody::Latest(state),
             };
             (item, Expected::Absent)

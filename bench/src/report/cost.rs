@@ -212,10 +212,11 @@ pub(super) mod assume {
     /// Messages per SQS ReceiveMessage, and per DeleteMessageBatch.
     pub const SQS_PER_REQUEST: f64 = 10.0;
     /// Sequential rounds of requests per invocation: ingest writes its
-    /// chunks concurrently (one round); stats loads, queries tracks and
-    /// saves (three); alerts reads the registry, claims, publishes and marks (four).
+    /// chunks concurrently (one round); stats queries hours, writes them,
+    /// queries days and writes them, `latest` loaded and saved meanwhile
+    /// (four); alerts reads the registry, claims, publishes and marks (four).
     pub const INGEST_ROUNDS: f64 = 1.0;
-    pub const STATS_ROUNDS: f64 = 3.0;
+    pub const STATS_ROUNDS: f64 = 4.0;
     pub const ALERTS_ROUNDS: f64 = 4.0;
     /// Readings of a tag an hour (one a minute): the track an hour Query reads.
     pub const READINGS_PER_HOUR: f64 = 60.0;

@@ -1,8 +1,8 @@
 //! The DeviceStats table: per device, a `latest` item and `hour#…` / `day#…`
-//! rollups, each carrying the stream watermark that makes updates exactly-once
-//! (see `geotag::stats`). Items are written whole, with PutItem conditioned on
-//! the watermark read, so the table's stream shows each change with its old
-//! and new image.
+//! rollups, each carrying the revision that makes updates exactly-once (see
+//! `geotag::stats`). Items are written whole, with PutItem conditioned on the
+//! revision, so the table's stream shows each change with its old and new
+//! image.
 
 use std::collections::HashMap;
 
@@ -74,15 +74,22 @@ impl DynamoStatsStore {
             .set_item(Some(stats_item(item)));
         request = match expected {
             Expected::Absent => request.condition_expression("attribute_not_exists(device_id)"),
-            Expected::Watermark(watermark) => request
-                .condition_expression("watermark = :expected")
-                .expression_attribute_values(":expected", AttributeValue::S(watermark.clone())),
+            Expected::Revision(revision) => request
+                .condition_expression("revision = :expected")
+                .expression_attribute_values(":expected", n(revision)),
             Expected::Unreadable => request
                 .condition_expression(
                     "attribute_exists(device_id) AND \
-                     (attribute_not_exists(watermark) OR NOT attribute_type(watermark, :string))",
+                     (attribute_not_exists(revision) OR NOT attribute_type(revision, :number))",
                 )
-                .expression_attribute_values(":string", AttributeValue::S("S".into())),
+                .expression_attribute_values(":number", AttributeValue::S("N".into())),
+            Expected::FewerReadings(count) => request
+                .condition_expression(
+                    "attribute_not_exists(revision) OR NOT attribute_type(revision, :number) \
+                     OR revision < :count",
+                )
+                .expression_attribute_values(":number", AttributeValue::S("N".into()))
+                .expression_attribute_values(":count", n(count)),
         };
         match request.send().await {
             Ok(_) => Ok(()),
@@ -125,10 +132,55 @@ impl StatsStore for DynamoStatsStore {
                 tracing::error!(?item, "a DeviceStats item that does not parse");
                 loaded
                     .unreadable
-                    .insert((device_id, sort_key), a.s("watermark"));
+                    .insert((device_id, sort_key), a.revision());
             }
         }
         Ok(loaded)
+    }
+
+    /// One Query on the device's partition between the day's first and last
+    /// hour keys (about 400 bytes an hour: three read units for a full day).
+    async fn hours_of_day(
+        &self,
+        device_id: &str,
+        day_start_ms: i64,
+    ) -> Result<Vec<(i64, Rollup)>, StoreError> {
+        let low = Bucket::Hour(day_start_ms).sort_key();
+        let high =
+            Bucket::Hour(day_start_ms + geotag::clock::DAY_MS - geotag::clock::HOUR_MS).sort_key();
+        let mut hours = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("device_id = :device AND sk BETWEEN :low AND :high")
+                .expression_attribute_values(":device", AttributeValue::S(device_id.to_owned()))
+                .expression_attribute_values(":low", AttributeValue::S(low.clone()))
+                .expression_attribute_values(":high", AttributeValue::S(high.clone()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|error| match classify(error) {
+                    AttemptError::Transient(error) | AttemptError::Permanent(error) => error,
+                })?;
+            for item in page.items.unwrap_or_default() {
+                match stats_item_from(&item).map(|item| item.body) {
+                    Some(StatsBody::Rollup(Bucket::Hour(start), rollup)) => {
+                        hours.push((start, rollup));
+                    }
+                    // Replaced when its hour is next recomputed; until then
+                    // the day counts without it.
+                    _ => tracing::error!(?item, "an hour item that does not parse"),
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(hours);
+            }
+        }
     }
 
     async fn save(&self, writes: &[(StatsItem, Expected)]) -> Vec<Result<(), SaveError>> {
@@ -160,10 +212,7 @@ pub fn stats_item(item: &StatsItem) -> HashMap<String, AttributeValue> {
             AttributeValue::S(item.device_id.clone()),
         ),
         ("sk".to_owned(), AttributeValue::S(item.body.sort_key())),
-        (
-            "watermark".to_owned(),
-            AttributeValue::S(item.watermark.clone()),
-        ),
+        ("revision".to_owned(), n(item.revision)),
     ]);
     match &item.body {
         StatsBody::Latest(state) => put_latest(&mut out, &item.device_id, state),
@@ -340,7 +389,7 @@ pub fn stats_item_from_image(image: &serde_dynamo::Item) -> Option<StatsItem> {
 pub fn stats_item_from(item: &HashMap<String, AttributeValue>) -> Option<StatsItem> {
     let a = Attributes(item);
     let device_id = a.s("device_id")?;
-    let watermark = a.s("watermark")?;
+    let revision = a.revision()?;
     let body = if a.s("sk")? == LATEST_SORT_KEY {
         StatsBody::Latest(latest_from(&a)?)
     } else {
@@ -349,7 +398,7 @@ pub fn stats_item_from(item: &HashMap<String, AttributeValue>) -> Option<StatsIt
     };
     Some(StatsItem {
         device_id,
-        watermark,
+        revision,
         body,
     })
 }
@@ -370,6 +419,10 @@ impl Attributes<'_> {
         self.0.get(name)?.as_n().ok()?.parse::<i64>().ok()
     }
 
+    fn revision(&self) -> Option<u64> {
+        self.0.get("revision")?.as_n().ok()?.parse().ok()
+    }
+
     /// `{prefix}_ts`, `{prefix}_lat` and `{prefix}_lon`.
     fn point(&self, prefix: &str) -> Option<Point> {
         Some(Point {
@@ -381,7 +434,7 @@ impl Attributes<'_> {
 }
 
 /// Reads a `FleetIndex` item: a latest state as the index projects it,
-/// without its reading key, watermark and trail (an API listing needs none
+/// without its reading key, revision and trail (an API listing needs none
 /// of them, and each would cost read units for every tag listed).
 pub fn listed_latest_from(item: &HashMap<String, AttributeValue>) -> Option<(String, LatestState)> {
     let mut projected = item.clone();
@@ -528,19 +581,17 @@ mod tests {
                 owner: None,
             })
             .collect();
-        let mut rollup = Rollup::default();
-        rollup.count_readings(&readings);
-        let points: Vec<Point> = readings.iter().map(Point::of).collect();
-        rollup.set_hour(readings[0].ts_ms, Span::of_points(&points));
+        let hour = Bucket::of(readings[0].ts_ms)[0];
+        let rollup = Rollup::of_hours(&[(hour.start_ms(), Rollup::of_readings(&readings))]);
         assert!(!rollup.hours.is_empty());
         let latest = LatestState::apply(None, &readings).unwrap();
         for body in [
-            StatsBody::Rollup(Bucket::of(readings[0].ts_ms)[0], rollup),
+            StatsBody::Rollup(Bucket::of(readings[0].ts_ms)[1], rollup),
             StatsBody::Latest(latest),
         ] {
             let item = StatsItem {
                 device_id: "tag-1".into(),
-                watermark: "000000000000000000123".into(),
+                revision: 123,
                 body,
             };
             assert_eq!(stats_item_from(&stats_item(&item)), Some(item));

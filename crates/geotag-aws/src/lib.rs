@@ -37,4 +37,4 @@ pub use alert_log::{DynamoAlertLog, DynamoSilenceIndex, SnsAlertSink};
 pub use dead_letters::SqsDeadLetters;
 pub use device_stats::DynamoStatsStore;
 pub use registry::{DynamoDevices, DynamoRegistry};
-pub use telemetry::{DynamoReadingStore, DynamoTrackSource};
+pub use telemetry::{DynamoReadingStore, DynamoTelemetryReader};

@@ -14,8 +14,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use futures::StreamExt;
 use geotag::Reading;
-use geotag::stats::Point;
-use geotag::store::{ReadingStore, StoreError, TrackSource, WriteReport};
+use geotag::store::{ReadingStore, StoreError, TelemetryReader, WriteReport};
 use tokio::time::Instant;
 
 use crate::retry::{AttemptError, Attempts, Backoff, drive};
@@ -221,40 +220,41 @@ pub fn write_plan(readings: &[Reading]) -> Vec<Vec<Vec<usize>>> {
     chains
 }
 
-/// Tracks read back from the Telemetry table (stats' hour tracks). Apart
+/// Readings read back from the Telemetry table (stats' buckets). Apart
 /// from [`DynamoReadingStore`] because reading needs no retention, which
 /// only sets the items' expiry when they are written.
 #[derive(Debug, Clone)]
-pub struct DynamoTrackSource {
+pub struct DynamoTelemetryReader {
     client: Client,
     table: String,
 }
 
-impl DynamoTrackSource {
+impl DynamoTelemetryReader {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoTrackSource {
+        DynamoTelemetryReader {
             client,
             table: table.into(),
         }
     }
 }
 
-impl TrackSource for DynamoTrackSource {
-    /// One strongly consistent Query on the device's partition, projecting the
-    /// position only, between the sort keys of the two times.
-    async fn track(
+impl TelemetryReader for DynamoTelemetryReader {
+    /// One strongly consistent Query on the device's partition between the
+    /// sort keys of the two times. Whole items: a projection would cost the
+    /// same read units, which count the items' full size.
+    async fn readings_between(
         &self,
         device_id: &str,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<Vec<Point>, StoreError> {
+    ) -> Result<Vec<Reading>, StoreError> {
         let mut low = String::new();
         geotag::reading::write_rfc3339_millis(&mut low, from_ms);
         let mut high = String::new();
         geotag::reading::write_rfc3339_millis(&mut high, to_ms - 1);
         // `~` sorts after the `#sequence` suffix of any key at that millisecond.
         high.push_str("#~");
-        let mut points = Vec::new();
+        let mut readings = Vec::new();
         let mut start = None;
         loop {
             let page = self
@@ -266,7 +266,6 @@ impl TrackSource for DynamoTrackSource {
                 .expression_attribute_values(":device", AttributeValue::S(device_id.to_owned()))
                 .expression_attribute_values(":low", AttributeValue::S(low.clone()))
                 .expression_attribute_values(":high", AttributeValue::S(high.clone()))
-                .projection_expression("ts, lat, lon")
                 .set_exclusive_start_key(start)
                 .send()
                 .await
@@ -274,20 +273,14 @@ impl TrackSource for DynamoTrackSource {
                     AttemptError::Transient(error) | AttemptError::Permanent(error) => error,
                 })?;
             for item in page.items.unwrap_or_default() {
-                let number = |name: &str| item.get(name)?.as_n().ok()?.parse::<f64>().ok();
-                if let (Some(ts), Some(lat), Some(lon)) =
-                    (number(attr::TS), number(attr::LAT), number(attr::LON))
-                {
-                    points.push(Point {
-                        ts_ms: ts as i64,
-                        lat,
-                        lon,
-                    });
+                match reading_from_item(&item) {
+                    Some(reading) => readings.push(reading),
+                    None => tracing::error!(?item, "a Telemetry item that is not a reading"),
                 }
             }
             start = page.last_evaluated_key;
             if start.is_none() {
-                return Ok(points);
+                return Ok(readings);
             }
         }
     }

@@ -97,7 +97,7 @@ async fn a_customer_reads_its_fleet_through_the_local_api() {
         stats.push((
             StatsItem {
                 device_id: device.into(),
-                watermark: "1".into(),
+                revision: 1,
                 body: StatsBody::Latest(latest),
             },
             Expected::Absent,
@@ -105,7 +105,7 @@ async fn a_customer_reads_its_fleet_through_the_local_api() {
         stats.push((
             StatsItem {
                 device_id: device.into(),
-                watermark: "1".into(),
+                revision: 1,
                 body: StatsBody::Rollup(Bucket::Hour(hour), rollup),
             },
             Expected::Absent,

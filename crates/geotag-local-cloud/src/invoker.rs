@@ -120,7 +120,9 @@ pub type FunctionOfEvent =
 /// The handlers this binary can run in-process, keyed by cargo binary name.
 pub struct InProcess {
     ingest: Option<geotag_ingest::AwsIngest>,
-    stats: Option<geotag_stats::Stats<geotag_aws::DynamoStatsStore, geotag_aws::DynamoTrackSource>>,
+    stats: Option<
+        geotag_stats::Stats<geotag_aws::DynamoStatsStore, geotag_aws::DynamoTelemetryReader>,
+    >,
     alerts: Option<geotag_alerts::OnAws>,
     api: Option<geotag_api::Api<geotag_aws::fleet_reads::DynamoFleet>>,
     /// The EMF lines the handlers wrote, as CloudWatch Logs would receive them.

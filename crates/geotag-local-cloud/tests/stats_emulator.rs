@@ -109,22 +109,20 @@ async fn device_stats_stack() -> (
 /// within the first one's hour, make.
 fn latest_and_hour(readings: &[Reading]) -> [(geotag::store::StatsItem, Expected); 2] {
     let latest = geotag::stats::LatestState::apply(None, readings).unwrap();
-    let mut rollup = geotag::stats::Rollup::default();
-    rollup.count_readings(readings);
+    let rollup = geotag::stats::Rollup::of_readings(readings);
     [
-        StatsBody::Latest(latest),
-        StatsBody::Rollup(Bucket::of(readings[0].ts_ms)[0], rollup),
+        geotag::store::StatsItem {
+            device_id: readings[0].device_id.clone(),
+            revision: 1,
+            body: StatsBody::Latest(latest),
+        },
+        geotag::store::StatsItem::rollup(
+            &readings[0].device_id,
+            Bucket::of(readings[0].ts_ms)[0],
+            rollup,
+        ),
     ]
-    .map(|body| {
-        (
-            geotag::store::StatsItem {
-                device_id: readings[0].device_id.clone(),
-                watermark: "1".into(),
-                body,
-            },
-            Expected::Absent,
-        )
-    })
+    .map(|item| (item, Expected::Absent))
 }
 
 async fn actual(
@@ -329,7 +327,7 @@ async fn a_batch_of_1000_readings_costs_one_write_per_device_and_bucket_at_the_w
     let client = counter.dynamodb(&local.sdk);
     let stats = Arc::new(geotag_stats::Stats {
         store: geotag_aws::DynamoStatsStore::new(client.clone(), &config.device_stats_table),
-        tracks: geotag_aws::DynamoTrackSource::new(client, &config.telemetry_table),
+        telemetry: geotag_aws::DynamoTelemetryReader::new(client, &config.telemetry_table),
         metrics: geotag_runtime::emf::Emitter::for_binary("stats"),
     });
     let batch_sizes = Arc::new(Mutex::new(Vec::new()));
@@ -364,11 +362,13 @@ async fn a_batch_of_1000_readings_costs_one_write_per_device_and_bucket_at_the_w
         [1000],
         "one batch of 1,000 records"
     );
-    // Per tag: `latest`, 2 hours, 1 day = 40 items; 20 hour tracks.
+    // Per tag: `latest`, 2 hours, 1 day = 40 items; 20 hours read from
+    // Telemetry and 10 days' hours from DeviceStats; one BatchGetItem for
+    // the 10 `latest` items.
     assert_eq!(counter.of("PutItem"), 40, "{:?}", counter.counts());
     assert_eq!(counter.of("BatchGetItem"), 1, "{:?}", counter.counts());
-    assert_eq!(counter.of("Query"), 20, "{:?}", counter.counts());
-    assert_eq!(counter.total(), 61, "{:?}", counter.counts());
+    assert_eq!(counter.of("Query"), 30, "{:?}", counter.counts());
+    assert_eq!(counter.total(), 71, "{:?}", counter.counts());
     assert_exact(&actual(&local, &readings).await, &expected(&readings));
 }
 
@@ -502,17 +502,17 @@ async fn an_item_that_does_not_parse_is_replaced_not_conflicted_on_forever() {
     use geotag::store::SaveError;
     let (_local, table, client, store) = device_stats_stack().await;
     let hour = Bucket::of(T0)[0].sort_key();
-    // Hand edits: a `latest` whose watermark is a number and whose latitude
+    // Hand edits: a `latest` whose revision is a word and whose latitude
     // is a word; an hour whose count is a word.
     for item in [
         vec![
             ("sk", S("latest".into())),
-            ("watermark", N("7".into())),
+            ("revision", S("seven".into())),
             ("lat", S("north".into())),
         ],
         vec![
             ("sk", S(hour.clone())),
-            ("watermark", S("5".into())),
+            ("revision", N("5".into())),
             ("count", S("many".into())),
         ],
     ] {
@@ -537,7 +537,7 @@ async fn an_item_that_does_not_parse_is_replaced_not_conflicted_on_forever() {
     let loaded = store.load(&keys).await.unwrap();
     assert!(loaded.items.is_empty());
     assert_eq!(loaded.unreadable[&keys[0]], None);
-    assert_eq!(loaded.unreadable[&keys[1]].as_deref(), Some("5"));
+    assert_eq!(loaded.unreadable[&keys[1]], Some(5));
 
     let reading = position_only("tag-x", T0);
     let writes = latest_and_hour(std::slice::from_ref(&reading));
@@ -560,4 +560,21 @@ async fn an_item_that_does_not_parse_is_replaced_not_conflicted_on_forever() {
     let reloaded = store.load(&keys).await.unwrap();
     assert_eq!(reloaded.items.len(), 2, "{reloaded:?}");
     assert!(reloaded.unreadable.is_empty());
+
+    // A recomputed hour replaces one of fewer readings, never one of as many.
+    let recomputed = |readings: &[Reading]| {
+        let item = geotag::store::StatsItem::rollup(
+            "tag-x",
+            Bucket::of(T0)[0],
+            geotag::stats::Rollup::of_readings(readings),
+        );
+        let expected = Expected::FewerReadings(item.revision);
+        vec![(item, expected)]
+    };
+    let one = recomputed(std::slice::from_ref(&reading));
+    assert_eq!(store.save(&one).await, [Err(SaveError::Conflict)]);
+    let two = recomputed(&[reading.clone(), position_only("tag-x", T0 + 60_000)]);
+    assert_eq!(store.save(&two).await, [Ok(())]);
+    let hour_now = store.load(&keys[1..]).await.unwrap().items[&keys[1]].clone();
+    assert_eq!(hour_now.revision, 2);
 }

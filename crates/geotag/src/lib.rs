@@ -15,7 +15,7 @@
 //! - [`clock`]: epoch milliseconds, the one system clock, hour and day lengths;
 //! - [`geo`]: great-circle distance and destination on a spherical Earth;
 //! - [`geofence`]: circles and polygons, and whether a point is inside;
-//! - [`stats`]: latest state with its trail, hourly and daily rollups, watermarks;
+//! - [`stats`]: latest state with its trail, hourly and daily rollups, and why they are exact in any order;
 //! - [`alerts`]: the alert rules (geofence, battery, speeding, silence);
 //! - [`alert_filter`]: whose alerts an AlertsTopic subscription's filter admits;
 //! - [`store`]: the ports the functions use, and in-memory implementations;

@@ -1,20 +1,27 @@
 //! Per-device state and rollups: the latest position, and hourly and daily
 //! aggregates of a tag's readings.
 //!
-//! # Exactly once
+//! # Exactly once, whatever the order and the concurrency
 //!
-//! Stats are fed by the Telemetry stream's INSERT records: a duplicate
-//! delivery of a reading rewrites the same Telemetry item (a MODIFY, or no
-//! record at all), so it never reaches these aggregates twice. The stats
-//! function's own retries are the other risk: a stream batch that updated some
-//! items and then failed is delivered again, whole, bisected, or from a
-//! checkpoint. Every DeviceStats item therefore carries the stream sequence
-//! number of the last record it absorbed (its *watermark*); an update first
-//! drops the records at or below the watermark, and is written on the
-//! condition that the watermark is still the one it read. A retried batch thus
-//! finds its already-applied part filtered out, item by item, and the totals
-//! equal those of one clean run. Sequence numbers grow within a shard, and all
-//! the readings of one device share a partition, hence a shard.
+//! Stats are fed by the Telemetry stream's INSERT records, and nothing about
+//! that feed can be counted on: a stats batch is retried whole, bisected or
+//! from a checkpoint; DynamoDB Streams orders records per item only, and every
+//! reading is its own item, so with a `ParallelizationFactor` above 1 two
+//! batches holding one device's readings run at once, and after a partition
+//! splits a device's readings sit in shards whose sequence numbers cannot be
+//! compared. So no DeviceStats item accumulates what the records carry. An
+//! hour's rollup is recomputed from that hour's readings in Telemetry (one
+//! strongly consistent Query per device and hour: the source of truth, which
+//! holds every reading whose record is being processed), and a day's from its
+//! hours' items. Readings are only ever added to an hour (a reading written
+//! twice is one item), so a recomputation that saw more readings saw a
+//! later, larger set: a rollup is written only over one of fewer readings
+//! (its *revision* is its count), and whichever batch computes last from the
+//! most readings wins, in any order, any number of times. The `latest` item
+//! is a fold that forgets nothing it needs: a reading older than the state
+//! changes nothing, so a retried record is a no-op, and concurrent writers
+//! are kept apart by the item's revision, a count of its writes (a write
+//! that finds another revision reloads and folds again).
 //!
 //! # Late and out-of-order readings
 //!
@@ -30,16 +37,13 @@
 //! daily one. Readings reach the stream out of time order all the time (SQS
 //! batches are processed concurrently; a tag uploads what it buffered offline
 //! after its first live reading), and a late reading splits a segment that was
-//! already counted. So the *track* part of a rollup (distance, first and last
-//! point, a [`Span`]) is not accumulated: each batch recomputes the span of
-//! every hour it touches from that hour's readings in Telemetry (one query per
-//! device and hour), and a day joins the spans of its hours, adding the
-//! segments that cross from one hour to the next. The rule for the segment a
-//! late reading falls into is therefore the plain one: it is replaced by the
-//! two segments through the late reading, exactly as if the readings had come
-//! in order. The span is an absolute value, so it is also immune to retries;
-//! it may run ahead of the counts while the stream still carries readings
-//! already in Telemetry, and converges when they are processed.
+//! already counted. Recomputing each touched hour from its readings (above)
+//! settles this too: a day joins the spans of its hours, adding the segments
+//! that cross from one hour to the next, so the segment a late reading falls
+//! into is replaced by the two through it, exactly as if the readings had
+//! come in order. A rollup holds what Telemetry held when it was computed, so
+//! it may run ahead of the stream (readings stored whose records are still to
+//! come), and is recomputed, to the same or more, when they come.
 
 use std::cmp::Ordering;
 
@@ -175,6 +179,51 @@ pub struct Rollup {
 }
 
 impl Rollup {
+    /// A bucket's rollup computed from all of its readings (any order).
+    pub fn of_readings(readings: &[Reading]) -> Rollup {
+        let mut rollup = Rollup::default();
+        rollup.count_readings(readings);
+        let points: Vec<Point> = readings.iter().map(Point::of).collect();
+        rollup.track = Span::of_points(&points);
+        rollup
+    }
+
+    /// A day's rollup from the rollups of its hours, by hour start (any order).
+    pub fn of_hours(hours: &[(i64, Rollup)]) -> Rollup {
+        let mut day = Rollup::default();
+        for (start, hour) in hours {
+            day.add(hour);
+            if let Some(span) = hour.track {
+                day.hours.push((*start, span));
+            }
+        }
+        day.hours.sort_by_key(|(start, _)| *start);
+        day.track = Span::join(day.hours.iter().map(|(_, span)| span));
+        day
+    }
+
+    /// Adds another bucket's order-independent aggregates to this one's.
+    fn add(&mut self, other: &Rollup) {
+        self.count += other.count;
+        self.holder.join(&other.holder);
+        self.speed_min = min_of(self.speed_min, other.speed_min);
+        self.speed_max = match (self.speed_max, other.speed_max) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.speed_sum += other.speed_sum;
+        self.speed_count += other.speed_count;
+        self.battery_min = min_of(self.battery_min, other.battery_min);
+        self.battery_last = match (self.battery_last, other.battery_last) {
+            (Some(a), Some(b)) => Some(if b.0 >= a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        self.bbox = match (self.bbox, other.bbox) {
+            (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1), a.2.min(b.2), a.3.max(b.3))),
+            (a, b) => a.or(b),
+        };
+    }
+
     pub fn speed_mean(&self) -> Option<f64> {
         (self.speed_count > 0).then(|| self.speed_sum / self.speed_count as f64)
     }
@@ -188,16 +237,6 @@ impl Rollup {
         for reading in readings {
             self.count_reading(reading);
         }
-    }
-
-    /// Sets an hour's span, or `None` if the hour has no readings any more.
-    pub fn set_hour(&mut self, hour_start: i64, span: Option<Span>) {
-        self.hours.retain(|(start, _)| *start != hour_start);
-        if let Some(span) = span {
-            self.hours.push((hour_start, span));
-        }
-        self.hours.sort_by_key(|(start, _)| *start);
-        self.track = Span::join(self.hours.iter().map(|(_, span)| span));
     }
 
     fn count_reading(&mut self, reading: &Reading) {
@@ -225,6 +264,13 @@ impl Rollup {
                 lon_max.max(lon),
             ),
         });
+    }
+}
+
+fn min_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -453,23 +499,32 @@ mod tests {
         // Two hours of walking, one reading a minute: 119 segments in the day,
         // 59 within each hour, 1 across 09:00.
         let track = equator_track(120);
-        let mut day = Rollup::default();
-        for hour in [T0 + HOUR_MS, T0] {
-            let in_hour: Vec<_> = track
-                .iter()
-                .filter(|r| r.ts_ms.div_euclid(HOUR_MS) * HOUR_MS == hour)
-                .cloned()
-                .collect();
-            day.set_hour(hour, Span::of_points(&points(&in_hour)));
-        }
-        let whole = Span::of_points(&points(&track)).unwrap();
-        assert!((day.distance_m() - whole.distance_m).abs() < 1e-6);
+        let hours: Vec<(i64, Rollup)> = [T0 + HOUR_MS, T0]
+            .into_iter()
+            .map(|hour| {
+                let in_hour: Vec<_> = track
+                    .iter()
+                    .filter(|r| r.ts_ms.div_euclid(HOUR_MS) * HOUR_MS == hour)
+                    .cloned()
+                    .collect();
+                (hour, Rollup::of_readings(&in_hour))
+            })
+            .collect();
+        let day = Rollup::of_hours(&hours);
+        let whole = Rollup::of_readings(&track);
+        assert!((day.distance_m() - whole.distance_m()).abs() < 1e-6);
         assert_eq!(
             day.track.map(|t| (t.first, t.last)),
-            Some((whole.first, whole.last))
+            whole.track.map(|t| (t.first, t.last))
         );
-        day.set_hour(T0 + HOUR_MS, None);
-        assert_eq!(day.hours.len(), 1);
+        assert_eq!(
+            day.hours
+                .iter()
+                .map(|(start, _)| *start)
+                .collect::<Vec<_>>(),
+            [T0, T0 + HOUR_MS]
+        );
+        assert_eq!(Rollup::of_hours(&hours[..1]).hours.len(), 1);
     }
 
     #[test]
@@ -576,6 +631,34 @@ mod tests {
             prop_assert_eq!((shuffled.speed_min, shuffled.speed_max, shuffled.speed_count), (whole.speed_min, whole.speed_max, whole.speed_count));
             prop_assert!((shuffled.speed_sum - whole.speed_sum).abs() < 1e-9);
             prop_assert_eq!((shuffled.battery_min, shuffled.battery_last, shuffled.bbox), (whole.battery_min, whole.battery_last, whole.bbox));
+        }
+
+        /// A day made of its hours' rollups is the day made of its readings.
+        #[test]
+        fn a_day_of_its_hours_is_the_day_of_its_readings(n in 1usize..200, seed in any::<u64>()) {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            // Readings over a day, some hours empty, owners mixed or not.
+            let mut track = equator_track(n);
+            for reading in &mut track {
+                reading.ts_ms = T0 + rng.i64(0..DAY_MS - HOUR_MS * 8);
+                reading.owner = (rng.u8(0..4) == 0).then(|| "acme".to_owned());
+                if rng.bool() { reading.speed = None; }
+                if rng.bool() { reading.battery = None; }
+            }
+            let mut hours: std::collections::BTreeMap<i64, Vec<Reading>> = Default::default();
+            for reading in &track {
+                hours.entry(reading.ts_ms.div_euclid(HOUR_MS) * HOUR_MS).or_default().push(reading.clone());
+            }
+            let hours: Vec<(i64, Rollup)> = hours.into_iter().map(|(start, readings)| (start, Rollup::of_readings(&readings))).collect();
+            let (day, whole) = (Rollup::of_hours(&hours), Rollup::of_readings(&track));
+            prop_assert_eq!(day.count, whole.count);
+            prop_assert_eq!(&day.holder, &whole.holder);
+            prop_assert_eq!((day.speed_min, day.speed_max, day.speed_count), (whole.speed_min, whole.speed_max, whole.speed_count));
+            prop_assert!((day.speed_sum - whole.speed_sum).abs() < 1e-6);
+            prop_assert_eq!((day.battery_min, day.bbox), (whole.battery_min, whole.bbox));
+            prop_assert_eq!(day.battery_last.map(|(ts, _)| ts), whole.battery_last.map(|(ts, _)| ts));
+            prop_assert!((day.distance_m() - whole.distance_m()).abs() < 1e-6 * whole.distance_m().max(1.0));
+            prop_assert_eq!(day.track.map(|t| (t.first.ts_ms, t.last.ts_ms)), whole.track.map(|t| (t.first.ts_ms, t.last.ts_ms)));
         }
 
         /// Joining consecutive spans associates: any split gives the whole.

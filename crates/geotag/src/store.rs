@@ -14,7 +14,6 @@ use crate::clock::now_ms;
 use crate::geofence::Geofence;
 use crate::reading::Reading;
 use crate::reject::Rejection;
-use crate::stats::Point;
 
 pub use crate::directory::{DeviceDirectory, MemoryDirectory, NoRegistry, UnregisteredDevices};
 
@@ -171,29 +170,29 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Where the stats function reads an hour's track from: the Telemetry table.
-pub trait TrackSource: Send + Sync {
-    /// The positions of `device_id`'s readings with `from_ms <= ts < to_ms`,
-    /// in time order, reading everything written so far.
-    fn track(
+/// Where the stats function reads a bucket's readings from: the Telemetry table.
+pub trait TelemetryReader: Send + Sync {
+    /// `device_id`'s readings with `from_ms <= ts < to_ms`, reading
+    /// everything written so far.
+    fn readings_between(
         &self,
         device_id: &str,
         from_ms: i64,
         to_ms: i64,
-    ) -> impl Future<Output = Result<Vec<Point>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Reading>, StoreError>> + Send;
 }
 
-impl TrackSource for MemoryReadingStore {
-    async fn track(
+impl TelemetryReader for MemoryReadingStore {
+    async fn readings_between(
         &self,
         device_id: &str,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<Vec<Point>, StoreError> {
+    ) -> Result<Vec<Reading>, StoreError> {
         Ok(lock(&self.items)
             .values()
             .filter(|r| r.device_id == device_id && (from_ms..to_ms).contains(&r.ts_ms))
-            .map(Point::of)
+            .cloned()
             .collect())
     }
 }

@@ -57,6 +57,16 @@ impl Holder {
         };
     }
 
+    /// The holder of two aggregates' readings together.
+    pub fn join(&mut self, other: &Holder) {
+        *self = match (std::mem::take(self), other) {
+            (held, Holder::Empty) => held,
+            (Holder::Empty, other) => other.clone(),
+            (Holder::One(held), Holder::One(owner)) if held == *owner => Holder::One(held),
+            _ => Holder::Mixed,
+        };
+    }
+
     /// The customer whose data this is, if it is one customer's alone.
     pub fn customer(&self) -> Option<&str> {
         match self {

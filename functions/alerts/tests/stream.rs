@@ -15,7 +15,7 @@ const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
 fn latest(device: &str, minute: i64, lat: f64, battery: f64, speed: f64, version: u64) -> Value {
     let ts = T0 + minute * 60_000;
     json!({
-        "device_id": {"S": device}, "sk": {"S": "latest"}, "watermark": {"S": "1"}, "kind": {"S": "latest"},
+        "device_id": {"S": device}, "sk": {"S": "latest"}, "revision": {"N": "1"}, "kind": {"S": "latest"},
         "ts": {"N": ts.to_string()}, "reading_key": {"S": format!("k{minute:04}")},
         "lat": {"N": lat.to_string()}, "lon": {"N": "2.0"}, "speed": {"N": speed.to_string()},
         "battery": {"N": battery.to_string()}, "battery_ts": {"N": ts.to_string()},

@@ -1,21 +1,21 @@
 //! The stats handler: a batch of Telemetry stream records in, each device's
 //! latest state and hourly and daily rollups updated, exactly once.
 //!
-//! For every device in the batch, the items it touches (`latest`, each hour,
-//! each day) are read in one BatchGetItem, every record not yet absorbed by an
-//! item (its sequence number above the item's watermark, see
-//! `geotag::stats`) is folded in memory, each touched hour's track is read
-//! from Telemetry (one Query per device and hour), and each item is written
-//! once, on the condition that its watermark has not moved. The number of
-//! requests depends on the devices and buckets in the batch, not on its
-//! readings, with one exception: a device with more than `TRAIL_MAX` new
-//! readings (a backlog) has its `latest` item written in steps of that many,
-//! in stream order, so that each step's trail carries every reading it
-//! absorbed and the alerts judge all of them.
+//! Nothing here counts on the order or the number of times records arrive
+//! (see `geotag::stats`): every hour a batch touches is recomputed from its
+//! readings in Telemetry (one Query per device and hour) and written over an
+//! item of fewer readings; every day it touches is recomputed from its hour
+//! items (one Query per device and day) the same way; and each device's
+//! `latest` item is read (one BatchGetItem for the batch), the batch's newer
+//! readings folded in, and written on the condition that its revision has not
+//! moved. A device with more than `TRAIL_MAX` newer readings (a backlog) has
+//! its `latest` written in steps of that many, in time order, so that each
+//! step's trail carries every reading it absorbed and the alerts judge all of
+//! them.
 //!
-//! An item whose write fails makes the lowest sequence number it still needed
-//! a batch item failure: Lambda retries the batch from there, and the items
-//! that were written skip, by their watermarks, what they already hold.
+//! A device whose item could not be read or written makes its first record in
+//! the batch a batch item failure: Lambda retries the batch from there, and
+//! what was written already is recomputed to the same values or left alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -23,17 +23,18 @@ use aws_lambda_events::dynamodb::{Event, EventRecord};
 use aws_lambda_events::streams::DynamoDbEventResponse;
 use geotag::Reading;
 use geotag::clock::HOUR_MS;
-use geotag::stats::{Bucket, LatestState, Point, Rollup, Span, TRAIL_MAX, cmp_sequence};
+use geotag::stats::{Bucket, LatestState, Rollup, TRAIL_MAX, cmp_sequence};
 use geotag::store::{
-    Expected, Loaded, SaveError, StatsBody, StatsItem, StatsKey, StatsStore, TrackSource,
+    Expected, LATEST_SORT_KEY, Loaded, SaveError, StatsBody, StatsItem, StatsKey, StatsStore,
+    TelemetryReader,
 };
-use geotag_aws::{DynamoStatsStore, DynamoTrackSource};
+use geotag_aws::{DynamoStatsStore, DynamoTelemetryReader};
 use geotag_runtime::emf::{self, Emitter, Invocation, Metrics};
 use geotag_runtime::responses::stream_batch_response;
 use geotag_runtime::{ConfigError, Environment, FromEnvironment};
 use lambda_runtime::{Error, LambdaEvent};
 
-/// Rounds of reload-and-retry after a conditional-write conflict.
+/// Rounds of reload-and-retry after a conditional-write conflict on `latest`.
 const CONFLICT_ROUNDS: usize = 3;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,10 +57,10 @@ impl FromEnvironment for Config {
     }
 }
 
-/// The handler's dependencies: where stats live, and where tracks are read.
+/// The handler's dependencies: where stats live, and where readings are read.
 pub struct Stats<S, T> {
     pub store: S,
-    pub tracks: T,
+    pub telemetry: T,
     /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
     pub metrics: Emitter,
 }
@@ -67,11 +68,11 @@ pub struct Stats<S, T> {
 pub fn on_aws(
     sdk: &geotag_aws::clients::SdkConfig,
     config: &Config,
-) -> Stats<DynamoStatsStore, DynamoTrackSource> {
+) -> Stats<DynamoStatsStore, DynamoTelemetryReader> {
     let client = aws_sdk_dynamodb::Client::new(sdk);
     Stats {
         store: DynamoStatsStore::new(client.clone(), &config.device_stats_table),
-        tracks: DynamoTrackSource::new(client, &config.telemetry_table),
+        telemetry: DynamoTelemetryReader::new(client, &config.telemetry_table),
         metrics: Emitter::new(config.metrics.clone()),
     }
 }
@@ -88,16 +89,33 @@ pub struct Outcome {
     /// INSERT records whose image is not a reading (logged; retrying cannot help).
     pub invalid: usize,
     pub items_written: usize,
-    /// Item updates skipped because the item had absorbed those records already.
+    /// Item updates that changed nothing: the item held those readings already.
     pub already_applied: usize,
+    /// `latest` writes that found another revision and were folded again.
     pub conflicts: usize,
-    /// Stored items that did not parse, replaced (see [`geotag::store::Loaded`]).
+    /// Stored `latest` items that did not parse, replaced (see
+    /// [`geotag::store::Loaded`]); a rollup that does not parse is simply
+    /// recomputed over.
     pub unreadable: usize,
-    /// Hour tracks read from Telemetry.
-    pub track_queries: usize,
+    /// Hours read from Telemetry.
+    pub hour_queries: usize,
+    /// Days' hour items read from DeviceStats.
+    pub day_queries: usize,
 }
 
-pub async fn handle<S: StatsStore, T: TrackSource>(
+impl Outcome {
+    /// Adds the request and item counts of a part of the work.
+    fn add_counts(&mut self, part: &Outcome) {
+        self.items_written += part.items_written;
+        self.already_applied += part.already_applied;
+        self.conflicts += part.conflicts;
+        self.unreadable += part.unreadable;
+        self.hour_queries += part.hour_queries;
+        self.day_queries += part.day_queries;
+    }
+}
+
+pub async fn handle<S: StatsStore, T: TelemetryReader>(
     stats: &Stats<S, T>,
     event: LambdaEvent<Event>,
 ) -> Result<DynamoDbEventResponse, Error> {
@@ -129,7 +147,8 @@ fn count_outcome(metrics: &mut Metrics, outcome: &Outcome) {
         .count("ItemsWritten", outcome.items_written)
         .count("AlreadyApplied", outcome.already_applied)
         .count("WriteConflicts", outcome.conflicts)
-        .count("TrackQueries", outcome.track_queries)
+        .count("HourQueries", outcome.hour_queries)
+        .count("DayQueries", outcome.day_queries)
         .count("InvalidRecords", outcome.invalid)
         .count("UnreadableItems", outcome.unreadable)
         .count("BatchItemFailures", outcome.failures.len());
@@ -140,106 +159,37 @@ pub fn reading_of(record: &EventRecord) -> Option<Reading> {
     geotag_aws::telemetry::reading_from_image(&record.change.new_image)
 }
 
-/// The stream batch's readings, folded into DeviceStats exactly once: each
-/// item is loaded, given only the readings its watermark has not absorbed,
-/// and written on the condition that the watermark has not moved; a
-/// conflict reloads and tries again, and what still fails is reported from
-/// its first record.
-pub async fn process<S: StatsStore, T: TrackSource>(
+/// The stream batch's readings, in DeviceStats exactly once: the rollups
+/// they touch recomputed, each device's `latest` folded forward, and the
+/// first record of each device that could not be finished reported.
+pub async fn process<S: StatsStore, T: TelemetryReader>(
     stats: &Stats<S, T>,
     records: &[EventRecord],
 ) -> Outcome {
     let mut outcome = Outcome::default();
     let by_device = readings_by_device(records, &mut outcome);
     outcome.readings = by_device.values().map(Vec::len).sum();
-    let mut pending = keys_touched(&by_device);
-    let mut failed: Vec<StatsKey> = Vec::new();
-    // What this invocation wrote, so that a `latest` item written in steps is
-    // not read back between them.
-    let mut written: HashMap<StatsKey, StatsItem> = HashMap::new();
-    let mut conflicts: HashMap<StatsKey, usize> = HashMap::new();
-    while !pending.is_empty() {
-        let unknown: Vec<StatsKey> = pending
-            .iter()
-            .filter(|key| !written.contains_key(*key))
-            .cloned()
-            .collect();
-        let mut loaded = if unknown.is_empty() {
-            Loaded::default()
-        } else {
-            match stats.store.load(&unknown).await {
-                Ok(stored) => stored,
-                Err(error) => {
-                    tracing::warn!(%error, "reading DeviceStats failed; the batch will be retried");
-                    failed.append(&mut pending);
-                    break;
-                }
-            }
-        };
-        for key in &pending {
-            if let Some(item) = written.get(key) {
-                loaded.unreadable.remove(key);
-                loaded.items.insert(key.clone(), item.clone());
-            }
-        }
-        for key in loaded.unreadable.keys() {
-            // Its earlier counts are gone: it restarts from this batch's
-            // readings. Left in place, every write to it would conflict and
-            // its device's stats would stop for good.
-            tracing::error!(device_id = %key.0, item = %key.1, "a DeviceStats item that does not parse is replaced");
-            outcome.unreadable += 1;
-        }
-        let stored = &loaded.items;
-        let fresh = fresh_work(&pending, stored, &by_device, &mut outcome);
-        let tracks = read_tracks(stats, &fresh, &mut outcome).await;
-        let mut writes: Vec<(StatsItem, Expected)> = Vec::new();
-        let mut unfinished: BTreeSet<StatsKey> = BTreeSet::new();
-        for (key, mut readings) in fresh {
-            if key.1 == geotag::store::LATEST_SORT_KEY && readings.len() > TRAIL_MAX {
-                // One write's trail holds TRAIL_MAX points: a backlog is
-                // written in steps, in stream order, each a change the alerts
-                // judge, each with the watermark of what it absorbed.
-                readings.sort_by(|(a, _), (b, _)| cmp_sequence(a, b));
-                readings.truncate(TRAIL_MAX);
-                unfinished.insert(key.clone());
-            }
-            let Some(spans) = tracks.spans_for(&key, &readings) else {
-                failed.push(key);
-                continue;
-            };
-            if let Some(item) = next_item(&key, stored.get(&key), &readings, &spans) {
-                writes.push((item, Expected::of(&loaded, &key)));
-            }
-        }
-        let results = stats.store.save(&writes).await;
-        let mut next = Vec::new();
-        for ((item, _), result) in writes.into_iter().zip(results) {
-            let key = (item.device_id.clone(), item.body.sort_key());
-            match result {
-                Ok(()) => {
-                    outcome.items_written += 1;
-                    if unfinished.contains(&key) {
-                        next.push(key.clone());
-                    }
-                    written.insert(key, item);
-                }
-                Err(SaveError::Conflict)
-                    if conflicts.get(&key).copied().unwrap_or(0) < CONFLICT_ROUNDS =>
-                {
-                    outcome.conflicts += 1;
-                    *conflicts.entry(key.clone()).or_default() += 1;
-                    written.remove(&key);
-                    next.push(key);
-                }
-                Err(error) => {
-                    tracing::warn!(device_id = %key.0, item = %key.1, %error, "DeviceStats write failed; retrying from its first record");
-                    failed.push(key);
-                }
-            }
-        }
-        pending = next;
-    }
-    outcome.failures = first_records_needed(&failed, &by_device, &written);
+    // Rollups and `latest` are apart items: their requests overlap.
+    let (mut rollups, mut latest) = (Outcome::default(), Outcome::default());
+    let (mut failed, mut latest_failed) = (BTreeSet::new(), BTreeSet::new());
+    futures::join!(
+        update_rollups(stats, &by_device, &mut rollups, &mut failed),
+        update_latest(stats, &by_device, &mut latest, &mut latest_failed),
+    );
+    failed.append(&mut latest_failed);
+    outcome.add_counts(&rollups);
+    outcome.add_counts(&latest);
+    let mut failures: Vec<String> = failed
+        .iter()
+        .filter_map(|device| {
+            by_device[device]
+                .iter()
+                .map(|(sequence, _)| sequence.clone())
+                .min_by(|a, b| cmp_sequence(a, b))
+        })
+        .collect();
+    failures.sort_by(|a, b| cmp_sequence(a, b));
+    outcome.failures = failures;
     outcome
 }
 
@@ -274,219 +224,237 @@ fn readings_by_device(records: &[EventRecord], outcome: &mut Outcome) -> DeviceR
     by_device
 }
 
-/// Each device's `latest` item and the hour and day items its readings fall in.
-fn keys_touched(by_device: &DeviceReadings) -> Vec<StatsKey> {
-    let mut keys: Vec<StatsKey> = Vec::new();
-    for (device, readings) in by_device {
-        keys.push((device.clone(), geotag::store::LATEST_SORT_KEY.to_owned()));
-        let buckets: BTreeSet<Bucket> = readings
-            .iter()
-            .flat_map(|(_, r)| Bucket::of(r.ts_ms))
-            .collect();
-        keys.extend(
-            buckets
-                .into_iter()
-                .map(|bucket| (device.clone(), bucket.sort_key())),
-        );
-    }
-    keys
-}
+/// Requests of one kind in flight at once.
+const CONCURRENCY: usize = 16;
 
-/// The items that still have readings to absorb, with those readings; the
-/// others are counted as already applied.
-fn fresh_work(
-    pending: &[StatsKey],
-    stored: &HashMap<StatsKey, StatsItem>,
+/// Recomputes every hour the batch touches from Telemetry, then every day
+/// from its hours, each written over an item of fewer readings.
+async fn update_rollups<S: StatsStore, T: TelemetryReader>(
+    stats: &Stats<S, T>,
     by_device: &DeviceReadings,
     outcome: &mut Outcome,
-) -> Vec<(StatsKey, Vec<(String, Reading)>)> {
-    let mut fresh = Vec::new();
-    for key in pending {
-        let readings = fresh_readings(key, stored.get(key), &by_device[&key.0]);
-        if readings.is_empty() {
-            outcome.already_applied += 1;
-        } else {
-            fresh.push((key.clone(), readings));
-        }
-    }
-    fresh
-}
-
-fn hour_of(reading: &Reading) -> i64 {
-    reading.ts_ms.div_euclid(HOUR_MS) * HOUR_MS
-}
-
-/// The hours' tracks read from Telemetry, and the hours that could not be read.
-struct HourTracks {
-    spans: HashMap<(String, i64), Option<Span>>,
-    failures: BTreeSet<(String, i64)>,
-}
-
-impl HourTracks {
-    /// The spans of the hours `readings` touch, or `None` if one of them
-    /// could not be read (a rollup needs them all; `latest` needs none).
-    fn spans_for(
-        &self,
-        key: &StatsKey,
-        readings: &[(String, Reading)],
-    ) -> Option<Vec<(i64, Option<Span>)>> {
-        let touched_hours: BTreeSet<i64> = readings.iter().map(|(_, r)| hour_of(r)).collect();
-        if key.1 != geotag::store::LATEST_SORT_KEY
-            && touched_hours
-                .iter()
-                .any(|hour| self.failures.contains(&(key.0.clone(), *hour)))
-        {
-            return None;
-        }
-        Some(
-            touched_hours
-                .iter()
-                .map(|hour| {
-                    let span = self.spans.get(&(key.0.clone(), *hour)).copied().flatten();
-                    (*hour, span)
-                })
-                .collect(),
-        )
-    }
-}
-
-/// One Query per device and hour that a rollup with new readings needs,
-/// sixteen at a time.
-async fn read_tracks<S: StatsStore, T: TrackSource>(
-    stats: &Stats<S, T>,
-    fresh: &[(StatsKey, Vec<(String, Reading)>)],
-    outcome: &mut Outcome,
-) -> HourTracks {
-    let needed: BTreeSet<(String, i64)> = fresh
+    failed: &mut BTreeSet<String>,
+) {
+    let hours: BTreeSet<(String, i64)> = by_device
         .iter()
-        .filter(|(key, _)| key.1 != geotag::store::LATEST_SORT_KEY)
-        .flat_map(|(key, readings)| readings.iter().map(|(_, r)| (key.0.clone(), hour_of(r))))
+        .flat_map(|(device, readings)| {
+            readings
+                .iter()
+                .map(|(_, reading)| (device.clone(), Bucket::of(reading.ts_ms)[0].start_ms()))
+        })
         .collect();
-    let needed: Vec<(String, i64)> = needed.into_iter().collect();
-    let mut tracks = HourTracks {
-        spans: HashMap::new(),
-        failures: BTreeSet::new(),
-    };
-    for chunk in needed.chunks(16) {
-        let mut queries = Vec::with_capacity(chunk.len());
-        for (device, hour) in chunk {
-            queries.push(stats.tracks.track(device, *hour, hour + HOUR_MS));
-        }
+    let hours: Vec<(String, i64)> = hours.into_iter().collect();
+    let mut hour_items = Vec::with_capacity(hours.len());
+    for chunk in hours.chunks(CONCURRENCY) {
+        let queries = chunk.iter().map(|(device, hour)| {
+            stats
+                .telemetry
+                .readings_between(device, *hour, hour + HOUR_MS)
+        });
         for ((device, hour), result) in chunk.iter().zip(futures::future::join_all(queries).await) {
-            outcome.track_queries += 1;
+            outcome.hour_queries += 1;
             match result {
-                Ok(points) => {
-                    tracks
-                        .spans
-                        .insert((device.clone(), *hour), Span::of_points(&points));
+                // Empty only if TTL removed the hour meanwhile: nothing to count.
+                Ok(readings) if readings.is_empty() => {}
+                Ok(readings) => hour_items.push(StatsItem::rollup(
+                    device,
+                    Bucket::Hour(*hour),
+                    Rollup::of_readings(&readings),
+                )),
+                Err(error) => {
+                    tracing::warn!(device_id = %device, hour, %error, "reading the hour's readings failed");
+                    failed.insert(device.clone());
+                }
+            }
+        }
+    }
+    save_rollups(stats, hour_items, outcome, failed).await;
+
+    // A day is read only once all of its touched hours are written, so that
+    // it joins what they hold now.
+    let days: BTreeSet<(String, i64)> = hours
+        .iter()
+        .filter(|(device, _)| !failed.contains(device))
+        .map(|(device, hour)| (device.clone(), Bucket::of(*hour)[1].start_ms()))
+        .collect();
+    let days: Vec<(String, i64)> = days.into_iter().collect();
+    let mut day_items = Vec::with_capacity(days.len());
+    for chunk in days.chunks(CONCURRENCY) {
+        let queries = chunk
+            .iter()
+            .map(|(device, day)| stats.store.hours_of_day(device, *day));
+        for ((device, day), result) in chunk.iter().zip(futures::future::join_all(queries).await) {
+            outcome.day_queries += 1;
+            match result {
+                Ok(hours) if hours.is_empty() => {}
+                Ok(hours) => day_items.push(StatsItem::rollup(
+                    device,
+                    Bucket::Day(*day),
+                    Rollup::of_hours(&hours),
+                )),
+                Err(error) => {
+                    tracing::warn!(device_id = %device, day, %error, "reading the day's hours failed");
+                    failed.insert(device.clone());
+                }
+            }
+        }
+    }
+    save_rollups(stats, day_items, outcome, failed).await;
+}
+
+/// Writes recomputed rollups over items of fewer readings; an item of as
+/// many holds these readings already.
+async fn save_rollups<S: StatsStore, T>(
+    stats: &Stats<S, T>,
+    items: Vec<StatsItem>,
+    outcome: &mut Outcome,
+    failed: &mut BTreeSet<String>,
+) {
+    let writes: Vec<(StatsItem, Expected)> = items
+        .into_iter()
+        .map(|item| {
+            let expected = Expected::FewerReadings(item.revision);
+            (item, expected)
+        })
+        .collect();
+    for ((item, _), result) in writes.iter().zip(stats.store.save(&writes).await) {
+        match result {
+            Ok(()) => outcome.items_written += 1,
+            Err(SaveError::Conflict) => outcome.already_applied += 1,
+            Err(error) => {
+                tracing::warn!(device_id = %item.device_id, item = %item.body.sort_key(), %error, "DeviceStats write failed; retrying from the device's first record");
+                failed.insert(item.device_id.clone());
+            }
+        }
+    }
+}
+
+fn latest_key(device: &str) -> StatsKey {
+    (device.to_owned(), LATEST_SORT_KEY.to_owned())
+}
+
+/// Folds each device's newer readings into its `latest` item, one step of at
+/// most `TRAIL_MAX` newer readings per write, each write conditioned on the
+/// revision it read; a conflict reloads and folds again.
+async fn update_latest<S: StatsStore, T>(
+    stats: &Stats<S, T>,
+    by_device: &DeviceReadings,
+    outcome: &mut Outcome,
+    failed: &mut BTreeSet<String>,
+) {
+    let mut pending: Vec<String> = by_device.keys().cloned().collect();
+    // What this invocation wrote, so that a `latest` written in steps is not
+    // read back between them.
+    let mut written: HashMap<String, StatsItem> = HashMap::new();
+    let mut conflicts: HashMap<String, usize> = HashMap::new();
+    while !pending.is_empty() {
+        let unknown: Vec<StatsKey> = pending
+            .iter()
+            .filter(|device| !written.contains_key(*device))
+            .map(|device| latest_key(device))
+            .collect();
+        let loaded = if unknown.is_empty() {
+            Loaded::default()
+        } else {
+            match stats.store.load(&unknown).await {
+                Ok(loaded) => loaded,
+                Err(error) => {
+                    tracing::warn!(%error, "reading DeviceStats failed; the batch will be retried");
+                    failed.extend(pending);
+                    return;
+                }
+            }
+        };
+        for key in loaded.unreadable.keys() {
+            // Its earlier state is gone: it restarts from this batch's
+            // readings. Left in place, every write to it would conflict and
+            // its device's latest state would stop for good.
+            tracing::error!(device_id = %key.0, "a latest item that does not parse is replaced");
+            outcome.unreadable += 1;
+        }
+        let mut writes: Vec<(StatsItem, Expected)> = Vec::new();
+        let mut unfinished: BTreeSet<String> = BTreeSet::new();
+        for device in &pending {
+            let key = latest_key(device);
+            let (stored, expected) = match written.get(device) {
+                Some(item) => (Some(item), Expected::Revision(item.revision)),
+                None => (loaded.items.get(&key), Expected::of(&loaded, &key)),
+            };
+            let current = stored.and_then(|item| match &item.body {
+                StatsBody::Latest(state) => Some(state),
+                StatsBody::Rollup(..) => None,
+            });
+            let Some((state, more)) = next_latest(current, &by_device[device]) else {
+                outcome.already_applied += 1;
+                continue;
+            };
+            if more {
+                unfinished.insert(device.clone());
+            }
+            let revision = match expected {
+                Expected::Revision(revision) => revision + 1,
+                _ => 1,
+            };
+            let item = StatsItem {
+                device_id: device.clone(),
+                revision,
+                body: StatsBody::Latest(state),
+            };
+            writes.push((item, expected));
+        }
+        let results = stats.store.save(&writes).await;
+        let mut next = Vec::new();
+        for ((item, _), result) in writes.into_iter().zip(results) {
+            let device = item.device_id.clone();
+            match result {
+                Ok(()) => {
+                    outcome.items_written += 1;
+                    if unfinished.contains(&device) {
+                        next.push(device.clone());
+                    }
+                    written.insert(device, item);
+                }
+                Err(SaveError::Conflict)
+                    if conflicts.get(&device).copied().unwrap_or(0) < CONFLICT_ROUNDS =>
+                {
+                    outcome.conflicts += 1;
+                    *conflicts.entry(device.clone()).or_default() += 1;
+                    written.remove(&device);
+                    next.push(device);
                 }
                 Err(error) => {
-                    tracing::warn!(device_id = %device, hour, %error, "reading the hour's track failed");
-                    tracks.failures.insert((device.clone(), *hour));
+                    tracing::warn!(device_id = %device, %error, "latest write failed; retrying from the device's first record");
+                    failed.insert(device);
                 }
             }
         }
+        pending = next;
     }
-    tracks
 }
 
-/// The lowest sequence number each failed item still needs: Lambda retries
-/// the batch from the lowest of them.
-fn first_records_needed(
-    failed: &[StatsKey],
-    by_device: &DeviceReadings,
-    written: &HashMap<StatsKey, StatsItem>,
-) -> Vec<String> {
-    let mut failures: Vec<String> = failed
-        .iter()
-        .filter_map(|key| {
-            fresh_readings(key, written.get(key), &by_device[&key.0])
-                .into_iter()
-                .map(|(sequence, _)| sequence)
-                .min_by(|a, b| cmp_sequence(a, b))
-        })
-        .collect();
-    failures.sort_by(|a, b| cmp_sequence(a, b));
-    failures.dedup();
-    failures
-}
-
-fn belongs(sort_key: &str, reading: &Reading) -> bool {
-    sort_key == geotag::store::LATEST_SORT_KEY
-        || Bucket::of(reading.ts_ms)
-            .iter()
-            .any(|b| b.sort_key() == sort_key)
-}
-
-/// The records of `readings` that belong to `key`'s item and are above its watermark.
-fn fresh_readings(
-    key: &StatsKey,
-    stored: Option<&StatsItem>,
+/// The next `latest` state of a device: `current` with the readings folded
+/// in, the newer of them at most `TRAIL_MAX` at a time, oldest first, and
+/// whether newer readings remain for another step. `None` if nothing changes
+/// (every reading already folded in, or older and without a newer battery).
+fn next_latest(
+    current: Option<&LatestState>,
     readings: &[(String, Reading)],
-) -> Vec<(String, Reading)> {
-    let watermark = stored.map(|item| item.watermark.as_str());
-    readings
-        .iter()
-        .filter(|(sequence, reading)| {
-            belongs(&key.1, reading)
-                && watermark.is_none_or(|mark| cmp_sequence(sequence, mark).is_gt())
+) -> Option<(LatestState, bool)> {
+    let key_of = |reading: &Reading| (reading.latest_time_ms(), reading.sort_key());
+    let newer_than_current = |reading: &Reading| {
+        current.is_none_or(|state| {
+            let (ts_ms, key) = key_of(reading);
+            (ts_ms, key.as_str()) > (state.ts_ms, state.reading_key.as_str())
         })
-        .cloned()
-        .collect()
-}
-
-/// The item to write for `key`: `fresh` folded in, and the spans of the hours
-/// they touch (from Telemetry) set.
-fn next_item(
-    key: &StatsKey,
-    stored: Option<&StatsItem>,
-    fresh: &[(String, Reading)],
-    hour_spans: &[(i64, Option<Span>)],
-) -> Option<StatsItem> {
-    let new_watermark = fresh
-        .iter()
-        .map(|(sequence, _)| sequence)
-        .max_by(|a, b| cmp_sequence(a, b))?
-        .clone();
-    let fresh_readings: Vec<Reading> = fresh.iter().map(|(_, reading)| reading.clone()).collect();
-    let body = if key.1 == geotag::store::LATEST_SORT_KEY {
-        let current = match stored.map(|item| &item.body) {
-            Some(StatsBody::Latest(state)) => Some(state.clone()),
-            _ => None,
-        };
-        StatsBody::Latest(LatestState::apply(current, &fresh_readings)?)
-    } else {
-        let bucket = Bucket::of(fresh_readings[0].ts_ms)
-            .into_iter()
-            .find(|bucket| bucket.sort_key() == key.1)?;
-        let mut rollup = match stored.map(|item| &item.body) {
-            Some(StatsBody::Rollup(_, rollup)) => rollup.clone(),
-            _ => Rollup::default(),
-        };
-        rollup.count_readings(&fresh_readings);
-        match bucket {
-            Bucket::Hour(start) => {
-                rollup.track = hour_spans
-                    .iter()
-                    .find(|(hour, _)| *hour == start)
-                    .and_then(|(_, span)| *span)
-                    // Telemetry should hold what the stream shows; if TTL removed
-                    // it meanwhile, the new readings still make a track.
-                    .or_else(|| {
-                        Span::of_points(&fresh_readings.iter().map(Point::of).collect::<Vec<_>>())
-                    });
-            }
-            Bucket::Day(_) => {
-                for (hour, span) in hour_spans {
-                    rollup.set_hour(*hour, *span);
-                }
-            }
-        }
-        StatsBody::Rollup(bucket, rollup)
     };
-    Some(StatsItem {
-        device_id: key.0.clone(),
-        watermark: new_watermark,
-        body,
-    })
+    let (mut newer, older): (Vec<&Reading>, Vec<&Reading>) = readings
+        .iter()
+        .map(|(_, reading)| reading)
+        .partition(|reading| newer_than_current(reading));
+    newer.sort_by_cached_key(|reading| key_of(reading));
+    let more = newer.len() > TRAIL_MAX;
+    newer.truncate(TRAIL_MAX);
+    let step: Vec<Reading> = older.into_iter().chain(newer).cloned().collect();
+    let state = LatestState::apply(current.cloned(), &step)?;
+    (Some(&state) != current).then_some((state, more))
 }

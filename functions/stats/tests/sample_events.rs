@@ -18,7 +18,7 @@ type MemoryStats = Stats<MemoryStatsStore, MemoryReadingStore>;
 fn stats() -> MemoryStats {
     Stats {
         store: MemoryStatsStore::default(),
-        tracks: MemoryReadingStore::default(),
+        telemetry: MemoryReadingStore::default(),
         metrics: geotag_runtime::emf::Emitter::for_binary("stats"),
     }
 }
@@ -31,7 +31,7 @@ fn stored(stats: &MemoryStats, records: &[EventRecord]) {
         .filter(|r| r.event_name == "INSERT")
         .filter_map(reading_of)
         .collect();
-    stats.tracks.insert(&readings);
+    stats.telemetry.insert(&readings);
 }
 
 fn sample(name: &str) -> Event {
@@ -189,26 +189,27 @@ async fn a_failure_in_the_middle_of_a_batch_is_retried_to_the_same_totals() {
     let clean = processed_cleanly(&records).await;
 
     // The same batch, with one hourly item's write failing: the function
-    // reports the first record that item still needs; Lambda retries from it.
+    // reports that device's first record; Lambda retries from it.
     let faulty = stats();
     stored(&faulty, &records);
     faulty.store.fail_next_write_of("hour#2026-11-20T09");
     let outcome = process(&faulty, &records).await;
     assert_eq!(outcome.failures.len(), 1, "{outcome:?}");
-    let checkpoint = records
-        .iter()
-        .position(|r| r.change.sequence_number.as_deref() == Some(outcome.failures[0].as_str()))
-        .unwrap();
-    assert!(checkpoint > 0, "earlier records are done");
+    let first_of_tag0 = records[0].change.sequence_number.clone().unwrap();
+    assert_eq!(
+        outcome.failures,
+        [first_of_tag0],
+        "tag-0000's hour failed first"
+    );
     assert!(
         outcome.items_written > 0,
         "the other items were written before the retry"
     );
-    let retry = process(&faulty, &records[checkpoint..]).await;
+    let retry = process(&faulty, &records).await;
     assert!(retry.failures.is_empty());
     assert!(
         retry.already_applied > 0,
-        "items written the first time skip the redelivered records"
+        "items written the first time are left as they are"
     );
     // And once more, bisected, as Lambda may deliver it.
     let (first, second) = records.split_at(records.len() / 2);
@@ -229,12 +230,17 @@ async fn one_write_per_device_and_bucket_whatever_the_number_of_readings() {
     let (loads, writes) = stats.store.calls();
     // Per tag: latest, 2 hours, 1 day.
     assert_eq!(writes, 10 * 4);
-    assert_eq!(loads, 1, "one BatchGetItem for 40 keys");
+    assert_eq!(loads, 1, "one BatchGetItem for the 10 latest items");
     assert_eq!(
-        outcome.track_queries,
+        outcome.hour_queries,
         10 * 2,
-        "one track query per tag and hour"
+        "one Telemetry query per tag and hour"
     );
+    assert_eq!(
+        outcome.day_queries, 10,
+        "one DeviceStats query per tag and day"
+    );
+    assert_eq!(stats.store.day_queries(), 10);
     assert_eq!(rollup(&stats, "tag-0003", "day#2026-11-20").count, 100);
     let hours: u64 = [8, 9]
         .iter()
@@ -332,28 +338,18 @@ async fn a_backlog_reaches_the_alerts_whole_in_steps_of_one_trail() {
         all
     );
 
-    // The third step's write fails: Lambda retries the batch from the first
-    // record that item still needs, and the steps already written skip it.
+    // The third step's write fails: Lambda retries the batch from the
+    // device's first record, and the steps already written are not redone.
     let crashed = stats();
     stored(&crashed, &records);
     crashed.store.fail_nth_write_of("latest", 3);
     let outcome = process(&crashed, &records).await;
-    assert_eq!(outcome.failures.len(), 1, "{outcome:?}");
-    let checkpoint = records
-        .iter()
-        .position(|r| r.change.sequence_number.as_deref() == Some(outcome.failures[0].as_str()))
-        .unwrap();
     assert_eq!(
-        checkpoint,
-        2 * TRAIL_MAX,
-        "the steps written are not redone"
+        outcome.failures,
+        [records[0].change.sequence_number.clone().unwrap()],
+        "{outcome:?}"
     );
-    assert!(
-        process(&crashed, &records[checkpoint..])
-            .await
-            .failures
-            .is_empty()
-    );
+    assert!(process(&crashed, &records).await.failures.is_empty());
     let retried = latest_writes(&crashed);
     assert_eq!(
         retried.iter().map(|s| s.trail.len()).collect::<Vec<_>>(),
@@ -373,10 +369,13 @@ async fn an_unreadable_item_is_replaced_and_its_device_counted_again() {
         .put_unreadable(("tag-0000".into(), "latest".into()), None);
     stats
         .store
-        .put_unreadable(("tag-0000".into(), hour.clone()), Some("1".into()));
+        .put_unreadable(("tag-0000".into(), hour.clone()), Some(1));
     let outcome = process(&stats, &records).await;
     assert!(outcome.failures.is_empty(), "{outcome:?}");
-    assert_eq!(outcome.unreadable, 2);
+    assert_eq!(
+        outcome.unreadable, 1,
+        "the latest item; the hour is recomputed over"
+    );
     let clean = processed_cleanly(&records).await;
     assert_eq!(rollup(&stats, "tag-0000", &hour).count, 15);
     assert_eq!(latest(&stats, "tag-0000").version, 1);

@@ -1,5 +1,5 @@
 //! The stats function's port: DeviceStats items, read and written on the
-//! condition of their watermark, and an in-memory implementation.
+//! condition of their revision, and an in-memory implementation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -9,12 +9,28 @@ use super::{StoreError, lock};
 use crate::stats::{Bucket, LatestState, Rollup};
 
 /// A DeviceStats item: a device's latest state, or one of its rollups, with
-/// the stream sequence number of the last Telemetry record it absorbed.
+/// its revision (see `geotag::stats`): for `latest` the number of times it
+/// was written, for a rollup the number of readings it was computed from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatsItem {
     pub device_id: String,
-    pub watermark: String,
+    pub revision: u64,
     pub body: StatsBody,
+}
+
+impl StatsItem {
+    /// A rollup computed from `count` readings: its revision is that count.
+    pub fn rollup(device_id: &str, bucket: Bucket, rollup: Rollup) -> StatsItem {
+        StatsItem {
+            device_id: device_id.to_owned(),
+            revision: rollup.count,
+            body: StatsBody::Rollup(bucket, rollup),
+        }
+    }
+
+    pub fn key(&self) -> StatsKey {
+        (self.device_id.clone(), self.body.sort_key())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +57,8 @@ pub type StatsKey = (String, String);
 /// Why a conditional stats write did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SaveError {
-    /// The item's watermark is no longer the one read: someone wrote first.
+    /// The item is not as expected: someone wrote first, or (for
+    /// [`Expected::FewerReadings`]) it holds as many readings already.
     #[error("the item changed since it was read")]
     Conflict,
     #[error(transparent)]
@@ -53,10 +70,10 @@ pub enum SaveError {
 pub struct Loaded {
     pub items: HashMap<StatsKey, StatsItem>,
     /// Items that exist but do not parse as stats (a hand edit, a bug, a
-    /// layout from a newer release), with their `watermark` if it is a
-    /// string. A write may replace one (see [`Expected`]); nothing else can,
+    /// layout from another release), with their `revision` if it is a
+    /// number. A write may replace one (see [`Expected`]); nothing else can,
     /// so leaving them would stop their device's stats for good.
-    pub unreadable: HashMap<StatsKey, Option<String>>,
+    pub unreadable: HashMap<StatsKey, Option<u64>>,
 }
 
 /// The state a conditional stats write expects to replace.
@@ -64,10 +81,14 @@ pub struct Loaded {
 pub enum Expected {
     /// No item.
     Absent,
-    /// An item with this watermark, readable or not.
-    Watermark(String),
-    /// An item with no string watermark.
+    /// An item of this revision, readable or not.
+    Revision(u64),
+    /// An item with no numeric revision.
     Unreadable,
+    /// No item, an unreadable one, or one of a lower revision: a rollup
+    /// recomputed from this many readings replaces one computed from fewer.
+    /// Readings only accumulate, so an item of as many holds the same ones.
+    FewerReadings(u64),
 }
 
 impl Expected {
@@ -77,13 +98,25 @@ impl Expected {
     }
 
     /// What a write must find where `item` is stored, or an unreadable item
-    /// with `unreadable`'s watermark.
-    pub fn stored(item: Option<&StatsItem>, unreadable: Option<&Option<String>>) -> Expected {
+    /// with `unreadable`'s revision.
+    pub fn stored(item: Option<&StatsItem>, unreadable: Option<&Option<u64>>) -> Expected {
         match (item, unreadable) {
-            (Some(item), _) => Expected::Watermark(item.watermark.clone()),
-            (None, Some(Some(watermark))) => Expected::Watermark(watermark.clone()),
+            (Some(item), _) => Expected::Revision(item.revision),
+            (None, Some(Some(revision))) => Expected::Revision(*revision),
             (None, Some(None)) => Expected::Unreadable,
             (None, None) => Expected::Absent,
+        }
+    }
+
+    /// Whether a write expecting this may replace what is stored.
+    pub fn admits(&self, item: Option<&StatsItem>, unreadable: Option<&Option<u64>>) -> bool {
+        match self {
+            Expected::FewerReadings(count) => match (item, unreadable) {
+                (Some(item), _) => item.revision < *count,
+                (None, Some(Some(revision))) => revision < count,
+                (None, _) => true,
+            },
+            expected => Expected::stored(item, unreadable) == *expected,
         }
     }
 }
@@ -92,6 +125,14 @@ impl Expected {
 pub trait StatsStore: Send + Sync {
     /// Reads the items that exist among `keys` (strongly consistent).
     fn load(&self, keys: &[StatsKey]) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
+
+    /// The hour rollups stored for `device_id`'s day starting at `day_start_ms`
+    /// (strongly consistent), by hour start; unreadable ones left out.
+    fn hours_of_day(
+        &self,
+        device_id: &str,
+        day_start_ms: i64,
+    ) -> impl Future<Output = Result<Vec<(i64, Rollup)>, StoreError>> + Send;
 
     /// Writes each item if what is stored is still as `expected`. One result
     /// per write, in order.
@@ -111,8 +152,9 @@ pub struct MemoryStatsStore {
     saves: Mutex<u64>,
     /// Every write that succeeded, in order: what the DeviceStats stream shows.
     written: Mutex<Vec<StatsItem>>,
-    /// Items that do not parse, with their watermark if it is a string.
-    unreadable: Mutex<HashMap<StatsKey, Option<String>>>,
+    /// Items that do not parse, with their revision if it is a number.
+    unreadable: Mutex<HashMap<StatsKey, Option<u64>>>,
+    day_queries: Mutex<u64>,
 }
 
 impl MemoryStatsStore {
@@ -131,9 +173,9 @@ impl MemoryStatsStore {
     }
 
     /// Stores an item that does not parse at `key`, as a hand edit would.
-    pub fn put_unreadable(&self, key: StatsKey, watermark: Option<String>) {
+    pub fn put_unreadable(&self, key: StatsKey, revision: Option<u64>) {
         lock(&self.items).remove(&key);
-        lock(&self.unreadable).insert(key, watermark);
+        lock(&self.unreadable).insert(key, revision);
     }
 
     /// Every successful write so far, oldest first.
@@ -151,6 +193,11 @@ impl MemoryStatsStore {
     pub fn calls(&self) -> (u64, u64) {
         (*lock(&self.loads), *lock(&self.saves))
     }
+
+    /// [`StatsStore::hours_of_day`] calls so far.
+    pub fn day_queries(&self) -> u64 {
+        *lock(&self.day_queries)
+    }
 }
 
 impl StatsStore for MemoryStatsStore {
@@ -165,9 +212,28 @@ impl StatsStore for MemoryStatsStore {
                 .collect(),
             unreadable: keys
                 .iter()
-                .filter_map(|key| unreadable.get(key).map(|mark| (key.clone(), mark.clone())))
+                .filter_map(|key| unreadable.get(key).map(|mark| (key.clone(), *mark)))
                 .collect(),
         })
+    }
+
+    async fn hours_of_day(
+        &self,
+        device_id: &str,
+        day_start_ms: i64,
+    ) -> Result<Vec<(i64, Rollup)>, StoreError> {
+        *lock(&self.day_queries) += 1;
+        let day = day_start_ms..day_start_ms + crate::clock::DAY_MS;
+        Ok(lock(&self.items)
+            .values()
+            .filter(|item| item.device_id == device_id)
+            .filter_map(|item| match &item.body {
+                StatsBody::Rollup(Bucket::Hour(start), rollup) if day.contains(start) => {
+                    Some((*start, rollup.clone()))
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     async fn save(&self, writes: &[(StatsItem, Expected)]) -> Vec<Result<(), SaveError>> {
@@ -178,7 +244,7 @@ impl StatsStore for MemoryStatsStore {
             .iter()
             .map(|(item, expected)| {
                 *lock(&self.saves) += 1;
-                let key = (item.device_id.clone(), item.body.sort_key());
+                let key = item.key();
                 if let Some(countdown) = fail_once.get_mut(&key.1) {
                     *countdown -= 1;
                     if *countdown == 0 {
@@ -189,7 +255,7 @@ impl StatsStore for MemoryStatsStore {
                         }));
                     }
                 }
-                if Expected::stored(items.get(&key), unreadable.get(&key)) != *expected {
+                if !expected.admits(items.get(&key), unreadable.get(&key)) {
                     return Err(SaveError::Conflict);
                 }
                 unreadable.remove(&key);
