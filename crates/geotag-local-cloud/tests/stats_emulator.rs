@@ -578,3 +578,148 @@ async fn an_item_that_does_not_parse_is_replaced_not_conflicted_on_forever() {
     let hour_now = store.load(&keys[1..]).await.unwrap().items[&keys[1]].clone();
     assert_eq!(hour_now.revision, 2);
 }
+
+#[tokio::test]
+async fn one_tag_through_concurrent_batches_and_a_shard_split_with_crashes_is_counted_exactly() {
+    // Two batches of one shard in flight at once (by item, and every reading
+    // is its own item), batches of 40, and a split after 300 records.
+    let local = LocalStack::start(&Options {
+        parameter_overrides: [
+            ("StatsParallelizationFactor".to_owned(), "2".to_owned()),
+            ("StatsBatchSize".to_owned(), "40".to_owned()),
+        ]
+        .into(),
+        ..Options::default()
+    })
+    .await
+    .expect("local stack");
+    let stats_function = local.stack.function("StatsFunction").unwrap().clone();
+    let config =
+        geotag_stats::Config::from_lookup(|name| stats_function.environment.get(name).cloned())
+            .unwrap();
+    let stats = Arc::new(geotag_stats::on_aws(&local.sdk, &config));
+
+    // A hot tag, 600 readings over three hours, and a quiet one; stored in
+    // four deliveries, the second one again.
+    let mut readings: Vec<Reading> = (0..600)
+        .map(|i| Reading {
+            lat: 48.8 + i as f64 * 1e-4,
+            speed: Some(i as f64 % 11.0),
+            battery: Some(90.0 - i as f64 * 0.05),
+            ..position_only("tag-hot", T0 + i * 18_000)
+        })
+        .collect();
+    readings.extend((0..30).map(|i| position_only("tag-quiet", T0 + i * 300_000)));
+    fastrand::Rng::with_seed(3).shuffle(&mut readings);
+    let telemetry = geotag_aws::DynamoReadingStore::new(
+        aws_sdk_dynamodb::Client::new(&local.sdk),
+        &config.telemetry_table,
+        3650,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for part in [
+        &readings[..150],
+        &readings[150..300],
+        &readings[150..300],
+        &readings[300..],
+    ] {
+        assert!(
+            telemetry
+                .put_readings(part, deadline)
+                .await
+                .failed
+                .is_empty()
+        );
+    }
+
+    // The stats function, slowed so that batches overlap, and dying after
+    // half its batch on every third invocation.
+    #[derive(Default)]
+    struct Seen {
+        invocations: AtomicUsize,
+        in_flight: AtomicUsize,
+        most_in_flight_with_the_hot_tag: AtomicUsize,
+        sequences: Mutex<Vec<String>>,
+    }
+    let seen = Arc::new(Seen::default());
+    let invoker = {
+        let (stats, seen) = (Arc::clone(&stats), Arc::clone(&seen));
+        Invoker::Closure(Arc::new(move |function, payload: Value| {
+            let (stats, seen) = (Arc::clone(&stats), Arc::clone(&seen));
+            let binary = function.binary.clone();
+            async move {
+                if binary == "alerts" {
+                    return Ok(serde_json::json!({"batchItemFailures": []}));
+                }
+                let event: Event = serde_json::from_value(payload)?;
+                let hot = event
+                    .records
+                    .iter()
+                    .filter_map(geotag_stats::reading_of)
+                    .any(|r| r.device_id == "tag-hot");
+                seen.sequences.lock().unwrap().extend(
+                    event.records.iter().filter_map(|r| r.change.sequence_number.clone()),
+                );
+                let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                if hot {
+                    seen.most_in_flight_with_the_hot_tag.fetch_max(now, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let result = if seen.invocations.fetch_add(1, Ordering::SeqCst) % 3 == 2 {
+                    let half = event.records.len() / 2;
+                    geotag_stats::process(&stats, &event.records[..half]).await;
+                    Err(anyhow!("the function died after half its batch"))
+                } else {
+                    let outcome = geotag_stats::process(&stats, &event.records).await;
+                    Ok(serde_json::json!({
+                        "batchItemFailures": outcome.failures.iter().map(|s| serde_json::json!({"itemIdentifier": s})).collect::<Vec<_>>()
+                    }))
+                };
+                seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+                result
+            }
+            .boxed()
+        }))
+    };
+    let pump = Pump::start_with(
+        &local.stack,
+        &local.sdk,
+        invoker,
+        geotag_local_cloud::pump::PumpOptions {
+            split_shards_after: Some(300),
+            ..Default::default()
+        },
+    );
+    pump.wait_drained(Duration::from_secs(180)).await.unwrap();
+    let pump_stats = pump.stats.snapshot();
+    pump.stop().await;
+
+    assert!(pump_stats["function errors"] >= 3, "{pump_stats:?}");
+    assert_eq!(pump_stats["stream records given up"], 0, "{pump_stats:?}");
+    assert!(
+        seen.most_in_flight_with_the_hot_tag.load(Ordering::SeqCst) >= 2,
+        "batches holding the hot tag ran concurrently"
+    );
+    let sequences = seen.sequences.lock().unwrap().clone();
+    for child in ["1", "2"] {
+        assert!(
+            sequences
+                .iter()
+                .any(|s| s.len() == 21 && s.starts_with(child)),
+            "child shard {child} was read"
+        );
+    }
+    assert_exact(&actual(&local, &readings).await, &expected(&readings));
+    let store = geotag_aws::DynamoStatsStore::new(
+        aws_sdk_dynamodb::Client::new(&local.sdk),
+        &config.device_stats_table,
+    );
+    let latest = store
+        .load(&[("tag-hot".to_owned(), "latest".to_owned())])
+        .await
+        .unwrap();
+    match &latest.items.values().next().map(|item| &item.body) {
+        Some(StatsBody::Latest(state)) => assert_eq!(state.ts_ms, T0 + 599 * 18_000),
+        other => panic!("{other:?}"),
+    }
+}

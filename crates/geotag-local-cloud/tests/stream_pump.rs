@@ -197,6 +197,7 @@ async fn stream_batches_are_filtered_ordered_bisected_and_given_up_after_retries
         PumpOptions {
             time_scale: 1.0,
             play_schedules: true,
+            ..PumpOptions::default()
         },
     );
     pump.wait_drained(Duration::from_secs(60)).await.unwrap();
@@ -276,6 +277,7 @@ async fn rate_schedules_tick_with_their_input_sped_up() {
         PumpOptions {
             time_scale: 120.0,
             play_schedules: true,
+            ..PumpOptions::default()
         },
     );
     while probe.ticks.lock().unwrap().len() < 3 && started.elapsed() < Duration::from_secs(30) {

@@ -115,6 +115,7 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         PumpOptions {
             time_scale: options.time_scale,
             play_schedules: false,
+            ..PumpOptions::default()
         },
     );
     let registry = set_up_registry(&local, &options).await?;

@@ -40,6 +40,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
         PumpOptions {
             time_scale: args.stack.time_scale,
             play_schedules: true,
+            ..PumpOptions::default()
         },
     );
     print_up(

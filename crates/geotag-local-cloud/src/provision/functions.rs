@@ -77,6 +77,11 @@ pub struct StreamSource {
     pub report_batch_item_failures: bool,
     /// The queue that receives a description of each batch given up on.
     pub on_failure_queue_url: Option<String>,
+    /// `ParallelizationFactor`: batches of one shard in flight at once (1 to 10).
+    pub parallelization_factor: usize,
+    /// `MaximumRecordAgeInSeconds`; `None` keeps records until they expire
+    /// from the stream (Lambda's -1).
+    pub maximum_record_age_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -269,6 +274,13 @@ fn stream_source(
         }
     };
     let retries: Option<i64> = number(event_properties, "MaximumRetryAttempts")?;
+    let parallelization: i64 = number(event_properties, "ParallelizationFactor")?.unwrap_or(1);
+    if !(1..=10).contains(&parallelization) {
+        bail!(
+            "DynamoDB event {event_name}: ParallelizationFactor {parallelization} is not 1 to 10"
+        );
+    }
+    let maximum_age: Option<i64> = number(event_properties, "MaximumRecordAgeInSeconds")?;
     Ok(StreamSource {
         name: event_name.to_owned(),
         stream_arn,
@@ -282,6 +294,8 @@ fn stream_source(
         maximum_retry_attempts: retries.and_then(|n| u32::try_from(n).ok()),
         report_batch_item_failures: reports_batch_item_failures(event_properties),
         on_failure_queue_url: on_failure_queue_url(resolver, event_name, event_properties)?,
+        parallelization_factor: parallelization as usize,
+        maximum_record_age_secs: maximum_age.and_then(|age| u64::try_from(age).ok()),
     })
 }
 

@@ -94,6 +94,8 @@ pub struct PumpStats {
     pub records_filtered_out: AtomicU64,
     /// Stream records whose batch exhausted its retries (sent to OnFailure).
     pub records_given_up: AtomicU64,
+    /// Stream records older than `MaximumRecordAgeInSeconds` (sent to OnFailure).
+    pub records_expired: AtomicU64,
     pub schedule_ticks: AtomicU64,
 }
 
@@ -107,6 +109,7 @@ impl PumpStats {
             ("function errors", &self.function_errors),
             ("stream records filtered out", &self.records_filtered_out),
             ("stream records given up", &self.records_given_up),
+            ("stream records expired", &self.records_expired),
             ("schedule ticks", &self.schedule_ticks),
         ]
         .into_iter()
@@ -124,6 +127,9 @@ pub struct PumpOptions {
     /// seconds turns them off: a silence check in the middle of compressed
     /// time would find every tag silent. It fires the check itself at the end.
     pub play_schedules: bool,
+    /// Plays a split of every stream shard after this many of its records,
+    /// as DynamoDB splits a hot partition's shard (see [`stream`]).
+    pub split_shards_after: Option<usize>,
 }
 
 impl Default for PumpOptions {
@@ -131,6 +137,7 @@ impl Default for PumpOptions {
         PumpOptions {
             time_scale: 1.0,
             play_schedules: true,
+            split_shards_after: None,
         }
     }
 }
@@ -184,6 +191,7 @@ impl Pump {
                             function: function.clone(),
                             invoker: invoker.clone(),
                             stats: Arc::clone(&stats),
+                            split_after: options.split_shards_after,
                         };
                         // Busy until its first look at the stream: records
                         // written before the pump started are not yet read,

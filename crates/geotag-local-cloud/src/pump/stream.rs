@@ -1,9 +1,17 @@
 //! The DynamoDB stream event source, as Lambda plays it
 //! (<https://docs.aws.amazon.com/lambda/latest/dg/with-ddb.html>):
 //!
-//! - one worker per shard, reading in order from `StartingPosition`; a shard's
-//!   batches are invoked one after another, never concurrently, so the
-//!   function sees each shard's records in order;
+//! - one worker per shard, reading in order from `StartingPosition`. With
+//!   `ParallelizationFactor` 1 a shard's batches are invoked one after
+//!   another; with N, records are dealt to N lanes by item (partition and
+//!   sort key), and the lanes' batches run at once: order holds per item
+//!   only, as Lambda promises, so one device's readings (each its own item)
+//!   can be in two batches in flight together;
+//! - a shard split, where [`PumpOptions::split_shards_after`] asks for one
+//!   (moto never splits): the parent is read to its end and its records
+//!   processed first, then the rest of its records go to two children by
+//!   item, each numbered in a sequence of its own that does not compare
+//!   with the other's or the parent's, the children processed concurrently;
 //! - up to `BatchSize` records per invocation, gathered for at most
 //!   `MaximumBatchingWindowInSeconds`; records that no `FilterCriteria`
 //!   pattern admits are dropped before batching, as Lambda drops them;
@@ -11,7 +19,9 @@
 //!   first when `BisectBatchOnFunctionError` is set, until
 //!   `MaximumRetryAttempts` is exhausted; then a description of the batch
 //!   (not its records) goes to the `OnFailure` destination queue and the
-//!   shard moves on;
+//!   lane moves on;
+//! - records older than `MaximumRecordAgeInSeconds` are not invoked (first
+//!   time or retry): they are described to the `OnFailure` destination;
 //! - with `ReportBatchItemFailures`, the lowest failed sequence number is the
 //!   checkpoint: the records before it are done, and the batch is retried from
 //!   it; an identifier that is not in the batch fails the whole batch.
@@ -19,8 +29,10 @@
 //! moto's shard iterators can go stale (after a failed transaction, for one);
 //! a worker that gets an error from GetRecords takes a fresh iterator after
 //! the last sequence number it read.
+//!
+//! [`PumpOptions::split_shards_after`]: super::PumpOptions::split_shards_after
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -46,6 +58,40 @@ pub(super) struct StreamPoller {
     pub function: FunctionSpec,
     pub invoker: Invoker,
     pub stats: Arc<PumpStats>,
+    /// Plays a split of each shard after this many of its records.
+    pub split_after: Option<usize>,
+}
+
+/// Where a record is processed: the shard (or, after a split, which child)
+/// and the lane of its item within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct LaneId {
+    child: Option<u8>,
+    lane: usize,
+}
+
+/// Records of one lane waiting to be invoked, and since when.
+struct Lane {
+    pending: Vec<Value>,
+    since: tokio::time::Instant,
+}
+
+/// A stable hash of a record's item key (FNV-1a over its `Keys` JSON, whose
+/// object keys serde_json keeps sorted).
+fn item_hash(record: &Value) -> u64 {
+    record["dynamodb"]["Keys"]
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+/// The sequence number a child shard gives its `number`-th record: each
+/// child counts in a range of its own, so that numbers of different shards
+/// do not compare (child 1's are all below child 0's).
+fn child_sequence(child: u8, number: u64) -> String {
+    format!("{}{number:020}", 2 - u64::from(child))
 }
 
 impl StreamPoller {
@@ -140,10 +186,14 @@ impl StreamPoller {
         let mut last_read: Option<String> = None;
         let mut iterator = None;
         let window = Duration::from_secs(self.source.batching_window_secs);
-        let mut pending: Vec<Value> = Vec::new();
-        let mut window_start = tokio::time::Instant::now();
+        let factor = self.source.parallelization_factor.max(1);
+        let mut lanes: BTreeMap<LaneId, Lane> = BTreeMap::new();
+        let mut records_read = 0usize;
+        let mut split = false;
+        let mut child_counts = [0u64; 2];
         loop {
-            if *shutdown.borrow() && pending.is_empty() {
+            let nothing_pending = lanes.values().all(|lane| lane.pending.is_empty());
+            if *shutdown.borrow() && nothing_pending {
                 break;
             }
             if iterator.is_none() {
@@ -157,7 +207,8 @@ impl StreamPoller {
                     }
                 }
             }
-            let want = (self.source.batch_size - pending.len()).clamp(1, 1000) as i32;
+            let fullest = lanes.values().map(|lane| lane.pending.len()).max();
+            let want = (self.source.batch_size - fullest.unwrap_or(0)).clamp(1, 1000) as i32;
             let read = self
                 .streams
                 .get_records()
@@ -178,9 +229,6 @@ impl StreamPoller {
                 }
             };
             let got_some = !records.is_empty();
-            if pending.is_empty() && got_some {
-                window_start = tokio::time::Instant::now();
-            }
             for record in &records {
                 if let Some(sequence) = record
                     .dynamodb()
@@ -188,43 +236,106 @@ impl StreamPoller {
                 {
                     last_read = Some(sequence.to_owned());
                 }
-                let json = record_json(record, &self.source.stream_arn);
-                if filter::admits(&self.source.filters, &json) {
-                    pending.push(json);
-                } else {
+                if !split && self.split_after.is_some_and(|after| records_read >= after) {
+                    // The parent is read to its end, and all of it
+                    // processed, before either child starts.
+                    split = true;
+                    set_busy(true, &self.stats);
+                    while lanes.values().any(|lane| !lane.pending.is_empty()) {
+                        self.dispatch(&shard, &mut lanes).await;
+                    }
+                    tracing::info!(%shard, records_read, "the shard splits in two");
+                }
+                records_read += 1;
+                let mut json = record_json(record, &self.source.stream_arn);
+                if !filter::admits(&self.source.filters, &json) {
                     self.stats
                         .records_filtered_out
                         .fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
+                let hash = item_hash(&json);
+                let child = split.then_some(((hash >> 32) % 2) as u8);
+                if let Some(child) = child {
+                    child_counts[child as usize] += 1;
+                    json["dynamodb"]["SequenceNumber"] =
+                        json!(child_sequence(child, child_counts[child as usize]));
+                }
+                let id = LaneId {
+                    child,
+                    lane: (hash % factor as u64) as usize,
+                };
+                let lane = lanes.entry(id).or_insert_with(|| Lane {
+                    pending: Vec::new(),
+                    since: tokio::time::Instant::now(),
+                });
+                if lane.pending.is_empty() {
+                    lane.since = tokio::time::Instant::now();
+                }
+                lane.pending.push(json);
             }
-            let full = pending.len() >= self.source.batch_size;
-            let window_over = window.is_zero() || window_start.elapsed() >= window;
-            if !pending.is_empty() && (full || window_over || *shutdown.borrow()) {
+            let ready = lanes.values().any(|lane| {
+                !lane.pending.is_empty()
+                    && (lane.pending.len() >= self.source.batch_size
+                        || window.is_zero()
+                        || lane.since.elapsed() >= window
+                        || *shutdown.borrow())
+            });
+            if ready {
                 set_busy(true, &self.stats);
-                let fit = super::records_that_fit(pending.iter().map(|r| r.to_string().len()));
-                let rest = pending.split_off(fit);
-                let batch = std::mem::replace(&mut pending, rest);
-                self.process(&shard, batch).await;
+                self.dispatch(&shard, &mut lanes).await;
                 continue;
             }
+            let nothing_pending = lanes.values().all(|lane| lane.pending.is_empty());
             if !got_some {
                 // Caught up with the shard: nothing read, nothing held back.
-                set_busy(!pending.is_empty(), &self.stats);
+                set_busy(!nothing_pending, &self.stats);
                 tokio::time::sleep(IDLE_POLL).await;
             } else {
                 set_busy(true, &self.stats);
             }
-            if iterator.is_none() && pending.is_empty() {
+            if iterator.is_none() && nothing_pending {
                 break;
             }
         }
         set_busy(false, &self.stats);
     }
 
+    /// Invokes one batch of every lane that holds records, all at once, and
+    /// waits for them: lanes are concurrent, each lane's batches in order.
+    async fn dispatch(&self, shard: &str, lanes: &mut BTreeMap<LaneId, Lane>) {
+        let mut batches = Vec::new();
+        for (id, lane) in lanes.iter_mut() {
+            if lane.pending.is_empty() {
+                continue;
+            }
+            let take = lane.pending.len().min(self.source.batch_size);
+            let fit =
+                super::records_that_fit(lane.pending[..take].iter().map(|r| r.to_string().len()));
+            let rest = lane.pending.split_off(fit);
+            let batch = std::mem::replace(&mut lane.pending, rest);
+            let label = match id.child {
+                None => shard.to_owned(),
+                Some(child) => format!("{shard}-child-{child}"),
+            };
+            batches.push((label, batch));
+        }
+        futures::future::join_all(
+            batches
+                .iter()
+                .map(|(label, batch)| self.process(label, batch.clone())),
+        )
+        .await;
+    }
+
     /// Invokes the function on `batch` until it succeeds or is given up on.
     async fn process(&self, shard: &str, batch: Vec<Value>) {
         let mut work: VecDeque<(Vec<Value>, u32)> = VecDeque::from([(batch, 0)]);
         while let Some((records, attempts)) = work.pop_front() {
+            let records = self.without_expired(shard, records, attempts).await;
+            if records.is_empty() {
+                continue;
+            }
             self.stats.invocations.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .records_delivered
@@ -266,7 +377,8 @@ impl StreamPoller {
                 .maximum_retry_attempts
                 .is_some_and(|limit| attempts > limit)
             {
-                self.give_up(shard, &remaining, attempts).await;
+                self.give_up(shard, &remaining, attempts, "RetryAttemptsExhausted")
+                    .await;
                 continue;
             }
             tokio::time::sleep(Duration::from_millis(50 * 2u64.pow(attempts.min(5)))).await;
@@ -280,11 +392,33 @@ impl StreamPoller {
         }
     }
 
+    /// `records` without those older than `MaximumRecordAgeInSeconds`, which
+    /// are described to the on-failure destination instead of invoked.
+    async fn without_expired(&self, shard: &str, records: Vec<Value>, attempts: u32) -> Vec<Value> {
+        let Some(maximum_age) = self.source.maximum_record_age_secs else {
+            return records;
+        };
+        let now_secs = geotag::clock::now_ms() as f64 / 1000.0;
+        let (expired, live): (Vec<Value>, Vec<Value>) = records
+            .into_iter()
+            .partition(|record| older_than(record, maximum_age, now_secs));
+        if !expired.is_empty() {
+            self.stats
+                .records_expired
+                .fetch_add(expired.len() as u64, Ordering::Relaxed);
+            self.give_up(shard, &expired, attempts, "RecordAgeExceeded")
+                .await;
+        }
+        live
+    }
+
     /// Sends the batch's description to the on-failure destination, as Lambda does.
-    async fn give_up(&self, shard: &str, records: &[Value], attempts: u32) {
-        self.stats
-            .records_given_up
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
+    async fn give_up(&self, shard: &str, records: &[Value], attempts: u32, condition: &str) {
+        if condition == "RetryAttemptsExhausted" {
+            self.stats
+                .records_given_up
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+        }
         let sequence = |record: Option<&Value>| {
             record
                 .and_then(|r| r["dynamodb"]["SequenceNumber"].as_str())
@@ -301,7 +435,7 @@ impl StreamPoller {
             "requestContext": {
                 "requestId": request_id(),
                 "functionArn": format!("arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{}", self.function.name),
-                "condition": "RetryAttemptsExhausted",
+                "condition": condition,
                 "approximateInvokeCount": attempts,
             },
             "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
@@ -317,7 +451,7 @@ impl StreamPoller {
                 "streamArn": self.source.stream_arn,
             },
         });
-        tracing::warn!(function = %self.function.logical_id, %shard, records = records.len(), "retries exhausted; batch sent to the on-failure destination");
+        tracing::warn!(function = %self.function.logical_id, %shard, records = records.len(), condition, "batch sent to the on-failure destination");
         if let Some(queue) = &self.source.on_failure_queue_url
             && let Err(error) = self
                 .sqs
@@ -331,6 +465,14 @@ impl StreamPoller {
             tracing::error!(error = %format!("{error:#}"), "the on-failure destination refused the batch description");
         }
     }
+}
+
+/// Whether a stream record was created more than `maximum_age_secs` before
+/// `now_secs` (a record without a creation time never expires).
+fn older_than(record: &Value, maximum_age_secs: u64, now_secs: f64) -> bool {
+    record["dynamodb"]["ApproximateCreationDateTime"]
+        .as_f64()
+        .is_some_and(|created| now_secs - created > maximum_age_secs as f64)
 }
 
 /// The index of the lowest-sequence failed record, `Ok(None)` if none failed,
@@ -436,6 +578,33 @@ mod tests {
             .iter()
             .map(|s| json!({"dynamodb": {"SequenceNumber": s}}))
             .collect()
+    }
+
+    #[test]
+    fn records_expire_past_the_maximum_age_only() {
+        let created = |secs: f64| json!({"dynamodb": {"ApproximateCreationDateTime": secs}});
+        assert!(!older_than(&created(1_000.0), 60, 1_060.0));
+        assert!(older_than(&created(1_000.0), 60, 1_061.0));
+        assert!(!older_than(&json!({"dynamodb": {}}), 60, 1e12));
+    }
+
+    #[test]
+    fn items_keep_their_lane_and_children_number_apart() {
+        let record = |sk: &str| json!({"dynamodb": {"Keys": {"device_id": {"S": "tag-1"}, "sk": {"S": sk}}}});
+        assert_eq!(item_hash(&record("a")), item_hash(&record("a")));
+        // One device's items spread over lanes and children.
+        let lanes: std::collections::BTreeSet<u64> = (0..40)
+            .map(|i| item_hash(&record(&i.to_string())) % 2)
+            .collect();
+        let children: std::collections::BTreeSet<u64> = (0..40)
+            .map(|i| (item_hash(&record(&i.to_string())) >> 32) % 2)
+            .collect();
+        assert_eq!((lanes.len(), children.len()), (2, 2));
+        // Child 1's later records number below child 0's first.
+        assert_eq!(
+            geotag::stats::cmp_sequence(&child_sequence(1, 900), &child_sequence(0, 1)),
+            std::cmp::Ordering::Less
+        );
     }
 
     #[test]
