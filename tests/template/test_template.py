@@ -412,6 +412,46 @@ def test_every_subscription_redrives_to_a_queue_with_an_alarm(stack: Stack):
         assert queue_names[target] in alarmed, f"{subscription_id}'s dead-letter queue has no alarm"
 
 
+def test_refusals_and_failures_land_apart_each_with_its_own_alarm(stack: Stack):
+    # Failures: SQS moves a message to IngestDLQ after maxReceiveCount, and
+    # any message there is alarmed ("something broke").
+    redrive = stack.props("IngestQueue")["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == stack.arns["IngestDLQ"]
+    queue_alarms = {
+        dimension["Value"]
+        for alarm in stack.of_type("AWS::CloudWatch::Alarm").values()
+        for dimension in alarm["Properties"].get("Dimensions", [])
+        if dimension["Name"] == "QueueName"
+    }
+    assert stack.props("IngestDLQ")["QueueName"] in queue_alarms
+    # Refusals: ingest sends them to IngestRejections, which devices fill a
+    # little all the time: no alarm on its depth, one on the rate.
+    variables = stack.props("IngestFunction")["Environment"]["Variables"]
+    assert variables["INGEST_REJECTIONS_URL"] == stack.refs["IngestRejections"]
+    assert stack.refs["IngestDLQ"] not in variables.values()
+    assert stack.props("IngestRejections")["QueueName"] not in queue_alarms
+    sends = {
+        resource
+        for statement in role_statements(stack, function_role(stack, "IngestFunction"))
+        if "sqs:SendMessage" in as_list(statement["Action"])
+        for resource in as_list(statement["Resource"])
+    }
+    assert sends == {stack.arns["IngestRejections"]}, "ingest refuses; only SQS fills IngestDLQ"
+    rate = stack.props("IngestRejectionRateAlarm")
+    metrics = {
+        query["MetricStat"]["Metric"]["MetricName"]: query["MetricStat"]["Metric"]
+        for query in rate["Metrics"]
+        if "MetricStat" in query
+    }
+    assert set(metrics) == {"MessagesRejected", "RecordsReceived"}
+    for metric in metrics.values():
+        assert metric["Namespace"] == stack.props("IngestFunction")["Environment"]["Variables"].get(
+            "METRICS_NAMESPACE", "geotag"
+        )
+        assert metric["Dimensions"] == [{"Name": "Function", "Value": stack.refs["IngestFunction"]}]
+    assert rate["AlarmActions"], "the rate alarm notifies someone"
+
+
 # --- who receives whose data
 
 

@@ -30,8 +30,8 @@ pub(crate) const FUNCTION_ENV: [(&str, &str); 13] = [
     ("TELEMETRY_TABLE", "geotag-telemetry"),
     ("DEVICE_STATS_TABLE", "geotag-device-stats"),
     (
-        "INGEST_DLQ_URL",
-        "http://127.0.0.1:1/123456789012/geotag-ingest-dlq",
+        "INGEST_REJECTIONS_URL",
+        "http://127.0.0.1:1/123456789012/geotag-ingest-rejections",
     ),
     ("DEVICES_TABLE", "geotag-devices"),
     ("CUSTOMERS_TABLE", "geotag-customers"),

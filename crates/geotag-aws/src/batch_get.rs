@@ -1,7 +1,8 @@
 //! Reading many items: by key with BatchGetItem, 100 keys a request, strongly
 //! consistent, with the keys DynamoDB leaves unprocessed (throttling) asked
 //! for again after a backoff (the one loop every adapter that reads by key
-//! uses); and all of a small table with Scan.
+//! uses); a range of one partition's sort keys with Query; and all of a small
+//! table with Scan.
 
 use std::collections::HashMap;
 
@@ -90,6 +91,39 @@ pub async fn scan_all(
             .scan()
             .table_name(table)
             .consistent_read(consistent)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(store_error)?;
+        items.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return Ok(items);
+        }
+    }
+}
+
+/// Every item of `device_id`'s partition with `low <= sk <= high`, strongly
+/// consistent (so that it holds every write that finished before), page
+/// after page.
+pub async fn query_sort_key_range(
+    client: &Client,
+    table: &str,
+    device_id: &str,
+    low: &str,
+    high: &str,
+) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(table)
+            .consistent_read(true)
+            .key_condition_expression("device_id = :device AND sk BETWEEN :low AND :high")
+            .expression_attribute_values(":device", AttributeValue::S(device_id.to_owned()))
+            .expression_attribute_values(":low", AttributeValue::S(low.to_owned()))
+            .expression_attribute_values(":high", AttributeValue::S(high.to_owned()))
             .set_exclusive_start_key(start)
             .send()
             .await

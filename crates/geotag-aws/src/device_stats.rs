@@ -148,39 +148,24 @@ impl StatsStore for DynamoStatsStore {
         let low = Bucket::Hour(day_start_ms).sort_key();
         let high =
             Bucket::Hour(day_start_ms + geotag::clock::DAY_MS - geotag::clock::HOUR_MS).sort_key();
-        let mut hours = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("device_id = :device AND sk BETWEEN :low AND :high")
-                .expression_attribute_values(":device", AttributeValue::S(device_id.to_owned()))
-                .expression_attribute_values(":low", AttributeValue::S(low.clone()))
-                .expression_attribute_values(":high", AttributeValue::S(high.clone()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|error| match classify(error) {
-                    AttemptError::Transient(error) | AttemptError::Permanent(error) => error,
-                })?;
-            for item in page.items.unwrap_or_default() {
-                match stats_item_from(&item).map(|item| item.body) {
-                    Some(StatsBody::Rollup(Bucket::Hour(start), rollup)) => {
-                        hours.push((start, rollup));
-                    }
-                    // Replaced when its hour is next recomputed; until then
-                    // the day counts without it.
-                    _ => tracing::error!(?item, "an hour item that does not parse"),
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(hours);
+        let items = crate::batch_get::query_sort_key_range(
+            &self.client,
+            &self.table,
+            device_id,
+            &low,
+            &high,
+        )
+        .await?;
+        let mut hours = Vec::with_capacity(items.len());
+        for item in items {
+            match stats_item_from(&item).map(|item| item.body) {
+                Some(StatsBody::Rollup(Bucket::Hour(start), rollup)) => hours.push((start, rollup)),
+                // Replaced when its hour is next recomputed; until then the
+                // day counts without it.
+                _ => tracing::error!(?item, "an hour item that does not parse"),
             }
         }
+        Ok(hours)
     }
 
     async fn save(&self, writes: &[(StatsItem, Expected)]) -> Vec<Result<(), SaveError>> {

@@ -254,35 +254,22 @@ impl TelemetryReader for DynamoTelemetryReader {
         geotag::reading::write_rfc3339_millis(&mut high, to_ms - 1);
         // `~` sorts after the `#sequence` suffix of any key at that millisecond.
         high.push_str("#~");
-        let mut readings = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("device_id = :device AND sk BETWEEN :low AND :high")
-                .expression_attribute_values(":device", AttributeValue::S(device_id.to_owned()))
-                .expression_attribute_values(":low", AttributeValue::S(low.clone()))
-                .expression_attribute_values(":high", AttributeValue::S(high.clone()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|error| match classify(error) {
-                    AttemptError::Transient(error) | AttemptError::Permanent(error) => error,
-                })?;
-            for item in page.items.unwrap_or_default() {
-                match reading_from_item(&item) {
-                    Some(reading) => readings.push(reading),
-                    None => tracing::error!(?item, "a Telemetry item that is not a reading"),
-                }
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(readings);
+        let items = crate::batch_get::query_sort_key_range(
+            &self.client,
+            &self.table,
+            device_id,
+            &low,
+            &high,
+        )
+        .await?;
+        let mut readings = Vec::with_capacity(items.len());
+        for item in items {
+            match reading_from_item(&item) {
+                Some(reading) => readings.push(reading),
+                None => tracing::error!(?item, "a Telemetry item that is not a reading"),
             }
         }
+        Ok(readings)
     }
 }
 

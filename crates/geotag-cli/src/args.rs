@@ -59,6 +59,15 @@ pub enum Command {
     /// Draw the fleet on one self-contained HTML page: tracks, geofences,
     /// alerts where they fired, and the per-device stats table.
     Report(ReportArgs),
+    /// Recompute a tag's DeviceStats (hours, days, latest state) from its
+    /// readings in Telemetry, as the stats function would have: after a
+    /// stats batch went to the on-failure queue, or a fix. Safe to run
+    /// beside the live stack, and again.
+    RebuildStats(RebuildStatsArgs),
+    /// Send the ingest dead-letter queue's messages back through ingest,
+    /// after a fix (a tag registered, a bug fixed): those still bad come
+    /// back with their reason. Safe to stop half-way and run again.
+    Redrive(RedriveArgs),
     /// Docker for `sam local` on Linux: a socket whose daemon puts SAM's
     /// Lambda containers on the host network (where the local stack is),
     /// with the functions' arm64 base image; until Ctrl-C.
@@ -123,6 +132,10 @@ pub struct ChaosArgs {
     /// Share of invocations that die half-way through their batch.
     #[arg(long, default_value_t = 0.01)]
     pub crash_rate: f64,
+    /// Share of the functions' writes (DynamoDB, SNS Publish, SQS sends) that
+    /// AWS applies and whose answer is lost: a 500 or a timeout.
+    #[arg(long, default_value_t = 0.02)]
+    pub lost_answer_rate: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Give up if the pipeline has not drained this many seconds after
@@ -192,6 +205,42 @@ pub struct SimulateArgs {
     /// that each sees its own through the API; by default the tags are nobody's.
     #[arg(long, value_delimiter = ',')]
     pub customers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RedriveArgs {
+    /// Seconds to wait, once the dead-letter queue is drained, for the
+    /// redriven messages to be processed (and the still bad ones counted).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub wait: u64,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Args)]
+pub struct RebuildStatsArgs {
+    /// The tag whose stats to rebuild.
+    #[arg(long, value_name = "ID")]
+    pub device: String,
+    /// The readings taken from this time on (RFC 3339); every hour and day
+    /// they fall in is recomputed whole.
+    #[arg(long, value_name = "TIME", value_parser = rfc3339_ms)]
+    pub from: i64,
+    /// Up to this time, excluded (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = rfc3339_ms)]
+    pub to: i64,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// An RFC 3339 time as epoch milliseconds.
+fn rfc3339_ms(text: &str) -> Result<i64, String> {
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|error| {
+            format!("{text} is not an RFC 3339 time (2026-11-20T08:00:00Z): {error}")
+        })?;
+    i64::try_from(time.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| format!("{text} is out of range"))
 }
 
 #[derive(Args)]

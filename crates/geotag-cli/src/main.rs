@@ -68,6 +68,8 @@ async fn run(command: Command) -> Result<()> {
         Command::Geofence { action, target } => commands::geofence::run(action, target).await,
         Command::Simulate(args) => commands::simulate::run(args).await,
         Command::Report(args) => commands::report::run(args).await,
+        Command::RebuildStats(args) => commands::rebuild_stats::run(args).await,
+        Command::Redrive(args) => commands::redrive::run(args).await,
         Command::SamDocker(args) => commands::sam_docker::run(args).await,
     }
 }

@@ -198,8 +198,8 @@ mod tests {
             environment: [
                 ("TELEMETRY_TABLE", "geotag-local-telemetry"),
                 (
-                    "INGEST_DLQ_URL",
-                    "http://127.0.0.1:43155/123456789012/geotag-local-ingest-dlq",
+                    "INGEST_REJECTIONS_URL",
+                    "http://127.0.0.1:43155/123456789012/geotag-local-ingest-rejections",
                 ),
             ]
             .into_iter()
@@ -222,7 +222,7 @@ mod tests {
             serde_json::json!({
                 "IngestFunction": {
                     "AWS_ENDPOINT_URL": "http://host.docker.internal:43155",
-                    "INGEST_DLQ_URL": "http://host.docker.internal:43155/123456789012/geotag-local-ingest-dlq",
+                    "INGEST_REJECTIONS_URL": "http://host.docker.internal:43155/123456789012/geotag-local-ingest-rejections",
                     "TELEMETRY_TABLE": "geotag-local-telemetry"
                 }
             })

@@ -207,7 +207,7 @@ async fn sample_events_are_stored_and_refusals_dead_lettered_with_reasons() {
     );
 
     let letters: BTreeMap<String, (String, String, String)> = local
-        .drain("IngestDLQ", 20)
+        .drain("IngestRejections", 20)
         .await
         .iter()
         .map(|m| {
@@ -267,7 +267,7 @@ async fn store_failures_are_batch_item_failures_and_invalid_messages_are_still_d
     // Records with a valid reading cannot be stored; wholly invalid ones are dead-lettered.
     assert_eq!(failures, [message_id(31), message_id(36), message_id(37)]);
     let reasons: Vec<_> = local
-        .drain("IngestDLQ", 20)
+        .drain("IngestRejections", 20)
         .await
         .iter()
         .map(|m| attribute(m, "source_message_id"))
@@ -409,7 +409,7 @@ async fn a_tag_missing_from_the_registry_is_refused_unless_the_stack_admits_it()
     let refusing = local.ingest(&[]);
     assert!(invoke(&refusing, event.clone()).await.is_empty());
     assert!(local.items().await.is_empty());
-    let letters = local.drain("IngestDLQ", 10).await;
+    let letters = local.drain("IngestRejections", 10).await;
     assert_eq!(letters.len(), 1);
     assert_eq!(
         (

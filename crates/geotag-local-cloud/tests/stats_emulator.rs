@@ -85,6 +85,21 @@ fn position_only(device: &str, ts_ms: i64) -> Reading {
     }
 }
 
+/// Writes each part of the readings to Telemetry as one ingest invocation
+/// would (a part given twice is a duplicate delivery).
+async fn store_in_parts(telemetry: &geotag_aws::DynamoReadingStore, parts: &[&[Reading]]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for part in parts {
+        assert!(
+            telemetry
+                .put_readings(part, deadline)
+                .await
+                .failed
+                .is_empty()
+        );
+    }
+}
+
 /// A default local stack, its DeviceStats table, a client and the stats store on it.
 async fn device_stats_stack() -> (
     LocalStack,
@@ -187,21 +202,16 @@ async fn device_stats_are_exact_under_duplicates_and_a_crash_mid_batch() {
         3650,
     );
     let readings = readings();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for part in [
-        &readings[..100],
-        &readings[..100],
-        &readings[100..200],
-        &readings[200..],
-    ] {
-        assert!(
-            telemetry
-                .put_readings(part, deadline)
-                .await
-                .failed
-                .is_empty()
-        );
-    }
+    store_in_parts(
+        &telemetry,
+        &[
+            &readings[..100],
+            &readings[..100],
+            &readings[100..200],
+            &readings[200..],
+        ],
+    )
+    .await;
 
     // The stats function, except that its first invocation applies half of
     // its batch to DeviceStats and then dies.
@@ -616,21 +626,16 @@ async fn one_tag_through_concurrent_batches_and_a_shard_split_with_crashes_is_co
         &config.telemetry_table,
         3650,
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for part in [
-        &readings[..150],
-        &readings[150..300],
-        &readings[150..300],
-        &readings[300..],
-    ] {
-        assert!(
-            telemetry
-                .put_readings(part, deadline)
-                .await
-                .failed
-                .is_empty()
-        );
-    }
+    store_in_parts(
+        &telemetry,
+        &[
+            &readings[..150],
+            &readings[150..300],
+            &readings[150..300],
+            &readings[300..],
+        ],
+    )
+    .await;
 
     // The stats function, slowed so that batches overlap, and dying after
     // half its batch on every third invocation.

@@ -7,8 +7,11 @@
 //!   device assignments and geofences (`geotag customer`, `device`, `geofence`);
 //! - [`map`]: the fleet on one self-contained HTML page (`geotag report --html`),
 //!   from the stack's tables;
+//! - [`redrive`]: the ingest dead-letter queue sent back through ingest
+//!   after a fix (`geotag redrive`), crash-safe;
 //! - [`table_scan`]: whole-table reads, page after page.
 
 pub mod map;
+pub mod redrive;
 pub mod registry;
 pub mod table_scan;

@@ -27,6 +27,7 @@ use crate::cost;
 use crate::faults::{self, FaultPlan, FaultyHttpClient};
 use crate::metrics::MetricTotals;
 use crate::reading_audit::{self, Audit};
+use crate::rebuild_audit;
 use crate::report;
 use crate::simulate::{self, FleetConfig};
 use crate::summary::Summary;
@@ -59,6 +60,9 @@ pub struct Chaos {
     pub store_fault_rate: f64,
     /// Share of invocations that die half-way through their batch.
     pub crash_rate: f64,
+    /// Share of the functions' writes that AWS applies and whose answer is
+    /// lost (a 500 or a timeout), so that the SDK retries what was done.
+    pub lost_answer_rate: f64,
     pub seed: u64,
 }
 
@@ -103,8 +107,9 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     // The functions reach the emulator through a client that counts their
     // requests (the cost figures) and, in a chaos run, refuses some; the
     // pump, the simulator and the audit go straight to the emulator.
-    let fault_plan = FaultPlan::new(
+    let fault_plan = FaultPlan::with_lost_answers(
         options.chaos.map_or(0.0, |chaos| chaos.store_fault_rate),
+        options.chaos.map_or(0.0, |chaos| chaos.lost_answer_rate),
         options.chaos.map_or(0, |chaos| chaos.seed),
     );
     let functions = Functions::for_run(&local, &options, &fault_plan)?;
@@ -168,11 +173,22 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         println!("{line}\n");
         ok &= refused;
     }
+    if let Some((line, rebuilt_as_built)) = rebuild_audit::audit(&local, &audit).await? {
+        println!("{line}\n");
+        ok &= rebuilt_as_built;
+    }
     let mut summary = reading_audit::tally(&plan.expected, &audit);
     let mut operator_alerts = None;
     if let Some(registry) = &registry {
-        let (alerts_ok, operator) =
-            audit_alerts(&local, &plan, registry, silence_check_ms, &mut summary).await?;
+        let (alerts_ok, operator) = audit_alerts(
+            &local,
+            &plan,
+            registry,
+            silence_check_ms,
+            fault_plan.lost_answers("sns", "Publish") as usize,
+            &mut summary,
+        )
+        .await?;
         ok &= alerts_ok;
         let (line, subscriptions_ok) =
             alert_audit::audit_subscriptions(&local, &functions.invoker).await?;
@@ -426,21 +442,24 @@ async fn audit_alerts(
     plan: &simulate::Plan,
     registry: &FleetRegistry,
     silence_check_ms: i64,
+    lost_publish_answers: usize,
     summary: &mut Summary,
 ) -> Result<(bool, usize)> {
     let inboxes = alert_audit::read_inboxes(local, registry).await?;
-    let comparison =
-        alert_audit::AlertComparison::new(&plan.expected, registry, &inboxes, silence_check_ms);
+    let comparison = alert_audit::AlertComparison::new(
+        &plan.expected,
+        registry,
+        &inboxes,
+        silence_check_ms,
+        lost_publish_answers,
+    );
     let (alerts_report, alerts_ok) =
         alert_audit::render(&plan.expected, registry, &inboxes, &comparison);
     println!("{alerts_report}");
     let (lost, double) = comparison.tally();
     summary.lost += lost;
     summary.double_counted += double;
-    Ok((
-        alerts_ok,
-        comparison.operator.len() - comparison.repeated_ids,
-    ))
+    Ok((alerts_ok, comparison.distinct()))
 }
 
 /// The in-process handlers' EMF lines: written to `metrics.jsonl`, summed,
@@ -482,6 +501,12 @@ fn add_costs(
     pump_stats: &BTreeMap<&'static str, u64>,
 ) {
     summary.faults_injected = fault_plan.total_injected();
+    summary.answers_lost = fault_plan
+        .injected()
+        .iter()
+        .filter(|((_, _, fault), _)| fault.hides_a_success())
+        .map(|(_, n)| n)
+        .sum();
     summary.messages_published = plan.messages.len() as u64;
     summary.iot_metered_units = (plan.messages.iter())
         .map(|message| {

@@ -7,8 +7,15 @@
 //! wire format. The SDK's retry logic (standard mode: three attempts, backoff,
 //! a retry quota) therefore runs for real, and what it cannot cure reaches the
 //! handlers as the errors they must survive. The emulator never sees a
-//! refused request, so nothing is half-applied by a fault: like AWS, a 5xx here
-//! means the request was not done.
+//! refused request, so nothing is half-applied by a refusal.
+//!
+//! A second kind hides a success: for a share of the functions' writes
+//! (DynamoDB's, SNS Publish, SQS sends) the request goes to the emulator and
+//! is applied, and the answer is lost on the way back: the client sees a 500
+//! or a timeout, as it does when AWS applied a request and the connection
+//! dropped. The SDK then retries what was done already (a conditional write
+//! finds its own condition gone, a Publish publishes again), and the
+//! handlers must still count nothing twice.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +25,7 @@ use aws_smithy_runtime_api::client::http::{
     SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
@@ -27,6 +35,20 @@ use aws_smithy_types::body::SdkBody;
 pub enum Fault {
     Throttling,
     ServerError,
+    /// Applied, then answered with a 500.
+    AppliedThenServerError,
+    /// Applied, then no answer (a timeout).
+    AppliedThenTimeout,
+}
+
+impl Fault {
+    /// Whether AWS did the request despite the error the client saw.
+    pub fn hides_a_success(self) -> bool {
+        matches!(
+            self,
+            Fault::AppliedThenServerError | Fault::AppliedThenTimeout
+        )
+    }
 }
 
 /// What to inject, and the tally of what was injected.
@@ -34,6 +56,9 @@ pub enum Fault {
 pub struct FaultPlan {
     /// Share of requests refused, in [0, 1]; half throttled, half 5xx.
     pub rate: f64,
+    /// Share of the writes that go through whose answer is then lost, in
+    /// [0, 1]; half a 500, half a timeout.
+    pub lost_answer_rate: f64,
     rng: Mutex<fastrand::Rng>,
     /// (service, operation, fault) -> count.
     injected: Mutex<BTreeMap<(String, String, Fault), u64>>,
@@ -47,8 +72,13 @@ pub struct FaultPlan {
 
 impl FaultPlan {
     pub fn new(rate: f64, seed: u64) -> Arc<FaultPlan> {
+        FaultPlan::with_lost_answers(rate, 0.0, seed)
+    }
+
+    pub fn with_lost_answers(rate: f64, lost_answer_rate: f64, seed: u64) -> Arc<FaultPlan> {
         Arc::new(FaultPlan {
             rate: rate.clamp(0.0, 1.0),
+            lost_answer_rate: lost_answer_rate.clamp(0.0, 1.0),
             rng: Mutex::new(fastrand::Rng::with_seed(seed)),
             injected: Mutex::new(BTreeMap::new()),
             passed: Mutex::new(BTreeMap::new()),
@@ -82,6 +112,15 @@ impl FaultPlan {
         lock(&self.injected).values().sum()
     }
 
+    /// Lost-answer faults injected on (service, operation).
+    pub fn lost_answers(&self, service: &str, operation: &str) -> u64 {
+        lock(&self.injected)
+            .iter()
+            .filter(|((s, o, fault), _)| s == service && o == operation && fault.hides_a_success())
+            .map(|(_, count)| count)
+            .sum()
+    }
+
     fn draw(&self) -> Option<Fault> {
         let mut rng = lock(&self.rng);
         (rng.f64() < self.rate).then(|| {
@@ -91,6 +130,30 @@ impl FaultPlan {
                 Fault::ServerError
             }
         })
+    }
+
+    fn draw_lost_answer(&self) -> Option<Fault> {
+        let mut rng = lock(&self.rng);
+        (rng.f64() < self.lost_answer_rate).then(|| {
+            if rng.bool() {
+                Fault::AppliedThenServerError
+            } else {
+                Fault::AppliedThenTimeout
+            }
+        })
+    }
+}
+
+/// Whether a request writes: what a lost answer can hide.
+fn is_write(service: &str, operation: &str) -> bool {
+    match service {
+        "dynamodb" => matches!(
+            operation,
+            "PutItem" | "UpdateItem" | "DeleteItem" | "BatchWriteItem" | "TransactWriteItems"
+        ),
+        "sns" => operation == "Publish",
+        "sqs" => matches!(operation, "SendMessage" | "SendMessageBatch"),
+        _ => false,
     }
 }
 
@@ -220,6 +283,12 @@ fn item_writes_of(operation: &str, body: &serde_json::Value) -> Vec<(String, boo
 /// The answer AWS gives for `fault`, in the service's format.
 fn error_response(service: &str, protocol: Protocol, fault: Fault) -> HttpResponse {
     let (status, code, message) = match (fault, service) {
+        (Fault::AppliedThenServerError | Fault::AppliedThenTimeout, "sns" | "sqs") => {
+            (500, "InternalError", "Internal error")
+        }
+        (Fault::AppliedThenServerError | Fault::AppliedThenTimeout, _) => {
+            (500, "InternalServerError", "Internal server error")
+        }
         (Fault::Throttling, "dynamodb" | "dynamodbstreams") => (
             400,
             "ThrottlingException",
@@ -275,6 +344,11 @@ impl HttpConnector for FaultyConnector {
                 HttpConnectorFuture::ready(Ok(error_response(&service, protocol, fault)))
             }
             None => {
+                let lost = if is_write(&service, &operation) {
+                    self.plan.draw_lost_answer()
+                } else {
+                    None
+                };
                 if service == "dynamodb" {
                     let body = json_body(&request);
                     let mut writes = lock(&self.plan.item_writes);
@@ -287,9 +361,25 @@ impl HttpConnector for FaultyConnector {
                     }
                 }
                 *lock(&self.plan.passed)
-                    .entry((service, operation))
+                    .entry((service.clone(), operation.clone()))
                     .or_default() += 1;
-                self.inner.call(request)
+                let Some(fault) = lost else {
+                    return self.inner.call(request);
+                };
+                *lock(&self.plan.injected)
+                    .entry((service.clone(), operation, fault))
+                    .or_default() += 1;
+                let applied = self.inner.call(request);
+                HttpConnectorFuture::new(async move {
+                    // Done by the emulator; what it answered never arrives.
+                    let _ = applied.await;
+                    match fault {
+                        Fault::AppliedThenTimeout => Err(ConnectorError::timeout(
+                            "the answer did not arrive in time (injected after the request was applied)".into(),
+                        )),
+                        _ => Ok(error_response(&service, protocol, fault)),
+                    }
+                })
             }
         }
     }

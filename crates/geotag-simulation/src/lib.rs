@@ -6,10 +6,12 @@
 //! - [`simulate`]: the fleet's plan (tracks, malformed and duplicate messages,
 //!   what each deserves) and its publishing;
 //! - [`demo`]: `geotag demo` and `geotag chaos`, end to end, step by step;
-//! - [`reading_audit`]: Telemetry, DeviceStats and the DLQ against the plan;
+//! - [`reading_audit`]: Telemetry, DeviceStats and the ingest queues of refused and failed messages against the plan;
 //! - [`alert_audit`]: the demo's registry, customer inboxes and silence check,
 //!   and the audit of every alert against the oracle;
 //! - [`api_audit`]: each customer's fleet read back through the API function;
+//! - [`rebuild_audit`]: every tag's DeviceStats rebuilt from Telemetry alone,
+//!   beside what the stream built;
 //! - [`report`]: the printed tables and their marks;
 //! - [`summary`]: a run's verdict in figures;
 //! - [`cost`]: each table's writes priced in write units;
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod pace;
 pub mod reading_audit;
+pub mod rebuild_audit;
 pub mod report;
 pub mod simulate;
 pub mod spoof;

@@ -1,4 +1,4 @@
-//! The readings' audit: what Telemetry, DeviceStats and the ingest DLQ hold
+//! The readings' audit: what Telemetry, DeviceStats, IngestRejections and IngestDLQ hold
 //! at the end of a run, set against what the simulator sent.
 
 use std::collections::{BTreeMap, HashSet};
@@ -20,9 +20,11 @@ pub struct Audit {
     /// Per device, from DeviceStats (when the template has it).
     pub device_stats: Option<BTreeMap<String, DeviceStatsSummary>>,
     pub stored_per_device: BTreeMap<String, DeviceSummary>,
-    /// Refused messages in the DLQ, each once (by `source_message_id`), by reason.
+    /// Refused messages in IngestRejections, each once (by
+    /// `source_message_id`), by reason; and the messages SQS moved to
+    /// IngestDLQ after five receives, under [`FAILED_AFTER_RETRIES`].
     pub dead_lettered_by_reason: BTreeMap<String, usize>,
-    /// DLQ messages repeating one already counted.
+    /// Refusals repeating one already counted.
     pub dead_letter_repeats: u64,
     /// Items and their sizes, by table name.
     pub item_sizes: BTreeMap<String, ItemSizes>,
@@ -68,7 +70,10 @@ impl DeviceSummary {
     }
 }
 
-/// Reads back the Telemetry table and the ingest DLQ.
+/// Where the audit counts the messages in IngestDLQ, which carry no reason.
+pub const FAILED_AFTER_RETRIES: &str = "(none: in IngestDLQ after maxReceiveCount)";
+
+/// Reads back the Telemetry table and the ingest queues of refused and failed messages.
 pub async fn audit(local: &LocalStack) -> Result<Audit> {
     let dynamodb = aws_sdk_dynamodb::Client::new(&local.sdk);
     let table = local.stack.reference("TelemetryTable")?;
@@ -131,8 +136,15 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
 
     let sqs = aws_sdk_sqs::Client::new(&local.sdk);
     let dlq = local.stack.reference("IngestDLQ")?;
+    let failed = geotag_local_cloud::pump::read_whole_queue(&sqs, dlq).await?;
+    if !failed.is_empty() {
+        audit
+            .dead_lettered_by_reason
+            .insert(FAILED_AFTER_RETRIES.to_owned(), failed.len());
+    }
+    let rejections = local.stack.reference("IngestRejections")?;
     let mut seen_sources = HashSet::new();
-    for message in geotag_local_cloud::pump::read_whole_queue(&sqs, dlq).await? {
+    for message in geotag_local_cloud::pump::read_whole_queue(&sqs, rejections).await? {
         let attribute = |name: &str| {
             message
                 .message_attributes()
@@ -149,8 +161,7 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
             audit.dead_letter_repeats += 1;
             continue;
         }
-        let reason =
-            attribute("reason").unwrap_or_else(|| "(none: redriven after maxReceiveCount)".into());
+        let reason = attribute("reason").unwrap_or_else(|| "(none)".into());
         *audit.dead_lettered_by_reason.entry(reason).or_default() += 1;
     }
     Ok(audit)

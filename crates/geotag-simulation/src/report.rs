@@ -289,19 +289,25 @@ pub fn chaos_table(
         expected.duplicates.to_string(),
     );
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut refused, mut answers_lost) = (0, 0);
     for ((service, operation, fault), n) in faults.injected() {
         *by_kind
             .entry(format!("{service} {operation} {fault:?}"))
             .or_default() += n;
+        if fault.hides_a_success() {
+            answers_lost += n;
+        } else {
+            refused += n;
+        }
     }
+    // Requests whose answer was lost went through: they are among `passed`.
     let passed: u64 = faults.passed().values().sum();
     row(
         &mut out,
         "AWS requests of the functions",
         format!(
-            "{} ({} refused by injected faults)",
-            passed + faults.total_injected(),
-            faults.total_injected()
+            "{} ({refused} refused, {answers_lost} applied with their answer lost)",
+            passed + refused,
         ),
     );
     for (kind, n) in by_kind {
@@ -363,14 +369,19 @@ pub fn reconcile_metrics(
     for invalid in metrics.invalid.iter().take(3) {
         text.push_str(&format!("    ✗ not a valid EMF document: {invalid}\n"));
     }
-    let dead_lettered =
-        audit.dead_lettered_by_reason.values().sum::<usize>() as u64 + audit.dead_letter_repeats;
+    let refused = audit
+        .dead_lettered_by_reason
+        .iter()
+        .filter(|(reason, _)| *reason != crate::reading_audit::FAILED_AFTER_RETRIES)
+        .map(|(_, count)| *count)
+        .sum::<usize>() as u64
+        + audit.dead_letter_repeats;
     let mut checks = vec![
         (
-            "ingest MessagesDeadLettered",
-            metrics.total("ingest", "MessagesDeadLettered"),
-            "messages in the DLQ",
-            dead_lettered as f64,
+            "ingest MessagesRejected",
+            metrics.total("ingest", "MessagesRejected"),
+            "messages in IngestRejections",
+            refused as f64,
         ),
         (
             "stats ReadingsApplied",

@@ -17,6 +17,8 @@ pub struct Summary {
     /// than once.
     pub double_counted: u64,
     pub faults_injected: u64,
+    /// Of those, writes AWS applied whose answer was lost.
+    pub answers_lost: u64,
     pub crashes: u64,
     /// Refused messages dead-lettered more than once (a crash after the
     /// dead-letter send): at-least-once, told apart by `source_message_id`.

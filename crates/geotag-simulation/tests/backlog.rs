@@ -39,22 +39,6 @@ fn backlog(minutes: i64, end_ms: i64, inside: &[std::ops::Range<i64>]) -> String
     json!({ "readings": readings }).to_string()
 }
 
-async fn publish(local: &LocalStack, thing: &str, payload: &str) {
-    let body = geotag::edge_envelope(thing, geotag::clock::now_ms(), payload.as_bytes());
-    assert!(
-        body.len() <= 256 * 1024,
-        "SNS takes it: {} bytes",
-        body.len()
-    );
-    aws_sdk_sns::Client::new(&local.sdk)
-        .publish()
-        .topic_arn(local.stack.reference("TelemetryTopic").unwrap())
-        .message(body)
-        .send()
-        .await
-        .expect("SNS accepts the message");
-}
-
 async fn stored_readings(local: &LocalStack, device: &str) -> i32 {
     let dynamodb = aws_sdk_dynamodb::Client::new(&local.sdk);
     let mut count = 0;
@@ -109,10 +93,10 @@ async fn a_day_offline_is_stored_whole_and_each_of_its_crossings_alerted_once() 
     // under SNS's 256 KiB once base64 in the edge envelope.
     let gateway = backlog(2_500, now - MINUTE_MS, &[]);
     assert!(gateway.len() > 128 * 1024);
-    publish(&local, "tag-day", &day).await;
-    publish(&local, "tag-gateway", &gateway).await;
+    common::publish(&local, "tag-day", &day).await;
+    common::publish(&local, "tag-gateway", &gateway).await;
     // The tag's upload retried: the same readings once more.
-    publish(&local, "tag-day", &day).await;
+    common::publish(&local, "tag-day", &day).await;
 
     let handlers = InProcess::for_stack(&local.stack, &local.sdk).unwrap();
     let pump = Pump::start(
@@ -126,11 +110,13 @@ async fn a_day_offline_is_stored_whole_and_each_of_its_crossings_alerted_once() 
 
     assert_eq!(stored_readings(&local, "tag-day").await, 1_440);
     assert_eq!(stored_readings(&local, "tag-gateway").await, 2_500);
-    let dead_letters =
-        geotag_local_cloud::pump::queue_depth(&sqs, local.stack.reference("IngestDLQ").unwrap())
-            .await
-            .unwrap();
-    assert_eq!(dead_letters, 0, "nothing refused: {pump_stats:?}");
+    for queue in ["IngestRejections", "IngestDLQ"] {
+        let depth =
+            geotag_local_cloud::pump::queue_depth(&sqs, local.stack.reference(queue).unwrap())
+                .await
+                .unwrap();
+        assert_eq!(depth, 0, "nothing in {queue}: {pump_stats:?}");
+    }
 
     let mut alerts: BTreeMap<String, usize> = BTreeMap::new();
     let mut ids = Vec::new();

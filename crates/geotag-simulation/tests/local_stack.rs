@@ -461,6 +461,7 @@ async fn the_chaos_run_loses_nothing_and_counts_nothing_twice() {
         chaos: Some(geotag_simulation::demo::Chaos {
             store_fault_rate: 0.10,
             crash_rate: 0.01,
+            lost_answer_rate: 0.02,
             seed: 11,
         }),
         device_rows: false,
@@ -470,6 +471,7 @@ async fn the_chaos_run_loses_nothing_and_counts_nothing_twice() {
     .await
     .expect("the chaos run runs");
     assert!(summary.faults_injected > 100, "{summary:?}");
+    assert!(summary.answers_lost > 10, "{summary:?}");
     assert_eq!(
         (summary.lost, summary.double_counted),
         (0, 0),

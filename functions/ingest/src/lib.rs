@@ -1,17 +1,17 @@
 //! The ingest handler: an SQS batch of device messages in, readings stored in
-//! Telemetry, refused messages in the dead-letter queue, and a partial batch
+//! Telemetry, refused messages in the rejections queue, and a partial batch
 //! response naming exactly the records to deliver again.
 //!
 //! # What happens to a record
 //!
-//! | the record                                  | Telemetry        | DLQ               | response          |
+//! | the record                                  | Telemetry        | IngestRejections  | response          |
 //! |---------------------------------------------|------------------|-------------------|-------------------|
 //! | all readings valid, stored                  | readings written | -                 | done              |
 //! | not usable at all (bad JSON, no edge envelope) | -             | body + reason now | done              |
 //! | from a tag the registry does not know (refused by config) | -  | body + reason now | done              |
 //! | a batch with some invalid readings          | valid ones       | body + first reason | done            |
 //! | a store failure left a reading unwritten    | the rest         | -                 | **batch item failure** |
-//! | the DLQ send failed                         | valid ones       | -                 | **batch item failure** |
+//! | the rejection send failed                   | valid ones       | -                 | **batch item failure** |
 //!
 //! Who sent a record is the tag the edge authenticated (the edge envelope's
 //! `thing_name`, see `geotag::decode`), never the body's word: a reading
@@ -21,14 +21,17 @@
 //! the customer that owned its tag then (see `geotag::tenancy`): what the
 //! API shows a customer, and nobody else.
 //!
-//! A record refused for good goes to the DLQ at once, with its reason in
-//! message attributes, instead of being received five times first. Anything
-//! that failed for a reason that may pass (throttling, a 5xx, the clock) is a
-//! batch item failure: SQS delivers it again after the visibility timeout, and
-//! its redrive policy dead-letters it after `maxReceiveCount` receives. Storage
-//! is idempotent (see `geotag::reading`), so writing a record's readings again
-//! is harmless, and a record's DLQ copy is only sent once its valid readings
-//! are stored, so a retried record is not dead-lettered twice.
+//! A record refused for good goes to the rejections queue at once, with its
+//! reason in message attributes, instead of being received five times first.
+//! Anything that failed for a reason that may pass (throttling, a 5xx, the
+//! clock) is a batch item failure: SQS delivers it again after the visibility
+//! timeout, and its redrive policy moves it to the dead-letter queue after
+//! `maxReceiveCount` receives. The two are kept apart so that a message in
+//! the dead-letter queue means something broke, and refusals (the devices'
+//! doing) are a rate. Storage is idempotent (see `geotag::reading`), so
+//! writing a record's readings again is harmless, and a record's refusal is
+//! only sent once its valid readings are stored, so a retried record is not
+//! refused twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -55,8 +58,8 @@ const DEFAULT_BUDGET: Duration = Duration::from_secs(10);
 pub struct Config {
     /// `TELEMETRY_TABLE`
     pub telemetry_table: String,
-    /// `INGEST_DLQ_URL`
-    pub dead_letter_queue_url: String,
+    /// `INGEST_REJECTIONS_URL`: where refused messages go.
+    pub rejections_queue_url: String,
     /// `DEVICES_TABLE`: the registry's tags.
     pub devices_table: String,
     /// `UNREGISTERED_DEVICES`: `refuse` (the default) or `admit`.
@@ -73,7 +76,7 @@ impl FromEnvironment for Config {
         let defaults = Limits::default();
         Ok(Config {
             telemetry_table: env.required("TELEMETRY_TABLE")?,
-            dead_letter_queue_url: env.required("INGEST_DLQ_URL")?,
+            rejections_queue_url: env.required("INGEST_REJECTIONS_URL")?,
             devices_table: env.required("DEVICES_TABLE")?,
             unregistered: env.parsed("UNREGISTERED_DEVICES", UnregisteredDevices::Refuse)?,
             metrics: env.metrics("ingest"),
@@ -158,7 +161,7 @@ pub fn on_aws(sdk: &geotag_aws::clients::SdkConfig, config: &Config) -> AwsInges
             &config.telemetry_table,
             config.limits.retention_days,
         ),
-        SqsDeadLetters::new(aws_sdk_sqs::Client::new(sdk), &config.dead_letter_queue_url),
+        SqsDeadLetters::new(aws_sdk_sqs::Client::new(sdk), &config.rejections_queue_url),
         config.limits.clone(),
     )
     .with_directory(
@@ -260,7 +263,7 @@ fn count_outcome(metrics: &mut Metrics, outcome: &Outcome) {
         .count("ReadingsStored", outcome.readings_stored)
         .count("DuplicatesInBatch", outcome.duplicates_in_batch)
         .count("ReadingsRejected", outcome.rejected.values().sum())
-        .count("MessagesDeadLettered", outcome.dead_lettered)
+        .count("MessagesRejected", outcome.dead_lettered)
         .count("BatchItemFailures", outcome.failures.len())
         .count("WriteRequests", outcome.write_requests as usize)
         .count("WriteRetries", outcome.write_retries as usize)

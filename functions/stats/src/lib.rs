@@ -77,6 +77,21 @@ pub fn on_aws(
     }
 }
 
+/// The stats of a stack's two tables, for tools ([`rebuild`]): the same
+/// stores as the function's, its metrics discarded.
+pub fn for_tables(
+    sdk: &geotag_aws::clients::SdkConfig,
+    telemetry_table: &str,
+    device_stats_table: &str,
+) -> Stats<DynamoStatsStore, DynamoTelemetryReader> {
+    let client = aws_sdk_dynamodb::Client::new(sdk);
+    Stats {
+        store: DynamoStatsStore::new(client.clone(), device_stats_table),
+        telemetry: DynamoTelemetryReader::new(client, telemetry_table),
+        metrics: Emitter::for_binary("stats").with_sink(geotag_runtime::emf::Sink::Discard),
+    }
+}
+
 /// What one invocation did.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Outcome {
@@ -191,6 +206,63 @@ pub async fn process<S: StatsStore, T: TelemetryReader>(
     failures.sort_by(|a, b| cmp_sequence(a, b));
     outcome.failures = failures;
     outcome
+}
+
+/// Recomputes `device_id`'s DeviceStats from its readings in Telemetry
+/// taken in `[from_ms, to_ms)`: every hour and day they fall in, and its
+/// `latest` state, exactly as the stream would have made them (the same
+/// functions, the same conditions), for when the stream could not: a batch
+/// given up on and sent to the on-failure queue, a bug fixed since. Safe
+/// beside the running stack: a rollup is written only over one of fewer
+/// readings, `latest` only on its revision. Returns what it did; an error if
+/// any item could not be read or written (running it again is safe).
+pub async fn rebuild<S: StatsStore, T: TelemetryReader>(
+    stats: &Stats<S, T>,
+    device_id: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Outcome, RebuildError> {
+    let readings = stats
+        .telemetry
+        .readings_between(device_id, from_ms, to_ms)
+        .await?;
+    let mut outcome = Outcome {
+        readings: readings.len(),
+        ..Outcome::default()
+    };
+    if readings.is_empty() {
+        return Ok(outcome);
+    }
+    // Sequence numbers only name what failed, and nothing is retried here.
+    let by_device = DeviceReadings::from([(
+        device_id.to_owned(),
+        readings
+            .into_iter()
+            .map(|reading| (reading.sort_key(), reading))
+            .collect(),
+    )]);
+    let mut failed = BTreeSet::new();
+    update_rollups(stats, &by_device, &mut outcome, &mut failed).await;
+    update_latest(stats, &by_device, &mut outcome, &mut failed).await;
+    if failed.is_empty() {
+        Ok(outcome)
+    } else {
+        Err(RebuildError::Incomplete {
+            device_id: device_id.to_owned(),
+            written: outcome.items_written,
+        })
+    }
+}
+
+/// Why [`rebuild`] did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("reading the readings from Telemetry: {0}")]
+    Telemetry(#[from] geotag::store::StoreError),
+    #[error(
+        "some DeviceStats items of {device_id} could not be read or written ({written} were; the log says which): running it again is safe"
+    )]
+    Incomplete { device_id: String, written: usize },
 }
 
 /// A device's readings in the batch, each with its record's sequence number.

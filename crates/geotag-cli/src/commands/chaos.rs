@@ -33,6 +33,7 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
         chaos: Some(demo::Chaos {
             store_fault_rate: args.store_fault_rate,
             crash_rate: args.crash_rate,
+            lost_answer_rate: args.lost_answer_rate,
             seed: args.seed,
         }),
         device_rows: false,

@@ -8,6 +8,8 @@ pub mod device;
 pub mod geofence;
 pub mod invoke;
 pub mod local;
+pub mod rebuild_stats;
+pub mod redrive;
 pub mod report;
 pub mod sam_docker;
 pub mod simulate;

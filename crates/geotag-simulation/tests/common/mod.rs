@@ -1,5 +1,8 @@
-//! What the emulator tests of alerts share: a queue to receive alerts in,
-//! and the depot geofence their tags drive through.
+//! What the whole-stack emulator tests share: a tag's message published as
+//! the edge publishes it, a queue to receive alerts in, and the depot
+//! geofence their tags drive through.
+// Each test binary compiles this module and uses a part of it.
+#![allow(dead_code)]
 
 use geotag::geofence::{Geofence, Shape};
 use geotag_local_cloud::stack::LocalStack;
@@ -47,4 +50,22 @@ pub async fn put_depot(admin: &RegistryAdmin) {
         })
         .await
         .unwrap();
+}
+
+/// Publishes `payload` as `thing`'s message to TelemetryTopic, in the edge
+/// envelope IoT Core's rule gives it.
+pub async fn publish(local: &LocalStack, thing: &str, payload: &str) {
+    let body = geotag::edge_envelope(thing, geotag::clock::now_ms(), payload.as_bytes());
+    assert!(
+        body.len() <= 256 * 1024,
+        "SNS takes it: {} bytes",
+        body.len()
+    );
+    aws_sdk_sns::Client::new(&local.sdk)
+        .publish()
+        .topic_arn(local.stack.reference("TelemetryTopic").unwrap())
+        .message(body)
+        .send()
+        .await
+        .expect("SNS accepts the message");
 }
