@@ -231,18 +231,22 @@ async fn failures_are_redelivered_after_the_visibility_timeout_then_dead_lettere
     let stats = pump.stats.snapshot();
     pump.stop().await;
     assert_eq!(recorder.deliveries("crash"), 3);
+    // Each receive batches what is visible then, so ok-3 may share some of
+    // crash's batches and not others: every shared batch fails and is
+    // delivered again, the first one without crash is deleted.
     let ok_3 = recorder.deliveries("ok-3");
-    let shared_a_batch = recorder
+    let shared_batches = recorder
         .batches
         .lock()
         .unwrap()
         .iter()
-        .any(|batch| batch.contains(&"crash".to_owned()) && batch.contains(&"ok-3".to_owned()));
-    assert_eq!(ok_3, if shared_a_batch { 3 } else { 1 });
+        .filter(|batch| batch.contains(&"crash".to_owned()) && batch.contains(&"ok-3".to_owned()))
+        .count();
+    assert_eq!(ok_3, (shared_batches + 1).min(3), "{shared_batches} shared");
     assert_eq!(depth(&local, "IngestQueue").await, 0);
     assert_eq!(
         depth(&local, "IngestDLQ").await,
-        if shared_a_batch { 3 } else { 2 }
+        if shared_batches >= 3 { 3 } else { 2 }
     );
     assert!(stats["function errors"] >= 3, "{stats:?}");
 }
