@@ -39,32 +39,6 @@ fn backlog(minutes: i64, end_ms: i64, inside: &[std::ops::Range<i64>]) -> String
     json!({ "readings": readings }).to_string()
 }
 
-async fn stored_readings(local: &LocalStack, device: &str) -> i32 {
-    let dynamodb = aws_sdk_dynamodb::Client::new(&local.sdk);
-    let mut count = 0;
-    let mut start = None;
-    loop {
-        let page = dynamodb
-            .query()
-            .table_name(local.stack.reference("TelemetryTable").unwrap())
-            .key_condition_expression("device_id = :d")
-            .expression_attribute_values(
-                ":d",
-                aws_sdk_dynamodb::types::AttributeValue::S(device.into()),
-            )
-            .select(aws_sdk_dynamodb::types::Select::Count)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        count += page.count;
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return count;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_day_offline_is_stored_whole_and_each_of_its_crossings_alerted_once() {
     let local = LocalStack::start(&Options::default())
@@ -108,8 +82,8 @@ async fn a_day_offline_is_stored_whole_and_each_of_its_crossings_alerted_once() 
     let pump_stats = pump.stats.snapshot();
     pump.stop().await;
 
-    assert_eq!(stored_readings(&local, "tag-day").await, 1_440);
-    assert_eq!(stored_readings(&local, "tag-gateway").await, 2_500);
+    assert_eq!(common::stored_readings(&local, "tag-day").await, 1_440);
+    assert_eq!(common::stored_readings(&local, "tag-gateway").await, 2_500);
     for queue in ["IngestRejections", "IngestDLQ"] {
         let depth =
             geotag_local_cloud::pump::queue_depth(&sqs, local.stack.reference(queue).unwrap())

@@ -22,22 +22,6 @@ async fn publish(local: &LocalStack, thing: &str, readings: serde_json::Value) {
     common::publish(local, thing, &json!({ "readings": readings }).to_string()).await;
 }
 
-async fn stored(local: &LocalStack, device: &str) -> i32 {
-    aws_sdk_dynamodb::Client::new(&local.sdk)
-        .query()
-        .table_name(local.stack.reference("TelemetryTable").unwrap())
-        .key_condition_expression("device_id = :d")
-        .expression_attribute_values(
-            ":d",
-            aws_sdk_dynamodb::types::AttributeValue::S(device.into()),
-        )
-        .select(aws_sdk_dynamodb::types::Select::Count)
-        .send()
-        .await
-        .unwrap()
-        .count
-}
-
 /// IngestRejections' reasons, each message once, read without keeping them.
 async fn rejection_reasons(local: &LocalStack) -> Vec<String> {
     let sqs = aws_sdk_sqs::Client::new(&local.sdk);
@@ -120,7 +104,7 @@ async fn a_redrive_after_registering_a_tag_stores_its_readings_once_even_after_a
     let mut refused = ["out_of_range"; 2].map(str::to_owned).to_vec();
     refused.extend(["unregistered_device"; 6].map(str::to_owned));
     assert_eq!(rejection_reasons(&local).await, refused);
-    assert_eq!(stored(&local, "tag-new").await, 0);
+    assert_eq!(common::stored_readings(&local, "tag-new").await, 0);
 
     // The fix: the tag is registered. The first redrive dies after sending
     // its first batch and before deleting it.
@@ -136,7 +120,7 @@ async fn a_redrive_after_registering_a_tag_stores_its_readings_once_even_after_a
     assert!(crashed.is_err(), "{crashed:?}");
     pump.wait_drained(Duration::from_secs(120)).await.unwrap();
     assert_eq!(
-        stored(&local, "tag-new").await,
+        common::stored_readings(&local, "tag-new").await,
         12,
         "the copies sent before the crash"
     );
@@ -163,8 +147,12 @@ async fn a_redrive_after_registering_a_tag_stores_its_readings_once_even_after_a
         [("out_of_range".to_owned(), 2)].into(),
         "{report:?}"
     );
-    assert_eq!(stored(&local, "tag-new").await, 12, "stored once");
-    assert_eq!(stored(&local, "tag-known").await, 0);
+    assert_eq!(
+        common::stored_readings(&local, "tag-new").await,
+        12,
+        "stored once"
+    );
+    assert_eq!(common::stored_readings(&local, "tag-known").await, 0);
     assert_eq!(
         rejection_reasons(&local).await,
         ["out_of_range"; 2].map(str::to_owned).to_vec(),

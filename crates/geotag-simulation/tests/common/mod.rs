@@ -69,3 +69,30 @@ pub async fn publish(local: &LocalStack, thing: &str, payload: &str) {
         .await
         .expect("SNS accepts the message");
 }
+
+/// How many readings of `device` Telemetry holds.
+pub async fn stored_readings(local: &LocalStack, device: &str) -> i32 {
+    let dynamodb = aws_sdk_dynamodb::Client::new(&local.sdk);
+    let mut count = 0;
+    let mut start = None;
+    loop {
+        let page = dynamodb
+            .query()
+            .table_name(local.stack.reference("TelemetryTable").unwrap())
+            .key_condition_expression("device_id = :d")
+            .expression_attribute_values(
+                ":d",
+                aws_sdk_dynamodb::types::AttributeValue::S(device.into()),
+            )
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        count += page.count;
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return count;
+        }
+    }
+}
