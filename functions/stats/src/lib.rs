@@ -109,8 +109,9 @@ pub struct Outcome {
     /// `latest` writes that found another revision and were folded again.
     pub conflicts: usize,
     /// Stored `latest` items that did not parse, replaced (see
-    /// [`geotag::store::Loaded`]); a rollup that does not parse is simply
-    /// recomputed over.
+    /// [`geotag::store::Loaded`]). Rollups are not read: one that does not
+    /// parse is written over by the next recomputation, unless its
+    /// `revision` is a number no lower than that recomputation's count.
     pub unreadable: usize,
     /// Hours read from Telemetry.
     pub hour_queries: usize,
