@@ -137,15 +137,30 @@ impl Run {
     }
 }
 
-/// Receipt handles by their queue, for the batch requests that take one queue each.
-fn by_queue<'a>(
+/// SQS's limit of messages per receive and of entries per batch request.
+const SQS_BATCH: usize = 10;
+
+/// Receipt handles as the batch requests take them: one queue each, at most
+/// [`SQS_BATCH`] entries, each with an id unique in its request.
+fn batches_by_queue<'a>(
     handles: impl Iterator<Item = (&'a str, &'a str)>,
-) -> BTreeMap<&'a str, Vec<&'a str>> {
+) -> Vec<(&'a str, Vec<(String, &'a str)>)> {
     let mut grouped: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (queue_url, handle) in handles {
         grouped.entry(queue_url).or_default().push(handle);
     }
-    grouped
+    let mut batches = Vec::new();
+    for (queue_url, handles) in grouped {
+        for chunk in handles.chunks(SQS_BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(index, handle)| (index.to_string(), *handle))
+                .collect();
+            batches.push((queue_url, entries));
+        }
+    }
+    batches
 }
 
 fn digest(body: &str) -> [u8; 32] {
@@ -289,7 +304,7 @@ impl Redrive {
             .sqs
             .receive_message()
             .queue_url(queue_url)
-            .max_number_of_messages(10)
+            .max_number_of_messages(SQS_BATCH as i32)
             .message_attribute_names("All")
             .visibility_timeout(i32::try_from(hold.as_secs()).unwrap_or(i32::MAX).max(1))
             .wait_time_seconds(1)
@@ -358,35 +373,32 @@ impl Redrive {
                 message.message.receipt_handle()?,
             ))
         });
-        for (queue_url, handles) in by_queue(handles) {
-            for chunk in handles.chunks(10) {
-                let entries = chunk
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(index, handle)| {
-                        DeleteMessageBatchRequestEntry::builder()
-                            .id(index.to_string())
-                            .receipt_handle(*handle)
-                            .build()
-                            .ok()
-                    })
-                    .collect();
-                let output = self
-                    .sqs
-                    .delete_message_batch()
-                    .queue_url(queue_url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                    .context("deleting redriven messages")?;
-                if !output.failed().is_empty() {
-                    // Their copies were sent: the next run finds them again
-                    // and deletes them as duplicates, or redrives them, harmlessly.
-                    tracing::warn!(
-                        failed = output.failed().len(),
-                        "some redriven messages were not deleted"
-                    );
-                }
+        for (queue_url, batch) in batches_by_queue(handles) {
+            let entries = batch
+                .into_iter()
+                .filter_map(|(id, handle)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(id)
+                        .receipt_handle(handle)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            let output = self
+                .sqs
+                .delete_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .context("deleting redriven messages")?;
+            if !output.failed().is_empty() {
+                // Their copies were sent: the next run finds them again and
+                // deletes them as duplicates, or redrives them, harmlessly.
+                tracing::warn!(
+                    failed = output.failed().len(),
+                    "some redriven messages were not deleted"
+                );
             }
         }
         Ok(())
@@ -398,30 +410,27 @@ impl Redrive {
         let handles = held
             .iter()
             .map(|(queue_url, handle)| (queue_url.as_str(), handle.as_str()));
-        for (queue_url, handles) in by_queue(handles) {
-            for chunk in handles.chunks(10) {
-                let entries = chunk
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(index, handle)| {
-                        ChangeMessageVisibilityBatchRequestEntry::builder()
-                            .id(index.to_string())
-                            .receipt_handle(*handle)
-                            .visibility_timeout(0)
-                            .build()
-                            .ok()
-                    })
-                    .collect();
-                if let Err(error) = self
-                    .sqs
-                    .change_message_visibility_batch()
-                    .queue_url(queue_url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                {
-                    tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "held messages reappear when their hold runs out");
-                }
+        for (queue_url, batch) in batches_by_queue(handles) {
+            let entries = batch
+                .into_iter()
+                .filter_map(|(id, handle)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(id)
+                        .receipt_handle(handle)
+                        .visibility_timeout(0)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            if let Err(error) = self
+                .sqs
+                .change_message_visibility_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "held messages reappear when their hold runs out");
             }
         }
     }

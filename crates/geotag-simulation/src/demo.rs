@@ -501,12 +501,7 @@ fn add_costs(
     pump_stats: &BTreeMap<&'static str, u64>,
 ) {
     summary.faults_injected = fault_plan.total_injected();
-    summary.answers_lost = fault_plan
-        .injected()
-        .iter()
-        .filter(|((_, _, fault), _)| fault.hides_a_success())
-        .map(|(_, n)| n)
-        .sum();
+    summary.answers_lost = fault_plan.total_lost_answers();
     summary.messages_published = plan.messages.len() as u64;
     summary.iot_metered_units = (plan.messages.iter())
         .map(|message| {

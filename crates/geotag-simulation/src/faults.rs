@@ -114,9 +114,20 @@ impl FaultPlan {
 
     /// Lost-answer faults injected on (service, operation).
     pub fn lost_answers(&self, service: &str, operation: &str) -> u64 {
+        self.lost_answers_where(|s, o| s == service && o == operation)
+    }
+
+    /// Lost-answer faults injected on any request (the rest were refusals).
+    pub fn total_lost_answers(&self) -> u64 {
+        self.lost_answers_where(|_, _| true)
+    }
+
+    fn lost_answers_where(&self, on: impl Fn(&str, &str) -> bool) -> u64 {
         lock(&self.injected)
             .iter()
-            .filter(|((s, o, fault), _)| s == service && o == operation && fault.hides_a_success())
+            .filter(|((service, operation, fault), _)| {
+                fault.hides_a_success() && on(service, operation)
+            })
             .map(|(_, count)| count)
             .sum()
     }

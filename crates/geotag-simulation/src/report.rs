@@ -289,17 +289,13 @@ pub fn chaos_table(
         expected.duplicates.to_string(),
     );
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut refused, mut answers_lost) = (0, 0);
     for ((service, operation, fault), n) in faults.injected() {
         *by_kind
             .entry(format!("{service} {operation} {fault:?}"))
             .or_default() += n;
-        if fault.hides_a_success() {
-            answers_lost += n;
-        } else {
-            refused += n;
-        }
     }
+    let answers_lost = faults.total_lost_answers();
+    let refused = faults.total_injected() - answers_lost;
     // Requests whose answer was lost went through: they are among `passed`.
     let passed: u64 = faults.passed().values().sum();
     row(
