@@ -185,7 +185,16 @@ pub async fn process<S: StatsStore, T: TelemetryReader>(
     let mut outcome = Outcome::default();
     let by_device = readings_by_device(records, &mut outcome);
     outcome.readings = by_device.values().map(Vec::len).sum();
-    let failed = update_all(stats, &by_device, &mut outcome).await;
+    // Rollups and `latest` are apart items: their requests overlap.
+    let (mut rollups, mut latest) = (Outcome::default(), Outcome::default());
+    let (mut failed, mut latest_failed) = (BTreeSet::new(), BTreeSet::new());
+    futures::join!(
+        update_rollups(stats, &by_device, &mut rollups, &mut failed),
+        update_latest(stats, &by_device, &mut latest, &mut latest_failed),
+    );
+    failed.append(&mut latest_failed);
+    outcome.add_counts(&rollups);
+    outcome.add_counts(&latest);
     let mut failures: Vec<String> = failed
         .iter()
         .filter_map(|device| {
@@ -233,7 +242,9 @@ pub async fn rebuild<S: StatsStore, T: TelemetryReader>(
             .map(|reading| (reading.sort_key(), reading))
             .collect(),
     )]);
-    let failed = update_all(stats, &by_device, &mut outcome).await;
+    let mut failed = BTreeSet::new();
+    update_rollups(stats, &by_device, &mut outcome, &mut failed).await;
+    update_latest(stats, &by_device, &mut outcome, &mut failed).await;
     if failed.is_empty() {
         Ok(outcome)
     } else {
@@ -286,25 +297,6 @@ fn readings_by_device(records: &[EventRecord], outcome: &mut Outcome) -> DeviceR
     by_device
 }
 
-/// Updates every item `by_device` touches, rollups and `latest` at once
-/// (apart items: their requests overlap); the devices not finished.
-async fn update_all<S: StatsStore, T: TelemetryReader>(
-    stats: &Stats<S, T>,
-    by_device: &DeviceReadings,
-    outcome: &mut Outcome,
-) -> BTreeSet<String> {
-    let (mut rollups, mut latest) = (Outcome::default(), Outcome::default());
-    let (mut failed, mut latest_failed) = (BTreeSet::new(), BTreeSet::new());
-    futures::join!(
-        update_rollups(stats, by_device, &mut rollups, &mut failed),
-        update_latest(stats, by_device, &mut latest, &mut latest_failed),
-    );
-    failed.append(&mut latest_failed);
-    outcome.add_counts(&rollups);
-    outcome.add_counts(&latest);
-    failed
-}
-
 /// Requests of one kind in flight at once.
 const CONCURRENCY: usize = 16;
 
@@ -325,19 +317,30 @@ async fn update_rollups<S: StatsStore, T: TelemetryReader>(
         })
         .collect();
     let hours: Vec<(String, i64)> = hours.into_iter().collect();
-    outcome.hour_queries += hours.len();
-    let hour_items = recompute(
-        &hours,
-        Bucket::Hour,
-        |device, hour| {
+    let mut hour_items = Vec::with_capacity(hours.len());
+    for chunk in hours.chunks(CONCURRENCY) {
+        let queries = chunk.iter().map(|(device, hour)| {
             stats
                 .telemetry
-                .readings_between(device, hour, hour + HOUR_MS)
-        },
-        Rollup::of_readings,
-        failed,
-    )
-    .await;
+                .readings_between(device, *hour, hour + HOUR_MS)
+        });
+        for ((device, hour), result) in chunk.iter().zip(futures::future::join_all(queries).await) {
+            outcome.hour_queries += 1;
+            match result {
+                // Empty only if TTL removed the hour meanwhile: nothing to count.
+                Ok(readings) if readings.is_empty() => {}
+                Ok(readings) => hour_items.push(StatsItem::rollup(
+                    device,
+                    Bucket::Hour(*hour),
+                    Rollup::of_readings(&readings),
+                )),
+                Err(error) => {
+                    tracing::warn!(device_id = %device, hour, %error, "reading the hour's readings failed");
+                    failed.insert(device.clone());
+                }
+            }
+        }
+    }
     save_rollups(stats, hour_items, outcome, failed).await;
 
     // A day is read only once all of its touched hours are written, so that
@@ -348,54 +351,28 @@ async fn update_rollups<S: StatsStore, T: TelemetryReader>(
         .map(|(device, hour)| (device.clone(), Bucket::of(*hour)[1].start_ms()))
         .collect();
     let days: Vec<(String, i64)> = days.into_iter().collect();
-    outcome.day_queries += days.len();
-    let day_items = recompute(
-        &days,
-        Bucket::Day,
-        |device, day| stats.store.hours_of_day(device, day),
-        Rollup::of_hours,
-        failed,
-    )
-    .await;
-    save_rollups(stats, day_items, outcome, failed).await;
-}
-
-/// The rollup of each (device, bucket start) in `buckets`, made by
-/// `rollup_of` from what `read` answers for it, `CONCURRENCY` reads at a
-/// time. An empty answer (TTL removed the bucket's readings meanwhile) makes
-/// no rollup; a device whose read failed is marked failed.
-async fn recompute<'a, X, Fut>(
-    buckets: &'a [(String, i64)],
-    bucket: fn(i64) -> Bucket,
-    read: impl Fn(&'a str, i64) -> Fut,
-    rollup_of: fn(&[X]) -> Rollup,
-    failed: &mut BTreeSet<String>,
-) -> Vec<StatsItem>
-where
-    Fut: std::future::Future<Output = Result<Vec<X>, geotag::store::StoreError>>,
-{
-    let mut items = Vec::with_capacity(buckets.len());
-    for chunk in buckets.chunks(CONCURRENCY) {
-        let reads = chunk.iter().map(|(device, start)| read(device, *start));
-        for ((device, start), result) in chunk.iter().zip(futures::future::join_all(reads).await) {
+    let mut day_items = Vec::with_capacity(days.len());
+    for chunk in days.chunks(CONCURRENCY) {
+        let queries = chunk
+            .iter()
+            .map(|(device, day)| stats.store.hours_of_day(device, *day));
+        for ((device, day), result) in chunk.iter().zip(futures::future::join_all(queries).await) {
+            outcome.day_queries += 1;
             match result {
-                Ok(inputs) if inputs.is_empty() => {}
-                Ok(inputs) => {
-                    items.push(StatsItem::rollup(
-                        device,
-                        bucket(*start),
-                        rollup_of(&inputs),
-                    ));
-                }
+                Ok(hours) if hours.is_empty() => {}
+                Ok(hours) => day_items.push(StatsItem::rollup(
+                    device,
+                    Bucket::Day(*day),
+                    Rollup::of_hours(&hours),
+                )),
                 Err(error) => {
-                    let item = bucket(*start).sort_key();
-                    tracing::warn!(device_id = %device, %item, %error, "reading what the rollup is made of failed");
+                    tracing::warn!(device_id = %device, day, %error, "reading the day's hours failed");
                     failed.insert(device.clone());
                 }
             }
         }
     }
-    items
+    save_rollups(stats, day_items, outcome, failed).await;
 }
 
 /// Writes recomputed rollups over items of fewer readings; an item of as
