@@ -436,7 +436,10 @@ def test_refusals_and_failures_land_apart_each_with_its_own_alarm(stack: Stack):
         if "sqs:SendMessage" in as_list(statement["Action"])
         for resource in as_list(statement["Resource"])
     }
-    assert sends == {stack.arns["IngestRejections"]}, "ingest refuses; only SQS fills IngestDLQ"
+    assert sends == {
+        stack.arns["IngestRejections"],
+        stack.arns["IngestQuarantine"],
+    }, "ingest refuses and parks; only SQS fills IngestDLQ"
     rate = stack.props("IngestRejectionRateAlarm")
     metrics = {
         query["MetricStat"]["Metric"]["MetricName"]: query["MetricStat"]["Metric"]
@@ -450,6 +453,35 @@ def test_refusals_and_failures_land_apart_each_with_its_own_alarm(stack: Stack):
         )
         assert metric["Dimensions"] == [{"Name": "Function", "Value": stack.refs["IngestFunction"]}]
     assert rate["AlarmActions"], "the rate alarm notifies someone"
+
+
+
+def test_a_tag_over_its_budget_is_parked_apart_and_alarmed(stack: Stack):
+    # Parked, not refused: its own queue, kept 14 days (the longest SQS
+    # keeps anything), which the redrive empties; an alarm on the first one.
+    variables = stack.props("IngestFunction")["Environment"]["Variables"]
+    assert variables["INGEST_QUARANTINE_URL"] == stack.refs["IngestQuarantine"]
+    assert variables["INGEST_QUARANTINE_URL"] != variables["INGEST_REJECTIONS_URL"]
+    assert stack.props("IngestQuarantine")["MessageRetentionPeriod"] == 1209600
+    assert str(variables["DEVICE_READINGS_PER_MINUTE"]) == str(stack.parameters["DeviceReadingsPerMinute"])
+    # The count: one table, keyed by tag and minute, expiring, that ingest
+    # may only add to.
+    assert variables["DEVICE_RATES_TABLE"] == stack.refs["DeviceRatesTable"]
+    rates = stack.props("DeviceRatesTable")
+    assert [key["AttributeName"] for key in rates["KeySchema"]] == ["device_id", "minute"]
+    assert rates["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    on_rates = {
+        action
+        for statement in role_statements(stack, function_role(stack, "IngestFunction"))
+        if stack.arns["DeviceRatesTable"] in as_list(statement["Resource"])
+        for action in as_list(statement["Action"])
+    }
+    assert on_rates == {"dynamodb:UpdateItem"}
+    alarm = stack.props("IngestQuarantineAlarm")
+    assert alarm["MetricName"] == "MessagesQuarantined"
+    assert alarm["Dimensions"] == [{"Name": "Function", "Value": stack.refs["IngestFunction"]}]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert alarm["AlarmActions"], "the quarantine alarm notifies someone"
 
 
 # --- who receives whose data

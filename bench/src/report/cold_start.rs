@@ -24,7 +24,7 @@ struct ColdCase {
 }
 
 /// The functions' environment: template.yaml's tables, and its allocator settings.
-pub(crate) const FUNCTION_ENV: [(&str, &str); 13] = [
+pub(crate) const FUNCTION_ENV: [(&str, &str); 15] = [
     ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
     ("MIMALLOC_PURGE_DELAY", "0"),
     ("TELEMETRY_TABLE", "geotag-telemetry"),
@@ -33,6 +33,11 @@ pub(crate) const FUNCTION_ENV: [(&str, &str); 13] = [
         "INGEST_REJECTIONS_URL",
         "http://127.0.0.1:1/123456789012/geotag-ingest-rejections",
     ),
+    (
+        "INGEST_QUARANTINE_URL",
+        "http://127.0.0.1:1/123456789012/geotag-ingest-quarantine",
+    ),
+    ("DEVICE_RATES_TABLE", "geotag-device-rates"),
     ("DEVICES_TABLE", "geotag-devices"),
     ("CUSTOMERS_TABLE", "geotag-customers"),
     ("GEOFENCES_TABLE", "geotag-geofences"),

@@ -17,6 +17,9 @@ pub mod attr {
     pub const SOURCE_MESSAGE_ID: &str = "source_message_id";
     pub const REJECTED_READINGS: &str = "rejected_readings";
     pub const STORED_READINGS: &str = "stored_readings";
+    /// On what `geotag redrive` sends back to the ingest queue: the queue it
+    /// came from. Ingest admits such messages past the tags' budget.
+    pub const REDRIVEN_FROM: &str = "redriven_from";
 }
 
 /// SendMessageBatch's limits: entries per call, and total payload bytes.

@@ -14,6 +14,7 @@
 //! - [`telemetry`]: the Telemetry table (readings, hour tracks);
 //! - [`device_stats`]: the DeviceStats table (latest state, rollups, silence index keys);
 //! - [`registry`]: the Devices, Customers and Geofences tables;
+//! - [`rate_ledger`]: the DeviceRates table (each tag's readings by minute);
 //! - [`alert_log`]: the Alerts table, the alerts topic, the silence index queries.
 //!
 //! Beside them: [`dead_letters`] (the ingest DLQ), [`batch_get`] (BatchGetItem
@@ -28,6 +29,7 @@ pub mod clients;
 pub mod dead_letters;
 pub mod device_stats;
 pub mod fleet_reads;
+pub mod rate_ledger;
 pub mod registry;
 pub mod request_count;
 pub mod retry;
@@ -36,5 +38,6 @@ pub mod telemetry;
 pub use alert_log::{DynamoAlertLog, DynamoSilenceIndex, SnsAlertSink};
 pub use dead_letters::SqsDeadLetters;
 pub use device_stats::DynamoStatsStore;
+pub use rate_ledger::DynamoRateLedger;
 pub use registry::{DynamoDevices, DynamoRegistry};
 pub use telemetry::{DynamoReadingStore, DynamoTelemetryReader};

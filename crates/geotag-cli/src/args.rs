@@ -213,6 +213,10 @@ pub struct RedriveArgs {
     /// redriven messages to be processed (and the still bad ones counted).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub wait: u64,
+    /// Redrive IngestQuarantine instead (the messages parked because their
+    /// tag ran over its budget), past the budget, once the tag is looked at.
+    #[arg(long)]
+    pub quarantine: bool,
     #[command(flatten)]
     pub target: TargetArgs,
 }

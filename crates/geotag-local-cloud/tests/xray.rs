@@ -93,10 +93,12 @@ async fn the_handler_and_its_aws_calls_are_traced_under_lambdas_segment() {
                     format!(r#"{{"device_id":"tag-0001","ts":"{now}","lat":52.5,"lon":13.4}}"#)
                         .as_bytes(),
                 )),
+                ..IngestRecord::default()
             },
             IngestRecord {
                 message_id: Some("m-bad".into()),
                 body: Some("{not json".into()),
+                ..IngestRecord::default()
             },
         ],
     };

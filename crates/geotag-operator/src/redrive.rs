@@ -12,6 +12,13 @@
 //! still bad come back, refused by ingest with their reason and the id of the
 //! copy that was sent (`source_message_id`): the run recognises those, counts
 //! them by reason, and leaves them in the queue.
+//!
+//! `--quarantine` redrives IngestQuarantine instead: the messages ingest
+//! parked because their tag ran over its budget (see `geotag::budget`),
+//! once someone has looked at the tag. Every message a redrive sends carries
+//! the attribute `redriven_from` (the queue it came from), which ingest
+//! admits past the budget: else a quarantine redriven would be parked again,
+//! its readings still stamped in the minutes that ran over.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -20,7 +27,7 @@ use anyhow::{Context as _, Result, bail};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
-    SendMessageBatchRequestEntry,
+    MessageAttributeValue, SendMessageBatchRequestEntry,
 };
 use geotag_aws::clients::SdkConfig;
 use geotag_aws::dead_letters::attr;
@@ -69,9 +76,41 @@ pub struct RedriveReport {
 
 pub struct Redrive {
     pub sqs: Client,
-    /// The queues redriven, in order: refusals first, then failures.
+    /// The queues redriven, in order: refusals first, then failures (or the quarantine alone).
     pub sources: Vec<String>,
+    /// Where ingest sends what comes back refused (IngestRejections).
+    pub returns_url: String,
     pub ingest_queue_url: String,
+}
+
+/// Which queues a redrive empties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sources {
+    /// IngestRejections, then IngestDLQ: after a fix.
+    #[default]
+    RefusedAndFailed,
+    /// IngestQuarantine: messages held back over their tag's budget.
+    Quarantine,
+}
+
+impl Sources {
+    /// The template's logical ids of the queues, in order.
+    fn logical_ids(self) -> &'static [&'static str] {
+        match self {
+            Sources::RefusedAndFailed => &["IngestRejections", "IngestDLQ"],
+            Sources::Quarantine => &["IngestQuarantine"],
+        }
+    }
+}
+
+/// The name suffix template.yaml gives each queue after the stack's name.
+fn queue_suffix(logical_id: &str) -> &'static str {
+    match logical_id {
+        "IngestRejections" => "ingest-rejections",
+        "IngestDLQ" => "ingest-dlq",
+        "IngestQuarantine" => "ingest-quarantine",
+        _ => "ingest",
+    }
 }
 
 /// A message received from one of the sources.
@@ -169,40 +208,58 @@ fn digest(body: &str) -> [u8; 32] {
 
 impl Redrive {
     /// The queues of a local stack.
-    pub fn for_local(stack: &Stack, sdk: &SdkConfig) -> Result<Redrive> {
+    pub fn for_local(stack: &Stack, sdk: &SdkConfig, sources: Sources) -> Result<Redrive> {
+        let url =
+            |logical_id: &str| -> Result<String> { Ok(stack.reference(logical_id)?.to_owned()) };
         Ok(Redrive {
             sqs: Client::new(sdk),
-            sources: vec![
-                stack.reference("IngestRejections")?.to_owned(),
-                stack.reference("IngestDLQ")?.to_owned(),
-            ],
-            ingest_queue_url: stack.reference("IngestQueue")?.to_owned(),
+            sources: (sources.logical_ids().iter())
+                .map(|id| url(id))
+                .collect::<Result<_>>()?,
+            returns_url: url("IngestRejections")?,
+            ingest_queue_url: url("IngestQueue")?,
         })
     }
 
     /// The queues of a stack deployed as `stack_name`: template.yaml names
-    /// them `<stack>-ingest-rejections`, `<stack>-ingest-dlq` and `<stack>-ingest`.
-    pub async fn for_deployed(sdk: &SdkConfig, stack_name: &str) -> Result<Redrive> {
+    /// them `<stack>-ingest-rejections`, `<stack>-ingest-dlq`,
+    /// `<stack>-ingest-quarantine` and `<stack>-ingest`.
+    pub async fn for_deployed(
+        sdk: &SdkConfig,
+        stack_name: &str,
+        sources: Sources,
+    ) -> Result<Redrive> {
         let sqs = Client::new(sdk);
-        let mut urls = Vec::new();
-        for suffix in ["ingest-rejections", "ingest-dlq", "ingest"] {
-            let name = format!("{stack_name}-{suffix}");
-            let url = sqs
-                .get_queue_url()
+        let url = async |logical_id: &str| -> Result<String> {
+            let name = format!("{stack_name}-{}", queue_suffix(logical_id));
+            sqs.get_queue_url()
                 .queue_name(&name)
                 .send()
                 .await
                 .with_context(|| format!("no queue {name}: is the stack deployed?"))?
                 .queue_url
-                .with_context(|| format!("{name} has no URL"))?;
-            urls.push(url);
+                .with_context(|| format!("{name} has no URL"))
+        };
+        let mut source_urls = Vec::new();
+        for logical_id in sources.logical_ids() {
+            source_urls.push(url(logical_id).await?);
         }
-        let ingest_queue_url = urls.pop().expect("three names asked");
         Ok(Redrive {
+            returns_url: url("IngestRejections").await?,
+            ingest_queue_url: url("IngestQueue").await?,
+            sources: source_urls,
             sqs,
-            sources: urls,
-            ingest_queue_url,
         })
+    }
+
+    /// Where this run looks for what it sent: its sources, and where
+    /// refusals come back to.
+    fn watched(&self) -> Vec<&str> {
+        let mut queues: Vec<&str> = self.sources.iter().map(String::as_str).collect();
+        if !queues.contains(&self.returns_url.as_str()) {
+            queues.push(&self.returns_url);
+        }
+        queues
     }
 
     pub async fn run(&self, options: &RedriveOptions) -> Result<RedriveReport> {
@@ -274,7 +331,7 @@ impl Redrive {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        for source in &self.sources {
+        for source in self.watched() {
             loop {
                 let received = self.receive(source, options.hold).await?;
                 if received.is_empty() {
@@ -332,9 +389,21 @@ impl Redrive {
             .iter()
             .enumerate()
             .map(|(index, message)| {
+                let from = message
+                    .queue_url
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&message.queue_url);
                 SendMessageBatchRequestEntry::builder()
                     .id(index.to_string())
                     .message_body(message.body())
+                    .message_attributes(
+                        attr::REDRIVEN_FROM,
+                        MessageAttributeValue::builder()
+                            .data_type("String")
+                            .string_value(from)
+                            .build()?,
+                    )
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use geotag_local_cloud::invoker::{InProcess, Invoker};
 use geotag_local_cloud::pump::Pump;
 use geotag_local_cloud::stack::{LocalStack, Options};
-use geotag_operator::redrive::{Redrive, RedriveOptions};
+use geotag_operator::redrive::{Redrive, RedriveOptions, Sources};
 use geotag_operator::registry::{CustomerSpec, RegistryAdmin};
 use serde_json::json;
 
@@ -109,7 +109,7 @@ async fn a_redrive_after_registering_a_tag_stores_its_readings_once_even_after_a
     // The fix: the tag is registered. The first redrive dies after sending
     // its first batch and before deleting it.
     admin.assign(&["tag-new".into()], "acme").await.unwrap();
-    let redrive = Redrive::for_local(&local.stack, &local.sdk).unwrap();
+    let redrive = Redrive::for_local(&local.stack, &local.sdk, Sources::RefusedAndFailed).unwrap();
     let crashed = redrive
         .run(&RedriveOptions {
             wait_for_returns: Duration::ZERO,

@@ -12,6 +12,7 @@
 //! - [`decode`]: an SQS message body (an edge envelope naming the authenticated
 //!   tag, raw or in an SNS envelope, around one reading or a batch) to readings;
 //! - [`reject`]: the reason codes of refused messages and readings;
+//! - [`budget`]: a reading budget per tag and minute, so that one tag cannot delay the fleet;
 //! - [`clock`]: epoch milliseconds, the one system clock, hour and day lengths;
 //! - [`geo`]: great-circle distance and destination on a spherical Earth;
 //! - [`geofence`]: circles and polygons, and whether a point is inside;
@@ -27,6 +28,7 @@
 
 pub mod alert_filter;
 pub mod alerts;
+pub mod budget;
 pub mod clock;
 pub mod decode;
 pub mod directory;

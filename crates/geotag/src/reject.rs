@@ -46,11 +46,15 @@ pub enum Reason {
     /// The authenticated device is not in the registry, and the stack refuses
     /// unregistered devices.
     UnregisteredDevice,
+    /// The tag sent more readings stamped in one minute than its budget (see
+    /// `geotag::budget`): the message is parked in the quarantine queue, not
+    /// refused, and can be redriven.
+    RateExceeded,
 }
 
 impl Reason {
     /// Every reason, in declaration order (for reports that list zero counts too).
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::BodyMissing,
         Reason::BodyTooLarge,
         Reason::MalformedJson,
@@ -67,6 +71,7 @@ impl Reason {
         Reason::TimestampTooOld,
         Reason::Unauthenticated,
         Reason::UnregisteredDevice,
+        Reason::RateExceeded,
     ];
 
     /// The code as it appears in logs, metrics and message attributes.
@@ -88,6 +93,7 @@ impl Reason {
             Reason::TimestampTooOld => "timestamp_too_old",
             Reason::Unauthenticated => "unauthenticated",
             Reason::UnregisteredDevice => "unregistered_device",
+            Reason::RateExceeded => "rate_exceeded",
         }
     }
 

@@ -12,6 +12,8 @@
 //! | a batch with some invalid readings          | valid ones       | body + first reason | done            |
 //! | a store failure left a reading unwritten    | the rest         | -                 | **batch item failure** |
 //! | the rejection send failed                   | valid ones       | -                 | **batch item failure** |
+//! | over its tag's budget for a minute          | -                | IngestQuarantine, body + reason | done |
+//! | the quarantine send failed                  | -                | -                 | **batch item failure** |
 //!
 //! Who sent a record is the tag the edge authenticated (the edge envelope's
 //! `thing_name`, see `geotag::decode`), never the body's word: a reading
@@ -32,16 +34,26 @@
 //! writing a record's readings again is harmless, and a record's refusal is
 //! only sent once its valid readings are stored, so a retried record is not
 //! refused twice.
+//!
+//! A tag that sends more readings stamped in one minute than its budget
+//! (`DEVICE_READINGS_PER_MINUTE`, see `geotag::budget`) has the messages
+//! beyond it parked in the quarantine queue, whole and unchanged, with the
+//! reason `rate_exceeded`: one tag in a publish loop cannot fill Telemetry,
+//! the stream and stats ahead of everybody else. What `geotag redrive` sends
+//! back carries the attribute `redriven_from` and is admitted past the budget:
+//! the operator has decided. If the count cannot be read, ingest admits:
+//! a budget that fails closed would stop the fleet to stop one tag.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use geotag::budget::{self, RateLedger, RateLimit, Stamped, Unlimited};
 use geotag::store::{
     DeadLetter, DeadLetterSink, DeviceDirectory, NoRegistry, ReadingStore, UnregisteredDevices,
 };
 use geotag::{BodyForm, Limits, Reading, Reason, Rejection, decode_message};
-use geotag_aws::{DynamoDevices, DynamoReadingStore, SqsDeadLetters};
+use geotag_aws::{DynamoDevices, DynamoRateLedger, DynamoReadingStore, SqsDeadLetters};
 use geotag_runtime::emf::{self, Emitter, Invocation, Metrics};
 use geotag_runtime::responses::sqs_batch_response;
 use geotag_runtime::{ConfigError, Environment, FromEnvironment};
@@ -60,6 +72,13 @@ pub struct Config {
     pub telemetry_table: String,
     /// `INGEST_REJECTIONS_URL`: where refused messages go.
     pub rejections_queue_url: String,
+    /// `INGEST_QUARANTINE_URL`: where messages over their tag's budget are parked.
+    pub quarantine_queue_url: String,
+    /// `DEVICE_RATES_TABLE`: each tag's readings counted by the minute.
+    pub device_rates_table: String,
+    /// `DEVICE_READINGS_PER_MINUTE` (60): a tag's budget; 0 parks every
+    /// counted minute (a tag never counted is never parked).
+    pub rate_limit: RateLimit,
     /// `DEVICES_TABLE`: the registry's tags.
     pub devices_table: String,
     /// `UNREGISTERED_DEVICES`: `refuse` (the default) or `admit`.
@@ -77,6 +96,11 @@ impl FromEnvironment for Config {
         Ok(Config {
             telemetry_table: env.required("TELEMETRY_TABLE")?,
             rejections_queue_url: env.required("INGEST_REJECTIONS_URL")?,
+            quarantine_queue_url: env.required("INGEST_QUARANTINE_URL")?,
+            device_rates_table: env.required("DEVICE_RATES_TABLE")?,
+            rate_limit: RateLimit {
+                readings_per_minute: env.parsed("DEVICE_READINGS_PER_MINUTE", 60)?,
+            },
             devices_table: env.required("DEVICES_TABLE")?,
             unregistered: env.parsed("UNREGISTERED_DEVICES", UnregisteredDevices::Refuse)?,
             metrics: env.metrics("ingest"),
@@ -94,8 +118,15 @@ impl FromEnvironment for Config {
     }
 }
 
+/// A tag's budget, where its count is kept, and where messages over it go.
+pub struct Throttle<L, D> {
+    pub ledger: L,
+    pub quarantine: D,
+    pub limit: RateLimit,
+}
+
 /// The handler's dependencies.
-pub struct Ingest<S, D, R = NoRegistry> {
+pub struct Ingest<S, D, R = NoRegistry, L = Unlimited> {
     pub store: S,
     pub dead_letters: D,
     /// Whose each tag is (and, when `unregistered` is `Refuse`, whether it
@@ -107,6 +138,8 @@ pub struct Ingest<S, D, R = NoRegistry> {
     pub clock: fn() -> i64,
     /// Where each invocation's metrics go (EMF lines on stdout in Lambda).
     pub metrics: Emitter,
+    /// The tags' budget; `None`: every tag may send at any rate.
+    pub throttle: Option<Throttle<L, D>>,
 }
 
 impl<S: ReadingStore, D: DeadLetterSink> Ingest<S, D> {
@@ -120,11 +153,28 @@ impl<S: ReadingStore, D: DeadLetterSink> Ingest<S, D> {
             limits,
             clock: geotag::clock::now_ms,
             metrics: Emitter::for_binary("ingest"),
+            throttle: None,
         }
     }
 }
 
-impl<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory> Ingest<S, D, R> {
+impl<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory> Ingest<S, D, R, Unlimited> {
+    /// Parks what a tag sends over `throttle.limit` in `throttle.quarantine`.
+    pub fn with_throttle<L2: RateLedger>(self, throttle: Throttle<L2, D>) -> Ingest<S, D, R, L2> {
+        Ingest {
+            store: self.store,
+            dead_letters: self.dead_letters,
+            directory: self.directory,
+            unregistered: self.unregistered,
+            limits: self.limits,
+            clock: self.clock,
+            metrics: self.metrics,
+            throttle: Some(throttle),
+        }
+    }
+}
+
+impl<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory, L> Ingest<S, D, R, L> {
     pub fn with_metrics(mut self, metrics: Emitter) -> Self {
         self.metrics = metrics;
         self
@@ -136,7 +186,7 @@ impl<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory> Ingest<S, D, R> {
         self,
         directory: R2,
         unregistered: UnregisteredDevices,
-    ) -> Ingest<S, D, R2> {
+    ) -> Ingest<S, D, R2, L> {
         Ingest {
             store: self.store,
             dead_letters: self.dead_letters,
@@ -145,25 +195,32 @@ impl<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory> Ingest<S, D, R> {
             limits: self.limits,
             clock: self.clock,
             metrics: self.metrics,
+            throttle: self.throttle,
         }
     }
 }
 
 /// Ingest as deployed.
-pub type AwsIngest = Ingest<DynamoReadingStore, SqsDeadLetters, DynamoDevices>;
+pub type AwsIngest = Ingest<DynamoReadingStore, SqsDeadLetters, DynamoDevices, DynamoRateLedger>;
 
 /// The production wiring: DynamoDB and SQS clients from one SDK configuration.
 pub fn on_aws(sdk: &geotag_aws::clients::SdkConfig, config: &Config) -> AwsIngest {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
     Ingest::new(
         DynamoReadingStore::new(
             dynamodb.clone(),
             &config.telemetry_table,
             config.limits.retention_days,
         ),
-        SqsDeadLetters::new(aws_sdk_sqs::Client::new(sdk), &config.rejections_queue_url),
+        SqsDeadLetters::new(sqs.clone(), &config.rejections_queue_url),
         config.limits.clone(),
     )
+    .with_throttle(Throttle {
+        ledger: DynamoRateLedger::new(dynamodb.clone(), &config.device_rates_table),
+        quarantine: SqsDeadLetters::new(sqs, &config.quarantine_queue_url),
+        limit: config.rate_limit,
+    })
     .with_directory(
         DynamoDevices::new(dynamodb, &config.devices_table),
         config.unregistered,
@@ -186,6 +243,14 @@ pub struct Outcome {
     pub rejected: BTreeMap<Reason, usize>,
     /// Messages sent to the dead-letter queue.
     pub dead_lettered: usize,
+    /// Messages parked in the quarantine queue, over their tag's budget, and
+    /// the readings they hold.
+    pub quarantined: usize,
+    pub readings_quarantined: usize,
+    /// Tag-minutes counted against the budget (one UpdateItem each), and
+    /// those whose count could not be read (admitted).
+    pub rate_checks: usize,
+    pub rate_checks_failed: usize,
     /// Messages that arrived wrapped in the SNS envelope.
     pub enveloped: usize,
     pub write_requests: u32,
@@ -211,13 +276,46 @@ pub struct IngestRecord {
     #[serde(rename = "messageId")]
     pub message_id: Option<String>,
     pub body: Option<String>,
+    #[serde(rename = "messageAttributes", default)]
+    pub message_attributes: Option<RecordAttributes>,
+}
+
+/// The one message attribute ingest reads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RecordAttributes {
+    /// Set by `geotag redrive` ([`geotag_aws::dead_letters::attr::REDRIVEN_FROM`]).
+    #[serde(rename = "redriven_from")]
+    pub redriven_from: Option<StringAttribute>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct StringAttribute {
+    #[serde(rename = "stringValue")]
+    pub string_value: Option<String>,
+}
+
+impl IngestRecord {
+    /// Whether an operator sent this record back with `geotag redrive`.
+    pub fn redriven(&self) -> bool {
+        self.message_attributes
+            .as_ref()
+            .and_then(|attributes| attributes.redriven_from.as_ref())
+            .is_some()
+    }
 }
 
 impl From<SqsMessage> for IngestRecord {
-    fn from(message: SqsMessage) -> Self {
+    fn from(mut message: SqsMessage) -> Self {
+        let redriven_from = message
+            .message_attributes
+            .remove(geotag_aws::dead_letters::attr::REDRIVEN_FROM)
+            .map(|attribute| StringAttribute {
+                string_value: attribute.string_value,
+            });
         IngestRecord {
             message_id: message.message_id,
             body: message.body,
+            message_attributes: Some(RecordAttributes { redriven_from }),
         }
     }
 }
@@ -231,8 +329,8 @@ impl From<SqsEvent> for IngestEvent {
 }
 
 /// The Lambda entry point.
-pub async fn handle<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory>(
-    ingest: &Ingest<S, D, R>,
+pub async fn handle<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory, L: RateLedger>(
+    ingest: &Ingest<S, D, R, L>,
     event: LambdaEvent<IngestEvent>,
 ) -> Result<SqsBatchResponse, Error> {
     let records = &event.payload.records;
@@ -249,6 +347,8 @@ pub async fn handle<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory>(
         duplicates_in_batch = outcome.duplicates_in_batch,
         rejected = outcome.rejected.values().sum::<usize>(),
         dead_lettered = outcome.dead_lettered,
+        quarantined = outcome.quarantined,
+        rate_checks = outcome.rate_checks,
         write_requests = outcome.write_requests,
         write_retries = outcome.write_retries,
         "batch processed"
@@ -264,6 +364,10 @@ fn count_outcome(metrics: &mut Metrics, outcome: &Outcome) {
         .count("DuplicatesInBatch", outcome.duplicates_in_batch)
         .count("ReadingsRejected", outcome.rejected.values().sum())
         .count("MessagesRejected", outcome.dead_lettered)
+        .count("MessagesQuarantined", outcome.quarantined)
+        .count("ReadingsQuarantined", outcome.readings_quarantined)
+        .count("RateChecks", outcome.rate_checks)
+        .count("RateChecksFailed", outcome.rate_checks_failed)
         .count("BatchItemFailures", outcome.failures.len())
         .count("WriteRequests", outcome.write_requests as usize)
         .count("WriteRetries", outcome.write_retries as usize)
@@ -291,23 +395,37 @@ struct RecordState {
     thing_name: Option<String>,
     rejection: Option<Rejection>,
     rejected_readings: usize,
+    /// The refusals' reasons, each with the readings it refused; counted
+    /// when the batch is done, unless the record is parked (a redrive counts
+    /// them then).
+    reasons: Vec<(Reason, usize)>,
     readings: usize,
     store_failed: bool,
+    /// Why the record is parked in the quarantine queue, with how many of
+    /// its readings were valid, if it is.
+    parked: Option<(Rejection, usize)>,
 }
 
 /// Processes the records of one batch; `Err` only when the batch cannot be
 /// answered record by record (a record without a message id).
-pub async fn process<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory>(
-    ingest: &Ingest<S, D, R>,
+pub async fn process<S: ReadingStore, D: DeadLetterSink, R: DeviceDirectory, L: RateLedger>(
+    ingest: &Ingest<S, D, R, L>,
     records: &[IngestRecord],
     deadline: Instant,
 ) -> Result<Outcome, Error> {
     let mut outcome = Outcome::default();
     let mut batch = decode_batch(ingest, records, &mut outcome)?;
-    resolve_owners(ingest, &mut batch, &mut outcome).await;
+    resolve_owners(ingest, &mut batch).await;
+    park_floods(ingest, records, &mut batch, &mut outcome).await;
     store_readings(ingest, &mut batch, deadline, &mut outcome).await;
-    let unsent = dead_letter_refusals(ingest, records, &batch.states, &mut outcome).await;
+    let mut unsent = dead_letter_refusals(ingest, records, &batch.states, &mut outcome).await;
+    unsent.extend(send_to_quarantine(ingest, records, &batch.states, &mut outcome).await);
     for state in &batch.states {
+        if state.parked.is_none() {
+            for &(reason, readings) in &state.reasons {
+                *outcome.rejected.entry(reason).or_default() += readings;
+            }
+        }
         if state.store_failed || unsent.contains(&state.message_id) {
             outcome.failures.push(state.message_id.clone());
         } else {
@@ -325,8 +443,8 @@ struct DecodedBatch {
     record_of: Vec<usize>,
 }
 
-fn decode_batch<S, D, R>(
-    ingest: &Ingest<S, D, R>,
+fn decode_batch<S, D, R, L>(
+    ingest: &Ingest<S, D, R, L>,
     records: &[IngestRecord],
     outcome: &mut Outcome,
 ) -> Result<DecodedBatch, Error> {
@@ -347,8 +465,10 @@ fn decode_batch<S, D, R>(
             thing_name: None,
             rejection: None,
             rejected_readings: 0,
+            reasons: Vec::new(),
             readings: 0,
             store_failed: false,
+            parked: None,
         };
         let decoded = match record.body.as_deref() {
             None => Err(Rejection::new(
@@ -361,7 +481,7 @@ fn decode_batch<S, D, R>(
         match decoded {
             Err(rejection) => {
                 log_rejection(&state.message_id, &rejection);
-                *outcome.rejected.entry(rejection.reason).or_default() += 1;
+                state.reasons.push((rejection.reason, 1));
                 state.rejection = Some(rejection);
             }
             Ok(decoded) => {
@@ -370,7 +490,7 @@ fn decode_batch<S, D, R>(
                 }
                 for rejection in &decoded.rejected {
                     log_rejection(&state.message_id, rejection);
-                    *outcome.rejected.entry(rejection.reason).or_default() += 1;
+                    state.reasons.push((rejection.reason, 1));
                 }
                 state.thing_name = Some(decoded.identity.thing_name);
                 state.rejected_readings = decoded.rejected.len();
@@ -392,10 +512,9 @@ fn decode_batch<S, D, R>(
 /// as `unregistered_device`, when the stack refuses such tags. If the
 /// registry cannot be read, the records wait for a retry instead: a reading
 /// stored without its owner would be lost to its customer.
-async fn resolve_owners<S, D, R: DeviceDirectory>(
-    ingest: &Ingest<S, D, R>,
+async fn resolve_owners<S, D, R: DeviceDirectory, L>(
+    ingest: &Ingest<S, D, R, L>,
     batch: &mut DecodedBatch,
-    outcome: &mut Outcome,
 ) {
     let mut devices: Vec<String> = batch
         .readings
@@ -437,34 +556,141 @@ async fn resolve_owners<S, D, R: DeviceDirectory>(
                 ),
             );
             log_rejection(&state.message_id, &rejection);
-            *outcome
-                .rejected
-                .entry(Reason::UnregisteredDevice)
-                .or_default() += state.readings;
+            state
+                .reasons
+                .push((Reason::UnregisteredDevice, state.readings));
             state.rejected_readings += state.readings;
             state.readings = 0;
             state.rejection = Some(rejection);
             keep[index] = false;
         }
     }
-    let readings = std::mem::take(&mut batch.readings);
-    let record_of = std::mem::take(&mut batch.record_of);
-    for (mut reading, record) in readings.into_iter().zip(record_of) {
-        if keep[record] {
-            reading.owner = owners
-                .as_ref()
-                .and_then(|owners| owners.get(&reading.device_id).cloned());
-            batch.readings.push(reading);
-            batch.record_of.push(record);
+    let owner_of = |reading: &Reading| {
+        owners
+            .as_ref()
+            .and_then(|owners| owners.get(&reading.device_id).cloned())
+    };
+    batch.retain_records(&keep, |reading| reading.owner = owner_of(reading));
+}
+
+impl DecodedBatch {
+    /// Keeps the readings of the records `keep` says, passing each to `then`.
+    fn retain_records(&mut self, keep: &[bool], mut then: impl FnMut(&mut Reading)) {
+        let readings = std::mem::take(&mut self.readings);
+        let record_of = std::mem::take(&mut self.record_of);
+        for (mut reading, record) in readings.into_iter().zip(record_of) {
+            if keep[record] {
+                then(&mut reading);
+                self.readings.push(reading);
+                self.record_of.push(record);
+            }
         }
     }
+}
+
+/// Counts the tags that this batch holds several readings of in one minute
+/// against their budget, and takes out the records holding readings over it,
+/// to be parked. Redriven records are not counted.
+async fn park_floods<S, D, R, L: RateLedger>(
+    ingest: &Ingest<S, D, R, L>,
+    records: &[IngestRecord],
+    batch: &mut DecodedBatch,
+    outcome: &mut Outcome,
+) {
+    let Some(throttle) = &ingest.throttle else {
+        return;
+    };
+    let counted: Vec<usize> = (0..batch.readings.len())
+        .filter(|&index| !records[batch.record_of[index]].redriven())
+        .collect();
+    let stamped: Vec<Stamped<'_>> = counted
+        .iter()
+        .map(|&index| Stamped {
+            device_id: &batch.readings[index].device_id,
+            ts_ms: batch.readings[index].ts_ms,
+        })
+        .collect();
+    let groups = budget::suspects(&stamped);
+    if groups.is_empty() {
+        return;
+    }
+    let counts: Vec<_> = groups.iter().map(|(count, _)| count.clone()).collect();
+    outcome.rate_checks = counts.len();
+    let totals = match throttle.ledger.add(&counts).await {
+        Ok(totals) => totals,
+        Err(error) => {
+            tracing::warn!(%error, tag_minutes = counts.len(), "the tags' counts could not be read; their readings are admitted");
+            outcome.rate_checks_failed = counts.len();
+            return;
+        }
+    };
+    let over: std::collections::HashSet<usize> =
+        budget::over_budget(&groups, &totals, throttle.limit)
+            .into_iter()
+            .collect();
+    let mut keep = vec![true; batch.states.len()];
+    for ((count, indices), &total) in groups.iter().zip(&totals) {
+        for index in indices.iter().filter(|index| over.contains(index)) {
+            let record = batch.record_of[counted[*index]];
+            let state = &mut batch.states[record];
+            if keep[record] {
+                keep[record] = false;
+                let reason = budget::rate_exceeded(count, total, throttle.limit);
+                tracing::warn!(
+                    message_id = %state.message_id,
+                    device_id = %count.device_id,
+                    reason = reason.reason.code(),
+                    detail = %reason.detail,
+                    "parked"
+                );
+                outcome.readings_quarantined += state.readings;
+                state.parked = Some((reason, state.readings));
+                state.readings = 0;
+            }
+        }
+    }
+    batch.retain_records(&keep, |_| ());
+}
+
+/// Sends each parked record to the quarantine queue, unchanged, with its
+/// reason. Returns the message ids whose letters could not be sent.
+async fn send_to_quarantine<S, D: DeadLetterSink, R, L>(
+    ingest: &Ingest<S, D, R, L>,
+    records: &[IngestRecord],
+    states: &[RecordState],
+    outcome: &mut Outcome,
+) -> Vec<String> {
+    let Some(throttle) = &ingest.throttle else {
+        return Vec::new();
+    };
+    let letters: Vec<DeadLetter> = states
+        .iter()
+        .enumerate()
+        .filter_map(|(record_index, state)| {
+            let (rejection, valid_readings) = state.parked.clone()?;
+            Some(DeadLetter {
+                source_message_id: state.message_id.clone(),
+                body: records[record_index].body.clone().unwrap_or_default(),
+                rejection,
+                // Every reading of it is held back, the valid ones for over-budget.
+                rejected_readings: valid_readings + state.rejected_readings,
+                stored_readings: 0,
+            })
+        })
+        .collect();
+    if letters.is_empty() {
+        return Vec::new();
+    }
+    let unsent = throttle.quarantine.send(&letters).await;
+    outcome.quarantined = letters.len() - unsent.len();
+    unsent
 }
 
 /// Writes each distinct reading once. BatchWriteItem refuses two writes of
 /// one key in a request, and a batch often holds the same reading twice
 /// (SNS retries): a failure to write a key fails every record that carried it.
-async fn store_readings<S: ReadingStore, D, R>(
-    ingest: &Ingest<S, D, R>,
+async fn store_readings<S: ReadingStore, D, R, L>(
+    ingest: &Ingest<S, D, R, L>,
     batch: &mut DecodedBatch,
     deadline: Instant,
     outcome: &mut Outcome,
@@ -499,8 +725,8 @@ async fn store_readings<S: ReadingStore, D, R>(
 /// Sends each refused record (whose valid readings, if any, are stored) to
 /// the dead-letter queue with its first reason. Returns the message ids
 /// whose letters could not be sent.
-async fn dead_letter_refusals<S, D: DeadLetterSink, R>(
-    ingest: &Ingest<S, D, R>,
+async fn dead_letter_refusals<S, D: DeadLetterSink, R, L>(
+    ingest: &Ingest<S, D, R, L>,
     records: &[IngestRecord],
     states: &[RecordState],
     outcome: &mut Outcome,
@@ -508,7 +734,7 @@ async fn dead_letter_refusals<S, D: DeadLetterSink, R>(
     let letters: Vec<DeadLetter> = states
         .iter()
         .enumerate()
-        .filter(|(_, state)| !state.store_failed)
+        .filter(|(_, state)| !state.store_failed && state.parked.is_none())
         .filter_map(|(record_index, state)| {
             let rejection = state.rejection.clone()?;
             Some(DeadLetter {
