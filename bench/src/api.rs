@@ -125,7 +125,7 @@ pub fn fleet_listing_read_units(states: &[LatestState]) -> (f64, usize) {
 pub fn track_read_units(readings: &[Reading], retention_days: u32) -> (f64, usize) {
     let sizes: Vec<usize> = readings
         .iter()
-        .map(|reading| item_size(&reading_item(reading, retention_days)))
+        .map(|reading| item_size(&reading_item(reading, retention_days, reading.ts_ms)))
         .collect();
     (query_read_units(sizes.iter().copied()), sizes.iter().sum())
 }

@@ -194,7 +194,7 @@ pub fn telemetry_stream_event_from(readings: &[Reading], first: usize) -> String
         .enumerate()
         .map(|(offset, reading)| {
             let index = first + offset;
-            let item = reading_item(reading, RETENTION_DAYS);
+            let item = reading_item(reading, RETENTION_DAYS, reading.ts_ms);
             stream_record(
                 index,
                 "INSERT",

@@ -31,6 +31,7 @@ pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
             seed: 5,
             end_ms: geotag::clock::now_ms(),
             readings_per_message: Some(per_message),
+            flood: None,
         };
         println!(
             "\nbench: a local run of {readings} readings, {per_message} per message, via {via:?}, counting requests"
@@ -46,6 +47,7 @@ pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
             device_rows: false,
             output_dir: None,
             via,
+            publish_speedup: None,
         })
         .await?;
         if !summary.ok {

@@ -34,6 +34,9 @@ pub mod attr {
     pub const SEQ: &str = "seq";
     /// When the edge received the reading's message, epoch milliseconds.
     pub const RECEIVED_AT: &str = "received_at";
+    /// When ingest wrote it, epoch milliseconds: `stored_at - received_at`
+    /// is the reading's time from the edge to the table.
+    pub const STORED_AT: &str = "stored_at";
     /// The customer that owned the tag when the reading was stored; absent
     /// for a tag nobody owned.
     pub const CUSTOMER_ID: &str = "customer_id";
@@ -273,9 +276,14 @@ impl TelemetryReader for DynamoTelemetryReader {
     }
 }
 
-/// The Telemetry item of a reading: the one place a reading becomes attributes.
-pub fn reading_item(reading: &Reading, retention_days: u32) -> HashMap<String, AttributeValue> {
-    let mut item = HashMap::with_capacity(12);
+/// The Telemetry item of a reading, written at `stored_at_ms`: the one place
+/// a reading becomes attributes.
+pub fn reading_item(
+    reading: &Reading,
+    retention_days: u32,
+    stored_at_ms: i64,
+) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::with_capacity(13);
     item.insert(
         attr::DEVICE_ID.into(),
         AttributeValue::S(reading.device_id.clone()),
@@ -304,6 +312,7 @@ pub fn reading_item(reading: &Reading, retention_days: u32) -> HashMap<String, A
     if let Some(owner) = &reading.owner {
         item.insert(attr::CUSTOMER_ID.into(), AttributeValue::S(owner.clone()));
     }
+    item.insert(attr::STORED_AT.into(), integer(stored_at_ms));
     item.insert(
         attr::EXPIRES_AT.into(),
         integer(reading.expires_at(retention_days)),
@@ -354,7 +363,11 @@ fn request_write_units(request: &WriteRequest) -> u64 {
 
 pub fn write_request(reading: &Reading, retention_days: u32) -> Result<WriteRequest, StoreError> {
     let put = PutRequest::builder()
-        .set_item(Some(reading_item(reading, retention_days)))
+        .set_item(Some(reading_item(
+            reading,
+            retention_days,
+            geotag::clock::now_ms(),
+        )))
         .build()
         .map_err(|err| StoreError::Service {
             code: "BuildError".into(),
@@ -556,7 +569,7 @@ mod tests {
             received_at_ms: Some(1_795_680_001_000),
             owner: None,
         };
-        let item = reading_item(&reading, 30);
+        let item = reading_item(&reading, 30, 0);
         let back = reading_from_item(&item).expect("a Telemetry item");
         assert_eq!(
             back,

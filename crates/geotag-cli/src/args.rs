@@ -136,6 +136,17 @@ pub struct ChaosArgs {
     /// AWS applies and whose answer is lost: a 500 or a timeout.
     #[arg(long, default_value_t = 0.02)]
     pub lost_answer_rate: f64,
+    /// One more tag publishes this many times its rate (a publish loop)
+    /// through the middle --flood-share of the run; 0: no flood.
+    #[arg(long, value_name = "FACTOR", default_value_t = 100)]
+    pub flood: u32,
+    #[arg(long, value_name = "SHARE", default_value_t = 0.1)]
+    pub flood_share: f64,
+    /// With a flood, the fleet's normal traffic is published at this many
+    /// messages a second, at the readings' own pace (the flood as fast as
+    /// it sends); 0: as fast as the ingest queue's depth allows.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 4.0)]
+    pub publish_rate: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Give up if the pipeline has not drained this many seconds after

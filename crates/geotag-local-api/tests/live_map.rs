@@ -63,6 +63,7 @@ fn reading(thing: &str, ts_ms: i64, lat: f64, lon: f64) -> Message {
         thing: thing.into(),
         payload: format!(r#"{{"ts":{ts_ms},"lat":{lat},"lon":{lon},"speed":4.5,"battery":80}}"#),
         expected_rejection: None,
+        send_ms: ts_ms,
     }
 }
 

@@ -86,7 +86,7 @@ async fn a_customer_reads_its_fleet_through_the_local_api() {
             dynamodb
                 .put_item()
                 .table_name(table("TelemetryTable"))
-                .set_item(Some(reading_item(r, 30)))
+                .set_item(Some(reading_item(r, 30, r.ts_ms)))
                 .send()
                 .await
                 .unwrap();

@@ -25,6 +25,7 @@ use crate::alert_audit::{self, FleetRegistry};
 use crate::api_audit;
 use crate::cost;
 use crate::faults::{self, FaultPlan, FaultyHttpClient};
+use crate::flood_audit;
 use crate::metrics::MetricTotals;
 use crate::reading_audit::{self, Audit};
 use crate::rebuild_audit;
@@ -51,6 +52,10 @@ pub struct DemoOptions {
     pub output_dir: Option<std::path::PathBuf>,
     /// How the fleet reaches the telemetry topic.
     pub via: crate::edge::Via,
+    /// Publish at the readings' own pace, this many times faster (a flood
+    /// then arrives as fast as it was sent); `None`: as fast as the ingest
+    /// queue's depth allows.
+    pub publish_speedup: Option<f64>,
 }
 
 /// The faults of a chaos run.
@@ -177,6 +182,22 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         println!("{line}\n");
         ok &= rebuilt_as_built;
     }
+    let budget = (local.stack.function("IngestFunction").ok())
+        .and_then(|ingest| {
+            ingest
+                .environment
+                .get("DEVICE_READINGS_PER_MINUTE")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(u64::MAX);
+    let flood = flood_audit::findings(&plan.expected, &audit, budget);
+    if let Some(findings) = &flood {
+        let paced = options.publish_speedup.is_some();
+        let (line, held) = flood_audit::report(&plan.expected, findings, paced);
+        println!("{line}\n");
+        ok &= held;
+    }
     let mut summary = reading_audit::tally(&plan.expected, &audit);
     let mut operator_alerts = None;
     if let Some(registry) = &registry {
@@ -216,6 +237,7 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         )?;
     }
     summary.crashes = functions.crashes.load(Ordering::Relaxed);
+    summary.flood = flood;
     add_costs(&mut summary, &fault_plan, &audit, &plan, &pump_stats);
     summary.via = options.via;
     summary.publishing = timings.publishing;
@@ -391,10 +413,22 @@ async fn publish_and_drain(
         None => println!("  edge        SNS Publish, as a gateway (--via sns)"),
     }
     let started = Instant::now();
+    let schedule = options.publish_speedup.map(|speedup| {
+        println!(
+            "  pace        the readings' own, {speedup:.1} times faster: the fleet's normal rate is {:.1} messages a second",
+            speedup * options.fleet.devices as f64 / options.fleet.interval_secs.max(1) as f64
+        );
+        crate::pace::Schedule {
+            first_send_ms: plan.messages.iter().map(|m| m.send_ms).min().unwrap_or(0),
+            speedup,
+            started: Instant::now(),
+        }
+    });
     let pace = simulate::Pace {
         sqs: aws_sdk_sqs::Client::new(&local.sdk),
         queue_url: local.stack.reference("IngestQueue")?.to_owned(),
         max_depth: 1_000,
+        schedule,
     };
     edge.publish(&plan.messages, true, Some(&pace)).await?;
     let publishing = started.elapsed();

@@ -190,8 +190,11 @@ impl Fleet {
         let bar = crate::simulate::progress_bar(progress, messages.len(), " over MQTT")?;
         let start = self.acknowledged.load(Ordering::Relaxed);
         for (index, message) in messages.iter().enumerate() {
-            if let Some(pace) = pace.filter(|_| index % 200 == 0) {
-                pace.hold().await?;
+            if let Some(pace) = pace {
+                if index % 200 == 0 {
+                    pace.hold().await?;
+                }
+                pace.until(message.send_ms).await;
             }
             let client = self
                 .clients
@@ -344,6 +347,7 @@ mod tests {
                         now - 60_000 + seq as i64
                     ),
                     expected_rejection: None,
+                    send_ms: now,
                 })
             })
             .collect()

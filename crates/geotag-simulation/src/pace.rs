@@ -12,9 +12,34 @@ pub struct Pace {
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
     pub max_depth: u64,
+    /// Publish at the readings' own pace, this many times faster; `None`:
+    /// as fast as the queue's depth allows.
+    pub schedule: Option<Schedule>,
+}
+
+/// The readings' clock played on the wall clock: the message a tag sends
+/// at `first_send_ms + speedup × t` goes out `t` after `started`.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub first_send_ms: i64,
+    pub speedup: f64,
+    pub started: std::time::Instant,
 }
 
 impl Pace {
+    /// Waits until a message the tag sends at `send_ms` is due.
+    pub async fn until(&self, send_ms: i64) {
+        let Some(schedule) = self.schedule else {
+            return;
+        };
+        let since_first_ms = (send_ms - schedule.first_send_ms).max(0) as f64;
+        let due = schedule.started
+            + std::time::Duration::from_secs_f64(
+                since_first_ms / 1000.0 / schedule.speedup.max(1e-6),
+            );
+        tokio::time::sleep_until(due.into()).await;
+    }
+
     /// Waits while the queue is deeper than `max_depth`.
     pub async fn hold(&self) -> Result<()> {
         while geotag_local_cloud::pump::queue_depth(&self.sqs, &self.queue_url).await?

@@ -1,7 +1,7 @@
 //! The readings' audit: what Telemetry, DeviceStats, IngestRejections and IngestDLQ hold
 //! at the end of a run, set against what the simulator sent.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use anyhow::{Result, bail};
 use geotag::stats::Bucket;
@@ -26,6 +26,10 @@ pub struct Audit {
     pub dead_lettered_by_reason: BTreeMap<String, usize>,
     /// Refusals repeating one already counted.
     pub dead_letter_repeats: u64,
+    /// What IngestQuarantine holds: each tag's parked readings, by (time,
+    /// sequence number), and the messages, each once.
+    pub parked_per_device: BTreeMap<String, BTreeSet<(i64, Option<u64>)>>,
+    pub parked_messages: usize,
     /// Items and their sizes, by table name.
     pub item_sizes: BTreeMap<String, ItemSizes>,
 }
@@ -51,6 +55,11 @@ pub struct DeviceSummary {
     pub last_battery: Option<f64>,
     /// The readings' (time, lat, lon), for the in-order distance.
     pub track: Vec<(i64, f64, f64)>,
+    /// The readings' keys, (time, sequence number).
+    pub keys: BTreeSet<(i64, Option<u64>)>,
+    /// Each reading's time, its arrival at the edge and its write to
+    /// Telemetry, epoch ms.
+    pub received_and_stored: Vec<(i64, i64, i64)>,
 }
 
 impl DeviceSummary {
@@ -66,6 +75,32 @@ impl DeviceSummary {
                     == pair[1].0.div_euclid(geotag::clock::DAY_MS)
             })
             .map(|pair| geotag::geo::distance_m(pair[0].1, pair[0].2, pair[1].1, pair[1].2))
+            .sum()
+    }
+}
+
+impl Audit {
+    /// A tag's readings in IngestQuarantine and not in Telemetry: held
+    /// back over its budget, accounted for, not lost.
+    pub fn parked_only(&self, device: &str) -> usize {
+        let stored = self.stored_per_device.get(device);
+        self.parked_per_device.get(device).map_or(0, |parked| {
+            parked
+                .iter()
+                .filter(|key| stored.is_none_or(|s| !s.keys.contains(key)))
+                .count()
+        })
+    }
+
+    /// What Telemetry should hold of a tag that sent `sent` readings.
+    pub fn expected_stored(&self, device: &str, sent: usize) -> usize {
+        sent.saturating_sub(self.parked_only(device))
+    }
+
+    /// What Telemetry should hold of the whole fleet.
+    pub fn expected_stored_in_all(&self, expected: &Expected) -> usize {
+        (expected.readings_per_device.iter())
+            .map(|(device, sent)| self.expected_stored(device, *sent))
             .sum()
     }
 }
@@ -104,6 +139,16 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
         summary
             .track
             .push((reading.ts_ms, reading.lat, reading.lon));
+        summary.keys.insert((reading.ts_ms, reading.seq));
+        let stored_at = item
+            .get(geotag_aws::telemetry::attr::STORED_AT)
+            .and_then(|value| value.as_n().ok())
+            .and_then(|text| text.parse::<i64>().ok());
+        if let (Some(received_at), Some(stored_at)) = (reading.received_at_ms, stored_at) {
+            summary
+                .received_and_stored
+                .push((reading.ts_ms, received_at, stored_at));
+        }
     }
 
     if let Ok(stats_table) = local.stack.reference("DeviceStatsTable") {
@@ -164,6 +209,37 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
         let reason = attribute("reason").unwrap_or_else(|| "(none)".into());
         *audit.dead_lettered_by_reason.entry(reason).or_default() += 1;
     }
+    if let Ok(quarantine) = local.stack.reference("IngestQuarantine") {
+        let now_ms = geotag::clock::now_ms();
+        let mut seen_sources = HashSet::new();
+        for message in geotag_local_cloud::pump::read_whole_queue(&sqs, quarantine).await? {
+            let source = message
+                .message_attributes()
+                .and_then(|attributes| {
+                    attributes.get(geotag_aws::dead_letters::attr::SOURCE_MESSAGE_ID)
+                })
+                .and_then(|value| value.string_value())
+                .or(message.message_id())
+                .unwrap_or_default()
+                .to_owned();
+            if !seen_sources.insert(source) {
+                continue;
+            }
+            audit.parked_messages += 1;
+            let body = message.body().unwrap_or_default();
+            let Ok(decoded) = geotag::decode_message(body, &geotag::Limits::default(), now_ms)
+            else {
+                bail!("a message in {quarantine} does not decode: {body}");
+            };
+            for reading in decoded.readings {
+                audit
+                    .parked_per_device
+                    .entry(reading.device_id)
+                    .or_default()
+                    .insert((reading.ts_ms, reading.seq));
+            }
+        }
+    }
     Ok(audit)
 }
 
@@ -180,8 +256,12 @@ pub fn tally(expected: &Expected, audit: &Audit) -> Summary {
             .stored_per_device
             .get(device)
             .map_or(0, |s| s.readings) as u64;
-        let (lost, _) = gap(want, stored);
+        // A reading parked and not stored is accounted for: held back, not lost.
+        let parked_only = audit.parked_only(device) as u64;
+        let (lost, _) = gap(want, stored + parked_only);
         summary.lost += lost;
+        // The stats count what is stored: what was sent, unless some was parked.
+        let want = if parked_only > 0 { stored } else { want };
         if let Some(stats) = audit.device_stats.as_ref() {
             let stats = stats.get(device).cloned().unwrap_or_default();
             for counted in [stats.hourly_count, stats.daily_count] {

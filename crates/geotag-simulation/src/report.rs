@@ -51,12 +51,20 @@ pub fn render(
 
 /// Valid readings published, stored, and duplicates absorbed.
 fn readings_lines(out: &mut String, expected: &Expected, audit: &Audit) -> bool {
-    let stored_ok = audit.stored == expected.unique_readings();
+    let to_store = audit.expected_stored_in_all(expected);
+    let stored_ok = audit.stored == to_store;
     let _ = writeln!(
         out,
         "\n  readings    {:>6} valid and unique published",
         expected.unique_readings()
     );
+    if to_store != expected.unique_readings() {
+        let _ = writeln!(
+            out,
+            "              {:>6} parked in IngestQuarantine and not stored (over their tag's budget)",
+            expected.unique_readings() - to_store
+        );
+    }
     let _ = writeln!(
         out,
         "              {:>6} stored in Telemetry {}",
@@ -115,7 +123,8 @@ fn device_table(out: &mut String, expected: &Expected, audit: &Audit, device_row
     let mut ok = true;
     let mut rows = String::new();
     for (device, want) in &expected.readings_per_device {
-        let (row, row_ok) = device_row(out, expected, audit, device, *want);
+        let want = audit.expected_stored(device, *want);
+        let (row, row_ok) = device_row(out, expected, audit, device, want);
         ok &= row_ok;
         if device_rows || !row_ok {
             rows.push_str(&row);

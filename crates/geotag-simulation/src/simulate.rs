@@ -53,6 +53,30 @@ pub struct FleetConfig {
     /// Every tag sends its readings in messages of this many (firmware that
     /// batches, for the cost figures); `None`: each tag as its behaviour does.
     pub readings_per_message: Option<usize>,
+    /// One more tag that, for a stretch of the run, publishes many times
+    /// its normal rate (see [`Flood`]).
+    pub flood: Option<Flood>,
+}
+
+/// A tag in a publish loop: [`FLOOD_TAG`], parked, one reading a message,
+/// `factor` times its normal rate through the middle `share` of the run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Flood {
+    pub factor: u32,
+    pub share: f64,
+}
+
+/// The flooding tag's id.
+pub const FLOOD_TAG: &str = "tag-flood";
+
+/// What the flood sends, for the audit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloodPlan {
+    pub device_id: String,
+    pub factor: u32,
+    /// The readings' times through the flood: [from, to).
+    pub from_ms: i64,
+    pub to_ms: i64,
 }
 
 /// The kind of each tag, by its index.
@@ -162,6 +186,9 @@ pub struct Message {
     pub payload: String,
     /// The reason ingest must refuse it with; `None` for a valid message.
     pub expected_rejection: Option<Reason>,
+    /// When, by the readings' clock, the tag sends it (epoch ms): a run
+    /// published at the readings' pace waits for it ([`Pace::until`]).
+    pub send_ms: i64,
 }
 
 /// What the pipeline should end up with.
@@ -176,8 +203,12 @@ pub struct Expected {
     pub duplicates: usize,
     /// The zone crossings the crossing tags make.
     pub crossings: Vec<Crossing>,
-    /// Each device's valid readings, in time order.
+    /// Each device's valid readings, in time order (the flood's tag aside:
+    /// which of its readings are stored depends on their arrival).
     pub tracks: BTreeMap<String, Vec<TrackPoint>>,
+    /// The flood, if the run has one; its tag's readings are in
+    /// `readings_per_device`, each either stored or parked.
+    pub flood: Option<FloodPlan>,
 }
 
 /// A reading, as the alert rules see it.
@@ -225,6 +256,9 @@ pub fn plan(config: &FleetConfig) -> Plan {
     let mut timeline: Vec<(i64, usize, String, String)> = Vec::new();
     for index in 0..config.devices {
         plan_device(config, index, &mut rng, &mut expected, &mut timeline);
+    }
+    if let Some(flood) = config.flood {
+        plan_flood(config, flood, &mut expected, &mut timeline);
     }
     timeline.sort();
     for track in expected.tracks.values_mut() {
@@ -387,6 +421,59 @@ fn plan_device(
     }
 }
 
+/// The flooding tag: parked far from every zone with a full battery (it
+/// deserves no alert, whichever of its readings are stored), one reading a
+/// message, `factor` of them in each interval of its flood.
+fn plan_flood(
+    config: &FleetConfig,
+    flood: Flood,
+    expected: &mut Expected,
+    timeline: &mut Vec<(i64, usize, String, String)>,
+) {
+    let interval_ms = config.interval_secs as i64 * 1000;
+    let steps = config.readings_per_device.max(1);
+    let start_ms = config.end_ms - interval_ms * steps.saturating_sub(1) as i64;
+    let flooded = {
+        let share = flood.share.clamp(0.0, 1.0);
+        let first = ((steps as f64) * (0.5 - share / 2.0)).round() as usize;
+        let last = ((steps as f64) * (0.5 + share / 2.0)).round() as usize;
+        first..last.max(first)
+    };
+    let factor = flood.factor.max(1) as i64;
+    let device_id = FLOOD_TAG.to_owned();
+    let (lat, lon) = destination(DEPOT.lat, DEPOT.lon, 180.0, 8_000.0);
+    let mut seq = 0_u64;
+    for step in 0..steps {
+        let per_step = if flooded.contains(&step) { factor } else { 1 };
+        for n in 0..per_step {
+            seq += 1;
+            let ts = start_ms + step as i64 * interval_ms + n * interval_ms / per_step;
+            let reading = json!({
+                "device_id": device_id,
+                "ts": ts,
+                "lat": round6(lat),
+                "lon": round6(lon),
+                "speed": 0.0,
+                "battery": 90.0,
+                "seq": seq,
+            });
+            timeline.push((ts, timeline.len(), device_id.clone(), reading.to_string()));
+        }
+    }
+    expected
+        .behaviours
+        .insert(device_id.clone(), Behaviour::Parked);
+    expected
+        .readings_per_device
+        .insert(device_id.clone(), seq as usize);
+    expected.flood = Some(FloodPlan {
+        device_id,
+        factor: flood.factor,
+        from_ms: start_ms + flooded.start as i64 * interval_ms,
+        to_ms: start_ms + flooded.end as i64 * interval_ms,
+    });
+}
+
 /// A crossing tag's fix, inside the depot or not: the time it entered, and
 /// each crossing once it has left.
 fn note_crossing(
@@ -434,6 +521,7 @@ fn in_publishing_order(
                     thing: thing.clone(),
                     payload: bad,
                     expected_rejection: Some(reason),
+                    send_ms: ts,
                 },
             ));
         }
@@ -441,6 +529,7 @@ fn in_publishing_order(
             thing,
             payload,
             expected_rejection: None,
+            send_ms: ts,
         };
         let place = placed.len() as f64;
         if rng.f64() < config.dup_ratio {
@@ -454,7 +543,16 @@ fn in_publishing_order(
     expected.duplicates = duplicates.len();
     placed.extend(duplicates);
     placed.sort_by(|a, b| a.0.total_cmp(&b.0));
-    placed.into_iter().map(|(_, message)| message).collect()
+    // A duplicate goes out when its place comes, not when its original did.
+    let mut clock = i64::MIN;
+    placed
+        .into_iter()
+        .map(|(_, mut message)| {
+            clock = clock.max(message.send_ms);
+            message.send_ms = clock;
+            message
+        })
+        .collect()
 }
 
 /// The alerts a fleet's readings deserve, by (device, alert type): an oracle
@@ -536,8 +634,11 @@ pub async fn publish(
 ) -> Result<()> {
     let bar = progress_bar(progress, messages.len(), "")?;
     for (index, chunk) in messages.chunks(10).enumerate() {
-        if let Some(pace) = pace.filter(|_| index % 20 == 0) {
-            pace.hold().await?;
+        if let Some(pace) = pace {
+            if index % 20 == 0 {
+                pace.hold().await?;
+            }
+            pace.until(chunk[0].send_ms).await;
         }
         let entries = chunk
             .iter()
@@ -593,6 +694,7 @@ mod tests {
             seed,
             end_ms: 1_795_161_600_000,
             readings_per_message: None,
+            flood: None,
         }
     }
 

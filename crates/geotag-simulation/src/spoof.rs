@@ -36,6 +36,7 @@ pub fn ingest_spoofs(liar: &str, victim: &str, now_ms: i64) -> Vec<Message> {
             payload: json!({"device_id": victim, "ts": now_ms - 60_000, "lat": 48.85, "lon": 2.35})
                 .to_string(),
             expected_rejection: Some(Reason::DeviceIdMismatch),
+            send_ms: now_ms,
         },
         Message {
             thing: liar.to_owned(),
@@ -43,6 +44,7 @@ pub fn ingest_spoofs(liar: &str, victim: &str, now_ms: i64) -> Vec<Message> {
                 json!({"device_id": liar, "ts": now_ms + 3_600_000, "lat": 48.85, "lon": 2.35})
                     .to_string(),
             expected_rejection: Some(Reason::TimestampInFuture),
+            send_ms: now_ms,
         },
     ]
 }

@@ -10,6 +10,9 @@ use crate::metrics::MetricTotals;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     pub ok: bool,
+    /// What the flooding tag sent, stored and had parked, and the other
+    /// tags' delay, when the run had a flood.
+    pub flood: Option<crate::flood_audit::FloodFindings>,
     /// Valid readings not stored or not counted, malformed messages not
     /// dead-lettered, alerts deserved and not published.
     pub lost: u64,

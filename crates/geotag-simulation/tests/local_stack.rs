@@ -282,6 +282,7 @@ async fn the_demo_stores_every_valid_reading_once_and_dead_letters_the_rest() {
         seed: 7,
         end_ms: geotag::clock::now_ms(),
         readings_per_message: None,
+        flood: None,
     };
     // `run` audits Telemetry, DeviceStats, the DLQ and the alerts' inboxes
     // against the plan.
@@ -296,6 +297,7 @@ async fn the_demo_stores_every_valid_reading_once_and_dead_letters_the_rest() {
         device_rows: true,
         output_dir: None,
         via: Default::default(),
+        publish_speedup: None,
     })
     .await
     .expect("the demo runs");
@@ -437,8 +439,11 @@ fn dashboard_metrics() -> Vec<(String, Option<String>, String)> {
 }
 
 /// The chaos run, small: 2,000 readings through malformed and duplicate
-/// messages, 10% of the functions' AWS requests refused and 1% of
-/// invocations dying half-way, audited to nothing lost and nothing counted twice.
+/// messages, 10% of the functions' AWS requests refused, 2% of their writes
+/// applied with the answer lost, 1% of invocations dying half-way, and one
+/// tag flooding at 20 times its rate against a budget of 5 a minute,
+/// audited to nothing lost, nothing counted twice, and the flood held to its
+/// budget with the rest parked.
 ///
 /// On a multi-threaded runtime, as `geotag chaos` runs: on one thread the 34
 /// tags' event loops, the broker's emulator calls, the pump and the functions
@@ -454,9 +459,16 @@ async fn the_chaos_run_loses_nothing_and_counts_nothing_twice() {
         seed: 11,
         end_ms: geotag::clock::now_ms(),
         readings_per_message: None,
+        flood: Some(geotag_simulation::simulate::Flood {
+            factor: 20,
+            share: 0.1,
+        }),
     };
     let summary = geotag_simulation::demo::run(geotag_simulation::demo::DemoOptions {
-        stack: Options::default(),
+        stack: Options {
+            parameter_overrides: [("DeviceReadingsPerMinute".to_owned(), "5".to_owned())].into(),
+            ..Options::default()
+        },
         fleet,
         invoker: None,
         launch: None,
@@ -471,11 +483,16 @@ async fn the_chaos_run_loses_nothing_and_counts_nothing_twice() {
         device_rows: false,
         output_dir: None,
         via: Default::default(),
+        publish_speedup: None,
     })
     .await
     .expect("the chaos run runs");
     assert!(summary.faults_injected > 100, "{summary:?}");
     assert!(summary.answers_lost > 10, "{summary:?}");
+    let flood = summary.flood.as_ref().expect("the run had a flood");
+    assert!(flood.within_budget(), "{flood:?}");
+    assert!(flood.parked > 0 && flood.stored > 0, "{flood:?}");
+    assert_eq!(flood.budget, 5);
     assert_eq!(
         (summary.lost, summary.double_counted),
         (0, 0),

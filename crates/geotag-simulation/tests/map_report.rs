@@ -61,6 +61,7 @@ async fn the_map_draws_every_device_and_every_alert_in_chromium() {
         seed: 5,
         end_ms: geotag::clock::now_ms(),
         readings_per_message: None,
+        flood: None,
     };
     let output = tempfile::tempdir().unwrap();
     let summary = geotag_simulation::demo::run(geotag_simulation::demo::DemoOptions {
@@ -74,6 +75,7 @@ async fn the_map_draws_every_device_and_every_alert_in_chromium() {
         device_rows: false,
         output_dir: Some(output.path().to_owned()),
         via: Default::default(),
+        publish_speedup: None,
     })
     .await
     .expect("the demo runs");

@@ -1,7 +1,8 @@
 //! `geotag redrive` through the whole local stack: a tag's messages refused
 //! while it was unregistered are stored once it is registered and redriven,
 //! the messages still bad come back with their reason, and a redrive that
-//! dies between sending and deleting loses nothing and stores nothing twice.
+//! dies between sending and deleting loses nothing and stores nothing twice;
+//! and a flooding tag held to its budget, its parked messages redriven past it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,4 +159,97 @@ async fn a_redrive_after_registering_a_tag_stores_its_readings_once_even_after_a
         ["out_of_range"; 2].map(str::to_owned).to_vec(),
         "only the still bad ones are left, once each"
     );
+}
+
+/// The messages in IngestQuarantine, each with its reason, left in the queue.
+async fn parked(local: &LocalStack) -> Vec<String> {
+    let sqs = aws_sdk_sqs::Client::new(&local.sdk);
+    let quarantine = local.stack.reference("IngestQuarantine").unwrap();
+    let messages = geotag_local_cloud::pump::read_whole_queue(&sqs, quarantine)
+        .await
+        .unwrap();
+    for message in &messages {
+        sqs.change_message_visibility()
+            .queue_url(quarantine)
+            .receipt_handle(message.receipt_handle().unwrap())
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+    }
+    messages
+        .iter()
+        .map(|message| {
+            message
+                .message_attributes()
+                .and_then(|a| a.get("reason"))
+                .and_then(|v| v.string_value())
+                .unwrap_or("(none)")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_flooding_tag_is_held_to_its_budget_and_a_quarantine_redrive_stores_the_rest() {
+    let local = LocalStack::start(&Options {
+        parameter_overrides: [("DeviceReadingsPerMinute".to_owned(), "5".to_owned())].into(),
+        ..Options::default()
+    })
+    .await
+    .expect("local stack");
+    // A tag in a publish loop: 30 readings stamped within one minute, one a
+    // message; beside it a calm tag, one a minute.
+    let minute = (geotag::clock::now_ms() / 60_000 - 5) * 60_000;
+    for n in 0..30 {
+        publish(
+            &local,
+            "tag-flood",
+            json!([{"ts": minute + n * 1_000, "lat": 48.0, "lon": 2.0}]),
+        )
+        .await;
+    }
+    for n in 0..3 {
+        publish(
+            &local,
+            "tag-calm",
+            json!([{"ts": minute + n * 60_000, "lat": 48.1, "lon": 2.1}]),
+        )
+        .await;
+    }
+    let handlers = InProcess::for_stack(&local.stack, &local.sdk).unwrap();
+    let pump = Pump::start(
+        &local.stack,
+        &local.sdk,
+        Invoker::InProcess(Arc::new(handlers)),
+    );
+    pump.wait_drained(Duration::from_secs(120)).await.unwrap();
+    assert_eq!(
+        common::stored_readings(&local, "tag-flood").await,
+        5,
+        "its budget"
+    );
+    assert_eq!(common::stored_readings(&local, "tag-calm").await, 3);
+    assert_eq!(parked(&local).await, vec!["rate_exceeded".to_owned(); 25]);
+    assert!(
+        rejection_reasons(&local).await.is_empty(),
+        "parked, not refused"
+    );
+
+    // Someone looked: the quarantine goes back through ingest, past the budget.
+    let redrive = Redrive::for_local(&local.stack, &local.sdk, Sources::Quarantine).unwrap();
+    let report = redrive
+        .run(&RedriveOptions {
+            wait_for_returns: Duration::from_secs(120),
+            hold: HOLD,
+            crash_after_sending: None,
+        })
+        .await
+        .unwrap();
+    pump.wait_drained(Duration::from_secs(120)).await.unwrap();
+    pump.stop().await;
+    assert_eq!((report.redriven, report.duplicates), (25, 0), "{report:?}");
+    assert!(report.returned.is_empty(), "{report:?}");
+    assert_eq!(common::stored_readings(&local, "tag-flood").await, 30);
+    assert!(parked(&local).await.is_empty());
 }

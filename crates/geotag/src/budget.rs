@@ -26,6 +26,13 @@
 //! A flood is, by being one, a large share of the traffic, so it fills every
 //! batch; a tag that never has two readings of one minute in a batch sends
 //! at most one a minute per concurrent batch, which is no share of a fleet.
+//! Once a tag has been counted, each ingest instance remembers it
+//! ([`HotTags`]) for [`HOT_FOR`] and counts all of its readings, one alone
+//! in a batch too, stamped within [`HOT_MARGIN_MS`] of the minutes it has
+//! counted: a copy of a flood's reading that SNS delivers late, minutes
+//! after the flood moved on, is counted against its minute too. What a flood
+//! sends before its first batch with two of its readings of one minute, at
+//! most one a batch, is all that goes uncounted.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -37,6 +44,66 @@ use crate::{Reason, Rejection};
 /// Readings of one tag stamped in one minute, in one batch, from which the
 /// tag is counted against its budget for that minute.
 pub const SUSPECT_AT: usize = 2;
+
+/// How far (in the readings' time) outside the minutes it was counted in a
+/// hot tag's readings are all counted.
+pub const HOT_MARGIN_MS: i64 = 5 * MINUTE_MS;
+
+/// How long (by the instance's clock) a tag stays hot after it was last
+/// counted: as long as DeviceRates keeps the counts.
+pub const HOT_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The minutes a hot tag was counted in, and when it was last.
+#[derive(Debug, Clone, Copy)]
+struct HotRange {
+    from_ms: i64,
+    to_ms: i64,
+    at: std::time::Instant,
+}
+
+/// Tags remembered past this many are forgotten, all at once, the next
+/// time one is counted (a flood is one or a few tags; this bounds memory
+/// if many tags are counted once each, as SNS's duplicates make some).
+const HOT_TAGS_KEPT: usize = 10_000;
+
+/// The tags an ingest instance has counted, and the last minute it counted
+/// each (see the module's doc).
+#[derive(Debug, Default)]
+pub struct HotTags {
+    counted: std::sync::Mutex<std::collections::HashMap<String, HotRange>>,
+}
+
+impl HotTags {
+    fn is_hot(&self, device_id: &str, minute_ms: i64) -> bool {
+        let hot = crate::store::lock(&self.counted);
+        hot.get(device_id).is_some_and(|range| {
+            range.at.elapsed() < HOT_FOR
+                && (range.from_ms - HOT_MARGIN_MS..=range.to_ms + HOT_MARGIN_MS)
+                    .contains(&minute_ms)
+        })
+    }
+
+    fn counted(&self, counts: &[MinuteCount]) {
+        let now = std::time::Instant::now();
+        let mut hot = crate::store::lock(&self.counted);
+        if hot.len() > HOT_TAGS_KEPT {
+            hot.retain(|_, range| now.duration_since(range.at) < HOT_FOR);
+            if hot.len() > HOT_TAGS_KEPT {
+                hot.clear();
+            }
+        }
+        for count in counts {
+            let range = hot.entry(count.device_id.clone()).or_insert(HotRange {
+                from_ms: count.minute_ms,
+                to_ms: count.minute_ms,
+                at: now,
+            });
+            range.from_ms = range.from_ms.min(count.minute_ms);
+            range.to_ms = range.to_ms.max(count.minute_ms);
+            range.at = now;
+        }
+    }
+}
 
 /// The budget as configured (`DEVICE_READINGS_PER_MINUTE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,10 +194,33 @@ pub struct Stamped<'a> {
     pub ts_ms: i64,
 }
 
-/// The (tag, minute) groups of a batch worth counting: those with at least
-/// [`SUSPECT_AT`] readings, each with the indices of its readings in batch
-/// order.
+/// The (tag, minute) groups of a batch worth counting: every group of a tag
+/// that has one with at least [`SUSPECT_AT`] readings, and any of a tag in
+/// `hot`, each with the indices of its readings in batch order. The tags
+/// returned are remembered in `hot`.
+pub fn suspects_among(readings: &[Stamped<'_>], hot: &HotTags) -> Vec<(MinuteCount, Vec<usize>)> {
+    let suspected: std::collections::BTreeSet<&str> = suspects(readings)
+        .into_iter()
+        .map(|(_, indices)| readings[indices[0]].device_id)
+        .collect();
+    let groups = grouped(readings, |device_id, minute_ms, _| {
+        suspected.contains(device_id) || hot.is_hot(device_id, minute_ms)
+    });
+    let counts: Vec<MinuteCount> = groups.iter().map(|(count, _)| count.clone()).collect();
+    hot.counted(&counts);
+    groups
+}
+
+/// The (tag, minute) groups of a batch with at least [`SUSPECT_AT`]
+/// readings, each with the indices of its readings in batch order.
 pub fn suspects(readings: &[Stamped<'_>]) -> Vec<(MinuteCount, Vec<usize>)> {
+    grouped(readings, |_, _, readings| readings >= SUSPECT_AT)
+}
+
+fn grouped(
+    readings: &[Stamped<'_>],
+    counted: impl Fn(&str, i64, usize) -> bool,
+) -> Vec<(MinuteCount, Vec<usize>)> {
     let mut groups: BTreeMap<(&str, i64), Vec<usize>> = BTreeMap::new();
     for (index, reading) in readings.iter().enumerate() {
         let minute_ms = reading.ts_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
@@ -141,7 +231,7 @@ pub fn suspects(readings: &[Stamped<'_>]) -> Vec<(MinuteCount, Vec<usize>)> {
     }
     groups
         .into_iter()
-        .filter(|(_, indices)| indices.len() >= SUSPECT_AT)
+        .filter(|((device_id, minute_ms), indices)| counted(device_id, *minute_ms, indices.len()))
         .map(|((device_id, minute_ms), indices)| {
             let count = MinuteCount {
                 device_id: device_id.to_owned(),
@@ -207,6 +297,27 @@ mod tests {
     fn a_backlog_of_a_day_at_one_a_minute_is_not_counted() {
         let day: Vec<(&str, i64)> = (0..1_440).map(|minute| ("a", minute * MINUTE_MS)).collect();
         assert!(suspects(&stamped(&day)).is_empty());
+    }
+
+    #[test]
+    fn a_counted_tag_is_counted_alone_too_while_it_stays_hot() {
+        let hot = HotTags::default();
+        let pair = stamped(&[("a", 1), ("a", 2), ("b", 3)]);
+        assert_eq!(suspects_among(&pair, &hot).len(), 1);
+        // Alone in its batch now, a minute later: counted; b never was.
+        let alone = stamped(&[("a", MINUTE_MS + 1), ("b", MINUTE_MS + 2)]);
+        let groups = suspects_among(&alone, &hot);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(
+            (groups[0].0.device_id.as_str(), groups[0].0.readings),
+            ("a", 1)
+        );
+        // A late copy of a minute it was counted in: counted.
+        let late = stamped(&[("a", 3)]);
+        assert_eq!(suspects_among(&late, &hot).len(), 1);
+        // Far from the minutes it was counted in, a lone reading is not.
+        let later = stamped(&[("a", 2 * MINUTE_MS + HOT_MARGIN_MS)]);
+        assert!(suspects_among(&later, &hot).is_empty());
     }
 
     #[test]

@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use geotag::budget::{self, RateLedger, RateLimit, Stamped, Unlimited};
+use geotag::budget::{self, HotTags, RateLedger, RateLimit, Stamped, Unlimited};
 use geotag::store::{
     DeadLetter, DeadLetterSink, DeviceDirectory, NoRegistry, ReadingStore, UnregisteredDevices,
 };
@@ -123,6 +123,19 @@ pub struct Throttle<L, D> {
     pub ledger: L,
     pub quarantine: D,
     pub limit: RateLimit,
+    /// The tags this instance has counted (see `geotag::budget`).
+    pub hot: HotTags,
+}
+
+impl<L, D> Throttle<L, D> {
+    pub fn new(ledger: L, quarantine: D, limit: RateLimit) -> Self {
+        Throttle {
+            ledger,
+            quarantine,
+            limit,
+            hot: HotTags::default(),
+        }
+    }
 }
 
 /// The handler's dependencies.
@@ -216,11 +229,11 @@ pub fn on_aws(sdk: &geotag_aws::clients::SdkConfig, config: &Config) -> AwsInges
         SqsDeadLetters::new(sqs.clone(), &config.rejections_queue_url),
         config.limits.clone(),
     )
-    .with_throttle(Throttle {
-        ledger: DynamoRateLedger::new(dynamodb.clone(), &config.device_rates_table),
-        quarantine: SqsDeadLetters::new(sqs, &config.quarantine_queue_url),
-        limit: config.rate_limit,
-    })
+    .with_throttle(Throttle::new(
+        DynamoRateLedger::new(dynamodb.clone(), &config.device_rates_table),
+        SqsDeadLetters::new(sqs, &config.quarantine_queue_url),
+        config.rate_limit,
+    ))
     .with_directory(
         DynamoDevices::new(dynamodb, &config.devices_table),
         config.unregistered,
@@ -610,7 +623,7 @@ async fn park_floods<S, D, R, L: RateLedger>(
             ts_ms: batch.readings[index].ts_ms,
         })
         .collect();
-    let groups = budget::suspects(&stamped);
+    let groups = budget::suspects_among(&stamped, &throttle.hot);
     if groups.is_empty() {
         return;
     }

@@ -24,13 +24,13 @@ fn ingest(readings_per_minute: u64) -> Throttled {
         MemoryDeadLetters::default(),
         geotag::Limits::default(),
     )
-    .with_throttle(Throttle {
-        ledger: MemoryRateLedger::default(),
-        quarantine: MemoryDeadLetters::default(),
-        limit: RateLimit {
+    .with_throttle(Throttle::new(
+        MemoryRateLedger::default(),
+        MemoryDeadLetters::default(),
+        RateLimit {
             readings_per_minute,
         },
-    });
+    ));
     ingest.clock = || NOW_MS;
     ingest
 }
@@ -149,6 +149,27 @@ async fn the_budget_is_shared_across_batches_and_minutes_are_apart() {
     assert_eq!((outcome.readings_stored, outcome.quarantined), (6, 0));
     let ledger = &ingest.throttle.as_ref().unwrap().ledger;
     assert_eq!(ledger.total("tag-flood", EIGHT_O_CLOCK_MS), 12);
+}
+
+#[tokio::test]
+async fn once_counted_a_tag_alone_in_a_batch_is_counted_too() {
+    let ingest = ingest(3);
+    let pair = readings("p", "tag-flood", EIGHT_O_CLOCK_MS, 1_000, 2);
+    assert_eq!(run(&ingest, &pair).await.readings_stored, 2);
+    let mut parked = 0;
+    for n in 0..4 {
+        let alone = [record(
+            &format!("s-{n}"),
+            "tag-flood",
+            EIGHT_O_CLOCK_MS + 10_000 + n,
+        )];
+        parked += run(&ingest, &alone).await.quarantined;
+    }
+    // One more fits the minute's three; the other three are over.
+    assert_eq!(parked, 3);
+    // Another tag alone in its batches is never counted.
+    let other = [record("o", "tag-other", EIGHT_O_CLOCK_MS)];
+    assert_eq!(run(&ingest, &other).await.rate_checks, 0);
 }
 
 #[tokio::test]
@@ -282,4 +303,102 @@ async fn a_parked_message_is_not_also_refused_and_its_refusals_wait_for_the_redr
     let parked = quarantine(&ingest).letters();
     assert_eq!(parked[0].source_message_id, "m-1");
     assert_eq!(parked[0].rejected_readings, 2);
+}
+
+/// A flood spread over batches of every size, two at a time, out of order
+/// (or in order, SNS's late copies minutes behind), with SNS's duplicates
+/// and redeliveries of whole batches: no minute
+/// stores more than its budget but for the readings admitted before the tag
+/// was first counted (batches that counted nothing), and every reading is
+/// stored or parked.
+#[tokio::test]
+async fn once_counted_no_minute_stores_more_than_its_budget_however_it_is_batched() {
+    for seed in 0..40 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let ingest = ingest(10);
+        // Three minutes of readings shuffled, or ten in order with the
+        // copies at the end; some sent twice.
+        let count = if seed % 2 == 0 { 300 } else { 1_000 };
+        let mut sent = readings("f", "tag-flood", EIGHT_O_CLOCK_MS + 30_000, 600, count);
+        let copies: Vec<IngestRecord> = sent
+            .iter()
+            .filter(|_| rng.f64() < 0.1)
+            .map(|record| IngestRecord {
+                message_id: Some(format!("{}-copy", record.message_id.as_deref().unwrap())),
+                ..record.clone()
+            })
+            .collect();
+        if seed % 2 == 0 {
+            sent.extend(copies);
+            rng.shuffle(&mut sent);
+        } else {
+            sent.extend(copies);
+        }
+        let mut queue: std::collections::VecDeque<IngestRecord> = sent.into();
+        let mut uncounted = std::collections::BTreeMap::<i64, usize>::new();
+        let minute_of = |record: &IngestRecord| {
+            let n: i64 = record.message_id.as_deref().unwrap()[2..]
+                .trim_end_matches("-copy")
+                .parse()
+                .unwrap();
+            (EIGHT_O_CLOCK_MS + 30_000 + 600 * n).div_euclid(MINUTE_MS)
+        };
+        while !queue.is_empty() {
+            let mut take = || -> Vec<IngestRecord> {
+                let size = rng.usize(1..=6).min(queue.len());
+                queue.drain(..size).collect()
+            };
+            let (first, second) = (take(), take());
+            let (a, b) = tokio::join!(run(&ingest, &first), run(&ingest, &second));
+            for (batch, outcome) in [(&first, &a), (&second, &b)] {
+                if outcome.rate_checks == 0 {
+                    for record in batch.iter() {
+                        *uncounted.entry(minute_of(record)).or_default() += 1;
+                    }
+                }
+            }
+            // Now and then a batch is delivered again whole (a lost answer).
+            if rng.f64() < 0.1 {
+                queue.extend(first.clone());
+            }
+            assert!(a.failures.is_empty() && b.failures.is_empty());
+        }
+        let mut per_minute = std::collections::BTreeMap::<i64, usize>::new();
+        for reading in ingest.store.readings() {
+            *per_minute
+                .entry(reading.ts_ms.div_euclid(MINUTE_MS))
+                .or_default() += 1;
+        }
+        for (minute, stored) in &per_minute {
+            let allowed = 10 + uncounted.get(minute).copied().unwrap_or(0);
+            assert!(
+                *stored <= allowed,
+                "seed {seed}: minute {minute} stored {stored}, allowed {allowed}"
+            );
+        }
+        let before_counted: usize = uncounted.values().sum();
+        assert!(
+            before_counted < 40,
+            "seed {seed}: {before_counted} readings went uncounted"
+        );
+        let stored: std::collections::BTreeSet<i64> =
+            ingest.store.readings().iter().map(|r| r.ts_ms).collect();
+        let parked: std::collections::BTreeSet<String> = quarantine(&ingest)
+            .letters()
+            .into_iter()
+            .map(|letter| {
+                letter
+                    .source_message_id
+                    .trim_end_matches("-copy")
+                    .to_owned()
+            })
+            .collect();
+        for n in 0..count as i64 {
+            let ts = EIGHT_O_CLOCK_MS + 30_000 + 600 * n;
+            assert!(
+                stored.contains(&ts) || parked.contains(&format!("f-{n}")),
+                "seed {seed}: reading {n} is neither stored nor parked"
+            );
+        }
+    }
 }

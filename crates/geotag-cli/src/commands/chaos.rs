@@ -1,4 +1,5 @@
-//! `geotag chaos`: the demo through refused requests and crashing invocations.
+//! `geotag chaos`: the demo through refused requests, lost answers, crashing
+//! invocations and a flooding tag.
 
 use std::time::Duration;
 
@@ -19,12 +20,28 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
         seed: args.seed,
         end_ms: geotag::clock::now_ms(),
         readings_per_message: None,
+        flood: None,
     };
     while simulate::plan(&fleet).expected.unique_readings() < args.readings {
         fleet.devices += 1;
     }
+    fleet.flood = (args.flood > 0).then_some(simulate::Flood {
+        factor: args.flood,
+        share: args.flood_share,
+    });
+    // A flood delays others only if it arrives as fast as it is sent: a run
+    // with one is published at the readings' pace, sped up to give the
+    // fleet's normal traffic the rate asked for.
+    let publish_speedup = (fleet.flood.is_some() && args.publish_rate > 0.0)
+        .then(|| args.publish_rate * fleet.interval_secs as f64 / fleet.devices as f64);
+    let mut stack = args.stack.options()?;
+    // The fleet reports once a minute: a budget of ten times that.
+    stack
+        .parameter_overrides
+        .entry("DeviceReadingsPerMinute".into())
+        .or_insert_with(|| "10".into());
     let summary = demo::run(DemoOptions {
-        stack: args.stack.options()?,
+        stack,
         fleet,
         invoker: None,
         launch: None,
@@ -39,11 +56,12 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
         device_rows: false,
         output_dir: None,
         via: args.via,
+        publish_speedup,
     })
     .await?;
     ensure!(
         summary.ok,
-        "lost {}, double-counted {}",
+        "the audit failed (lost {}, double-counted {}; the report above says what else)",
         summary.lost,
         summary.double_counted
     );

@@ -19,6 +19,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         device_rows: true,
         output_dir: None,
         via: args.via,
+        publish_speedup: None,
     })
     .await?;
     ensure!(summary.ok, "the audit found differences");

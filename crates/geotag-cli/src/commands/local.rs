@@ -117,6 +117,7 @@ impl FleetArgs {
             seed: self.seed,
             end_ms: geotag::clock::now_ms(),
             readings_per_message: self.readings_per_message,
+            flood: None,
         }
     }
 }
