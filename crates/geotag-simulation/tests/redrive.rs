@@ -23,11 +23,12 @@ async fn publish(local: &LocalStack, thing: &str, readings: serde_json::Value) {
     common::publish(local, thing, &json!({ "readings": readings }).to_string()).await;
 }
 
-/// IngestRejections' reasons, each message once, read without keeping them.
-async fn rejection_reasons(local: &LocalStack) -> Vec<String> {
+/// The reasons on the messages of a queue (IngestRejections,
+/// IngestQuarantine), each message once, read without keeping them.
+async fn reasons_in(local: &LocalStack, queue: &str) -> Vec<String> {
     let sqs = aws_sdk_sqs::Client::new(&local.sdk);
-    let rejections = local.stack.reference("IngestRejections").unwrap();
-    let messages = geotag_local_cloud::pump::read_whole_queue(&sqs, rejections)
+    let url = local.stack.reference(queue).unwrap();
+    let messages = geotag_local_cloud::pump::read_whole_queue(&sqs, url)
         .await
         .unwrap();
     let mut reasons: Vec<String> = messages
@@ -44,7 +45,7 @@ async fn rejection_reasons(local: &LocalStack) -> Vec<String> {
     // Visible again for whoever reads next.
     for message in &messages {
         sqs.change_message_visibility()
-            .queue_url(rejections)
+            .queue_url(url)
             .receipt_handle(message.receipt_handle().unwrap())
             .visibility_timeout(0)
             .send()
@@ -53,6 +54,26 @@ async fn rejection_reasons(local: &LocalStack) -> Vec<String> {
     }
     reasons.sort();
     reasons
+}
+
+/// A redrive that waits for what it sent to come back.
+async fn run_to_the_end(redrive: &Redrive) -> geotag_operator::redrive::RedriveReport {
+    redrive
+        .run(&RedriveOptions {
+            wait_for_returns: Duration::from_secs(120),
+            hold: HOLD,
+            crash_after_sending: None,
+        })
+        .await
+        .unwrap()
+}
+
+async fn rejection_reasons(local: &LocalStack) -> Vec<String> {
+    reasons_in(local, "IngestRejections").await
+}
+
+async fn parked(local: &LocalStack) -> Vec<String> {
+    reasons_in(local, "IngestQuarantine").await
 }
 
 #[tokio::test]
@@ -130,14 +151,7 @@ async fn a_redrive_after_registering_a_tag_stores_its_readings_once_even_after_a
     // operator would: the originals left behind are sent once more (their
     // returns deleted as duplicates); the still bad ones come back, once each.
     tokio::time::sleep(HOLD + Duration::from_secs(1)).await;
-    let report = redrive
-        .run(&RedriveOptions {
-            wait_for_returns: Duration::from_secs(120),
-            hold: HOLD,
-            crash_after_sending: None,
-        })
-        .await
-        .unwrap();
+    let report = run_to_the_end(&redrive).await;
     pump.wait_drained(Duration::from_secs(120)).await.unwrap();
     pump.stop().await;
     assert!(report.ingest_drained, "{report:?}");
@@ -159,35 +173,6 @@ async fn a_redrive_after_registering_a_tag_stores_its_readings_once_even_after_a
         ["out_of_range"; 2].map(str::to_owned).to_vec(),
         "only the still bad ones are left, once each"
     );
-}
-
-/// The messages in IngestQuarantine, each with its reason, left in the queue.
-async fn parked(local: &LocalStack) -> Vec<String> {
-    let sqs = aws_sdk_sqs::Client::new(&local.sdk);
-    let quarantine = local.stack.reference("IngestQuarantine").unwrap();
-    let messages = geotag_local_cloud::pump::read_whole_queue(&sqs, quarantine)
-        .await
-        .unwrap();
-    for message in &messages {
-        sqs.change_message_visibility()
-            .queue_url(quarantine)
-            .receipt_handle(message.receipt_handle().unwrap())
-            .visibility_timeout(0)
-            .send()
-            .await
-            .unwrap();
-    }
-    messages
-        .iter()
-        .map(|message| {
-            message
-                .message_attributes()
-                .and_then(|a| a.get("reason"))
-                .and_then(|v| v.string_value())
-                .unwrap_or("(none)")
-                .to_owned()
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -238,14 +223,7 @@ async fn a_flooding_tag_is_held_to_its_budget_and_a_quarantine_redrive_stores_th
 
     // Someone looked: the quarantine goes back through ingest, past the budget.
     let redrive = Redrive::for_local(&local.stack, &local.sdk, Sources::Quarantine).unwrap();
-    let report = redrive
-        .run(&RedriveOptions {
-            wait_for_returns: Duration::from_secs(120),
-            hold: HOLD,
-            crash_after_sending: None,
-        })
-        .await
-        .unwrap();
+    let report = run_to_the_end(&redrive).await;
     pump.wait_drained(Duration::from_secs(120)).await.unwrap();
     pump.stop().await;
     assert_eq!((report.redriven, report.duplicates), (25, 0), "{report:?}");
