@@ -45,14 +45,29 @@ impl ReadingStore for RequestsBuilt {
     }
 }
 
-pub type Ingest = geotag_ingest::Ingest<RequestsBuilt, MemoryDeadLetters>;
+pub type Ingest = geotag_ingest::Ingest<
+    RequestsBuilt,
+    MemoryDeadLetters,
+    geotag::store::NoRegistry,
+    geotag::budget::Unlimited,
+>;
 
+/// Ingest as deployed but for AWS: the tags' budget checked too (its
+/// grouping by tag and minute is on the hot path; the ledger answers as if
+/// each batch were a minute's first, so that repeating the batch parks nothing).
 pub fn ingest() -> Ingest {
     let mut ingest = geotag_ingest::Ingest::new(
         RequestsBuilt,
         MemoryDeadLetters::default(),
         geotag::Limits::default(),
-    );
+    )
+    .with_throttle(geotag_ingest::Throttle::new(
+        geotag::budget::Unlimited,
+        MemoryDeadLetters::default(),
+        geotag::budget::RateLimit {
+            readings_per_minute: 60,
+        },
+    ));
     ingest.clock = || NOW_MS;
     ingest.metrics = geotag_runtime::emf::Emitter::for_binary("ingest")
         .with_sink(geotag_runtime::emf::Sink::Discard);
