@@ -10,6 +10,8 @@
 //! - [`alert_audit`]: the demo's registry, customer inboxes and silence check,
 //!   and the audit of every alert against the oracle;
 //! - [`api_audit`]: each customer's fleet read back through the API function;
+//! - [`flood`]: the flooding tag's plan;
+//! - [`gateway`]: the fleet published to SNS as a server-side gateway (`--via sns`);
 //! - [`flood_audit`]: one tag at many times its rate held to its budget, and
 //!   the other tags' delay before, during and after;
 //! - [`rebuild_audit`]: every tag's DeviceStats rebuilt from Telemetry alone,
@@ -27,7 +29,9 @@ pub mod cost;
 pub mod demo;
 pub mod edge;
 pub mod faults;
+pub mod flood;
 pub mod flood_audit;
+pub mod gateway;
 pub mod malformed;
 pub mod metrics;
 pub mod mqtt;

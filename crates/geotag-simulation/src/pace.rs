@@ -4,7 +4,7 @@
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Backpressure for the publishers ([`crate::simulate::publish`], [`crate::mqtt::Fleet::publish`]): wait while a queue holds more than
+/// Backpressure for the publishers ([`crate::gateway::publish`], [`crate::mqtt::Fleet::publish`]): wait while a queue holds more than
 /// `max_depth` messages. The emulator slows down as its queues grow (it reads
 /// them linearly), so a large run publishes about as fast as ingest drains.
 #[derive(Debug, Clone)]

@@ -27,8 +27,6 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
-use aws_sdk_sns::types::PublishBatchRequestEntry;
 use geotag::alerts::{AlertKind, Thresholds};
 use geotag::geo::{destination, distance_m as haversine_m};
 use geotag::geofence::Geofence;
@@ -58,26 +56,7 @@ pub struct FleetConfig {
     pub flood: Option<Flood>,
 }
 
-/// A tag in a publish loop: [`FLOOD_TAG`], parked, one reading a message,
-/// `factor` times its normal rate through the middle `share` of the run.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Flood {
-    pub factor: u32,
-    pub share: f64,
-}
-
-/// The flooding tag's id.
-pub const FLOOD_TAG: &str = "tag-flood";
-
-/// What the flood sends, for the audit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FloodPlan {
-    pub device_id: String,
-    pub factor: u32,
-    /// The readings' times through the flood: [from, to).
-    pub from_ms: i64,
-    pub to_ms: i64,
-}
+pub use crate::flood::{FLOOD_TAG, Flood, FloodPlan};
 
 /// The kind of each tag, by its index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -258,7 +237,7 @@ pub fn plan(config: &FleetConfig) -> Plan {
         plan_device(config, index, &mut rng, &mut expected, &mut timeline);
     }
     if let Some(flood) = config.flood {
-        plan_flood(config, flood, &mut expected, &mut timeline);
+        crate::flood::plan(config, flood, &mut expected, &mut timeline);
     }
     timeline.sort();
     for track in expected.tracks.values_mut() {
@@ -421,59 +400,6 @@ fn plan_device(
     }
 }
 
-/// The flooding tag: parked far from every zone with a full battery (it
-/// deserves no alert, whichever of its readings are stored), one reading a
-/// message, `factor` of them in each interval of its flood.
-fn plan_flood(
-    config: &FleetConfig,
-    flood: Flood,
-    expected: &mut Expected,
-    timeline: &mut Vec<(i64, usize, String, String)>,
-) {
-    let interval_ms = config.interval_secs as i64 * 1000;
-    let steps = config.readings_per_device.max(1);
-    let start_ms = config.end_ms - interval_ms * steps.saturating_sub(1) as i64;
-    let flooded = {
-        let share = flood.share.clamp(0.0, 1.0);
-        let first = ((steps as f64) * (0.5 - share / 2.0)).round() as usize;
-        let last = ((steps as f64) * (0.5 + share / 2.0)).round() as usize;
-        first..last.max(first)
-    };
-    let factor = flood.factor.max(1) as i64;
-    let device_id = FLOOD_TAG.to_owned();
-    let (lat, lon) = destination(DEPOT.lat, DEPOT.lon, 180.0, 8_000.0);
-    let mut seq = 0_u64;
-    for step in 0..steps {
-        let per_step = if flooded.contains(&step) { factor } else { 1 };
-        for n in 0..per_step {
-            seq += 1;
-            let ts = start_ms + step as i64 * interval_ms + n * interval_ms / per_step;
-            let reading = json!({
-                "device_id": device_id,
-                "ts": ts,
-                "lat": round6(lat),
-                "lon": round6(lon),
-                "speed": 0.0,
-                "battery": 90.0,
-                "seq": seq,
-            });
-            timeline.push((ts, timeline.len(), device_id.clone(), reading.to_string()));
-        }
-    }
-    expected
-        .behaviours
-        .insert(device_id.clone(), Behaviour::Parked);
-    expected
-        .readings_per_device
-        .insert(device_id.clone(), seq as usize);
-    expected.flood = Some(FloodPlan {
-        device_id,
-        factor: flood.factor,
-        from_ms: start_ms + flooded.start as i64 * interval_ms,
-        to_ms: start_ms + flooded.end as i64 * interval_ms,
-    });
-}
-
 /// A crossing tag's fix, inside the depot or not: the time it entered, and
 /// each crossing once it has left.
 fn note_crossing(
@@ -614,7 +540,7 @@ pub fn expected_alerts(
     alerts
 }
 
-fn round6(value: f64) -> f64 {
+pub(crate) fn round6(value: f64) -> f64 {
     (value * 1e6).round() / 1e6
 }
 
@@ -622,52 +548,8 @@ fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
+pub use crate::gateway::publish;
 pub use crate::pace::{Pace, progress_bar};
-
-/// Publishes the plan's messages to `topic_arn`, ten per PublishBatch call.
-pub async fn publish(
-    sns: &aws_sdk_sns::Client,
-    topic_arn: &str,
-    messages: &[Message],
-    progress: bool,
-    pace: Option<&Pace>,
-) -> Result<()> {
-    let bar = progress_bar(progress, messages.len(), "")?;
-    for (index, chunk) in messages.chunks(10).enumerate() {
-        if let Some(pace) = pace {
-            if index % 20 == 0 {
-                pace.hold().await?;
-            }
-            pace.until(chunk[0].send_ms).await;
-        }
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(index, message)| {
-                PublishBatchRequestEntry::builder()
-                    .id(index.to_string())
-                    .message(message.gateway_body(geotag::clock::now_ms()))
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let output = sns
-            .publish_batch()
-            .topic_arn(topic_arn)
-            .set_publish_batch_request_entries(Some(entries))
-            .send()
-            .await?;
-        if !output.failed().is_empty() {
-            anyhow::bail!(
-                "SNS refused {} messages: {:?}",
-                output.failed().len(),
-                output.failed()
-            );
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(())
-}
 
 /// The readings a valid message carries (for audits in tests).
 pub fn readings_of(message: &Message, now_ms: i64) -> Vec<Reading> {

@@ -47,96 +47,30 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use geotag::budget::{self, HotTags, RateLedger, RateLimit, Stamped, Unlimited};
+use aws_lambda_events::sqs::SqsBatchResponse;
+use geotag::budget::{RateLedger, Unlimited};
 use geotag::store::{
     DeadLetter, DeadLetterSink, DeviceDirectory, NoRegistry, ReadingStore, UnregisteredDevices,
 };
 use geotag::{BodyForm, Limits, Reading, Reason, Rejection, decode_message};
 use geotag_aws::{DynamoDevices, DynamoRateLedger, DynamoReadingStore, SqsDeadLetters};
-use geotag_runtime::emf::{self, Emitter, Invocation, Metrics};
+use geotag_runtime::emf::{Emitter, Invocation, Metrics};
 use geotag_runtime::responses::sqs_batch_response;
-use geotag_runtime::{ConfigError, Environment, FromEnvironment};
 use lambda_runtime::{Error, LambdaEvent};
-use serde::Deserialize;
+
+mod config;
+mod event;
+mod throttle;
+
+pub use config::Config;
+pub use event::{IngestEvent, IngestRecord, RecordAttributes, StringAttribute};
+pub use throttle::Throttle;
+use throttle::{park_floods, send_to_quarantine};
 
 /// Time kept back from the invocation's deadline for answering Lambda.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 /// Retry budget when the context carries no deadline (hand-made test contexts).
 const DEFAULT_BUDGET: Duration = Duration::from_secs(10);
-
-/// Configuration from the environment variables that template.yaml sets.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// `TELEMETRY_TABLE`
-    pub telemetry_table: String,
-    /// `INGEST_REJECTIONS_URL`: where refused messages go.
-    pub rejections_queue_url: String,
-    /// `INGEST_QUARANTINE_URL`: where messages over their tag's budget are parked.
-    pub quarantine_queue_url: String,
-    /// `DEVICE_RATES_TABLE`: each tag's readings counted by the minute.
-    pub device_rates_table: String,
-    /// `DEVICE_READINGS_PER_MINUTE` (60): a tag's budget; 0 parks every
-    /// counted minute (a tag never counted is never parked).
-    pub rate_limit: RateLimit,
-    /// `DEVICES_TABLE`: the registry's tags.
-    pub devices_table: String,
-    /// `UNREGISTERED_DEVICES`: `refuse` (the default) or `admit`.
-    pub unregistered: UnregisteredDevices,
-    /// `METRICS_NAMESPACE` and `AWS_LAMBDA_FUNCTION_NAME`
-    pub metrics: emf::Settings,
-    /// `RETENTION_DAYS` (30), `MAX_FUTURE_SKEW_SECONDS` (300),
-    /// `MAX_MESSAGE_BYTES` (262144)
-    pub limits: Limits,
-}
-
-impl FromEnvironment for Config {
-    fn read(env: &Environment) -> Result<Config, ConfigError> {
-        let defaults = Limits::default();
-        Ok(Config {
-            telemetry_table: env.required("TELEMETRY_TABLE")?,
-            rejections_queue_url: env.required("INGEST_REJECTIONS_URL")?,
-            quarantine_queue_url: env.required("INGEST_QUARANTINE_URL")?,
-            device_rates_table: env.required("DEVICE_RATES_TABLE")?,
-            rate_limit: RateLimit {
-                readings_per_minute: env.parsed("DEVICE_READINGS_PER_MINUTE", 60)?,
-            },
-            devices_table: env.required("DEVICES_TABLE")?,
-            unregistered: env.parsed("UNREGISTERED_DEVICES", UnregisteredDevices::Refuse)?,
-            metrics: env.metrics("ingest"),
-            limits: Limits {
-                retention_days: env.parsed("RETENTION_DAYS", defaults.retention_days)?,
-                max_future_skew_ms: env
-                    .parsed(
-                        "MAX_FUTURE_SKEW_SECONDS",
-                        defaults.max_future_skew_ms / 1000,
-                    )?
-                    .saturating_mul(1000),
-                max_message_bytes: env.parsed("MAX_MESSAGE_BYTES", defaults.max_message_bytes)?,
-            },
-        })
-    }
-}
-
-/// A tag's budget, where its count is kept, and where messages over it go.
-pub struct Throttle<L, D> {
-    pub ledger: L,
-    pub quarantine: D,
-    pub limit: RateLimit,
-    /// The tags this instance has counted (see `geotag::budget`).
-    pub hot: HotTags,
-}
-
-impl<L, D> Throttle<L, D> {
-    pub fn new(ledger: L, quarantine: D, limit: RateLimit) -> Self {
-        Throttle {
-            ledger,
-            quarantine,
-            limit,
-            hot: HotTags::default(),
-        }
-    }
-}
 
 /// The handler's dependencies.
 pub struct Ingest<S, D, R = NoRegistry, L = Unlimited> {
@@ -270,75 +204,6 @@ pub struct Outcome {
     pub write_retries: u32,
     /// Write units the stored readings cost.
     pub write_units: u64,
-}
-
-/// An SQS event as ingest reads it: each record's message id and body.
-///
-/// `aws_lambda_events::sqs::SqsEvent` also parses every record's attributes,
-/// ARNs, digests and receipt handle, a dozen allocations a record that ingest
-/// never reads; on a 10,000-record batch that was a fifth of the handler's
-/// time. The rest of each record is skipped by the parser.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct IngestEvent {
-    #[serde(rename = "Records")]
-    pub records: Vec<IngestRecord>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct IngestRecord {
-    #[serde(rename = "messageId")]
-    pub message_id: Option<String>,
-    pub body: Option<String>,
-    #[serde(rename = "messageAttributes", default)]
-    pub message_attributes: Option<RecordAttributes>,
-}
-
-/// The one message attribute ingest reads.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct RecordAttributes {
-    /// Set by `geotag redrive` ([`geotag_aws::dead_letters::attr::REDRIVEN_FROM`]).
-    #[serde(rename = "redriven_from")]
-    pub redriven_from: Option<StringAttribute>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct StringAttribute {
-    #[serde(rename = "stringValue")]
-    pub string_value: Option<String>,
-}
-
-impl IngestRecord {
-    /// Whether an operator sent this record back with `geotag redrive`.
-    pub fn redriven(&self) -> bool {
-        self.message_attributes
-            .as_ref()
-            .and_then(|attributes| attributes.redriven_from.as_ref())
-            .is_some()
-    }
-}
-
-impl From<SqsMessage> for IngestRecord {
-    fn from(mut message: SqsMessage) -> Self {
-        let redriven_from = message
-            .message_attributes
-            .remove(geotag_aws::dead_letters::attr::REDRIVEN_FROM)
-            .map(|attribute| StringAttribute {
-                string_value: attribute.string_value,
-            });
-        IngestRecord {
-            message_id: message.message_id,
-            body: message.body,
-            message_attributes: Some(RecordAttributes { redriven_from }),
-        }
-    }
-}
-
-impl From<SqsEvent> for IngestEvent {
-    fn from(event: SqsEvent) -> Self {
-        IngestEvent {
-            records: event.records.into_iter().map(IngestRecord::from).collect(),
-        }
-    }
 }
 
 /// The Lambda entry point.
@@ -599,104 +464,6 @@ impl DecodedBatch {
             }
         }
     }
-}
-
-/// Counts the tags that this batch holds several readings of in one minute
-/// against their budget, and takes out the records holding readings over it,
-/// to be parked. Redriven records are not counted.
-async fn park_floods<S, D, R, L: RateLedger>(
-    ingest: &Ingest<S, D, R, L>,
-    records: &[IngestRecord],
-    batch: &mut DecodedBatch,
-    outcome: &mut Outcome,
-) {
-    let Some(throttle) = &ingest.throttle else {
-        return;
-    };
-    let counted: Vec<usize> = (0..batch.readings.len())
-        .filter(|&index| !records[batch.record_of[index]].redriven())
-        .collect();
-    let stamped: Vec<Stamped<'_>> = counted
-        .iter()
-        .map(|&index| Stamped {
-            device_id: &batch.readings[index].device_id,
-            ts_ms: batch.readings[index].ts_ms,
-        })
-        .collect();
-    let groups = budget::suspects_among(&stamped, &throttle.hot);
-    if groups.is_empty() {
-        return;
-    }
-    let counts: Vec<_> = groups.iter().map(|(count, _)| count.clone()).collect();
-    outcome.rate_checks = counts.len();
-    let totals = match throttle.ledger.add(&counts).await {
-        Ok(totals) => totals,
-        Err(error) => {
-            tracing::warn!(%error, tag_minutes = counts.len(), "the tags' counts could not be read; their readings are admitted");
-            outcome.rate_checks_failed = counts.len();
-            return;
-        }
-    };
-    let over: std::collections::HashSet<usize> =
-        budget::over_budget(&groups, &totals, throttle.limit)
-            .into_iter()
-            .collect();
-    let mut keep = vec![true; batch.states.len()];
-    for ((count, indices), &total) in groups.iter().zip(&totals) {
-        for index in indices.iter().filter(|index| over.contains(index)) {
-            let record = batch.record_of[counted[*index]];
-            let state = &mut batch.states[record];
-            if keep[record] {
-                keep[record] = false;
-                let reason = budget::rate_exceeded(count, total, throttle.limit);
-                tracing::warn!(
-                    message_id = %state.message_id,
-                    device_id = %count.device_id,
-                    reason = reason.reason.code(),
-                    detail = %reason.detail,
-                    "parked"
-                );
-                outcome.readings_quarantined += state.readings;
-                state.parked = Some((reason, state.readings));
-                state.readings = 0;
-            }
-        }
-    }
-    batch.retain_records(&keep, |_| ());
-}
-
-/// Sends each parked record to the quarantine queue, unchanged, with its
-/// reason. Returns the message ids whose letters could not be sent.
-async fn send_to_quarantine<S, D: DeadLetterSink, R, L>(
-    ingest: &Ingest<S, D, R, L>,
-    records: &[IngestRecord],
-    states: &[RecordState],
-    outcome: &mut Outcome,
-) -> Vec<String> {
-    let Some(throttle) = &ingest.throttle else {
-        return Vec::new();
-    };
-    let letters: Vec<DeadLetter> = states
-        .iter()
-        .enumerate()
-        .filter_map(|(record_index, state)| {
-            let (rejection, valid_readings) = state.parked.clone()?;
-            Some(DeadLetter {
-                source_message_id: state.message_id.clone(),
-                body: records[record_index].body.clone().unwrap_or_default(),
-                rejection,
-                // Every reading of it is held back, the valid ones for over-budget.
-                rejected_readings: valid_readings + state.rejected_readings,
-                stored_readings: 0,
-            })
-        })
-        .collect();
-    if letters.is_empty() {
-        return Vec::new();
-    }
-    let unsent = throttle.quarantine.send(&letters).await;
-    outcome.quarantined = letters.len() - unsent.len();
-    unsent
 }
 
 /// Writes each distinct reading once. BatchWriteItem refuses two writes of
