@@ -41,8 +41,9 @@
 //! reason `rate_exceeded`: one tag in a publish loop cannot fill Telemetry,
 //! the stream and stats ahead of everybody else. What `geotag redrive` sends
 //! back carries the attribute `redriven_from` and is admitted past the budget:
-//! the operator has decided. If the count cannot be read, ingest admits:
-//! a budget that fails closed would stop the fleet to stop one tag.
+//! the operator has decided. If the count cannot be read, the records of the
+//! tags being counted are batch item failures, retried by SQS; the rest of
+//! the batch is stored: a budget table in trouble delays the suspects only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

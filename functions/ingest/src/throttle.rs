@@ -58,8 +58,20 @@ pub(super) async fn park_floods<S, D, R, L: RateLedger>(
     let totals = match throttle.ledger.add(&counts).await {
         Ok(totals) => totals,
         Err(error) => {
-            tracing::warn!(%error, tag_minutes = counts.len(), "the tags' counts could not be read; their readings are admitted");
+            // Only the tags being counted wait for a retry: a budget table in
+            // trouble delays the suspects, not the fleet, and admitting them
+            // uncounted would let a flood through whenever it is throttled.
+            tracing::warn!(%error, tag_minutes = counts.len(), "the tags' counts could not be read; their records will be retried");
             outcome.rate_checks_failed = counts.len();
+            let mut keep = vec![true; batch.states.len()];
+            for (_, indices) in &groups {
+                for index in indices {
+                    let record = batch.record_of[counted[*index]];
+                    keep[record] = false;
+                    batch.states[record].store_failed = true;
+                }
+            }
+            batch.retain_records(&keep, |_| ());
             return;
         }
     };

@@ -248,18 +248,20 @@ async fn the_redrive_mark_survives_the_sqs_event_as_lambda_delivers_it() {
 }
 
 #[tokio::test]
-async fn an_unreadable_count_admits_and_says_so() {
+async fn an_unreadable_count_retries_the_counted_tags_and_stores_the_rest() {
     let ingest = ingest(2);
-    ingest
-        .throttle
-        .as_ref()
-        .unwrap()
-        .ledger
-        .set_unavailable(true);
-    let records = readings("u", "tag-flood", EIGHT_O_CLOCK_MS, 1_000, 5);
+    let ledger = &ingest.throttle.as_ref().unwrap().ledger;
+    ledger.set_unavailable(true);
+    let mut records = readings("u", "tag-flood", EIGHT_O_CLOCK_MS, 1_000, 5);
+    records.push(record("calm", "tag-calm", EIGHT_O_CLOCK_MS));
     let outcome = run(&ingest, &records).await;
-    assert_eq!((outcome.readings_stored, outcome.quarantined), (5, 0));
+    assert_eq!((outcome.readings_stored, outcome.quarantined), (1, 0));
     assert_eq!(outcome.rate_checks_failed, 1);
+    assert_eq!(outcome.failures, vec!["u-0", "u-1", "u-2", "u-3", "u-4"]);
+    // Delivered again once the table answers: held to the budget then.
+    ledger.set_unavailable(false);
+    let outcome = run(&ingest, &records[..5]).await;
+    assert_eq!((outcome.readings_stored, outcome.quarantined), (2, 3));
 }
 
 #[tokio::test]
