@@ -196,7 +196,7 @@ pub struct Outcome {
     pub quarantined: usize,
     pub readings_quarantined: usize,
     /// Tag-minutes counted against the budget (one UpdateItem each), and
-    /// those whose count could not be read (admitted).
+    /// those whose count could not be read (their records retried).
     pub rate_checks: usize,
     pub rate_checks_failed: usize,
     /// Messages that arrived wrapped in the SNS envelope.
