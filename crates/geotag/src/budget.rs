@@ -199,11 +199,12 @@ pub struct Stamped<'a> {
 /// `hot`, each with the indices of its readings in batch order. The tags
 /// returned are remembered in `hot`.
 pub fn suspects_among(readings: &[Stamped<'_>], hot: &HotTags) -> Vec<(MinuteCount, Vec<usize>)> {
-    let suspected: std::collections::BTreeSet<&str> = suspects(readings)
-        .into_iter()
-        .map(|(_, indices)| readings[indices[0]].device_id)
+    let groups = grouped(readings);
+    let suspected: std::collections::BTreeSet<&str> = (groups.iter())
+        .filter(|(_, indices)| indices.len() >= SUSPECT_AT)
+        .map(|((device_id, _), _)| *device_id)
         .collect();
-    let groups = grouped(readings, |device_id, minute_ms, _| {
+    let groups = counts_of(groups, |device_id, minute_ms, _| {
         suspected.contains(device_id) || hot.is_hot(device_id, minute_ms)
     });
     let counts: Vec<MinuteCount> = groups.iter().map(|(count, _)| count.clone()).collect();
@@ -214,13 +215,11 @@ pub fn suspects_among(readings: &[Stamped<'_>], hot: &HotTags) -> Vec<(MinuteCou
 /// The (tag, minute) groups of a batch with at least [`SUSPECT_AT`]
 /// readings, each with the indices of its readings in batch order.
 pub fn suspects(readings: &[Stamped<'_>]) -> Vec<(MinuteCount, Vec<usize>)> {
-    grouped(readings, |_, _, readings| readings >= SUSPECT_AT)
+    counts_of(grouped(readings), |_, _, readings| readings >= SUSPECT_AT)
 }
 
-fn grouped(
-    readings: &[Stamped<'_>],
-    counted: impl Fn(&str, i64, usize) -> bool,
-) -> Vec<(MinuteCount, Vec<usize>)> {
+/// The batch's readings by (tag, minute), each group's indices in batch order.
+fn grouped<'a>(readings: &[Stamped<'a>]) -> BTreeMap<(&'a str, i64), Vec<usize>> {
     let mut groups: BTreeMap<(&str, i64), Vec<usize>> = BTreeMap::new();
     for (index, reading) in readings.iter().enumerate() {
         let minute_ms = reading.ts_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
@@ -229,6 +228,14 @@ fn grouped(
             .or_default()
             .push(index);
     }
+    groups
+}
+
+/// The groups `counted` keeps, as the ledger takes them.
+fn counts_of(
+    groups: BTreeMap<(&str, i64), Vec<usize>>,
+    counted: impl Fn(&str, i64, usize) -> bool,
+) -> Vec<(MinuteCount, Vec<usize>)> {
     groups
         .into_iter()
         .filter(|((device_id, minute_ms), indices)| counted(device_id, *minute_ms, indices.len()))

@@ -4,7 +4,8 @@
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use serde::Deserialize;
 
-/// An SQS event as ingest reads it: each record's message id and body.
+/// An SQS event as ingest reads it: each record's message id, body, and
+/// whether `geotag redrive` sent it.
 ///
 /// `aws_lambda_events::sqs::SqsEvent` also parses every record's attributes,
 /// ARNs, digests and receipt handle, a dozen allocations a record that ingest
