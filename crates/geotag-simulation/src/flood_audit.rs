@@ -95,6 +95,9 @@ impl FloodFindings {
 /// The flood's figures; `None` when the run had no flood.
 pub fn findings(expected: &Expected, audit: &Audit, budget: u64) -> Option<FloodFindings> {
     let flood = expected.flood.as_ref()?;
+    let sent = (expected.readings_per_device.get(&flood.device_id))
+        .copied()
+        .unwrap_or(0);
     let stored = audit.stored_per_device.get(&flood.device_id);
     let mut per_minute: BTreeMap<i64, usize> = BTreeMap::new();
     for (ts, _, _) in stored.map(|s| s.track.as_slice()).unwrap_or_default() {
@@ -121,11 +124,7 @@ pub fn findings(expected: &Expected, audit: &Audit, budget: u64) -> Option<Flood
         .unwrap_or_default();
     let (Some(&start), Some(&end)) = (published.iter().min(), published.iter().max()) else {
         return Some(FloodFindings {
-            sent: expected
-                .readings_per_device
-                .get(&flood.device_id)
-                .copied()
-                .unwrap_or(0),
+            sent,
             budget,
             ..FloodFindings::default()
         });
@@ -151,11 +150,7 @@ pub fn findings(expected: &Expected, audit: &Audit, budget: u64) -> Option<Flood
     }
     let [before, during, after] = stretches.map(Delays::of);
     Some(FloodFindings {
-        sent: expected
-            .readings_per_device
-            .get(&flood.device_id)
-            .copied()
-            .unwrap_or(0),
+        sent,
         stored: stored.map_or(0, |s| s.readings),
         parked: audit
             .parked_per_device

@@ -27,9 +27,8 @@ pub struct Audit {
     /// Refusals repeating one already counted.
     pub dead_letter_repeats: u64,
     /// What IngestQuarantine holds: each tag's parked readings, by (time,
-    /// sequence number), and the messages, each once.
+    /// sequence number).
     pub parked_per_device: BTreeMap<String, BTreeSet<(i64, Option<u64>)>>,
-    pub parked_messages: usize,
     /// Items and their sizes, by table name.
     pub item_sizes: BTreeMap<String, ItemSizes>,
 }
@@ -190,42 +189,21 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
     let rejections = local.stack.reference("IngestRejections")?;
     let mut seen_sources = HashSet::new();
     for message in geotag_local_cloud::pump::read_whole_queue(&sqs, rejections).await? {
-        let attribute = |name: &str| {
-            message
-                .message_attributes()
-                .and_then(|attributes| attributes.get(name))
-                .and_then(|value| value.string_value())
-                .map(str::to_owned)
-        };
-        // A function that dead-letters and then dies is retried, and
-        // dead-letters again: the same source message, counted once.
-        let source = attribute("source_message_id")
-            .or_else(|| message.message_id().map(str::to_owned))
-            .unwrap_or_default();
-        if !seen_sources.insert(source) {
+        if !seen_sources.insert(source_message_id(&message)) {
             audit.dead_letter_repeats += 1;
             continue;
         }
-        let reason = attribute("reason").unwrap_or_else(|| "(none)".into());
+        let reason = attribute(&message, geotag_aws::dead_letters::attr::REASON)
+            .unwrap_or_else(|| "(none)".into());
         *audit.dead_lettered_by_reason.entry(reason).or_default() += 1;
     }
     if let Ok(quarantine) = local.stack.reference("IngestQuarantine") {
         let now_ms = geotag::clock::now_ms();
         let mut seen_sources = HashSet::new();
         for message in geotag_local_cloud::pump::read_whole_queue(&sqs, quarantine).await? {
-            let source = message
-                .message_attributes()
-                .and_then(|attributes| {
-                    attributes.get(geotag_aws::dead_letters::attr::SOURCE_MESSAGE_ID)
-                })
-                .and_then(|value| value.string_value())
-                .or(message.message_id())
-                .unwrap_or_default()
-                .to_owned();
-            if !seen_sources.insert(source) {
+            if !seen_sources.insert(source_message_id(&message)) {
                 continue;
             }
-            audit.parked_messages += 1;
             let body = message.body().unwrap_or_default();
             let Ok(decoded) = geotag::decode_message(body, &geotag::Limits::default(), now_ms)
             else {
@@ -241,6 +219,23 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
         }
     }
     Ok(audit)
+}
+
+fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> Option<String> {
+    message
+        .message_attributes()
+        .and_then(|attributes| attributes.get(name))
+        .and_then(|value| value.string_value())
+        .map(str::to_owned)
+}
+
+/// The message ingest refused or parked, by its id: a function that sends a
+/// letter and then dies is retried, and sends it again, the same source
+/// message, counted once.
+fn source_message_id(message: &aws_sdk_sqs::types::Message) -> String {
+    attribute(message, geotag_aws::dead_letters::attr::SOURCE_MESSAGE_ID)
+        .or_else(|| message.message_id().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// Lost and double-counted readings and refused messages.
