@@ -3,7 +3,7 @@
 //! DeviceStats `latest` changes for alerts. Deterministic for a seed, so that
 //! both languages see the same bytes.
 
-use aws_lambda_events::dynamodb::EventRecord;
+use geotag_aws::stream::StreamRecord;
 use geotag::Reading;
 use geotag::geofence::{Geofence, Shape};
 use geotag::store::{MemoryStatsStore, StatsBody};
@@ -257,7 +257,7 @@ pub fn latest_changes_event(readings: &[Reading], batch: usize) -> String {
     let mut records = Vec::new();
     for (number, chunk) in readings.chunks(batch.max(1)).enumerate() {
         let before = latest_images(&stats.store);
-        let event: aws_lambda_events::dynamodb::Event =
+        let event: geotag_aws::stream::StreamEvent =
             serde_json::from_str(&telemetry_stream_event_from(chunk, number * batch.max(1)))
                 .expect("a stream event");
         runtime.block_on(geotag_stats::process(&stats, &event.records));
@@ -329,8 +329,8 @@ fn item_json(
 }
 
 /// Parses an event the way the runtime does, for the benches' setup.
-pub fn stream_records(event: &str) -> Vec<EventRecord> {
-    serde_json::from_str::<aws_lambda_events::dynamodb::Event>(event)
+pub fn stream_records(event: &str) -> Vec<StreamRecord> {
+    serde_json::from_str::<geotag_aws::stream::StreamEvent>(event)
         .expect("a stream event")
         .records
 }

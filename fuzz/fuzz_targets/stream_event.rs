@@ -49,7 +49,7 @@ fn alerts() -> geotag_alerts::Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts,
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(event) = serde_json::from_slice::<aws_lambda_events::dynamodb::Event>(data) else {
+    let Ok(event) = serde_json::from_slice::<geotag_aws::stream::StreamEvent>(data) else {
         // Whatever the alerts' trigger parser makes of it, it must not panic.
         let _ = serde_json::from_slice::<geotag_alerts::Trigger>(data);
         return;

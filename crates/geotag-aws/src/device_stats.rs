@@ -16,6 +16,7 @@ use geotag::store::{
 use geotag::tenancy::Holder;
 
 use crate::batch_get::batch_get;
+use crate::item::{ItemView, ValueView};
 use crate::retry::AttemptError;
 use crate::telemetry::classify;
 
@@ -344,34 +345,27 @@ pub fn trail_attribute(trail: &[TrailPoint]) -> AttributeValue {
 }
 
 /// Reads a `trail` attribute back; `None` if it is not one.
-pub fn trail_from(value: &AttributeValue) -> Option<Vec<TrailPoint>> {
+pub fn trail_from<V: ValueView>(value: &V) -> Option<Vec<TrailPoint>> {
     value
-        .as_l()
-        .ok()?
+        .as_l()?
         .iter()
         .map(|point| {
-            let map = point.as_m().ok()?;
-            let num = |name: &str| map.get(name)?.as_n().ok()?.parse::<f64>().ok();
+            let map = point.as_m()?;
             Some(TrailPoint {
-                ts_ms: map.get("t")?.as_n().ok()?.parse().ok()?,
-                reading_key: map.get("k")?.as_s().ok()?.clone(),
-                lat: num("la")?,
-                lon: num("lo")?,
-                speed: num("s"),
-                battery: num("b"),
+                ts_ms: map.number("t")?,
+                reading_key: map.text("k")?.to_owned(),
+                lat: map.number("la")?,
+                lon: map.number("lo")?,
+                speed: map.number("s"),
+                battery: map.number("b"),
             })
         })
         .collect()
 }
 
-/// Reads a DeviceStats item as its stream record shows it (old or new
-/// image); `None` if it is not one.
-pub fn stats_item_from_image(image: &serde_dynamo::Item) -> Option<StatsItem> {
-    stats_item_from(&HashMap::from(image.clone()))
-}
-
-/// Reads a DeviceStats item back; `None` if it is not one.
-pub fn stats_item_from(item: &HashMap<String, AttributeValue>) -> Option<StatsItem> {
+/// Reads a DeviceStats item back, from the SDK or from a stream image (old
+/// or new, [`crate::stream::Image`]); `None` if it is not one.
+pub fn stats_item_from<I: ItemView>(item: &I) -> Option<StatsItem> {
     let a = Attributes(item);
     let device_id = a.s("device_id")?;
     let revision = a.revision()?;
@@ -389,23 +383,23 @@ pub fn stats_item_from(item: &HashMap<String, AttributeValue>) -> Option<StatsIt
 }
 
 /// An item's attributes, read by type.
-struct Attributes<'a>(&'a HashMap<String, AttributeValue>);
+struct Attributes<'a, I>(&'a I);
 
-impl Attributes<'_> {
+impl<I: ItemView> Attributes<'_, I> {
     fn s(&self, name: &str) -> Option<String> {
-        self.0.get(name)?.as_s().ok().cloned()
+        self.0.text(name).map(str::to_owned)
     }
 
     fn num(&self, name: &str) -> Option<f64> {
-        self.0.get(name)?.as_n().ok()?.parse::<f64>().ok()
+        self.0.number(name)
     }
 
     fn int(&self, name: &str) -> Option<i64> {
-        self.0.get(name)?.as_n().ok()?.parse::<i64>().ok()
+        self.0.number(name)
     }
 
     fn revision(&self) -> Option<u64> {
-        self.0.get("revision")?.as_n().ok()?.parse().ok()
+        self.0.number("revision")
     }
 
     /// `{prefix}_ts`, `{prefix}_lat` and `{prefix}_lon`.
@@ -430,7 +424,7 @@ pub fn listed_latest_from(item: &HashMap<String, AttributeValue>) -> Option<(Str
     Some((a.s("device_id")?, latest_from(&a)?))
 }
 
-fn latest_from(a: &Attributes) -> Option<LatestState> {
+fn latest_from<I: ItemView>(a: &Attributes<I>) -> Option<LatestState> {
     Some(LatestState {
         ts_ms: a.int("ts")?,
         reading_key: a.s("reading_key")?,
@@ -441,24 +435,24 @@ fn latest_from(a: &Attributes) -> Option<LatestState> {
         accuracy: a.num("accuracy"),
         battery: a.num("battery"),
         battery_ts_ms: a.int("battery_ts"),
-        seq: a.0.get("seq").and_then(|v| v.as_n().ok()?.parse().ok()),
+        seq: a.0.number("seq"),
         owner: a.s(attr::FLEET_CUSTOMER),
         version: a.int("version")? as u64,
-        trail: match a.0.get("trail") {
+        trail: match a.0.attribute("trail") {
             None => Vec::new(),
             Some(trail) => trail_from(trail)?,
         },
     })
 }
 
-fn rollup_from(a: &Attributes) -> Option<(Bucket, Rollup)> {
+fn rollup_from<I: ItemView>(a: &Attributes<I>) -> Option<(Bucket, Rollup)> {
     let start = a.int("bucket_start")?;
-    let bucket = match a.s("kind")?.as_str() {
+    let bucket = match a.0.text("kind")? {
         "hour" => Bucket::Hour(start),
         "day" => Bucket::Day(start),
         _ => return None,
     };
-    let hours = hours_from(a.0.get("hours"))?;
+    let hours = hours_from(a.0.attribute("hours"))?;
     let track = match (a.point("first"), a.point("last")) {
         (Some(first), Some(last)) => Some(Span {
             first,
@@ -496,19 +490,17 @@ fn rollup_from(a: &Attributes) -> Option<(Bucket, Rollup)> {
 }
 
 /// A day's `hours` list: [start, first ts/lat/lon, last ts/lat/lon, distance] each.
-fn hours_from(value: Option<&AttributeValue>) -> Option<Vec<(i64, Span)>> {
+fn hours_from<V: ValueView>(value: Option<&V>) -> Option<Vec<(i64, Span)>> {
     Some(match value {
         None => Vec::new(),
         Some(list) => list
-            .as_l()
-            .ok()?
+            .as_l()?
             .iter()
             .map(|hour| {
                 let values: Vec<f64> = hour
-                    .as_l()
-                    .ok()?
+                    .as_l()?
                     .iter()
-                    .map(|v| v.as_n().ok()?.parse().ok())
+                    .map(ValueView::as_number)
                     .collect::<Option<_>>()?;
                 let [
                     start,

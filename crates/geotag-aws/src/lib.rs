@@ -17,6 +17,10 @@
 //! - [`rate_ledger`]: the DeviceRates table (each tag's readings by minute);
 //! - [`alert_log`]: the Alerts table, the alerts topic, the silence index queries.
 //!
+//! Each reads its items through [`item::ItemView`], whether they come from
+//! the SDK or from a stream record ([`stream`]: DynamoDB stream events as
+//! stats and alerts read them, lean).
+//!
 //! Beside them: [`dead_letters`] (the ingest DLQ), [`batch_get`] (BatchGetItem
 //! and paged scans), [`retry`] (partial batch writes within a time budget),
 //! [`capacity`] (write units of an item), [`request_count`] (requests counted
@@ -29,10 +33,12 @@ pub mod clients;
 pub mod dead_letters;
 pub mod device_stats;
 pub mod fleet_reads;
+pub mod item;
 pub mod rate_ledger;
 pub mod registry;
 pub mod request_count;
 pub mod retry;
+pub mod stream;
 pub mod telemetry;
 
 pub use alert_log::{DynamoAlertLog, DynamoSilenceIndex, SnsAlertSink};

@@ -2,8 +2,8 @@
 //! explains, written with BatchWriteItem in chunks of 25, concurrent across
 //! devices and in time order within each (see [`write_plan`]). The
 //! item's layout lives here alone: [`reading_item`] writes it, and
-//! [`reading_from_item`] reads it back, from the SDK and (through
-//! [`reading_from_image`]) from the table's stream.
+//! [`reading_from_item`] reads it back, from the SDK and from the table's
+//! stream alike.
 
 use std::collections::HashMap;
 use std::time::Instant as StdInstant;
@@ -17,6 +17,7 @@ use geotag::Reading;
 use geotag::store::{ReadingStore, StoreError, TelemetryReader, WriteReport};
 use tokio::time::Instant;
 
+use crate::item::ItemView;
 use crate::retry::{AttemptError, Attempts, Backoff, drive};
 
 /// Attribute names of a Telemetry item.
@@ -320,38 +321,23 @@ pub fn reading_item(
     item
 }
 
-/// Reads a Telemetry item back; `None` if it is not one.
-pub fn reading_from_item(item: &HashMap<String, AttributeValue>) -> Option<Reading> {
-    let string = |name: &str| item.get(name)?.as_s().ok().cloned();
-    let float = |name: &str| item.get(name)?.as_n().ok()?.parse::<f64>().ok();
+/// Reads a Telemetry item back, from the SDK or from a stream image
+/// ([`crate::stream::Image`]); `None` if it is not one.
+pub fn reading_from_item(item: &impl ItemView) -> Option<Reading> {
     Some(Reading {
-        device_id: string(attr::DEVICE_ID)?,
-        ts_ms: item.get(attr::TS)?.as_n().ok()?.parse().ok()?,
-        lat: float(attr::LAT)?,
-        lon: float(attr::LON)?,
-        alt: float(attr::ALT),
-        speed: float(attr::SPEED),
-        heading: float(attr::HEADING),
-        battery: float(attr::BATTERY),
-        accuracy: float(attr::ACCURACY),
-        seq: match item.get(attr::SEQ) {
-            Some(value) => Some(value.as_n().ok()?.parse().ok()?),
-            None => None,
-        },
-        received_at_ms: match item.get(attr::RECEIVED_AT) {
-            Some(value) => Some(value.as_n().ok()?.parse().ok()?),
-            None => None,
-        },
-        owner: match item.get(attr::CUSTOMER_ID) {
-            Some(value) => Some(value.as_s().ok()?.clone()),
-            None => None,
-        },
+        device_id: item.text(attr::DEVICE_ID)?.to_owned(),
+        ts_ms: item.number(attr::TS)?,
+        lat: item.number(attr::LAT)?,
+        lon: item.number(attr::LON)?,
+        alt: item.number(attr::ALT),
+        speed: item.number(attr::SPEED),
+        heading: item.number(attr::HEADING),
+        battery: item.number(attr::BATTERY),
+        accuracy: item.number(attr::ACCURACY),
+        seq: item.optional_number(attr::SEQ)?,
+        received_at_ms: item.optional_number(attr::RECEIVED_AT)?,
+        owner: item.optional_text(attr::CUSTOMER_ID)?.map(str::to_owned),
     })
-}
-
-/// Reads a Telemetry item as its stream record shows it; `None` if it is not one.
-pub fn reading_from_image(image: &serde_dynamo::Item) -> Option<Reading> {
-    reading_from_item(&HashMap::from(image.clone()))
 }
 
 /// What DynamoDB bills a put of the request's item.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use aws_lambda_events::dynamodb::Event;
+use geotag_aws::stream::StreamEvent as Event;
 use futures::FutureExt;
 use geotag::Reading;
 use geotag::stats::{Bucket, Point, Span};
@@ -243,7 +243,7 @@ async fn device_stats_are_exact_under_duplicates_and_a_crash_mid_batch() {
                 }
                 let event: Event = serde_json::from_value(payload)?;
                 for record in &event.records {
-                    *event_names.lock().unwrap().entry(record.event_name.clone()).or_default() += 1;
+                    *event_names.lock().unwrap().entry(record.event_name.to_string()).or_default() += 1;
                 }
                 if invocations.fetch_add(1, Ordering::SeqCst) == 0 {
                     let half = event.records.len() / 2;
@@ -663,7 +663,7 @@ async fn one_tag_through_concurrent_batches_and_a_shard_split_with_crashes_is_co
                     .filter_map(geotag_stats::reading_of)
                     .any(|r| r.device_id == "tag-hot");
                 seen.sequences.lock().unwrap().extend(
-                    event.records.iter().filter_map(|r| r.change.sequence_number.clone()),
+                    event.records.iter().filter_map(|r| r.change.sequence_number.as_deref().map(str::to_owned)),
                 );
                 let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                 if hot {

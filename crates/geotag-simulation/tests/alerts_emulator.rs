@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use aws_lambda_events::dynamodb::Event;
+use geotag_aws::stream::StreamEvent as Event;
 use futures::FutureExt;
 use geotag::Reading;
 use geotag::alerts::Alert;

@@ -210,7 +210,7 @@ pub fn on_aws(sdk: &geotag_aws::clients::SdkConfig, config: &Config) -> OnAws {
 
 /// What triggers the function: the DeviceStats stream, or the schedule.
 pub enum Trigger {
-    Stream(aws_lambda_events::dynamodb::Event),
+    Stream(geotag_aws::stream::StreamEvent),
     Schedule(aws_lambda_events::eventbridge::EventBridgeEvent<Value>),
 }
 

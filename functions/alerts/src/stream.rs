@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_lambda_events::dynamodb::EventRecord;
+use geotag_aws::stream::{Image, StreamRecord};
 
 use geotag::alerts::{Alert, SpeedWatch, Transition, live_steps, transition_alerts};
 use geotag::stats::{LatestState, cmp_sequence};
@@ -34,8 +34,8 @@ impl Outcome {
 
 /// The `latest` state a DeviceStats stream image holds, with its device;
 /// `None` for rollups and for what is not a DeviceStats item.
-fn latest_of(image: &serde_dynamo::Item) -> Option<(String, LatestState)> {
-    let item = geotag_aws::device_stats::stats_item_from_image(image)?;
+fn latest_of(image: &Image) -> Option<(String, LatestState)> {
+    let item = geotag_aws::device_stats::stats_item_from(image)?;
     match item.body {
         StatsBody::Latest(state) => Some((item.device_id, state)),
         StatsBody::Rollup(..) => None,
@@ -52,7 +52,7 @@ struct Change {
 /// and tools that have no invocation deadline).
 pub async fn process_stream<R: Registry, L: AlertLog, P: AlertSink, I>(
     alerts: &Alerts<R, L, P, I>,
-    records: &[EventRecord],
+    records: &[StreamRecord],
 ) -> Outcome {
     process_stream_leased(alerts, records, geotag::clock::now_ms() + 60_000).await
 }
@@ -61,7 +61,7 @@ pub async fn process_stream<R: Registry, L: AlertLog, P: AlertSink, I>(
 /// raise; claims taken are leased until `lease_until_ms`.
 pub async fn process_stream_leased<R: Registry, L: AlertLog, P: AlertSink, I>(
     alerts: &Alerts<R, L, P, I>,
-    records: &[EventRecord],
+    records: &[StreamRecord],
     lease_until_ms: i64,
 ) -> Outcome {
     let mut outcome = Outcome::default();
@@ -126,13 +126,13 @@ pub async fn process_stream_leased<R: Registry, L: AlertLog, P: AlertSink, I>(
 /// Each device's `latest` changes in stream order; records that are not one
 /// are counted as ignored.
 fn changes_by_device(
-    records: &[EventRecord],
+    records: &[StreamRecord],
     outcome: &mut Outcome,
 ) -> BTreeMap<String, Vec<Change>> {
     let mut changes: BTreeMap<String, Vec<Change>> = BTreeMap::new();
     for record in records {
         let (Some(sequence), Some((device_id, new))) = (
-            record.change.sequence_number.clone(),
+            record.change.sequence_number.as_deref().map(str::to_owned),
             latest_of(&record.change.new_image),
         ) else {
             outcome.ignored += 1;

@@ -2,7 +2,7 @@
 //! each alert published once, under duplicates and failed publishes, to the
 //! right customer.
 
-use aws_lambda_events::dynamodb::EventRecord;
+use geotag_aws::stream::StreamRecord;
 use geotag::alerts::{AlertKind, Thresholds};
 use geotag::geofence::{Geofence, Shape};
 use geotag::store::MemoryRegistry;
@@ -23,7 +23,7 @@ fn latest(device: &str, minute: i64, lat: f64, battery: f64, speed: f64, version
     })
 }
 
-fn record(sequence: u64, old: Option<Value>, new: Value) -> EventRecord {
+fn record(sequence: u64, old: Option<Value>, new: Value) -> StreamRecord {
     let mut change = json!({
         "ApproximateCreationDateTime": 1_795_161_600.0,
         "Keys": {"device_id": new["device_id"].clone(), "sk": {"S": "latest"}},
@@ -44,7 +44,7 @@ fn record(sequence: u64, old: Option<Value>, new: Value) -> EventRecord {
     .unwrap()
 }
 
-fn sequence_of(record: &EventRecord) -> u64 {
+fn sequence_of(record: &StreamRecord) -> u64 {
     record
         .change
         .sequence_number
@@ -55,7 +55,7 @@ fn sequence_of(record: &EventRecord) -> u64 {
 }
 
 /// A track of states, as consecutive stream records (old image = previous state).
-fn track(device: &str, first_sequence: u64, states: &[(f64, f64, f64)]) -> Vec<EventRecord> {
+fn track(device: &str, first_sequence: u64, states: &[(f64, f64, f64)]) -> Vec<StreamRecord> {
     let mut previous: Option<Value> = None;
     states
         .iter()
