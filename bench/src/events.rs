@@ -3,11 +3,11 @@
 //! DeviceStats `latest` changes for alerts. Deterministic for a seed, so that
 //! both languages see the same bytes.
 
-use geotag_aws::stream::StreamRecord;
 use geotag::Reading;
 use geotag::geofence::{Geofence, Shape};
 use geotag::store::{MemoryStatsStore, StatsBody};
 use geotag_aws::device_stats::stats_item;
+use geotag_aws::stream::StreamRecord;
 use geotag_aws::telemetry::reading_item;
 use serde_json::{Value, json};
 

@@ -370,25 +370,34 @@ mod tests {
                 0i64..4_000_000_000_000,
                 -90.0f64..90.0,
                 -180.0f64..180.0,
-                (optional(0.0..80.0), optional(0.0..360.0), optional(0.0..100.0)),
-                (proptest::option::of(any::<u64>()), proptest::option::of("[a-z]{1,30}")),
+                (
+                    optional(0.0..80.0),
+                    optional(0.0..360.0),
+                    optional(0.0..100.0),
+                ),
+                (
+                    proptest::option::of(any::<u64>()),
+                    proptest::option::of("[a-z]{1,30}"),
+                ),
             )
-                .prop_map(|(device_id, ts_ms, lat, lon, (speed, heading, battery), (seq, owner))| {
-                    Reading {
-                        device_id,
-                        ts_ms,
-                        lat,
-                        lon,
-                        alt: None,
-                        speed,
-                        heading,
-                        battery,
-                        accuracy: Some(5.0),
-                        seq,
-                        received_at_ms: Some(ts_ms + 1_000),
-                        owner,
-                    }
-                }),
+                .prop_map(
+                    |(device_id, ts_ms, lat, lon, (speed, heading, battery), (seq, owner))| {
+                        Reading {
+                            device_id,
+                            ts_ms,
+                            lat,
+                            lon,
+                            alt: None,
+                            speed,
+                            heading,
+                            battery,
+                            accuracy: Some(5.0),
+                            seq,
+                            received_at_ms: Some(ts_ms + 1_000),
+                            owner,
+                        }
+                    },
+                ),
             1..30,
         )
     }

@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use geotag_aws::stream::StreamEvent as Event;
 use futures::FutureExt;
 use geotag::Reading;
 use geotag::alerts::Alert;
 use geotag::store::{AlertSink, ReadingStore, StoreError};
+use geotag_aws::stream::StreamEvent as Event;
 use geotag_aws::{DynamoAlertLog, DynamoRegistry, DynamoSilenceIndex, SnsAlertSink};
 use geotag_local_cloud::invoker::Invoker;
 use geotag_local_cloud::pump::Pump;

@@ -2,11 +2,11 @@
 //! each alert published once, under duplicates and failed publishes, to the
 //! right customer.
 
-use geotag_aws::stream::StreamRecord;
 use geotag::alerts::{AlertKind, Thresholds};
 use geotag::geofence::{Geofence, Shape};
 use geotag::store::MemoryRegistry;
 use geotag_alerts::{process_schedule, process_stream, process_stream_leased};
+use geotag_aws::stream::StreamRecord;
 use serde_json::{Value, json};
 
 const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z

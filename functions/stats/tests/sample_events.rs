@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use geotag_aws::stream::{StreamEvent, StreamRecord};
 use geotag::stats::{Bucket, Rollup};
 use geotag::store::{MemoryReadingStore, MemoryStatsStore, StatsBody};
+use geotag_aws::stream::{StreamEvent, StreamRecord};
 use geotag_stats::{Stats, handle, process, reading_of};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::json;
