@@ -14,7 +14,24 @@ pub const LOCAL_REGION: &str = "us-east-1";
 /// start (the slow-chain trap of aws-sdk-rust #894). Locally, `AWS_ENDPOINT_URL`
 /// points every client at the emulator.
 pub async fn load() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
+        .load()
+        .await
+}
+
+/// The HTTPS client every SDK client of a stack shares: rustls on `ring`.
+///
+/// The SDK's own default is rustls on aws-lc-rs, whose C library made up a
+/// seventh of each function's code (`cargo bloat`, 2026-12-06); `ring` is
+/// in the workspace for the broker already, and is what rustls was built on
+/// for years. The choice is the workspace's `aws-smithy-http-client`
+/// features: nothing enables the SDK's `default-https-client`.
+pub fn https_client() -> SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 /// SDK configuration for an emulator (moto, LocalStack) or a local Lambda
@@ -22,6 +39,7 @@ pub async fn load() -> SdkConfig {
 /// static dummy credentials, which none of them checks.
 pub async fn for_emulator(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
         .endpoint_url(endpoint)
         .region(Region::new(LOCAL_REGION))
         .credentials_provider(Credentials::new(

@@ -4,7 +4,9 @@
 //! subscriber reads them: JSON lines when `AWS_LAMBDA_LOG_FORMAT=JSON` (each
 //! with the invocation's `requestId` from `lambda_runtime`'s span), the level
 //! from `AWS_LAMBDA_LOG_LEVEL` (the template's `ApplicationLogLevel`), else
-//! `RUST_LOG`, else INFO.
+//! `RUST_LOG`, else INFO. A level, not `EnvFilter`'s per-module directives:
+//! Lambda's log controls set one level, and `EnvFilter` brought the regex
+//! crates into every function (half a megabyte of its code, `cargo bloat`).
 //!
 //! Traces: when the function runs with active tracing, Lambda starts an X-Ray
 //! daemon beside it and names it in `AWS_XRAY_DAEMON_ADDRESS`. Then each
@@ -28,7 +30,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SimpleSpanProcessor, SpanData, SpanProcessor};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, filter_fn};
+use tracing_subscriber::filter::{LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
@@ -77,17 +79,14 @@ where
         .ok()
         .and_then(|level| level.parse::<LevelFilter>().ok())
         .unwrap_or(LevelFilter::INFO);
-    let logs_filter = EnvFilter::builder()
-        .with_default_directive(level.into())
-        .from_env_lossy();
     let logs = fmt::layer()
         .with_target(false)
         .without_time()
         .with_writer(writer);
     let logs = if json {
-        logs.json().with_filter(logs_filter).boxed()
+        logs.json().with_filter(level).boxed()
     } else {
-        logs.with_filter(logs_filter).boxed()
+        logs.with_filter(level).boxed()
     };
 
     let provider = daemon.and_then(|address| match XrayDaemonClient::new(address) {
