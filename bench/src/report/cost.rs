@@ -48,6 +48,7 @@ pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
             output_dir: None,
             via,
             publish_speedup: None,
+            stepped: None,
         })
         .await?;
         if !summary.ok {

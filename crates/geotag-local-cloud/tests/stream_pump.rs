@@ -295,3 +295,119 @@ async fn rate_schedules_tick_with_their_input_sped_up() {
     assert_eq!(ticks[0]["detail-type"], "Scheduled Event");
     assert_eq!(ticks[0]["detail"], json!({"job": "silence-check"}));
 }
+
+/// A stepped run plays batching exactly: nothing is taken before a step
+/// opens; then ingest takes the whole queue in batches of its BatchSize,
+/// and only after it the probe takes the whole stream in batches of its
+/// BatchSize (8), whatever the clock did meanwhile.
+#[tokio::test]
+async fn a_stepped_run_takes_each_source_whole_in_full_batches_in_turn() {
+    let template = template_with_probe();
+    let local = LocalStack::start(&Options {
+        template: Some(template.0.clone()),
+        ..Options::default()
+    })
+    .await
+    .expect("local stack");
+    let table = local.stack.reference("TelemetryTable").unwrap().to_owned();
+    let queue = local.stack.reference("IngestQueue").unwrap().to_owned();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&local.sdk);
+    let sqs = aws_sdk_sqs::Client::new(&local.sdk);
+
+    // (function, records) of each invocation, in the order they began.
+    let seen: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
+    let invoker = {
+        let seen = Arc::clone(&seen);
+        Invoker::Closure(Arc::new(move |function, event: Value| {
+            let seen = Arc::clone(&seen);
+            let name = function.logical_id.clone();
+            async move {
+                let records = event["Records"].as_array().map_or(0, Vec::len);
+                seen.lock().unwrap().push((name, records));
+                // Slow enough that a free-running poller would batch differently.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Ok(json!({ "batchItemFailures": [] }))
+            }
+            .boxed()
+        }))
+    };
+    let pump = Pump::start_with(
+        &local.stack,
+        &local.sdk,
+        invoker,
+        PumpOptions {
+            play_schedules: false,
+            stages: vec!["IngestFunction".into(), "StreamProbeFunction".into()],
+            ..PumpOptions::default()
+        },
+    );
+    let of = |function: &str| -> Vec<usize> {
+        (seen.lock().unwrap().iter())
+            .filter(|(name, _)| name == function)
+            .map(|(_, records)| *records)
+            .collect()
+    };
+    let ingest_batch = local.stack.functions["IngestFunction"]
+        .events
+        .iter()
+        .find_map(|source| match source {
+            geotag_local_cloud::provision::EventSource::Sqs(sqs) => Some(sqs.batch_size),
+            _ => None,
+        });
+    assert_eq!(
+        ingest_batch,
+        Some(100),
+        "the template's IngestBatchSize default"
+    );
+
+    for step in 0..2 {
+        let messages = [130, 7][step];
+        let items = [20, 5][step];
+        for i in 0..messages {
+            sqs.send_message()
+                .queue_url(&queue)
+                .message_body(format!("{{\"step\": {step}, \"i\": {i}}}"))
+                .send()
+                .await
+                .unwrap();
+        }
+        for i in 0..items {
+            put(&dynamodb, &table, &format!("{step}-{i:02}"), "50").await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = seen.lock().unwrap().len();
+        assert_eq!(
+            (of("IngestFunction").len(), of("StreamProbeFunction").len()),
+            ([0, 2][step], [0, 3][step]),
+            "nothing is taken before its step opens"
+        );
+        pump.play_step(Duration::from_secs(60)).await.unwrap();
+        let invocations: Vec<(String, usize)> = seen.lock().unwrap()[before..].to_vec();
+        let (ingest, probe): (Vec<_>, Vec<_>) = invocations
+            .iter()
+            .filter(|(name, _)| name != "StatsFunction")
+            .partition(|(name, _)| name == "IngestFunction");
+        let sizes = |batches: Vec<&(String, usize)>| -> Vec<usize> {
+            batches.iter().map(|(_, n)| *n).collect()
+        };
+        assert_eq!(
+            sizes(ingest),
+            [vec![100, 30], vec![7]][step],
+            "{invocations:?}"
+        );
+        assert_eq!(
+            sizes(probe),
+            [vec![8, 8, 4], vec![5]][step],
+            "{invocations:?}"
+        );
+        // Every ingest batch began before the first probe batch.
+        let first_probe = invocations
+            .iter()
+            .position(|(name, _)| name == "StreamProbeFunction");
+        let last_ingest = invocations
+            .iter()
+            .rposition(|(name, _)| name == "IngestFunction");
+        assert!(last_ingest < first_probe, "{invocations:?}");
+    }
+    pump.stop().await;
+}

@@ -56,7 +56,15 @@ pub struct DemoOptions {
     /// then arrives as fast as it was sent); `None`: as fast as the ingest
     /// queue's depth allows.
     pub publish_speedup: Option<f64>,
+    /// Play batching exactly (the pump's stepped runs): publish this much
+    /// of the fleet's time at once, then let ingest, stats and alerts each
+    /// take it all in batches of their `BatchSize`, one after another.
+    /// `None`: the pump runs free and publishing is paced by the queue.
+    pub stepped: Option<Duration>,
 }
+
+/// The functions a stepped run opens in turn, in the flow's order.
+pub const STEPPED_STAGES: [&str; 3] = ["IngestFunction", "StatsFunction", "AlertsFunction"];
 
 /// The faults of a chaos run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -125,6 +133,10 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         PumpOptions {
             time_scale: options.time_scale,
             play_schedules: false,
+            stages: match options.stepped {
+                Some(_) => STEPPED_STAGES.map(str::to_owned).to_vec(),
+                None => Vec::new(),
+            },
             ..PumpOptions::default()
         },
     );
@@ -413,6 +425,32 @@ async fn publish_and_drain(
         None => println!("  edge        SNS Publish, as a gateway (--via sns)"),
     }
     let started = Instant::now();
+    if let Some(step) = options.stepped {
+        let step_ms = step.as_millis().max(1) as i64;
+        let first_ms = plan.messages.iter().map(|m| m.send_ms).min().unwrap_or(0);
+        let mut steps: std::collections::BTreeMap<i64, Vec<simulate::Message>> =
+            std::collections::BTreeMap::new();
+        for message in &plan.messages {
+            (steps
+                .entry((message.send_ms - first_ms) / step_ms)
+                .or_default())
+            .push(message.clone());
+        }
+        println!(
+            "  stepped     {} steps of {:?} of the fleet's time: each published whole, then taken by ingest, stats and alerts in turn, in batches of their BatchSize",
+            steps.len(),
+            step
+        );
+        for messages in steps.values() {
+            edge.publish(messages, false, None).await?;
+            pump.play_step(options.drain_timeout).await?;
+        }
+        let publishing = started.elapsed();
+        return Ok(Timings {
+            publishing,
+            publish_to_drained: publishing,
+        });
+    }
     let schedule = options.publish_speedup.map(|speedup| {
         println!(
             "  pace        the readings' own, {speedup:.1} times faster: the fleet's normal rate is {:.1} messages a second",

@@ -298,6 +298,7 @@ async fn the_demo_stores_every_valid_reading_once_and_dead_letters_the_rest() {
         output_dir: None,
         via: Default::default(),
         publish_speedup: None,
+        stepped: None,
     })
     .await
     .expect("the demo runs");
@@ -484,6 +485,7 @@ async fn the_chaos_run_loses_nothing_and_counts_nothing_twice() {
         output_dir: None,
         via: Default::default(),
         publish_speedup: None,
+        stepped: None,
     })
     .await
     .expect("the chaos run runs");

@@ -76,6 +76,7 @@ async fn the_map_draws_every_device_and_every_alert_in_chromium() {
         output_dir: Some(output.path().to_owned()),
         via: Default::default(),
         publish_speedup: None,
+        stepped: None,
     })
     .await
     .expect("the demo runs");

@@ -57,6 +57,7 @@ pub async fn run(args: ChaosArgs) -> Result<()> {
         output_dir: None,
         via: args.via,
         publish_speedup,
+        stepped: None,
     })
     .await?;
     ensure!(

@@ -20,6 +20,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         output_dir: None,
         via: args.via,
         publish_speedup: None,
+        stepped: None,
     })
     .await?;
     ensure!(summary.ok, "the audit found differences");

@@ -29,6 +29,21 @@
 //! DynamoDB streams and schedules are played by [`stream`] and [`schedule`],
 //! whose documentation gives their semantics; [`filter`] implements event
 //! filtering patterns.
+//!
+//! # Stepped runs
+//!
+//! Free-running, the pump's batches depend on how fast moto, the publisher
+//! and the functions happen to be: two runs of the same fleet batch it
+//! differently, and the requests a reading costs change with it (stats'
+//! work is per tag and batch). A stepped run ([`PumpOptions::stages`])
+//! plays batching exactly instead: the caller publishes a step of traffic
+//! (a minute of the fleet's readings, say) and calls [`Pump::play_step`],
+//! which opens the named functions' event sources one after another in the
+//! flow's order, each taking everything its source holds in batches of
+//! `BatchSize` (a batch ends when it is full or the source has no more, never
+//! on a timer), and waits for each to finish before opening the next. That is
+//! what Lambda delivers when every source's batching window covers the step
+//! and its `BatchSize` is the only limit.
 
 pub mod filter;
 pub mod schedule;
@@ -119,7 +134,7 @@ impl PumpStats {
 }
 
 /// How the pump plays time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PumpOptions {
     /// Schedules run this many times faster than their rate says.
     pub time_scale: f64,
@@ -130,6 +145,10 @@ pub struct PumpOptions {
     /// Plays a split of every stream shard after this many of its records,
     /// as DynamoDB splits a hot partition's shard (see [`stream`]).
     pub split_shards_after: Option<usize>,
+    /// A stepped run (see the module): the functions (logical ids) whose
+    /// event sources wait for [`Pump::play_step`], in the order it opens
+    /// them. Empty: every source runs free.
+    pub stages: Vec<String>,
 }
 
 impl Default for PumpOptions {
@@ -138,8 +157,62 @@ impl Default for PumpOptions {
             time_scale: 1.0,
             play_schedules: true,
             split_shards_after: None,
+            stages: Vec::new(),
         }
     }
+}
+
+/// A stepped run's hold on one function's event sources: each of its pollers
+/// takes records only while a step it has not finished is open.
+#[derive(Clone)]
+pub(crate) struct Gate {
+    opened: watch::Receiver<u64>,
+    /// The last step each poller (by name) finished.
+    finished: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
+}
+
+impl Gate {
+    /// Waits for a step `poller` has not finished; `None` once shut down.
+    pub(crate) async fn next_step(
+        &mut self,
+        poller: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<u64> {
+        let done = *self
+            .finished
+            .lock()
+            .expect("gate lock")
+            .entry(poller.to_owned())
+            .or_insert(0);
+        loop {
+            let open = *self.opened.borrow_and_update();
+            if open > done {
+                return Some(open);
+            }
+            if *shutdown.borrow() {
+                return None;
+            }
+            tokio::select! {
+                changed = self.opened.changed() => if changed.is_err() { return None },
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// `poller` has taken every record of `step` its source held.
+    pub(crate) fn finish(&self, poller: &str, step: u64) {
+        self.finished
+            .lock()
+            .expect("gate lock")
+            .insert(poller.to_owned(), step);
+    }
+}
+
+/// The pump's side of a [`Gate`].
+struct Stage {
+    function: String,
+    open: watch::Sender<u64>,
+    finished: Arc<std::sync::Mutex<BTreeMap<String, u64>>>,
 }
 
 /// The running pump: one poller per event source.
@@ -149,6 +222,7 @@ pub struct Pump {
     pub stats: Arc<PumpStats>,
     queues: Vec<String>,
     sqs: aws_sdk_sqs::Client,
+    stages: Vec<Stage>,
 }
 
 impl Pump {
@@ -169,7 +243,21 @@ impl Pump {
         let streams = aws_sdk_dynamodbstreams::Client::new(sdk);
         let mut tasks = JoinSet::new();
         let mut queues = Vec::new();
+        let stages: Vec<Stage> = (options.stages.iter())
+            .map(|function| Stage {
+                function: function.clone(),
+                open: watch::channel(0).0,
+                finished: Arc::default(),
+            })
+            .collect();
+        let gate_of = |function: &str| {
+            (stages.iter().find(|stage| stage.function == function)).map(|stage| Gate {
+                opened: stage.open.subscribe(),
+                finished: Arc::clone(&stage.finished),
+            })
+        };
         for function in stack.functions.values() {
+            let gate = gate_of(&function.logical_id);
             for source in &function.events {
                 match source {
                     EventSource::Sqs(source) => {
@@ -181,6 +269,7 @@ impl Pump {
                             invoker.clone(),
                             Arc::clone(&stats),
                             watcher.clone(),
+                            gate.clone(),
                         ));
                     }
                     EventSource::DynamoDb(source) => {
@@ -192,6 +281,7 @@ impl Pump {
                             invoker: invoker.clone(),
                             stats: Arc::clone(&stats),
                             split_after: options.split_shards_after,
+                            gate: gate.clone(),
                         };
                         // Busy until its first look at the stream: records
                         // written before the pump started are not yet read,
@@ -221,7 +311,47 @@ impl Pump {
             stats,
             queues,
             sqs,
+            stages,
         }
+    }
+
+    /// A stepped run's step (see the module): opens each stage's event
+    /// sources in turn, waits until each of its pollers has taken all its
+    /// source held and every invocation has ended, then opens the next.
+    /// Fails if the pipeline is not drained at the end: a stepped run plays
+    /// clean traffic, and a record left for a retry would wait for a later
+    /// step, which is not the batching it claims to play.
+    pub async fn play_step(&self, timeout: Duration) -> Result<()> {
+        let started = tokio::time::Instant::now();
+        for stage in &self.stages {
+            let step = *stage.open.borrow() + 1;
+            stage.open.send_replace(step);
+            loop {
+                let finished = {
+                    let finished = stage.finished.lock().expect("gate lock");
+                    !finished.is_empty() && finished.values().all(|done| *done >= step)
+                };
+                if finished
+                    && self.stats.in_flight.load(Ordering::SeqCst) == 0
+                    && self.stats.busy_streams.load(Ordering::SeqCst) == 0
+                {
+                    break;
+                }
+                if started.elapsed() > timeout {
+                    bail!(
+                        "{}'s event sources did not finish step {step} within {timeout:?}",
+                        stage.function
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        if !self.is_drained().await? {
+            bail!(
+                "records are left after a step (a failure waiting for its retry): a stepped run expects clean traffic"
+            );
+        }
+        Ok(())
     }
 
     /// Whether every source queue is empty (visible and in flight) and no

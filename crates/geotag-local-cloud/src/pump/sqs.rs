@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::{DEFAULT_CONCURRENCY, IDLE_POLL, PumpStats};
+use super::{DEFAULT_CONCURRENCY, Gate, IDLE_POLL, PumpStats};
 use crate::emulator::REGION;
 use crate::invoker::Invoker;
 use crate::provision::{FunctionSpec, SqsSource};
@@ -24,7 +24,11 @@ pub(super) async fn poll_sqs(
     invoker: Invoker,
     stats: Arc<PumpStats>,
     mut shutdown: watch::Receiver<bool>,
+    mut gate: Option<Gate>,
 ) {
+    let poller = source.queue_url.clone();
+    // The step being played, in a stepped run.
+    let mut step: Option<u64> = None;
     let concurrency = Arc::new(Semaphore::new(
         source
             .maximum_concurrency
@@ -38,13 +42,21 @@ pub(super) async fn poll_sqs(
         if *shutdown.borrow() {
             break;
         }
+        if let Some(gate) = gate.as_mut()
+            && step.is_none()
+        {
+            step = gate.next_step(&poller, &mut shutdown).await;
+            if step.is_none() {
+                break;
+            }
+        }
         let Ok(permit) = Arc::clone(&concurrency).acquire_owned().await else {
             break;
         };
         // Counted before receiving, so that a batch between receive and
         // invoke never looks like a drained pipeline.
         stats.in_flight.fetch_add(1, Ordering::SeqCst);
-        let batch = match gather(&sqs, &source).await {
+        let batch = match gather(&sqs, &source, step.is_some()).await {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::warn!(queue = %source.queue_url, error = %format!("{error:#}"), "receive failed");
@@ -54,6 +66,10 @@ pub(super) async fn poll_sqs(
         if batch.is_empty() {
             stats.in_flight.fetch_sub(1, Ordering::SeqCst);
             drop(permit);
+            if let (Some(gate), Some(done)) = (&gate, step.take()) {
+                gate.finish(&poller, done);
+                continue;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(IDLE_POLL) => {}
                 _ = shutdown.changed() => {}
@@ -79,10 +95,12 @@ pub(super) async fn poll_sqs(
     while invocations.join_next().await.is_some() {}
 }
 
-/// Receives up to `BatchSize` records within the batching window.
+/// Receives up to `BatchSize` records within the batching window; in a
+/// stepped run, until the batch is full or the queue has no more.
 async fn gather(
     sqs: &aws_sdk_sqs::Client,
     source: &SqsSource,
+    stepped: bool,
 ) -> Result<Vec<aws_sdk_sqs::types::Message>> {
     let window = Duration::from_secs(source.batching_window_secs);
     let started = tokio::time::Instant::now();
@@ -131,11 +149,12 @@ async fn gather(
             }
             return Ok(batch);
         }
-        if batch.is_empty()
-            || batch.len() >= source.batch_size
-            || window.is_zero()
-            || started.elapsed() >= window
-        {
+        let window_closed = if stepped {
+            !got_some
+        } else {
+            window.is_zero() || started.elapsed() >= window
+        };
+        if batch.is_empty() || batch.len() >= source.batch_size || window_closed {
             return Ok(batch);
         }
         if !got_some {

@@ -43,7 +43,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{IDLE_POLL, PumpStats, filter};
+use super::{Gate, IDLE_POLL, PumpStats, filter};
 use crate::emulator::{ACCOUNT_ID, REGION};
 use crate::invoker::{Invoker, request_id};
 use crate::provision::{FunctionSpec, StartingPosition, StreamSource};
@@ -60,6 +60,8 @@ pub(super) struct StreamPoller {
     pub stats: Arc<PumpStats>,
     /// Plays a split of each shard after this many of its records.
     pub split_after: Option<usize>,
+    /// A stepped run's gate (see [`super::Pump::play_step`]).
+    pub gate: Option<Gate>,
 }
 
 /// Where a record is processed: the shard (or, after a split, which child)
@@ -170,7 +172,7 @@ impl StreamPoller {
         Ok(request.send().await?.shard_iterator)
     }
 
-    async fn shard_worker(self: Arc<Self>, shard: String, shutdown: watch::Receiver<bool>) {
+    async fn shard_worker(self: Arc<Self>, shard: String, mut shutdown: watch::Receiver<bool>) {
         // Counted busy by the poller when it spawned this worker.
         let mut busy = true;
         let mut set_busy = |now: bool, stats: &PumpStats| {
@@ -191,10 +193,24 @@ impl StreamPoller {
         let mut records_read = 0usize;
         let mut split = false;
         let mut child_counts = [0u64; 2];
+        let mut gate = self.gate.clone();
+        let poller = format!("{}/{shard}", self.source.stream_arn);
+        // The step being played, in a stepped run.
+        let mut step: Option<u64> = None;
         loop {
             let nothing_pending = lanes.values().all(|lane| lane.pending.is_empty());
             if *shutdown.borrow() && nothing_pending {
                 break;
+            }
+            if let Some(gate) = gate.as_mut()
+                && step.is_none()
+            {
+                set_busy(false, &self.stats);
+                step = gate.next_step(&poller, &mut shutdown).await;
+                if step.is_none() {
+                    break;
+                }
+                set_busy(true, &self.stats);
             }
             if iterator.is_none() {
                 match self.iterator(&shard, last_read.as_deref()).await {
@@ -274,11 +290,16 @@ impl StreamPoller {
                 }
                 lane.pending.push(json);
             }
+            // A stepped run's batch ends when it is full or the shard has no
+            // more, never on the clock.
+            let window_closed = |lane: &Lane| match step {
+                Some(_) => !got_some,
+                None => window.is_zero() || lane.since.elapsed() >= window,
+            };
             let ready = lanes.values().any(|lane| {
                 !lane.pending.is_empty()
                     && (lane.pending.len() >= self.source.batch_size
-                        || window.is_zero()
-                        || lane.since.elapsed() >= window
+                        || window_closed(lane)
                         || *shutdown.borrow())
             });
             if ready {
@@ -287,6 +308,13 @@ impl StreamPoller {
                 continue;
             }
             let nothing_pending = lanes.values().all(|lane| lane.pending.is_empty());
+            if !got_some
+                && nothing_pending
+                && let (Some(gate), Some(done)) = (&gate, step.take())
+            {
+                gate.finish(&poller, done);
+                continue;
+            }
             if !got_some {
                 // Caught up with the shard: nothing read, nothing held back.
                 set_busy(!nothing_pending, &self.stats);
