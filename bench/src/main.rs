@@ -36,6 +36,15 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         requests: usize,
     },
+    /// The three functions of each build side by side, in one run: cold
+    /// starts, memory on their largest batches, binary sizes.
+    Footprint {
+        /// LABEL=DIR of a release build (holding ingest, stats and alerts; repeat to compare).
+        #[arg(long = "build", value_parser = labelled_path, required = true)]
+        builds: Vec<(String, PathBuf)>,
+        #[arg(long, default_value_t = 5)]
+        cold_starts: usize,
+    },
     /// Starts builds of a function side by side, cold, with and without an
     /// X-Ray daemon, and tables init, first answer, RSS and size.
     Cold {
@@ -91,6 +100,15 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 geotag_bench::report::api_load(clients, requests).await?
             );
+            Ok(())
+        }
+        Command::Footprint {
+            builds,
+            cold_starts,
+        } => {
+            let root = geotag_local_cloud::project::root()?;
+            let table = geotag_bench::report::compare_builds(&root, &builds, cold_starts).await?;
+            println!("{table}");
             Ok(())
         }
         Command::Cold { binaries, runs } => {

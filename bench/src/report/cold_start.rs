@@ -58,7 +58,7 @@ pub(crate) const FUNCTION_ENV: [(&str, &str); 15] = [
 ];
 
 pub(super) async fn cold_starts(options: &Options) -> Result<String> {
-    let mut cases = cold_cases(options).await?;
+    let mut cases = cold_cases(options, &options.root.join("target/release")).await?;
     let sandbox = Sandbox::start().await?;
     let mut table = String::new();
     writeln!(
@@ -90,10 +90,41 @@ pub(super) async fn cold_starts(options: &Options) -> Result<String> {
     Ok(table)
 }
 
-/// The three functions and the Python baseline, each with a small event and
-/// its largest ones.
-async fn cold_cases(options: &Options) -> Result<[ColdCase; 4]> {
-    let release = options.root.join("target/release");
+/// `geotag-bench footprint`: the three functions of each build (a directory
+/// holding `ingest`, `stats` and `alerts`), side by side in one run, each
+/// started cold on its small event and once on each of its largest.
+pub async fn compare_builds(
+    root: &Path,
+    builds: &[(String, PathBuf)],
+    cold_starts: usize,
+) -> Result<String> {
+    let options = Options {
+        root: root.to_owned(),
+        out: PathBuf::from("target/bench"),
+        readings: 0,
+        cold_starts,
+    };
+    let sandbox = Sandbox::start().await?;
+    let mut table = String::from(
+        "| build | function | init (median) | first answer (median / min) | RSS, 10 records | peak RSS, largest batch | binary x86_64 | binary arm64 |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (label, dir) in builds {
+        let cases = cold_cases(&options, dir).await?;
+        for case in cases.iter().filter(|case| case.binary.is_some()) {
+            if !case.program.exists() {
+                bail!("{} is not built", case.program.display());
+            }
+            let row = cold_row(&sandbox, case, &options).await?;
+            write!(table, "| {label} {row}")?;
+        }
+    }
+    Ok(table)
+}
+
+/// The three functions (their binaries in `release`) and the Python
+/// baseline, each with a small event and its largest ones.
+async fn cold_cases(options: &Options, release: &Path) -> Result<[ColdCase; 4]> {
     // The alerts' events come from running stats on a runtime of its own.
     let (ingest_single, ingest_batched, stats_small, stats_large, alerts_small, changes) =
         tokio::task::spawn_blocking(|| {

@@ -17,6 +17,7 @@ mod api;
 mod cold_start;
 mod cost;
 
+pub use cold_start::compare_builds;
 pub(crate) use cold_start::{FUNCTION_ENV, check_answer};
 
 pub struct Options {
