@@ -11,17 +11,51 @@ use super::HotPaths;
 /// A local run's counts, for one kind of device and one path to the topic.
 pub struct RequestRun {
     pub readings_per_message: usize,
+    /// Played in steps of the fleet's time ([`STEP`]): batching exact, the
+    /// run the cost tables price. Otherwise free-running, for throughput.
+    pub stepped: bool,
     pub summary: geotag_simulation::summary::Summary,
 }
 
+/// The fleet's time a counting run publishes at once before ingest, stats
+/// and alerts take it in turn (see `geotag_local_cloud::pump`'s stepped
+/// runs): a minute, the tags' reading interval.
+pub const STEP: Duration = Duration::from_secs(60);
+
+/// Counting runs of each kind, to show that they agree.
+const REPEATS: usize = 2;
+
+/// The batching the cost tables assume, as the report states it.
+pub(super) fn batching_assumption() -> String {
+    format!(
+        "Batching as Lambda delivers it when each event source's batching window covers a minute of \
+         the fleet's traffic: the fleet is published a minute of its time at a time ({}s steps), then \
+         ingest takes the whole queue, stats the whole Telemetry stream and alerts the whole \
+         DeviceStats stream, one after another, each in batches of its BatchSize (the template's: \
+         ingest 100, stats 500, alerts 100), a batch ending when full or when its source is empty. \
+         A tag reading once a minute is then in one stats batch per reading, as it is at any fleet \
+         size whose minute of traffic fills batches before the window closes. The readings are \
+         yesterday's, 12:30 to 13:19 UTC, so that every run meets the same hour and day boundaries.",
+        STEP.as_secs()
+    )
+}
+
 /// The counting runs: single-reading and batching tags published to SNS as
-/// a gateway would, then the single-reading fleet again over MQTT through
-/// the local broker and its topic rule, for the edge's throughput beside
-/// SNS's. The same fleet (seed, size) for both paths.
+/// a gateway would, each played in steps [`REPEATS`] times; then the
+/// single-reading fleet free-running, through SNS and over MQTT through the
+/// local broker and its topic rule, for the edge's throughput. The same
+/// fleet (seed, size) for all.
 pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
     use geotag_simulation::edge::Via;
+    const DAY_MS: i64 = 86_400_000;
+    let yesterday = (geotag::clock::now_ms().div_euclid(DAY_MS) - 1) * DAY_MS;
     let mut runs = Vec::new();
-    for (per_message, via) in [(1, Via::Sns), (50, Via::Sns), (1, Via::Mqtt)] {
+    let mut kinds: Vec<(usize, Via, bool)> = Vec::new();
+    for per_message in [1, 50] {
+        kinds.extend(std::iter::repeat_n((per_message, Via::Sns, true), REPEATS));
+    }
+    kinds.extend([(1, Via::Sns, false), (1, Via::Mqtt, false)]);
+    for (per_message, via, stepped) in kinds {
         let fleet = geotag_simulation::simulate::FleetConfig {
             devices: readings.div_ceil(50).max(1),
             readings_per_device: 50,
@@ -29,12 +63,17 @@ pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
             bad_ratio: 0.0,
             dup_ratio: 0.0,
             seed: 5,
-            end_ms: geotag::clock::now_ms(),
+            end_ms: if stepped {
+                yesterday + (13 * 60 + 19) * 60_000
+            } else {
+                geotag::clock::now_ms()
+            },
             readings_per_message: Some(per_message),
             flood: None,
         };
         println!(
-            "\nbench: a local run of {readings} readings, {per_message} per message, via {via:?}, counting requests"
+            "\nbench: a local run of {readings} readings, {per_message} per message, via {via:?}, {}, counting requests",
+            if stepped { "stepped" } else { "free-running" }
         );
         let summary = geotag_simulation::demo::run(geotag_simulation::demo::DemoOptions {
             stack: geotag_local_cloud::stack::Options::default(),
@@ -48,7 +87,7 @@ pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
             output_dir: None,
             via,
             publish_speedup: None,
-            stepped: None,
+            stepped: stepped.then_some(STEP),
         })
         .await?;
         if !summary.ok {
@@ -56,16 +95,90 @@ pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
         }
         runs.push(RequestRun {
             readings_per_message: per_message,
+            stepped,
             summary,
         });
     }
     Ok(runs)
 }
 
-/// The gateway (SNS) runs: the ones the request and cost tables price, since
-/// the functions' requests do not depend on the path a message came by.
-fn sns_runs(runs: &[RequestRun]) -> impl Iterator<Item = &RequestRun> {
-    (runs.iter()).filter(|run| run.summary.via == geotag_simulation::edge::Via::Sns)
+/// The runs the request and cost tables price: the first stepped run of
+/// each kind (the functions' requests do not depend on the path a message
+/// came by).
+fn cost_runs(runs: &[RequestRun]) -> Vec<&RequestRun> {
+    let mut priced: Vec<&RequestRun> = Vec::new();
+    for run in runs.iter().filter(|run| run.stepped) {
+        if !priced
+            .iter()
+            .any(|p| p.readings_per_message == run.readings_per_message)
+        {
+            priced.push(run);
+        }
+    }
+    priced
+}
+
+/// The stepped runs of each kind side by side: their totals, and how far
+/// apart they are (the figure holds still if within 5%).
+pub(super) fn agreement_table(runs: &[RequestRun], hot: &HotPaths) -> String {
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "## Do two counting runs agree?\n\nEach kind of fleet counted {REPEATS} times in steps, \
+         priced alike (the gateway's total).\n"
+    );
+    let _ = writeln!(
+        table,
+        "| readings a message | runs' totals per million | stats write units a reading | Queries a reading | spread |"
+    );
+    let _ = writeln!(table, "|---:|---|---|---|---:|");
+    for per_message in [1, 50] {
+        let kind: Vec<&RequestRun> = (runs.iter())
+            .filter(|run| run.stepped && run.readings_per_message == per_message)
+            .collect();
+        if kind.is_empty() {
+            continue;
+        }
+        let totals: Vec<f64> = kind
+            .iter()
+            .map(|run| Cost::of(run, hot, false).total())
+            .collect();
+        let stats_units: Vec<String> = (kind.iter())
+            .map(|run| {
+                let units: f64 = (run.summary.write_units.iter())
+                    .filter(|(name, _)| name.contains("device-stats"))
+                    .map(|(_, units)| units.units)
+                    .sum();
+                format!("{:.4}", per_reading(run, units))
+            })
+            .collect();
+        let queries: Vec<String> = (kind.iter())
+            .map(|run| {
+                let count = (run.summary.requests)
+                    .get(&("dynamodb".to_owned(), "Query".to_owned()))
+                    .copied()
+                    .unwrap_or(0);
+                format!("{:.4}", per_reading(run, count as f64))
+            })
+            .collect();
+        let (low, high) = totals
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(low, high), t| (low.min(*t), high.max(*t)));
+        let _ = writeln!(
+            table,
+            "| {per_message} | {} | {} | {} | {:.2}% |",
+            totals
+                .iter()
+                .map(|t| format!("${t:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            stats_units.join(", "),
+            queries.join(", "),
+            100.0 * (high - low) / low.max(1e-9)
+        );
+    }
+    let _ = writeln!(table);
+    table
 }
 
 /// Messages a second from the first publish to the topic accepting the
@@ -87,7 +200,7 @@ pub(super) fn edge_throughput_table(runs: &[RequestRun]) -> String {
         "| path | readings a message | messages | accepted (s) | messages/s accepted | stored (s) | messages/s stored |"
     );
     let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|---:|");
-    for run in runs {
+    for run in runs.iter().filter(|run| !run.stepped) {
         let summary = &run.summary;
         let path = match summary.via {
             geotag_simulation::edge::Via::Sns => "SNS Publish (gateway)",
@@ -114,12 +227,13 @@ fn per_reading(run: &RequestRun, count: f64) -> f64 {
 }
 
 pub(super) fn requests_table(runs: &[RequestRun]) -> String {
-    let runs: Vec<&RequestRun> = sns_runs(runs).collect();
+    let runs = cost_runs(runs);
     let mut table = String::new();
     let _ = writeln!(
         table,
         "## AWS requests per stored reading\n\nCounted at the functions' HTTP client in a local run \
-         (moto), clean traffic, 50 readings per tag a minute apart.\n"
+         (moto), clean traffic, 50 readings per tag a minute apart. {}\n",
+        batching_assumption()
     );
     let _ = write!(table, "| request |");
     for run in &runs {
@@ -248,32 +362,10 @@ pub(super) fn cost_table(runs: &[RequestRun], hot: &HotPaths) -> String {
         assume::ALERTS_BATCH
     );
     let mut columns: Vec<(String, Cost)> = Vec::new();
-    for run in sns_runs(runs) {
-        let id = if run.readings_per_message == 1 {
-            "ingest/single/100"
-        } else {
-            "ingest/batched50/100"
-        };
-        let ingest_ns = hot.rust_ns.get(id).copied().unwrap_or(0.0);
-        let stats_ns = hot
-            .rust_ns
-            .get("stats/stream/10000")
-            .copied()
-            .unwrap_or(0.0);
-        let alerts_ns = hot
-            .rust_ns
-            .get("alerts/latest-changes/10000")
-            .copied()
-            .unwrap_or(0.0);
+    for run in cost_runs(runs) {
         let label = format!("{} per message", run.readings_per_message);
-        columns.push((
-            format!("geotag, {label}"),
-            Cost::of(run, ingest_ns, stats_ns, alerts_ns, false),
-        ));
-        columns.push((
-            format!("naive, {label}"),
-            Cost::of(run, ingest_ns, stats_ns, alerts_ns, true),
-        ));
+        columns.push((format!("geotag, {label}"), Cost::of(run, hot, false)));
+        columns.push((format!("naive, {label}"), Cost::of(run, hot, true)));
     }
     let _ = write!(table, "| per million readings |");
     for (name, _) in &columns {
@@ -339,8 +431,18 @@ impl Cost {
         self.total() + self.iot_messaging + self.iot_rules + self.iot_connectivity
     }
 
-    fn of(run: &RequestRun, ingest_ns: f64, stats_ns: f64, alerts_ns: f64, naive: bool) -> Cost {
+    /// What a million readings cost at `run`'s counts, with the handlers'
+    /// time from the hot paths; `naive`: the naive design's requests instead.
+    fn of(run: &RequestRun, hot: &HotPaths, naive: bool) -> Cost {
         const MILLION: f64 = 1e6;
+        let ns = |id: &str| hot.rust_ns.get(id).copied().unwrap_or(0.0);
+        let ingest_ns = ns(if run.readings_per_message == 1 {
+            "ingest/single/100"
+        } else {
+            "ingest/batched50/100"
+        });
+        let stats_ns = ns("stats/stream/10000");
+        let alerts_ns = ns("alerts/latest-changes/10000");
         let summary = &run.summary;
         let stored = summary.readings_stored.max(1) as f64;
         let per_reading = |n: f64| n / stored;

@@ -55,6 +55,7 @@ pub async fn run(options: &Options) -> Result<String> {
         out.push_str(&cost::edge_throughput_table(&runs));
         out.push_str(&cost::requests_table(&runs));
         out.push_str(&cost::cost_table(&runs, &hot));
+        out.push_str(&cost::agreement_table(&runs, &hot));
         out.push_str(&api::load_table(8, 20).await?);
     }
     Ok(out)
