@@ -9,6 +9,7 @@ use geotag::store::{MemoryStatsStore, StatsBody};
 use geotag_aws::device_stats::stats_item;
 use geotag_aws::stream::StreamRecord;
 use geotag_aws::telemetry::reading_item;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 /// The clock every benchmark runs at: 2026-11-21T08:00:00Z.
@@ -257,7 +258,7 @@ pub fn latest_changes_event(readings: &[Reading], batch: usize) -> String {
     let mut records = Vec::new();
     for (number, chunk) in readings.chunks(batch.max(1)).enumerate() {
         let before = latest_images(&stats.store);
-        let event: geotag_aws::stream::StreamEvent =
+        let event: geotag_aws::telemetry::TelemetryStreamEvent =
             serde_json::from_str(&telemetry_stream_event_from(chunk, number * batch.max(1)))
                 .expect("a stream event");
         runtime.block_on(geotag_stats::process(&stats, &event.records));
@@ -329,8 +330,8 @@ fn item_json(
 }
 
 /// Parses an event the way the runtime does, for the benches' setup.
-pub fn stream_records(event: &str) -> Vec<StreamRecord> {
-    serde_json::from_str::<geotag_aws::stream::StreamEvent>(event)
+pub fn stream_records<I: DeserializeOwned + Default>(event: &str) -> Vec<StreamRecord<I>> {
+    serde_json::from_str::<geotag_aws::stream::StreamEvent<I>>(event)
         .expect("a stream event")
         .records
 }

@@ -49,14 +49,17 @@ fn alerts() -> geotag_alerts::Alerts<MemoryRegistry, MemoryAlerts, MemoryAlerts,
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(event) = serde_json::from_slice::<geotag_aws::stream::StreamEvent>(data) else {
+    // The functions' typed images first: each must read or refuse, not panic.
+    if let Ok(event) = serde_json::from_slice::<geotag_aws::telemetry::TelemetryStreamEvent>(data) {
+        for record in &event.records {
+            let _ = geotag_stats::reading_of(record);
+        }
+    }
+    let Ok(event) = serde_json::from_slice::<geotag_aws::device_stats::DeviceStatsStreamEvent>(data) else {
         // Whatever the alerts' trigger parser makes of it, it must not panic.
         let _ = serde_json::from_slice::<geotag_alerts::Trigger>(data);
         return;
     };
-    for record in &event.records {
-        let _ = geotag_stats::reading_of(record);
-    }
     let alerts = alerts();
     runtime().block_on(async {
         let _ = geotag_alerts::process_stream(&alerts, &event.records).await;

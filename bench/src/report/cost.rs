@@ -161,9 +161,9 @@ pub(super) fn agreement_table(runs: &[RequestRun], hot: &HotPaths) -> String {
                 format!("{:.4}", per_reading(run, count as f64))
             })
             .collect();
-        let (low, high) = totals
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(low, high), t| (low.min(*t), high.max(*t)));
+        let (low, high) = totals.iter().fold((f64::MAX, f64::MIN), |(low, high), t| {
+            (low.min(*t), high.max(*t))
+        });
         let _ = writeln!(
             table,
             "| {per_message} | {} | {} | {} | {:.2}% |",

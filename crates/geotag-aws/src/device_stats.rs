@@ -382,6 +382,16 @@ pub fn stats_item_from<I: ItemView>(item: &I) -> Option<StatsItem> {
     })
 }
 
+impl crate::stream::FromImage for StatsItem {
+    fn from_image(image: &crate::stream::Image) -> Option<StatsItem> {
+        stats_item_from(image)
+    }
+}
+
+/// The table's stream as the alerts read it: each image an item, or `None`.
+pub type DeviceStatsStreamEvent = crate::stream::StreamEvent<crate::stream::ReadAs<StatsItem>>;
+pub type DeviceStatsStreamRecord = crate::stream::StreamRecord<crate::stream::ReadAs<StatsItem>>;
+
 /// An item's attributes, read by type.
 struct Attributes<'a, I>(&'a I);
 

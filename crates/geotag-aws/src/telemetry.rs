@@ -340,6 +340,16 @@ pub fn reading_from_item(item: &impl ItemView) -> Option<Reading> {
     })
 }
 
+impl crate::stream::FromImage for Reading {
+    fn from_image(image: &crate::stream::Image) -> Option<Reading> {
+        reading_from_item(image)
+    }
+}
+
+/// The table's stream as stats reads it: each image a reading, or `None`.
+pub type TelemetryStreamEvent = crate::stream::StreamEvent<crate::stream::ReadAs<Reading>>;
+pub type TelemetryStreamRecord = crate::stream::StreamRecord<crate::stream::ReadAs<Reading>>;
+
 /// What DynamoDB bills a put of the request's item.
 fn request_write_units(request: &WriteRequest) -> u64 {
     request.put_request().map_or(0, |put| {

@@ -220,7 +220,8 @@ impl InProcess {
                     .stats
                     .as_ref()
                     .ok_or_else(|| anyhow!("stats is not configured"))?;
-                let event: geotag_aws::stream::StreamEvent = serde_json::from_value(payload)?;
+                let event: geotag_aws::telemetry::TelemetryStreamEvent =
+                    serde_json::from_value(payload)?;
                 let response = geotag_stats::handle(stats, LambdaEvent::new(event, context))
                     .await
                     .map_err(|error| anyhow!("{error}"))?;

@@ -12,7 +12,7 @@ use futures::FutureExt;
 use geotag::Reading;
 use geotag::stats::{Bucket, Point, Span};
 use geotag::store::{Expected, ReadingStore, StatsBody, StatsStore};
-use geotag_aws::stream::StreamEvent as Event;
+use geotag_aws::telemetry::TelemetryStreamEvent as Event;
 use geotag_local_cloud::invoker::Invoker;
 use geotag_local_cloud::pump::Pump;
 use geotag_local_cloud::stack::{LocalStack, Options};

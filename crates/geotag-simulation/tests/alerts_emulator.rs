@@ -15,7 +15,8 @@ use futures::FutureExt;
 use geotag::Reading;
 use geotag::alerts::Alert;
 use geotag::store::{AlertSink, ReadingStore, StoreError};
-use geotag_aws::stream::StreamEvent as Event;
+use geotag_aws::device_stats::DeviceStatsStreamEvent;
+use geotag_aws::telemetry::TelemetryStreamEvent;
 use geotag_aws::{DynamoAlertLog, DynamoRegistry, DynamoSilenceIndex, SnsAlertSink};
 use geotag_local_cloud::invoker::Invoker;
 use geotag_local_cloud::pump::Pump;
@@ -210,10 +211,13 @@ async fn every_alert_is_published_once_and_only_to_its_customer() {
             );
             let binary = function.binary.clone();
             async move {
-                let event: Event = serde_json::from_value(payload)?;
                 let failures: Vec<String> = match binary.as_str() {
-                    "stats" => geotag_stats::process(&stats, &event.records).await.failures,
+                    "stats" => {
+                        let event: TelemetryStreamEvent = serde_json::from_value(payload)?;
+                        geotag_stats::process(&stats, &event.records).await.failures
+                    }
                     "alerts" => {
+                        let event: DeviceStatsStreamEvent = serde_json::from_value(payload)?;
                         alert_invocations.fetch_add(2, Ordering::SeqCst);
                         // Every batch is delivered twice at once, as two
                         // concurrent invocations would see it.

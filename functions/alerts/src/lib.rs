@@ -210,7 +210,7 @@ pub fn on_aws(sdk: &geotag_aws::clients::SdkConfig, config: &Config) -> OnAws {
 
 /// What triggers the function: the DeviceStats stream, or the schedule.
 pub enum Trigger {
-    Stream(geotag_aws::stream::StreamEvent),
+    Stream(geotag_aws::device_stats::DeviceStatsStreamEvent),
     Schedule(aws_lambda_events::eventbridge::EventBridgeEvent<Value>),
 }
 

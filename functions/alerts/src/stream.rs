@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use geotag_aws::stream::{Image, StreamRecord};
+use geotag_aws::device_stats::DeviceStatsStreamRecord;
+use geotag_aws::stream::ReadAs;
 
 use geotag::alerts::{Alert, SpeedWatch, Transition, live_steps, transition_alerts};
 use geotag::stats::{LatestState, cmp_sequence};
-use geotag::store::{AlertLog, AlertSink, Assignment, Registry, StatsBody};
+use geotag::store::{AlertLog, AlertSink, Assignment, Registry, StatsBody, StatsItem};
 
 use crate::delivery::{Delivery, deliver};
 use crate::{Alerts, PublishedAlerts};
@@ -34,10 +35,10 @@ impl Outcome {
 
 /// The `latest` state a DeviceStats stream image holds, with its device;
 /// `None` for rollups and for what is not a DeviceStats item.
-fn latest_of(image: &Image) -> Option<(String, LatestState)> {
-    let item = geotag_aws::device_stats::stats_item_from(image)?;
-    match item.body {
-        StatsBody::Latest(state) => Some((item.device_id, state)),
+fn latest_of(image: &ReadAs<StatsItem>) -> Option<(String, LatestState)> {
+    let item = image.0.as_ref()?;
+    match &item.body {
+        StatsBody::Latest(state) => Some((item.device_id.clone(), state.clone())),
         StatsBody::Rollup(..) => None,
     }
 }
@@ -52,7 +53,7 @@ struct Change {
 /// and tools that have no invocation deadline).
 pub async fn process_stream<R: Registry, L: AlertLog, P: AlertSink, I>(
     alerts: &Alerts<R, L, P, I>,
-    records: &[StreamRecord],
+    records: &[DeviceStatsStreamRecord],
 ) -> Outcome {
     process_stream_leased(alerts, records, geotag::clock::now_ms() + 60_000).await
 }
@@ -61,7 +62,7 @@ pub async fn process_stream<R: Registry, L: AlertLog, P: AlertSink, I>(
 /// raise; claims taken are leased until `lease_until_ms`.
 pub async fn process_stream_leased<R: Registry, L: AlertLog, P: AlertSink, I>(
     alerts: &Alerts<R, L, P, I>,
-    records: &[StreamRecord],
+    records: &[DeviceStatsStreamRecord],
     lease_until_ms: i64,
 ) -> Outcome {
     let mut outcome = Outcome::default();
@@ -126,7 +127,7 @@ pub async fn process_stream_leased<R: Registry, L: AlertLog, P: AlertSink, I>(
 /// Each device's `latest` changes in stream order; records that are not one
 /// are counted as ignored.
 fn changes_by_device(
-    records: &[StreamRecord],
+    records: &[DeviceStatsStreamRecord],
     outcome: &mut Outcome,
 ) -> BTreeMap<String, Vec<Change>> {
     let mut changes: BTreeMap<String, Vec<Change>> = BTreeMap::new();

@@ -6,7 +6,7 @@ use geotag::alerts::{AlertKind, Thresholds};
 use geotag::geofence::{Geofence, Shape};
 use geotag::store::MemoryRegistry;
 use geotag_alerts::{process_schedule, process_stream, process_stream_leased};
-use geotag_aws::stream::StreamRecord;
+use geotag_aws::device_stats::DeviceStatsStreamRecord;
 use serde_json::{Value, json};
 
 const T0: i64 = 1_795_161_600_000; // 2026-11-20T08:00:00Z
@@ -23,7 +23,7 @@ fn latest(device: &str, minute: i64, lat: f64, battery: f64, speed: f64, version
     })
 }
 
-fn record(sequence: u64, old: Option<Value>, new: Value) -> StreamRecord {
+fn record(sequence: u64, old: Option<Value>, new: Value) -> DeviceStatsStreamRecord {
     let mut change = json!({
         "ApproximateCreationDateTime": 1_795_161_600.0,
         "Keys": {"device_id": new["device_id"].clone(), "sk": {"S": "latest"}},
@@ -44,7 +44,7 @@ fn record(sequence: u64, old: Option<Value>, new: Value) -> StreamRecord {
     .unwrap()
 }
 
-fn sequence_of(record: &StreamRecord) -> u64 {
+fn sequence_of(record: &DeviceStatsStreamRecord) -> u64 {
     record
         .change
         .sequence_number
@@ -55,7 +55,11 @@ fn sequence_of(record: &StreamRecord) -> u64 {
 }
 
 /// A track of states, as consecutive stream records (old image = previous state).
-fn track(device: &str, first_sequence: u64, states: &[(f64, f64, f64)]) -> Vec<StreamRecord> {
+fn track(
+    device: &str,
+    first_sequence: u64,
+    states: &[(f64, f64, f64)],
+) -> Vec<DeviceStatsStreamRecord> {
     let mut previous: Option<Value> = None;
     states
         .iter()

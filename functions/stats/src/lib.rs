@@ -27,7 +27,7 @@ use geotag::store::{
     Expected, LATEST_SORT_KEY, Loaded, SaveError, StatsBody, StatsItem, StatsKey, StatsStore,
     TelemetryReader,
 };
-use geotag_aws::stream::{StreamEvent, StreamRecord};
+use geotag_aws::telemetry::{TelemetryStreamEvent, TelemetryStreamRecord};
 use geotag_aws::{DynamoStatsStore, DynamoTelemetryReader};
 use geotag_runtime::emf::{self, Emitter, Invocation, Metrics};
 use geotag_runtime::responses::stream_batch_response;
@@ -133,7 +133,7 @@ impl Outcome {
 
 pub async fn handle<S: StatsStore, T: TelemetryReader>(
     stats: &Stats<S, T>,
-    event: LambdaEvent<StreamEvent>,
+    event: LambdaEvent<TelemetryStreamEvent>,
 ) -> Result<DynamoDbEventResponse, Error> {
     let records = &event.payload.records;
     let invocation = Invocation::start(&stats.metrics, &event.context.request_id, records.len());
@@ -171,8 +171,8 @@ fn count_outcome(metrics: &mut Metrics, outcome: &Outcome) {
 }
 
 /// The reading an INSERT record carries; `None` if its image is not a Telemetry reading.
-pub fn reading_of(record: &StreamRecord) -> Option<Reading> {
-    geotag_aws::telemetry::reading_from_item(&record.change.new_image)
+pub fn reading_of(record: &TelemetryStreamRecord) -> Option<Reading> {
+    record.change.new_image.0.clone()
 }
 
 /// The stream batch's readings, in DeviceStats exactly once: the rollups
@@ -180,7 +180,7 @@ pub fn reading_of(record: &StreamRecord) -> Option<Reading> {
 /// first record of each device that could not be finished reported.
 pub async fn process<S: StatsStore, T: TelemetryReader>(
     stats: &Stats<S, T>,
-    records: &[StreamRecord],
+    records: &[TelemetryStreamRecord],
 ) -> Outcome {
     let mut outcome = Outcome::default();
     let by_device = readings_by_device(records, &mut outcome);
@@ -271,7 +271,7 @@ type DeviceReadings = BTreeMap<String, Vec<(String, Reading)>>;
 
 /// The INSERT records' readings by device; other records are counted
 /// (ignored, or invalid and logged) and left out.
-fn readings_by_device(records: &[StreamRecord], outcome: &mut Outcome) -> DeviceReadings {
+fn readings_by_device(records: &[TelemetryStreamRecord], outcome: &mut Outcome) -> DeviceReadings {
     let mut by_device = DeviceReadings::new();
     for record in records {
         let Some(sequence) = record.change.sequence_number.as_deref().map(str::to_owned) else {

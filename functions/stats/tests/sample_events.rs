@@ -6,7 +6,7 @@ use std::path::Path;
 
 use geotag::stats::{Bucket, Rollup};
 use geotag::store::{MemoryReadingStore, MemoryStatsStore, StatsBody};
-use geotag_aws::stream::{StreamEvent, StreamRecord};
+use geotag_aws::telemetry::{TelemetryStreamEvent, TelemetryStreamRecord};
 use geotag_stats::{Stats, handle, process, reading_of};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::json;
@@ -25,7 +25,7 @@ fn stats() -> MemoryStats {
 
 /// Puts the records' readings in the in-memory Telemetry, as ingest had before
 /// the stream showed them.
-fn stored(stats: &MemoryStats, records: &[StreamRecord]) {
+fn stored(stats: &MemoryStats, records: &[TelemetryStreamRecord]) {
     let readings: Vec<_> = records
         .iter()
         .filter(|r| r.event_name == "INSERT")
@@ -34,7 +34,7 @@ fn stored(stats: &MemoryStats, records: &[StreamRecord]) {
     stats.telemetry.insert(&readings);
 }
 
-fn sample(name: &str) -> StreamEvent {
+fn sample(name: &str) -> TelemetryStreamEvent {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../events/stats")
         .join(name);
@@ -55,7 +55,7 @@ fn latest(stats: &MemoryStats, device: &str) -> geotag::stats::LatestState {
     }
 }
 
-async fn invoke(stats: &MemoryStats, event: StreamEvent) -> Vec<String> {
+async fn invoke(stats: &MemoryStats, event: TelemetryStreamEvent) -> Vec<String> {
     stored(stats, &event.records);
     handle(stats, LambdaEvent::new(event, Context::default()))
         .await
@@ -122,7 +122,7 @@ async fn duplicates_and_redeliveries_never_count_twice() {
 }
 
 /// A batch for `devices` tags, `per_device` readings each, one a minute from T0.
-fn generated(devices: usize, per_device: usize) -> Vec<StreamRecord> {
+fn generated(devices: usize, per_device: usize) -> Vec<TelemetryStreamRecord> {
     let mut records = Vec::new();
     for step in 0..per_device {
         for device in 0..devices {
@@ -176,7 +176,7 @@ fn totals(stats: &MemoryStats) -> Vec<(String, String, u64, String)> {
 }
 
 /// Stats after `records`, stored in Telemetry, went through in one clean batch.
-async fn processed_cleanly(records: &[StreamRecord]) -> MemoryStats {
+async fn processed_cleanly(records: &[TelemetryStreamRecord]) -> MemoryStats {
     let stats = stats();
     stored(&stats, records);
     assert!(process(&stats, records).await.failures.is_empty());
@@ -258,7 +258,7 @@ async fn readings_in_any_arrival_order_give_the_in_order_distance() {
     // The same readings reach the stream shuffled (concurrent ingest, buffered
     // uploads), in small batches: each record keeps its position in the
     // stream (its sequence number), the readings' times are out of order.
-    let mut shuffled: Vec<StreamRecord> = records.clone();
+    let mut shuffled: Vec<TelemetryStreamRecord> = records.clone();
     let mut sequences: Vec<compact_str::CompactString> = shuffled
         .iter()
         .map(|r| r.change.sequence_number.clone().unwrap())
