@@ -34,8 +34,10 @@ pub(super) fn batching_assumption() -> String {
          DeviceStats stream, one after another, each in batches of its BatchSize (the template's: \
          ingest 100, stats 500, alerts 100), a batch ending when full or when its source is empty. \
          A tag reading once a minute is then in one stats batch per reading, as it is at any fleet \
-         size whose minute of traffic fills batches before the window closes. The readings are \
-         yesterday's, 12:30 to 13:19 UTC, so that every run meets the same hour and day boundaries.",
+         size whose minute of traffic fills batches before the window closes. The readings lie in \
+         minutes 5 to 54 of one hour, two hours back, so that every run meets the same hour and day \
+         boundaries (none: a 50-reading message touches one hour, not the two it would 49 times in \
+         60 at random phases) and the same silence.",
         STEP.as_secs()
     )
 }
@@ -47,8 +49,11 @@ pub(super) fn batching_assumption() -> String {
 /// fleet (seed, size) for all.
 pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
     use geotag_simulation::edge::Via;
-    const DAY_MS: i64 = 86_400_000;
-    let yesterday = (geotag::clock::now_ms().div_euclid(DAY_MS) - 1) * DAY_MS;
+    // Two hours back, minutes 5 to 54 of that hour: every run's readings
+    // meet the same hour and day boundaries (none), and every tag has been
+    // silent for over an hour when the run's silence check comes.
+    const HOUR_MS: i64 = 3_600_000;
+    let hour = (geotag::clock::now_ms().div_euclid(HOUR_MS) - 2) * HOUR_MS;
     let mut runs = Vec::new();
     let mut kinds: Vec<(usize, Via, bool)> = Vec::new();
     for per_message in [1, 50] {
@@ -64,7 +69,7 @@ pub(super) async fn request_runs(readings: usize) -> Result<Vec<RequestRun>> {
             dup_ratio: 0.0,
             seed: 5,
             end_ms: if stepped {
-                yesterday + (13 * 60 + 19) * 60_000
+                hour + 54 * 60_000
             } else {
                 geotag::clock::now_ms()
             },

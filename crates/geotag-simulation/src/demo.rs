@@ -63,9 +63,6 @@ pub struct DemoOptions {
     pub stepped: Option<Duration>,
 }
 
-/// The functions a stepped run opens in turn, in the flow's order.
-pub const STEPPED_STAGES: [&str; 3] = ["IngestFunction", "StatsFunction", "AlertsFunction"];
-
 /// The faults of a chaos run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Chaos {
@@ -133,10 +130,7 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
         PumpOptions {
             time_scale: options.time_scale,
             play_schedules: false,
-            stages: match options.stepped {
-                Some(_) => STEPPED_STAGES.map(str::to_owned).to_vec(),
-                None => Vec::new(),
-            },
+            stages: crate::pace::stepped_stages(options.stepped),
             ..PumpOptions::default()
         },
     );
@@ -175,7 +169,12 @@ pub async fn run(mut options: DemoOptions) -> Result<Summary> {
     // tick would. EventBridge times have whole seconds.
     let silence_check_ms = geotag::clock::now_ms() / 1000 * 1000;
     if registry.is_some() {
-        check_silence_as_eventbridge_would(&local, &functions.invoker, silence_check_ms).await?;
+        alert_audit::check_silence_as_eventbridge_would(
+            &local,
+            &functions.invoker,
+            silence_check_ms,
+        )
+        .await?;
         pump.wait_drained(options.drain_timeout).await?;
     }
     let pump_stats = pump.stats.snapshot();
@@ -426,25 +425,8 @@ async fn publish_and_drain(
     }
     let started = Instant::now();
     if let Some(step) = options.stepped {
-        let step_ms = step.as_millis().max(1) as i64;
-        let first_ms = plan.messages.iter().map(|m| m.send_ms).min().unwrap_or(0);
-        let mut steps: std::collections::BTreeMap<i64, Vec<simulate::Message>> =
-            std::collections::BTreeMap::new();
-        for message in &plan.messages {
-            (steps
-                .entry((message.send_ms - first_ms) / step_ms)
-                .or_default())
-            .push(message.clone());
-        }
-        println!(
-            "  stepped     {} steps of {:?} of the fleet's time: each published whole, then taken by ingest, stats and alerts in turn, in batches of their BatchSize",
-            steps.len(),
-            step
-        );
-        for messages in steps.values() {
-            edge.publish(messages, false, None).await?;
-            pump.play_step(options.drain_timeout).await?;
-        }
+        crate::pace::publish_in_steps(edge, &plan.messages, step, pump, options.drain_timeout)
+            .await?;
         let publishing = started.elapsed();
         return Ok(Timings {
             publishing,
@@ -475,36 +457,6 @@ async fn publish_and_drain(
         publishing,
         publish_to_drained: started.elapsed(),
     })
-}
-
-/// The silence check, retried as EventBridge retries a failed asynchronous
-/// invocation: twice, a minute and more apart. The wait matters: an alert
-/// the failed attempt left claimed stays leased until that invocation's
-/// deadline, and a retry at once would find it busy. (The 20,000-reading
-/// chaos run failed three attempts in a row that way.) This waits out the lease.
-async fn check_silence_as_eventbridge_would(
-    local: &LocalStack,
-    invoker: &Invoker,
-    at_ms: i64,
-) -> Result<()> {
-    let longest_timeout = (local.stack.functions.values())
-        .map(|function| function.timeout_secs)
-        .max()
-        .unwrap_or(30);
-    let lease = Duration::from_secs(longest_timeout + 1);
-    let mut attempts = 0;
-    while let Err(error) = alert_audit::check_silence(local, invoker, at_ms).await {
-        attempts += 1;
-        if attempts > 2 {
-            return Err(error.context("the silence check failed three times"));
-        }
-        println!(
-            "  silence check failed ({error:#}); retrying in {} s, as EventBridge would",
-            lease.as_secs()
-        );
-        tokio::time::sleep(lease).await;
-    }
-    Ok(())
 }
 
 /// Every inbox against the oracle; prints the alerts table. Returns whether

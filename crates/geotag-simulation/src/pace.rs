@@ -1,5 +1,6 @@
 //! What the publishers share: backpressure from the ingest queue's depth,
-//! and the progress bar.
+//! and the progress bar; and publishing in steps, for the pump's stepped
+//! runs.
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -61,4 +62,45 @@ pub fn progress_bar(shown: bool, messages: usize, how: &str) -> Result<ProgressB
             "  publishing {{bar:30}} {{pos}}/{{len}} messages{how} ({{per_sec}}, {{eta}} left)"
         ))?),
     )
+}
+
+/// The functions a stepped run opens in turn, in the flow's order; none
+/// when the run is not stepped.
+pub fn stepped_stages(step: Option<std::time::Duration>) -> Vec<String> {
+    match step {
+        Some(_) => ["IngestFunction", "StatsFunction", "AlertsFunction"]
+            .map(str::to_owned)
+            .to_vec(),
+        None => Vec::new(),
+    }
+}
+
+/// Publishes `messages` a `step` of the fleet's time at a time (by the
+/// time each tag sends its message), each step whole, then lets the pump's
+/// stepped run take it through ingest, stats and alerts in turn before the
+/// next (see `geotag_local_cloud::pump`).
+pub async fn publish_in_steps(
+    edge: &crate::edge::Edge,
+    messages: &[crate::simulate::Message],
+    step: std::time::Duration,
+    pump: &geotag_local_cloud::pump::Pump,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let step_ms = step.as_millis().max(1) as i64;
+    let first_ms = messages.iter().map(|m| m.send_ms).min().unwrap_or(0);
+    let mut steps: std::collections::BTreeMap<i64, Vec<crate::simulate::Message>> =
+        std::collections::BTreeMap::new();
+    for message in messages {
+        let index = (message.send_ms - first_ms) / step_ms;
+        steps.entry(index).or_default().push(message.clone());
+    }
+    println!(
+        "  stepped     {} steps of {step:?} of the fleet's time: each published whole, then taken by ingest, stats and alerts in turn, in batches of their BatchSize",
+        steps.len()
+    );
+    for step_messages in steps.values() {
+        edge.publish(step_messages, false, None).await?;
+        pump.play_step(timeout).await?;
+    }
+    Ok(())
 }
