@@ -2,7 +2,6 @@
 //! The template gets a probe function (the way a user adds a function) whose
 //! body is a closure, so each semantic can be observed.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,6 +66,19 @@ fn template_with_probe() -> TempTemplate {
     ));
     std::fs::write(&path, format!("{}{PROBE}{}", &text[..at], &text[at..])).unwrap();
     TempTemplate(path)
+}
+
+/// A local stack of the template with the probe added; the template file
+/// lives as long as the guard.
+async fn stack_with_probe() -> (TempTemplate, LocalStack) {
+    let template = template_with_probe();
+    let local = LocalStack::start(&Options {
+        template: Some(template.0.clone()),
+        ..Options::default()
+    })
+    .await
+    .expect("local stack");
+    (template, local)
 }
 
 /// What the probe saw: each invocation's records (by sort key) and whether it failed.
@@ -163,13 +175,7 @@ async fn put(client: &aws_sdk_dynamodb::Client, table: &str, sk: &str, battery: 
 
 #[tokio::test]
 async fn stream_batches_are_filtered_ordered_bisected_and_given_up_after_retries() {
-    let template = template_with_probe();
-    let local = LocalStack::start(&Options {
-        template: Some(template.0.clone()),
-        ..Options::default()
-    })
-    .await
-    .expect("local stack");
+    let (_template, local) = stack_with_probe().await;
     let table = local.stack.reference("TelemetryTable").unwrap().to_owned();
     let dynamodb = aws_sdk_dynamodb::Client::new(&local.sdk);
 
@@ -258,14 +264,7 @@ async fn stream_batches_are_filtered_ordered_bisected_and_given_up_after_retries
 
 #[tokio::test]
 async fn rate_schedules_tick_with_their_input_sped_up() {
-    let template = template_with_probe();
-    let local = LocalStack::start(&Options {
-        template: Some(template.0.clone()),
-        parameter_overrides: HashMap::new(),
-        ..Options::default()
-    })
-    .await
-    .expect("local stack");
+    let (_template, local) = stack_with_probe().await;
     let probe = Arc::new(Probe::default());
     // rate(1 minute) at 120x: a tick every half second. Only the lower bound
     // of the time is asserted: a busy machine may tick late, never early.
@@ -302,13 +301,7 @@ async fn rate_schedules_tick_with_their_input_sped_up() {
 /// BatchSize (8), whatever the clock did meanwhile.
 #[tokio::test]
 async fn a_stepped_run_takes_each_source_whole_in_full_batches_in_turn() {
-    let template = template_with_probe();
-    let local = LocalStack::start(&Options {
-        template: Some(template.0.clone()),
-        ..Options::default()
-    })
-    .await
-    .expect("local stack");
+    let (_template, local) = stack_with_probe().await;
     let table = local.stack.reference("TelemetryTable").unwrap().to_owned();
     let queue = local.stack.reference("IngestQueue").unwrap().to_owned();
     let dynamodb = aws_sdk_dynamodb::Client::new(&local.sdk);
