@@ -108,9 +108,16 @@ impl Reading {
     pub fn sort_key(&self) -> String {
         let mut key = String::with_capacity(46);
         write_rfc3339_millis(&mut key, self.ts_ms);
-        if let Some(seq) = self.seq {
-            // Infallible: writing to a String cannot fail.
-            let _ = write!(key, "#{seq:020}");
+        if let Some(mut seq) = self.seq {
+            // `#` and the number in 20 digits (u64's widest), zero-padded so
+            // that keys sort as numbers.
+            let mut digits = [b'0'; 20];
+            for digit in digits.iter_mut().rev() {
+                *digit = b'0' + (seq % 10) as u8;
+                seq /= 10;
+            }
+            key.push('#');
+            key.push_str(std::str::from_utf8(&digits).unwrap_or_default());
         }
         key
     }
@@ -156,17 +163,32 @@ pub fn write_rfc3339_millis(out: &mut String, ts_ms: i64) {
         ms_of_day / 1000 % 60,
         ms_of_day % 1000,
     );
-    let _ = if (0..=9999).contains(&year) {
-        write!(
-            out,
-            "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z"
-        )
-    } else {
-        write!(
-            out,
-            "{year:+}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z"
-        )
-    };
+    if (0..=9999).contains(&year) {
+        // Every reading's time: written digit by digit, which is several
+        // times faster than `write!` (a reading's sort key is made for every
+        // Telemetry item ingest writes and every point stats folds in).
+        let mut text = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut value: i64| {
+            for index in (at..at + width).rev() {
+                text[index] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, i64::from(month));
+        put(8, 2, i64::from(day));
+        put(11, 2, h);
+        put(14, 2, m);
+        put(17, 2, s);
+        put(20, 3, ms);
+        // Infallible: every byte written is an ASCII digit or separator.
+        out.push_str(std::str::from_utf8(&text).unwrap_or_default());
+        return;
+    }
+    let _ = write!(
+        out,
+        "{year:+}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z"
+    );
 }
 
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -244,11 +266,18 @@ mod tests {
         }
 
         #[test]
-        fn sort_key_order_is_time_order(a in 0i64..253_402_300_799_999, b in 0i64..253_402_300_799_999,
-                                        sa in proptest::option::of(any::<u64>()), sb in proptest::option::of(any::<u64>())) {
+        /// Keys sort as (time, sequence number) do, a missing number first:
+        /// what lets stats order readings without formatting their keys.
+        fn sort_key_order_is_time_then_sequence_order(
+            a in 0i64..253_402_300_799_999,
+            near in -2i64..=2,
+            far in proptest::option::of(0i64..253_402_300_799_999),
+            sa in proptest::option::of(0u64..3),
+            sb in proptest::option::of(prop_oneof![0u64..3, any::<u64>()]),
+        ) {
+            let b = far.unwrap_or((a + near).max(0));
             let (ka, kb) = (reading(a, sa).sort_key(), reading(b, sb).sort_key());
-            if a < b { prop_assert!(ka < kb); }
-            if a == b && sa == sb { prop_assert_eq!(ka, kb); }
+            prop_assert_eq!(ka.cmp(&kb), (a, sa).cmp(&(b, sb)), "{} {}", ka, kb);
         }
 
         #[test]

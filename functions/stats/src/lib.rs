@@ -513,18 +513,22 @@ fn next_latest(
     current: Option<&LatestState>,
     readings: &[(String, Reading)],
 ) -> Option<(LatestState, bool)> {
-    let key_of = |reading: &Reading| (reading.latest_time_ms(), reading.sort_key());
+    // The latest state's order is (latest time, sort key). Sort keys order
+    // as (time, sequence number) do (`geotag::reading`'s property test), so
+    // readings are ordered without formatting their keys; a key is written
+    // only to break a tie of times with the stored state's.
+    let order_of = |reading: &Reading| (reading.latest_time_ms(), reading.ts_ms, reading.seq);
     let newer_than_current = |reading: &Reading| {
-        current.is_none_or(|state| {
-            let (ts_ms, key) = key_of(reading);
-            (ts_ms, key.as_str()) > (state.ts_ms, state.reading_key.as_str())
+        current.is_none_or(|state| match reading.latest_time_ms().cmp(&state.ts_ms) {
+            std::cmp::Ordering::Equal => reading.sort_key() > state.reading_key,
+            later_or_earlier => later_or_earlier.is_gt(),
         })
     };
     let (mut newer, older): (Vec<&Reading>, Vec<&Reading>) = readings
         .iter()
         .map(|(_, reading)| reading)
         .partition(|reading| newer_than_current(reading));
-    newer.sort_by_cached_key(|reading| key_of(reading));
+    newer.sort_by_key(|reading| order_of(reading));
     let more = newer.len() > TRAIL_MAX;
     newer.truncate(TRAIL_MAX);
     let step: Vec<Reading> = older.into_iter().chain(newer).cloned().collect();
