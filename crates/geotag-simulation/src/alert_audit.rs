@@ -271,30 +271,21 @@ fn demo_zones() -> Vec<Geofence> {
     ]
 }
 
-/// Runs the alerts function's silence check once, at `at_ms`, as EventBridge
-/// would at its next tick. Returns the function's answer.
-pub async fn check_silence(local: &LocalStack, invoker: &Invoker, at_ms: i64) -> Result<Value> {
-    run_schedule(local, invoker, "SilenceCheck", at_ms).await
-}
-
 /// Runs the alerts function's subscription audit once, as its hourly rule
 /// would, and renders its line of the demo report: whether no subscription
 /// receives more than one customer's alerts.
 pub async fn audit_subscriptions(local: &LocalStack, invoker: &Invoker) -> Result<(String, bool)> {
-    // Retried as EventBridge's asynchronous invocation retries a failed run:
-    // twice. It claims nothing, so nothing leased needs waiting out (a chaos
-    // run's crash of this one invocation failed a whole CI run once).
-    let mut attempts = 0;
-    let answer = loop {
-        match run_schedule(local, invoker, "SubscriptionAudit", geotag::clock::now_ms()).await {
-            Ok(answer) => break answer,
-            Err(error) if attempts < 2 => {
-                attempts += 1;
-                println!("  subscription audit failed ({error:#}); retrying, as EventBridge would");
-            }
-            Err(error) => return Err(error.context("the subscription audit failed three times")),
-        }
-    };
+    // It claims nothing, so nothing leased needs waiting out between
+    // attempts (a chaos run's crash of this one invocation failed a whole
+    // CI run once, before it was retried).
+    let answer = run_schedule_as_eventbridge_would(
+        local,
+        invoker,
+        "SubscriptionAudit",
+        geotag::clock::now_ms(),
+        std::time::Duration::ZERO,
+    )
+    .await?;
     let count = |name: &str| answer.get(name).and_then(Value::as_u64);
     let (Some(unscoped), Some(one), Some(every), Some(pending)) = (
         count("unscoped"),
@@ -566,17 +557,35 @@ pub async fn check_silence_as_eventbridge_would(
         .max()
         .unwrap_or(30);
     let lease = std::time::Duration::from_secs(longest_timeout + 1);
-    let mut attempts = 0;
-    while let Err(error) = check_silence(local, invoker, at_ms).await {
-        attempts += 1;
-        if attempts > 2 {
-            return Err(error.context("the silence check failed three times"));
-        }
-        println!(
-            "  silence check failed ({error:#}); retrying in {} s, as EventBridge would",
-            lease.as_secs()
-        );
-        tokio::time::sleep(lease).await;
-    }
+    run_schedule_as_eventbridge_would(local, invoker, "SilenceCheck", at_ms, lease).await?;
     Ok(())
+}
+
+/// [`run_schedule`], retried as EventBridge retries a failed asynchronous
+/// invocation: twice, `wait` apart. Returns the answer of the run that
+/// succeeded.
+async fn run_schedule_as_eventbridge_would(
+    local: &LocalStack,
+    invoker: &Invoker,
+    event_name: &str,
+    at_ms: i64,
+    wait: std::time::Duration,
+) -> Result<Value> {
+    let mut attempts = 0;
+    loop {
+        match run_schedule(local, invoker, event_name, at_ms).await {
+            Ok(answer) => return Ok(answer),
+            Err(error) if attempts < 2 => {
+                attempts += 1;
+                println!(
+                    "  {event_name} failed ({error:#}); retrying in {} s, as EventBridge would",
+                    wait.as_secs()
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Err(error) => {
+                return Err(error.context(format!("{event_name} failed three times")));
+            }
+        }
+    }
 }
