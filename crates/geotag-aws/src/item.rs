@@ -21,7 +21,7 @@ pub trait ItemView {
 
     /// A number attribute; `None` if absent, of another type, or not a `T`.
     fn number<T: FromStr>(&self, name: &str) -> Option<T> {
-        self.attribute(name)?.as_n()?.parse().ok()
+        self.attribute(name)?.as_number()
     }
 
     /// An attribute that may be absent, but must read if present: `None`
@@ -29,7 +29,7 @@ pub trait ItemView {
     fn optional_number<T: FromStr>(&self, name: &str) -> Option<Option<T>> {
         match self.attribute(name) {
             None => Some(None),
-            Some(value) => Some(Some(value.as_n()?.parse().ok()?)),
+            Some(value) => Some(Some(value.as_number()?)),
         }
     }
 

@@ -25,10 +25,11 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::item::{ItemView, ValueView};
 
 /// A DynamoDB stream event, as Lambda delivers it to a function, its images
-/// read as `I`: an [`Image`], or a table's own type (such as
-/// [`crate::telemetry::ReadingImage`]) that turns each image into what the
-/// function needs while the event is parsed, so that a full batch is never
-/// held as attribute lists (a 6 MB batch of `latest` changes was 50 MB so).
+/// read as `I`: an [`Image`], or [`ReadAs`] a table's own type (as
+/// [`crate::telemetry::TelemetryStreamEvent`] reads readings), which turns
+/// each image into what the function needs while the event is parsed, so
+/// that a full batch is never held as attribute lists (a 6 MB batch of
+/// `latest` changes was 50 MB so).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(bound(deserialize = "I: Deserialize<'de> + Default"))]
 pub struct StreamEvent<I = Image> {
@@ -112,18 +113,6 @@ impl Image {
 
     pub fn len(&self) -> usize {
         self.0.len()
-    }
-
-    /// An image of these attributes (tests and tools build events with it).
-    pub fn from_attributes(
-        attributes: impl IntoIterator<Item = (impl Into<CompactString>, ImageValue)>,
-    ) -> Image {
-        Image(
-            attributes
-                .into_iter()
-                .map(|(name, value)| (name.into(), value))
-                .collect(),
-        )
     }
 }
 
@@ -259,7 +248,8 @@ impl<'de> Deserialize<'de> for ValueList {
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ValueList, A::Error> {
-                // A trail is 20 points at most; a hostile size hint is not trusted.
+                // A trail is `geotag::stats::TRAIL_MAX` (100) points at most;
+                // a hostile size hint is not trusted.
                 let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(8).min(64));
                 while let Some(value) = seq.next_element()? {
                     values.push(value);
