@@ -149,22 +149,10 @@ pub(super) fn agreement_table(runs: &[RequestRun], hot: &HotPaths) -> String {
             .map(|run| Cost::of(run, hot, false).total())
             .collect();
         let stats_units: Vec<String> = (kind.iter())
-            .map(|run| {
-                let units: f64 = (run.summary.write_units.iter())
-                    .filter(|(name, _)| name.contains("device-stats"))
-                    .map(|(_, units)| units.units)
-                    .sum();
-                format!("{:.4}", per_reading(run, units))
-            })
+            .map(|run| format!("{:.4}", run.writes_per_reading("device-stats").1))
             .collect();
         let queries: Vec<String> = (kind.iter())
-            .map(|run| {
-                let count = (run.summary.requests)
-                    .get(&("dynamodb".to_owned(), "Query".to_owned()))
-                    .copied()
-                    .unwrap_or(0);
-                format!("{:.4}", per_reading(run, count as f64))
-            })
+            .map(|run| format!("{:.4}", run.requests_per_reading("dynamodb", "Query")))
             .collect();
         let (low, high) = totals.iter().fold((f64::MAX, f64::MIN), |(low, high), t| {
             (low.min(*t), high.max(*t))
@@ -229,6 +217,28 @@ pub(super) fn edge_throughput_table(runs: &[RequestRun]) -> String {
 
 fn per_reading(run: &RequestRun, count: f64) -> f64 {
     count / run.summary.readings_stored.max(1) as f64
+}
+
+impl RequestRun {
+    /// Requests of one operation the functions made, per stored reading.
+    fn requests_per_reading(&self, service: &str, operation: &str) -> f64 {
+        let key = (service.to_owned(), operation.to_owned());
+        per_reading(
+            self,
+            self.summary.requests.get(&key).copied().unwrap_or(0) as f64,
+        )
+    }
+
+    /// Item writes and write units, per stored reading, of the tables
+    /// whose names contain `table`.
+    fn writes_per_reading(&self, table: &str) -> (f64, f64) {
+        let (writes, units) = (self.summary.write_units.iter())
+            .filter(|(name, _)| name.contains(table))
+            .fold((0.0, 0.0), |(w, u), (_, units)| {
+                (w + units.item_writes as f64, u + units.units)
+            });
+        (per_reading(self, writes), per_reading(self, units))
+    }
 }
 
 pub(super) fn requests_table(runs: &[RequestRun]) -> String {
@@ -451,27 +461,10 @@ impl Cost {
         let summary = &run.summary;
         let stored = summary.readings_stored.max(1) as f64;
         let per_reading = |n: f64| n / stored;
-        let requests = |service: &str, operation: &str| {
-            per_reading(
-                summary
-                    .requests
-                    .get(&(service.to_owned(), operation.to_owned()))
-                    .copied()
-                    .unwrap_or(0) as f64,
-            )
-        };
-        let table_units = |needle: &str| {
-            let (writes, units) = summary
-                .write_units
-                .iter()
-                .filter(|(name, _)| name.contains(needle))
-                .fold((0.0, 0.0), |(w, u), (_, units)| {
-                    (w + units.item_writes as f64, u + units.units)
-                });
-            (per_reading(writes), per_reading(units))
-        };
-        let (telemetry_writes, telemetry_units) = table_units("telemetry");
-        let (stats_writes, stats_units) = table_units("device-stats");
+        let requests =
+            |service: &str, operation: &str| run.requests_per_reading(service, operation);
+        let (telemetry_writes, telemetry_units) = run.writes_per_reading("telemetry");
+        let (stats_writes, stats_units) = run.writes_per_reading("device-stats");
         let total_units: f64 = per_reading(summary.write_units.values().map(|w| w.units).sum());
         let other_units = total_units - telemetry_units - stats_units;
         let keys_read = per_reading(summary.keys_read.values().sum::<u64>() as f64);
