@@ -57,7 +57,64 @@ pub(crate) const FUNCTION_ENV: [(&str, &str); 15] = [
     ("RUST_LOG", "info"),
 ];
 
-pub(super) async fn cold_starts(options: &Options) -> Result<String> {
+/// What one program's cold starts measured.
+pub(super) struct Footprint {
+    pub name: &'static str,
+    pub init_median: Duration,
+    pub answer_median: Duration,
+    pub answer_min: Duration,
+    /// Peak RSS of the first small invocation, bytes.
+    pub rss_small: u64,
+    /// Each largest event (what it holds, its bytes) with the peak RSS it made.
+    pub largest: Vec<(String, usize, u64)>,
+    /// The stripped release binary's size, bytes (none for Python).
+    pub binary: Option<u64>,
+    /// The arm64 `bootstrap` `sam build` left, bytes, if any.
+    pub sam_arm64: Option<u64>,
+    /// The arm64 `bootstrap` of `sam build` or `cargo lambda build`, if any.
+    pub any_arm64: Option<u64>,
+}
+
+impl Footprint {
+    /// The highest peak RSS of its largest events, bytes.
+    pub fn peak_rss(&self) -> u64 {
+        self.largest
+            .iter()
+            .map(|(_, _, rss)| *rss)
+            .max()
+            .unwrap_or(self.rss_small)
+    }
+
+    fn row(&self) -> String {
+        let largest: Vec<String> = (self.largest.iter())
+            .map(|(what, bytes, rss)| {
+                format!(
+                    "{:.1} MB ({what}, {:.1} MB event)",
+                    mb(*rss),
+                    *bytes as f64 / 1_048_576.0
+                )
+            })
+            .collect();
+        format!(
+            "| {} | {:.1} ms | {:.1} ms / {:.1} ms | {:.1} MB | {} | {} | {} |",
+            self.name,
+            ms(self.init_median),
+            ms(self.answer_median),
+            ms(self.answer_min),
+            mb(self.rss_small),
+            largest.join("<br>"),
+            self.binary
+                .map_or("-".into(), |bytes| format!("{:.1} MB", mb(bytes))),
+            match (self.binary, self.any_arm64) {
+                (None, _) => "-".into(),
+                (Some(_), None) => "(not built: sam build)".into(),
+                (Some(_), Some(bytes)) => format!("{:.1} MB", mb(bytes)),
+            },
+        )
+    }
+}
+
+pub(super) async fn cold_starts(options: &Options) -> Result<(String, Vec<Footprint>)> {
     let mut cases = cold_cases(options, &options.root.join("target/release")).await?;
     let sandbox = Sandbox::start().await?;
     let mut table = String::new();
@@ -74,6 +131,7 @@ pub(super) async fn cold_starts(options: &Options) -> Result<String> {
         "| function | init (median) | first answer (median / min) | RSS, 10 records | peak RSS, largest batch | binary x86_64 | binary arm64 |"
     )?;
     writeln!(table, "|---|---:|---:|---:|---:|---:|---:|")?;
+    let mut footprints = Vec::new();
     for case in cases.iter_mut() {
         if !case.program.exists() {
             writeln!(
@@ -84,10 +142,12 @@ pub(super) async fn cold_starts(options: &Options) -> Result<String> {
             )?;
             continue;
         }
-        table.push_str(&cold_row(&sandbox, case, options).await?);
+        let footprint = cold_row(&sandbox, case, options).await?;
+        writeln!(table, "{}", footprint.row())?;
+        footprints.push(footprint);
     }
     writeln!(table)?;
-    Ok(table)
+    Ok((table, footprints))
 }
 
 /// `geotag-bench footprint`: the three functions of each build (a directory
@@ -115,8 +175,8 @@ pub async fn compare_builds(
             if !case.program.exists() {
                 bail!("{} is not built", case.program.display());
             }
-            let row = cold_row(&sandbox, case, &options).await?;
-            write!(table, "| {label} {row}")?;
+            let row = cold_row(&sandbox, case, &options).await?.row();
+            writeln!(table, "| {label} {row}")?;
         }
     }
     Ok(table)
@@ -192,9 +252,8 @@ async fn cold_cases(options: &Options, release: &Path) -> Result<[ColdCase; 4]> 
     Ok(cases)
 }
 
-/// One case's row: its cold starts on the small event, then one on each large one.
-async fn cold_row(sandbox: &Sandbox, case: &ColdCase, options: &Options) -> Result<String> {
-    let mut table = String::new();
+/// One case's cold starts on the small event, then one on each large one.
+async fn cold_row(sandbox: &Sandbox, case: &ColdCase, options: &Options) -> Result<Footprint> {
     let function = Function {
         program: &case.program,
         args: &case.args,
@@ -211,34 +270,37 @@ async fn cold_row(sandbox: &Sandbox, case: &ColdCase, options: &Options) -> Resu
     let mut answer: Vec<Duration> = runs.iter().map(|r| r.first_answer).collect();
     init.sort();
     answer.sort();
-    let mut large = Vec::new();
+    let mut largest = Vec::new();
     for (what, event) in &case.large {
         let run = sandbox.invoke_cold(&function, event).await?;
         check_answer(case.name, &run)?;
-        large.push(format!(
-            "{:.1} MB ({what}, {:.1} MB event)",
-            mb(run.peak_rss),
-            event.len() as f64 / 1_048_576.0
-        ));
+        largest.push((what.clone(), event.len(), run.peak_rss));
     }
-    writeln!(
-        table,
-        "| {} | {:.1} ms | {:.1} ms / {:.1} ms | {:.1} MB | {} | {} | {} |",
-        case.name,
-        ms(init[init.len() / 2]),
-        ms(answer[answer.len() / 2]),
-        ms(answer[0]),
-        mb(runs[0].peak_rss),
-        large.join("<br>"),
-        case.binary
+    let size = |path: &Path| std::fs::metadata(path).ok().map(|meta| meta.len());
+    Ok(Footprint {
+        name: case.name,
+        init_median: init[init.len() / 2],
+        answer_median: answer[answer.len() / 2],
+        answer_min: answer[0],
+        rss_small: runs[0].peak_rss,
+        largest,
+        binary: case.binary.as_deref().and_then(size),
+        sam_arm64: case
+            .binary
             .as_ref()
-            .and_then(|path| std::fs::metadata(path).ok())
-            .map_or("-".into(), |meta| format!("{:.1} MB", mb(meta.len()))),
-        case.binary
-            .as_ref()
-            .map_or("-".into(), |_| arm64_size(&options.root, case.name)),
-    )?;
-    Ok(table)
+            .and_then(|_| size(&sam_bootstrap(&options.root, case.name))),
+        any_arm64: case.binary.as_ref().and_then(|_| {
+            size(&sam_bootstrap(&options.root, case.name)).or_else(|| {
+                size(
+                    &options
+                        .root
+                        .join("target/lambda")
+                        .join(case.name)
+                        .join("bootstrap"),
+                )
+            })
+        }),
+    })
 }
 
 pub(crate) fn check_answer(name: &str, run: &ColdRun) -> Result<()> {
@@ -248,20 +310,12 @@ pub(crate) fn check_answer(name: &str, run: &ColdRun) -> Result<()> {
     Ok(())
 }
 
-/// The arm64 bootstrap `sam build` or `cargo lambda build --arm64` left, if any.
-fn arm64_size(root: &Path, function: &str) -> String {
+/// Where `sam build` leaves a function's arm64 bootstrap.
+fn sam_bootstrap(root: &Path, function: &str) -> PathBuf {
     let logical = match function {
         "ingest" => "IngestFunction",
         "stats" => "StatsFunction",
         _ => "AlertsFunction",
     };
-    [
-        root.join(".aws-sam/build").join(logical).join("bootstrap"),
-        root.join("target/lambda").join(function).join("bootstrap"),
-    ]
-    .into_iter()
-    .find_map(|path| std::fs::metadata(path).ok())
-    .map_or("(not built: sam build)".into(), |meta| {
-        format!("{:.1} MB", mb(meta.len()))
-    })
+    root.join(".aws-sam/build").join(logical).join("bootstrap")
 }

@@ -154,9 +154,6 @@ pub(super) fn agreement_table(runs: &[RequestRun], hot: &HotPaths) -> String {
         let queries: Vec<String> = (kind.iter())
             .map(|run| format!("{:.4}", run.requests_per_reading("dynamodb", "Query")))
             .collect();
-        let (low, high) = totals.iter().fold((f64::MAX, f64::MIN), |(low, high), t| {
-            (low.min(*t), high.max(*t))
-        });
         let _ = writeln!(
             table,
             "| {per_message} | {} | {} | {} | {:.2}% |",
@@ -167,11 +164,64 @@ pub(super) fn agreement_table(runs: &[RequestRun], hot: &HotPaths) -> String {
                 .join(", "),
             stats_units.join(", "),
             queries.join(", "),
-            100.0 * (high - low) / low.max(1e-9)
+            spread_percent(&totals)
         );
     }
     let _ = writeln!(table);
     table
+}
+
+/// How far apart the highest and lowest of `totals` are, in percent of the lowest.
+fn spread_percent(totals: &[f64]) -> f64 {
+    let (low, high) = totals.iter().fold((f64::MAX, f64::MIN), |(low, high), t| {
+        (low.min(*t), high.max(*t))
+    });
+    100.0 * (high - low) / low.max(1e-9)
+}
+
+/// One kind of fleet's cost as the goals judge it.
+pub(super) struct KindCost {
+    pub readings_per_message: usize,
+    /// The gateway's total per million readings, of the priced (first stepped) run.
+    pub total: f64,
+    /// The naive design's, at the same counts.
+    pub naive: f64,
+    /// The stepped runs' totals, and how far apart they are (percent).
+    pub totals: Vec<f64>,
+    pub spread: f64,
+    /// Per million readings, what is paid before stats and alerts write
+    /// anything: SNS, SQS and the Telemetry items.
+    pub floor: f64,
+    /// Stats' DeviceStats write units and Queries a reading.
+    pub stats_units: f64,
+    pub queries: f64,
+}
+
+/// Each kind of fleet's cost, from the stepped runs.
+pub(super) fn kind_costs(runs: &[RequestRun], hot: &HotPaths) -> Vec<KindCost> {
+    cost_runs(runs)
+        .into_iter()
+        .map(|priced| {
+            let totals: Vec<f64> = (runs.iter())
+                .filter(|run| {
+                    run.stepped && run.readings_per_message == priced.readings_per_message
+                })
+                .map(|run| Cost::of(run, hot, false).total())
+                .collect();
+            let cost = Cost::of(priced, hot, false);
+            let telemetry_units = priced.writes_per_reading("telemetry").1;
+            KindCost {
+                readings_per_message: priced.readings_per_message,
+                total: cost.total(),
+                naive: Cost::of(priced, hot, true).total(),
+                spread: spread_percent(&totals),
+                totals,
+                floor: cost.sns + cost.sqs + 1e6 * telemetry_units * price::DYNAMODB_WRITE_UNIT,
+                stats_units: priced.writes_per_reading("device-stats").1,
+                queries: priced.requests_per_reading("dynamodb", "Query"),
+            }
+        })
+        .collect()
 }
 
 /// Messages a second from the first publish to the topic accepting the

@@ -16,6 +16,7 @@ use crate::events::{NOW_MS, ingest_event};
 mod api;
 mod cold_start;
 mod cost;
+mod goals;
 
 pub use cold_start::compare_builds;
 pub(crate) use cold_start::{FUNCTION_ENV, check_answer};
@@ -47,11 +48,17 @@ pub async fn run(options: &Options) -> Result<String> {
         python_version(&options.root)
     )?;
     let hot = hot_paths(options).await?;
+    let (cold_table, footprints) = cold_start::cold_starts(options).await?;
+    let mut runs = Vec::new();
+    if options.readings > 0 {
+        runs = cost::request_runs(options.readings).await?;
+    }
+    // The goals first: each figure below is one of the tables that follow.
+    out.push_str(&goals::table(&hot, &footprints, &runs));
     out.push_str(&hot.table);
     out.push_str(&api::api_table(&hot));
-    out.push_str(&cold_start::cold_starts(options).await?);
+    out.push_str(&cold_table);
     if options.readings > 0 {
-        let runs = cost::request_runs(options.readings).await?;
         out.push_str(&cost::edge_throughput_table(&runs));
         out.push_str(&cost::requests_table(&runs));
         out.push_str(&cost::cost_table(&runs, &hot));
@@ -94,6 +101,8 @@ pub struct HotPaths {
     pub table: String,
     /// Criterion medians per reading, by benchmark id ("ingest/single/100").
     pub rust_ns: BTreeMap<String, f64>,
+    /// The Python baseline's medians per reading, by the same ids.
+    pub python_ns: BTreeMap<String, f64>,
 }
 
 /// The ingest events both languages time: (id, records, readings per message).
@@ -185,7 +194,11 @@ async fn hot_paths(options: &Options) -> Result<HotPaths> {
         )?;
     }
     writeln!(table)?;
-    Ok(HotPaths { table, rust_ns })
+    Ok(HotPaths {
+        table,
+        rust_ns,
+        python_ns,
+    })
 }
 
 /// Criterion's median per element, by full benchmark id.
