@@ -394,11 +394,14 @@ pub(super) mod assume {
     /// Messages per SQS ReceiveMessage, and per DeleteMessageBatch.
     pub const SQS_PER_REQUEST: f64 = 10.0;
     /// Sequential rounds of requests per invocation: ingest writes its
-    /// chunks concurrently (one round); stats queries hours, writes them,
-    /// queries days and writes them, `latest` loaded and saved meanwhile
-    /// (four); alerts reads the registry, claims, publishes and marks (four).
+    /// chunks concurrently (one round); stats loads and writes `latest`
+    /// (two), and in the batches of an hour's first minute, where tags
+    /// reading once a minute close their hours, first queries the closed
+    /// hours, writes them, queries their days and writes them (four more,
+    /// in one batch minute of 60); alerts reads the registry, claims,
+    /// publishes and marks (four).
     pub const INGEST_ROUNDS: f64 = 1.0;
-    pub const STATS_ROUNDS: f64 = 4.0;
+    pub const STATS_ROUNDS: f64 = 2.0 + 4.0 / 60.0;
     pub const ALERTS_ROUNDS: f64 = 4.0;
     /// Readings of a tag an hour (one a minute): the track an hour Query reads.
     pub const READINGS_PER_HOUR: f64 = 60.0;
@@ -522,8 +525,10 @@ impl Cost {
         let readings_per_ingest = assume::INGEST_BATCH * run.readings_per_message as f64;
         let ingest_invocations = messages / assume::INGEST_BATCH;
         let stats_invocations = MILLION / assume::STATS_BATCH;
-        // Alerts see one change per latest write: a third of the stats writes.
-        let alerts_invocations = MILLION * stats_writes / 3.0 / assume::ALERTS_BATCH;
+        // Alerts see one change per `latest` write, as many as the run's
+        // alerts function received.
+        let latest_changes = per_reading(summary.metrics.total("alerts", "RecordsReceived"));
+        let alerts_invocations = MILLION * latest_changes / assume::ALERTS_BATCH;
         let seconds = |invocations: f64, cpu_ns: f64, rounds: f64| {
             invocations * (cpu_ns * 1e-9 + rounds * assume::DYNAMODB_ROUND_MS / 1000.0)
         };

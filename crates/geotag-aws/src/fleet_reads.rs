@@ -253,6 +253,34 @@ impl FleetReader for DynamoFleet {
             .collect())
     }
 
+    async fn hour_readings(
+        &self,
+        device_id: &str,
+        hour_start_ms: i64,
+    ) -> Result<Vec<Reading>, StoreError> {
+        let hour_end = hour_start_ms + geotag::clock::HOUR_MS;
+        let items = self
+            .query_all(
+                self.client
+                    .query()
+                    .table_name(&self.telemetry_table)
+                    .key_condition_expression("device_id = :device AND sk BETWEEN :low AND :high")
+                    .expression_attribute_values(":device", s(device_id))
+                    .expression_attribute_values(":low", s(rfc3339(hour_start_ms)))
+                    // `~` sorts after the `#sequence` suffix of any key at that millisecond.
+                    .expression_attribute_values(
+                        ":high",
+                        s(format!("{}#~", rfc3339(hour_end - 1))),
+                    ),
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(reading_from_item)
+            .filter(|reading| (hour_start_ms..hour_end).contains(&reading.ts_ms))
+            .collect())
+    }
+
     async fn alerts(
         &self,
         customer_id: &str,

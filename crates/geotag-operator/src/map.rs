@@ -13,14 +13,15 @@
 //! the tracks, DeviceStats for each device's totals, the alert log for the
 //! alerts, and the registry for geofences and customers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::Result;
 use aws_sdk_dynamodb::Client;
+use geotag::Reading;
 use geotag::geofence::{Geofence, Shape};
 use geotag::stats::Bucket;
-use geotag::store::StatsBody;
+use geotag::store::{StatsBody, shown_rollups_of_table};
 
 use crate::table_scan::scan_all;
 use geotag_aws::clients::SdkConfig;
@@ -119,8 +120,8 @@ pub struct AlertMark {
 /// Reads the tables into what the page draws.
 pub async fn gather(sdk: &SdkConfig, tables: &Tables, title: &str) -> Result<MapData> {
     let dynamodb = Client::new(sdk);
-    let mut devices = tracks(&dynamodb, &tables.telemetry).await?;
-    add_device_stats(&dynamodb, &tables.device_stats, &mut devices).await?;
+    let (mut devices, by_hour) = tracks(&dynamodb, &tables.telemetry).await?;
+    add_device_stats(&dynamodb, &tables.device_stats, &by_hour, &mut devices).await?;
     for item in scan_all(&dynamodb, &tables.devices, false).await? {
         if let Some((device_id, customer)) = geotag_aws::registry::device_from(&item)
             && let Some(device) = devices.get_mut(&device_id)
@@ -151,10 +152,18 @@ pub async fn gather(sdk: &SdkConfig, tables: &Tables, title: &str) -> Result<Map
     })
 }
 
-/// Each device's readings from Telemetry; items that are not readings are
-/// left off, and said so.
-async fn tracks(dynamodb: &Client, table: &str) -> Result<BTreeMap<String, DeviceTrack>> {
+/// Telemetry's readings by device and hour start.
+type ReadingsByHour = HashMap<(String, i64), Vec<Reading>>;
+
+/// Each device's readings from Telemetry, and the readings by hour (for
+/// the open hours' rollups); items that are not readings are left off,
+/// and said so.
+async fn tracks(
+    dynamodb: &Client,
+    table: &str,
+) -> Result<(BTreeMap<String, DeviceTrack>, ReadingsByHour)> {
     let mut devices: BTreeMap<String, DeviceTrack> = BTreeMap::new();
+    let mut by_hour = ReadingsByHour::new();
     let mut unreadable = 0usize;
     for item in scan_all(dynamodb, table, false).await? {
         let Some(reading) = geotag_aws::telemetry::reading_from_item(&item) else {
@@ -166,6 +175,10 @@ async fn tracks(dynamodb: &Client, table: &str) -> Result<BTreeMap<String, Devic
         device
             .points
             .push((reading.ts_ms, reading.lat, reading.lon));
+        let hour = Bucket::of(reading.ts_ms)[0].start_ms();
+        (by_hour.entry((reading.device_id.clone(), hour)))
+            .or_default()
+            .push(reading);
     }
     if unreadable > 0 {
         tracing::warn!(
@@ -174,31 +187,40 @@ async fn tracks(dynamodb: &Client, table: &str) -> Result<BTreeMap<String, Devic
             "items that are not readings; left off the map"
         );
     }
-    Ok(devices)
+    Ok((devices, by_hour))
 }
 
-/// Each device's latest state and its days' counts and distances.
+/// Each device's latest state and its days' counts and distances, as the
+/// API shows them (each open hour from its readings).
 async fn add_device_stats(
     dynamodb: &Client,
     table: &str,
+    by_hour: &ReadingsByHour,
     devices: &mut BTreeMap<String, DeviceTrack>,
 ) -> Result<()> {
+    let mut items = Vec::new();
     for item in scan_all(dynamodb, table, false).await? {
         let Some(stats) = geotag_aws::device_stats::stats_item_from(&item) else {
             continue;
         };
-        let device = devices.entry(stats.device_id.clone()).or_default();
-        match stats.body {
-            StatsBody::Latest(state) => {
-                device.last_seen_ms = Some(state.ts_ms);
-                device.battery = state.battery;
-                device.speed_mps = state.speed;
-            }
-            StatsBody::Rollup(Bucket::Day(_), rollup) => {
+        if let StatsBody::Latest(state) = &stats.body {
+            let device = devices.entry(stats.device_id.clone()).or_default();
+            device.last_seen_ms = Some(state.ts_ms);
+            device.battery = state.battery;
+            device.speed_mps = state.speed;
+        }
+        items.push(stats);
+    }
+    let shown = shown_rollups_of_table(&items, |device, hour| {
+        (by_hour.get(&(device.to_owned(), hour)).cloned()).unwrap_or_default()
+    });
+    for (device_id, rollups) in shown {
+        let device = devices.entry(device_id).or_default();
+        for (bucket, rollup) in rollups {
+            if let Bucket::Day(_) = bucket {
                 device.counted += rollup.count;
                 device.distance_m += rollup.distance_m();
             }
-            StatsBody::Rollup(Bucket::Hour(_), _) => {}
         }
     }
     Ok(())

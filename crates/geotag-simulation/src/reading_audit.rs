@@ -1,11 +1,12 @@
 //! The readings' audit: what Telemetry, DeviceStats, IngestRejections and IngestDLQ hold
 //! at the end of a run, set against what the simulator sent.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use anyhow::{Result, bail};
+use geotag::Reading;
 use geotag::stats::Bucket;
-use geotag::store::StatsBody;
+use geotag::store::{StatsBody, shown_rollups_of_table};
 use geotag_aws::telemetry::reading_from_item;
 use geotag_local_cloud::stack::LocalStack;
 
@@ -31,12 +32,15 @@ pub struct Audit {
     pub parked_per_device: BTreeMap<String, BTreeSet<(i64, Option<u64>)>>,
     /// Items and their sizes, by table name.
     pub item_sizes: BTreeMap<String, ItemSizes>,
+    /// Telemetry's readings by tag and hour start.
+    pub readings_by_hour: HashMap<(String, i64), Vec<Reading>>,
 }
 
 /// What DeviceStats says of a device.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeviceStatsSummary {
-    /// Sums of the hourly and of the daily rollups' counts.
+    /// Sums of the hourly and of the daily rollups' counts, as the API
+    /// shows them (each tag's open hour made from its readings in Telemetry).
     pub hourly_count: u64,
     pub daily_count: u64,
     pub distance_m: f64,
@@ -79,6 +83,15 @@ impl DeviceSummary {
 }
 
 impl Audit {
+    /// A tag's readings in Telemetry in the hour starting at `hour_start_ms`.
+    pub fn readings_in_hour(&self, device: &str, hour_start_ms: i64) -> Vec<Reading> {
+        (self
+            .readings_by_hour
+            .get(&(device.to_owned(), hour_start_ms)))
+        .cloned()
+        .unwrap_or_default()
+    }
+
     /// A tag's readings in IngestQuarantine and not in Telemetry: held
     /// back over its budget, accounted for, not lost.
     pub fn parked_only(&self, device: &str) -> usize {
@@ -116,6 +129,12 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
         let Some(reading) = reading_from_item(&item) else {
             bail!("an item in {table} is not a reading: {item:?}");
         };
+        let hour = Bucket::of(reading.ts_ms)[0].start_ms();
+        (audit
+            .readings_by_hour
+            .entry((reading.device_id.clone(), hour)))
+        .or_default()
+        .push(reading.clone());
         audit
             .item_sizes
             .entry(table.to_owned())
@@ -152,6 +171,7 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
 
     if let Ok(stats_table) = local.stack.reference("DeviceStatsTable") {
         let mut summaries: BTreeMap<String, DeviceStatsSummary> = BTreeMap::new();
+        let mut items = Vec::new();
         for item in geotag_operator::table_scan::scan_all(&dynamodb, stats_table, true).await? {
             let Some(stats) = geotag_aws::device_stats::stats_item_from(&item) else {
                 bail!("an item in {stats_table} does not parse: {item:?}");
@@ -161,17 +181,26 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
                 .entry(stats_table.to_owned())
                 .or_default()
                 .add(&item);
-            let summary = summaries.entry(stats.device_id.clone()).or_default();
-            match stats.body {
-                StatsBody::Latest(state) => {
-                    summary.latest_ms = Some(state.ts_ms);
-                    summary.latest_position = Some((state.lat, state.lon));
-                    summary.battery = state.battery;
-                }
-                StatsBody::Rollup(Bucket::Hour(_), rollup) => summary.hourly_count += rollup.count,
-                StatsBody::Rollup(Bucket::Day(_), rollup) => {
-                    summary.daily_count += rollup.count;
-                    summary.distance_m += rollup.distance_m();
+            if let StatsBody::Latest(state) = &stats.body {
+                let summary = summaries.entry(stats.device_id.clone()).or_default();
+                summary.latest_ms = Some(state.ts_ms);
+                summary.latest_position = Some((state.lat, state.lon));
+                summary.battery = state.battery;
+            }
+            items.push(stats);
+        }
+        // The rollups as the API shows them: the open hours from Telemetry.
+        let shown =
+            shown_rollups_of_table(&items, |device, hour| audit.readings_in_hour(device, hour));
+        for (device, rollups) in shown {
+            let summary = summaries.entry(device).or_default();
+            for (bucket, rollup) in rollups {
+                match bucket {
+                    Bucket::Hour(_) => summary.hourly_count += rollup.count,
+                    Bucket::Day(_) => {
+                        summary.daily_count += rollup.count;
+                        summary.distance_m += rollup.distance_m();
+                    }
                 }
             }
         }

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
 use geotag::clock::HOUR_MS;
-use geotag::store::{MemoryStatsStore, StatsBody, StatsItem, StatsKey};
+use geotag::stats::Bucket;
+use geotag::store::{
+    LATEST_SORT_KEY, MemoryStatsStore, StatsBody, StatsItem, StatsKey, shown_rollups_of_table,
+};
 use geotag_aws::DynamoTelemetryReader;
 use geotag_local_cloud::stack::LocalStack;
 
@@ -48,19 +51,36 @@ pub async fn audit(local: &LocalStack, readings: &Audit) -> Result<Option<(Strin
         .collect();
     let (mut hours, mut days, mut latest) = (0, 0, 0);
     let mut differences = Vec::new();
-    for (key, item) in &rebuilt {
-        let same = match (&item.body, built.get(key).map(|b| &b.body)) {
-            (StatsBody::Rollup(bucket, rollup), Some(StatsBody::Rollup(_, stream_built))) => {
-                match bucket {
-                    geotag::stats::Bucket::Hour(_) => hours += 1,
-                    geotag::stats::Bucket::Day(_) => days += 1,
-                }
-                rollup == stream_built
+    // Rollups as the API shows them: a stored open hour is whatever a
+    // recomputation left there before the hour closed, on either side.
+    let open_hour = |device: &str, hour: i64| readings.readings_in_hour(device, hour);
+    let built_shown = shown_rollups_of_table(built.values(), open_hour);
+    for (device, rollups) in shown_rollups_of_table(rebuilt.values(), open_hour) {
+        for (bucket, rollup) in &rollups {
+            match bucket {
+                Bucket::Hour(_) => hours += 1,
+                Bucket::Day(_) => days += 1,
             }
-            // `version` and `trail` tell how the state was reached (in how
-            // many writes), not where the tag is.
-            (StatsBody::Latest(state), Some(StatsBody::Latest(stream_built))) => {
-                latest += 1;
+            let stream_built = built_shown.get(&device).and_then(|shown| shown.get(bucket));
+            if stream_built != Some(rollup) {
+                differences.push(format!("{device} {}", bucket.sort_key()));
+            }
+        }
+        let not_rebuilt = (built_shown.get(&device).into_iter().flatten())
+            .filter(|(bucket, _)| !rollups.contains_key(bucket));
+        for (bucket, _) in not_rebuilt {
+            differences.push(format!("{device} {} (not rebuilt)", bucket.sort_key()));
+        }
+    }
+    for (key, item) in &rebuilt {
+        let StatsBody::Latest(state) = &item.body else {
+            continue;
+        };
+        latest += 1;
+        // `version` and `trail` tell how the state was reached (in how
+        // many writes), not where the tag is.
+        let same = match built.get(key).map(|b| &b.body) {
+            Some(StatsBody::Latest(stream_built)) => {
                 (state.ts_ms, &state.reading_key, state.lat, state.lon)
                     == (
                         stream_built.ts_ms,
@@ -81,7 +101,7 @@ pub async fn audit(local: &LocalStack, readings: &Audit) -> Result<Option<(Strin
             differences.push(format!("{} {}", key.0, key.1));
         }
     }
-    for key in built.keys() {
+    for key in built.keys().filter(|key| key.1 == LATEST_SORT_KEY) {
         if readings.stored_per_device.contains_key(&key.0) && !rebuilt.contains_key(key) {
             differences.push(format!("{} {} (not rebuilt)", key.0, key.1));
         }

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 
 use crate::geofence::Geofence;
 use crate::reading::Reading;
-use crate::stats::{Bucket, LatestState, Rollup};
+use crate::stats::{Bucket, LatestState, Rollup, show_open_hour};
 use crate::store::{StoreError, lock};
 
 /// An alert as the Alerts table logs it.
@@ -137,6 +137,15 @@ pub trait FleetReader: Send + Sync {
         to_ms: i64,
     ) -> impl Future<Output = Result<Vec<(Bucket, Rollup)>, StoreError>> + Send;
 
+    /// Every reading of a tag in the hour starting at `hour_start_ms`,
+    /// whoever owned it: what [`shown_rollups`] makes the open hour's rollup
+    /// of (whose holder then decides who may see it).
+    fn hour_readings(
+        &self,
+        device_id: &str,
+        hour_start_ms: i64,
+    ) -> impl Future<Output = Result<Vec<Reading>, StoreError>> + Send;
+
     /// A customer's published alerts raised in `[since_ms, until_ms)`, of
     /// `kind` if given, oldest first; `limit` examined per page as above.
     fn alerts(
@@ -170,6 +179,67 @@ pub trait FleetReader: Send + Sync {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
+/// A tag's rollups of one period starting in `[from_ms, to_ms)`, oldest
+/// first, as a reader must be shown them: the stored ones, with the tag's
+/// open hour (its rollup written only when the hour closes, see
+/// [`crate::stats`]) made from its readings, and the day holding it joined
+/// anew from its hours. Two rounds: the stored rollups and the latest
+/// state, then the open hour's readings (and, for days, that day's hours).
+pub async fn shown_rollups<F: FleetReader>(
+    fleet: &F,
+    device_id: &str,
+    period: Period,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(Bucket, Rollup)>, StoreError> {
+    let (stored, latest) = futures::join!(
+        fleet.rollups(device_id, period, from_ms, to_ms),
+        fleet.latest(device_id)
+    );
+    let mut rollups: BTreeMap<Bucket, Rollup> = stored?.into_iter().collect();
+    let Some(open_hour) = latest?.map(|state| state.open_hour()) else {
+        return Ok(rollups.into_iter().collect());
+    };
+    let [hour, day] = Bucket::of(open_hour);
+    let shown = match period {
+        Period::Hour => hour,
+        Period::Day => day,
+    };
+    if !(from_ms..to_ms).contains(&shown.start_ms()) {
+        return Ok(rollups.into_iter().collect());
+    }
+    let day_end = day.start_ms() + crate::clock::DAY_MS;
+    let (readings, hours_of_day) =
+        futures::join!(fleet.hour_readings(device_id, open_hour), async {
+            match period {
+                Period::Hour => Ok(Vec::new()),
+                Period::Day => {
+                    (fleet.rollups(device_id, Period::Hour, day.start_ms(), day_end)).await
+                }
+            }
+        });
+    let mut with_open_hour: BTreeMap<Bucket, Rollup> = match period {
+        Period::Hour => std::mem::take(&mut rollups),
+        Period::Day => hours_of_day?.into_iter().collect(),
+    };
+    show_open_hour(&mut with_open_hour, open_hour, &readings?);
+    match period {
+        Period::Hour => {
+            with_open_hour.retain(|bucket, _| matches!(bucket, Bucket::Hour(_)));
+            rollups = with_open_hour;
+        }
+        Period::Day => match with_open_hour.remove(&day) {
+            Some(joined) => {
+                rollups.insert(day, joined);
+            }
+            None => {
+                rollups.remove(&day);
+            }
+        },
+    }
+    Ok(rollups.into_iter().collect())
+}
+
 /// The tables in memory, for tests of the API.
 #[derive(Debug, Default)]
 pub struct MemoryFleet {
@@ -188,22 +258,51 @@ impl MemoryFleet {
 
     /// Stores readings as ingest and stats would: each in Telemetry, counted
     /// in its hour and day, and the newest one as the tag's latest state.
+    /// Stores readings and what the stats function makes of them: each
+    /// tag's latest state, and the rollups of every hour but its open one
+    /// (written when it closes, see [`crate::stats`]) and of their days.
     pub fn record(&self, readings: &[Reading]) {
         let mut latest = lock(&self.latest);
+        let mut stored = lock(&self.readings);
+        let mut touched = std::collections::BTreeSet::new();
         for reading in readings {
-            for bucket in Bucket::of(reading.ts_ms) {
-                lock(&self.rollups)
-                    .entry((reading.device_id.clone(), bucket))
-                    .or_default()
-                    .count_readings(std::slice::from_ref(reading));
-            }
-            lock(&self.readings).insert(
+            stored.insert(
                 (reading.device_id.clone(), reading.sort_key()),
                 reading.clone(),
             );
             let current = latest.remove(&reading.device_id);
             if let Some(state) = LatestState::apply(current, std::slice::from_ref(reading)) {
                 latest.insert(reading.device_id.clone(), state);
+            }
+            touched.insert(reading.device_id.clone());
+        }
+        let mut rollups = lock(&self.rollups);
+        for device_id in touched {
+            let open_hour = latest.get(&device_id).map(LatestState::open_hour);
+            let mut hours: BTreeMap<i64, Vec<Reading>> = BTreeMap::new();
+            for ((device, _), reading) in stored.iter() {
+                let [hour, _] = Bucket::of(reading.ts_ms);
+                if *device == device_id && Some(hour.start_ms()) != open_hour {
+                    hours
+                        .entry(hour.start_ms())
+                        .or_default()
+                        .push(reading.clone());
+                }
+            }
+            let mut days: BTreeMap<i64, Vec<(i64, Rollup)>> = BTreeMap::new();
+            for (start, in_hour) in hours {
+                let rollup = Rollup::of_readings(&in_hour);
+                let [hour, day] = Bucket::of(start);
+                days.entry(day.start_ms())
+                    .or_default()
+                    .push((start, rollup.clone()));
+                rollups.insert((device_id.clone(), hour), rollup);
+            }
+            for (start, hours) in days {
+                rollups.insert(
+                    (device_id.clone(), Bucket::Day(start)),
+                    Rollup::of_hours(&hours),
+                );
             }
         }
     }
@@ -318,6 +417,19 @@ impl FleetReader for MemoryFleet {
                     && (from_ms..to_ms).contains(&bucket.start_ms())
             })
             .map(|((_, bucket), rollup)| (*bucket, rollup.clone()))
+            .collect())
+    }
+
+    async fn hour_readings(
+        &self,
+        device_id: &str,
+        hour_start_ms: i64,
+    ) -> Result<Vec<Reading>, StoreError> {
+        let hour = hour_start_ms..hour_start_ms + crate::clock::HOUR_MS;
+        Ok(lock(&self.readings)
+            .iter()
+            .filter(|((device, _), reading)| device == device_id && hour.contains(&reading.ts_ms))
+            .map(|(_, reading)| reading.clone())
             .collect())
     }
 

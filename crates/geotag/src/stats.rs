@@ -23,6 +23,34 @@
 //! are kept apart by the item's revision, a count of its writes (a write
 //! that finds another revision reloads and folds again).
 //!
+//! # The open hour: rollups written when the hour closes
+//!
+//! A tag reading once a minute is in every stats batch once, so recomputing
+//! its hour and day on every batch cost a Query and three writes a reading.
+//! Instead the hour of a device's `latest` state is its *open hour*
+//! ([`LatestState::open_hour`]), and a batch leaves a reading there
+//! unrecomputed if, and only if, its `latest` write succeeds with the state
+//! still in that hour. Every other hour a batch touches is recomputed as
+//! before, and so is the hour of the state a `latest` write replaces when
+//! the new state is in another hour: *closing* it. A device whose state a
+//! batch does not change (duplicates, late readings) has every hour of its
+//! readings recomputed: without a write of its own, a batch cannot know
+//! that the state it read is still there.
+//!
+//! Why no reading is lost: successful `latest` writes form a chain, each
+//! conditioned on the revision of the one before, so each writer read its
+//! predecessor. A reading left in hour H was in Telemetry before its batch
+//! wrote a state in H; the first state of the chain outside H is written by
+//! a batch that read a state in H (so after that write), recomputed H from
+//! Telemetry after reading it, and writes only if that state is still
+//! there, and only once H's rollups are written. A batch that loses the
+//! race reads again, and recomputes whatever its new read leaves behind.
+//!
+//! So a stored rollup is exact for every hour but the open one, and the
+//! day holding the open hour lacks it. Readers show the open hour from its
+//! readings ([`show_open_hour`]): one Query of at most an hour of one
+//! device's readings, in place of a write per reading.
+//!
 //! # Late and out-of-order readings
 //!
 //! A reading older than the latest state never moves the latest position (ties
@@ -267,6 +295,35 @@ impl Rollup {
     }
 }
 
+/// A device's rollups as a reader must show them: `stored` (every stored
+/// hour of the open hour's day among them, and whatever else the reader
+/// asked for) with the open hour made from `open_readings`, its readings in
+/// Telemetry, and the day holding it joined anew from its hours. The stored
+/// open hour, if any, is whatever a recomputation left there before the
+/// hour closed (see the module docs), and is replaced.
+pub fn show_open_hour(
+    stored: &mut std::collections::BTreeMap<Bucket, Rollup>,
+    open_hour: i64,
+    open_readings: &[Reading],
+) {
+    let [hour, day] = Bucket::of(open_hour);
+    if open_readings.is_empty() {
+        stored.remove(&hour);
+    } else {
+        stored.insert(hour, Rollup::of_readings(open_readings));
+    }
+    let day_end = Bucket::Hour(day.start_ms() + DAY_MS);
+    let hours: Vec<(i64, Rollup)> = stored
+        .range(Bucket::Hour(day.start_ms())..day_end)
+        .map(|(bucket, rollup)| (bucket.start_ms(), rollup.clone()))
+        .collect();
+    if hours.is_empty() {
+        stored.remove(&day);
+    } else {
+        stored.insert(day, Rollup::of_hours(&hours));
+    }
+}
+
 fn min_of(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -324,6 +381,13 @@ pub struct LatestState {
 }
 
 impl LatestState {
+    /// The start of the device's open hour: the hour of this state's time,
+    /// whose rollup is written when the state moves on from it (see the
+    /// module docs).
+    pub fn open_hour(&self) -> i64 {
+        self.ts_ms.div_euclid(HOUR_MS) * HOUR_MS
+    }
+
     /// Folds `readings` (any order) into `current`; `None` stays `None` only for no readings.
     pub fn apply(current: Option<LatestState>, readings: &[Reading]) -> Option<LatestState> {
         let mut keyed: Vec<(&Reading, String)> = readings
@@ -525,6 +589,37 @@ mod tests {
             [T0, T0 + HOUR_MS]
         );
         assert_eq!(Rollup::of_hours(&hours[..1]).hours.len(), 1);
+    }
+
+    #[test]
+    fn the_open_hour_is_shown_from_its_readings_and_its_day_joined_anew() {
+        // 08:00-09:59 walked; 08:00 stored (closed), 09:00 open, its stored
+        // item what a recomputation left after ten minutes.
+        let track = equator_track(120);
+        let (hour8, hour9) = track.split_at(60);
+        let mut stored: std::collections::BTreeMap<Bucket, Rollup> = [
+            (Bucket::Hour(T0), Rollup::of_readings(hour8)),
+            (
+                Bucket::Hour(T0 + HOUR_MS),
+                Rollup::of_readings(&hour9[..10]),
+            ),
+            (
+                Bucket::Day(T0 - 8 * HOUR_MS),
+                Rollup::of_readings(&track[..70]),
+            ),
+        ]
+        .into();
+        show_open_hour(&mut stored, T0 + HOUR_MS, hour9);
+        assert_eq!(stored[&Bucket::Hour(T0 + HOUR_MS)].count, 60);
+        let day = &stored[&Bucket::Day(T0 - 8 * HOUR_MS)];
+        let whole = Rollup::of_readings(&track);
+        assert_eq!(day.count, 120);
+        assert!((day.distance_m() - whole.distance_m()).abs() < 1e-6);
+        // An open hour whose readings are gone (TTL) shows nothing, and its
+        // day only what its other hours hold.
+        show_open_hour(&mut stored, T0 + HOUR_MS, &[]);
+        assert!(!stored.contains_key(&Bucket::Hour(T0 + HOUR_MS)));
+        assert_eq!(stored[&Bucket::Day(T0 - 8 * HOUR_MS)].count, 60);
     }
 
     #[test]

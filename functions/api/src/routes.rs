@@ -2,7 +2,7 @@
 
 use geotag::alerts::AlertKind;
 use geotag::clock::{DAY_MS, HOUR_MS};
-use geotag::read::{FleetReader, Period, Position};
+use geotag::read::{FleetReader, Period, Position, shown_rollups};
 use geotag::reading::is_valid_device_id;
 use geotag::store::StoreError;
 use geotag::tenancy::is_valid_customer_id;
@@ -364,8 +364,7 @@ async fn stats<F: FleetReader>(
     check_device(fleet, customer, device_id).await?;
     // Buckets that started before `from` still hold readings after it.
     let first_bucket = from_ms.div_euclid(unit) * unit;
-    let rollups: Vec<_> = fleet
-        .rollups(device_id, period, first_bucket, to_ms)
+    let rollups: Vec<_> = shown_rollups(fleet, device_id, period, first_bucket, to_ms)
         .await
         .map_err(store)?
         .into_iter()

@@ -198,6 +198,52 @@ fn stats_count_the_hour() {
     );
     let stats: Value = serde_json::from_str(&text(&days)).unwrap();
     assert_eq!(stats["buckets"][0]["start"], "2026-12-01T00:00:00.000Z");
+    assert_eq!(stats["buckets"][0]["readings"], 5);
+}
+
+#[test]
+fn stats_show_the_open_hour_that_is_not_stored_yet() {
+    // tag-1 read at 08:00-08:04 (stored: closed by the reading at 09:10),
+    // then at 09:10 and 09:20: 09:00 is its open hour, not in DeviceStats.
+    let fleet = fleet();
+    let later = |minute: i64, seq: u64| Reading {
+        device_id: "tag-1".into(),
+        ts_ms: T0 + minute * 60_000,
+        lat: 52.1,
+        lon: 4.0 + minute as f64 / 1000.0,
+        alt: None,
+        speed: Some(12.0),
+        heading: None,
+        battery: Some(70.0),
+        accuracy: None,
+        seq: Some(seq),
+        received_at_ms: Some(T0 + minute * 60_000),
+        owner: Some("acme".into()),
+    };
+    fleet.record(&[later(70, 10), later(80, 11)]);
+    let get = |query: &str| -> Value {
+        let response = call(&fleet, "GET", "/v1/devices/tag-1/stats", query, &[], None);
+        serde_json::from_str(&text(&response)).unwrap()
+    };
+    let hours = get("from=2026-12-01T08:00:00Z&to=2026-12-01T10:00:00Z");
+    let counts: Vec<(&str, u64)> = (hours["buckets"].as_array().unwrap().iter())
+        .map(|b| {
+            (
+                b["start"].as_str().unwrap(),
+                b["readings"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("2026-12-01T08:00:00.000Z", 5),
+            ("2026-12-01T09:00:00.000Z", 2)
+        ]
+    );
+    assert_eq!(hours["buckets"][1]["speed_max_mps"], 12.0);
+    let days = get("period=day");
+    assert_eq!(days["buckets"][0]["readings"], 7, "{days}");
 }
 
 #[test]

@@ -183,6 +183,13 @@ impl FleetReader for Unreachable {
     ) -> impl Future<Output = Result<Vec<(Bucket, Rollup)>, StoreError>> + Send {
         unreachable()
     }
+    fn hour_readings(
+        &self,
+        _: &str,
+        _: i64,
+    ) -> impl Future<Output = Result<Vec<Reading>, StoreError>> + Send {
+        unreachable()
+    }
     fn alerts(
         &self,
         _: &str,

@@ -2,16 +2,20 @@
 //! latest state and hourly and daily rollups updated, exactly once.
 //!
 //! Nothing here counts on the order or the number of times records arrive
-//! (see `geotag::stats`): every hour a batch touches is recomputed from its
-//! readings in Telemetry (one Query per device and hour) and written over an
-//! item of fewer readings; every day it touches is recomputed from its hour
-//! items (one Query per device and day) the same way; and each device's
-//! `latest` item is read (one BatchGetItem for the batch), the batch's newer
-//! readings folded in, and written on the condition that its revision has not
-//! moved. A device with more than `TRAIL_MAX` newer readings (a backlog) has
-//! its `latest` written in steps of that many, in time order, so that each
-//! step's trail carries every reading it absorbed and the alerts judge all of
-//! them.
+//! (see `geotag::stats`). Each device's `latest` item is read (one
+//! BatchGetItem for the batch), the batch's newer readings folded in, and
+//! written on the condition that its revision has not moved. Before it is
+//! written, every hour the new state leaves behind (the hours of the
+//! batch's readings but the new state's own, the *open hour*, and the hour
+//! of the state it replaces) is recomputed from its readings in Telemetry
+//! (one Query per device and hour) and written over an item of fewer
+//! readings, and every day those fall in is recomputed from its hour items
+//! (one Query per device and day) the same way. A tag reading in time order
+//! costs one BatchGetItem share and one write a batch, and its hour and day
+//! once an hour. A device with more than `TRAIL_MAX` newer readings (a
+//! backlog) has its `latest` written in steps of that many, in time order,
+//! so that each step's trail carries every reading it absorbed and the
+//! alerts judge all of them.
 //!
 //! A device whose item could not be read or written makes its first record in
 //! the batch a batch item failure: Lambda retries the batch from there, and
@@ -119,18 +123,6 @@ pub struct Outcome {
     pub day_queries: usize,
 }
 
-impl Outcome {
-    /// Adds the request and item counts of a part of the work.
-    fn add_counts(&mut self, part: &Outcome) {
-        self.items_written += part.items_written;
-        self.already_applied += part.already_applied;
-        self.conflicts += part.conflicts;
-        self.unreadable += part.unreadable;
-        self.hour_queries += part.hour_queries;
-        self.day_queries += part.day_queries;
-    }
-}
-
 pub async fn handle<S: StatsStore, T: TelemetryReader>(
     stats: &Stats<S, T>,
     event: LambdaEvent<TelemetryStreamEvent>,
@@ -185,16 +177,8 @@ pub async fn process<S: StatsStore, T: TelemetryReader>(
     let mut outcome = Outcome::default();
     let by_device = readings_by_device(records, &mut outcome);
     outcome.readings = by_device.values().map(Vec::len).sum();
-    // Rollups and `latest` are apart items: their requests overlap.
-    let (mut rollups, mut latest) = (Outcome::default(), Outcome::default());
-    let (mut failed, mut latest_failed) = (BTreeSet::new(), BTreeSet::new());
-    futures::join!(
-        update_rollups(stats, &by_device, &mut rollups, &mut failed),
-        update_latest(stats, &by_device, &mut latest, &mut latest_failed),
-    );
-    failed.append(&mut latest_failed);
-    outcome.add_counts(&rollups);
-    outcome.add_counts(&latest);
+    let mut failed = BTreeSet::new();
+    update_stats(stats, &by_device, &mut outcome, &mut failed).await;
     let mut failures: Vec<String> = failed
         .iter()
         .filter_map(|device| {
@@ -243,8 +227,7 @@ pub async fn rebuild<S: StatsStore, T: TelemetryReader>(
             .collect(),
     )]);
     let mut failed = BTreeSet::new();
-    update_rollups(stats, &by_device, &mut outcome, &mut failed).await;
-    update_latest(stats, &by_device, &mut outcome, &mut failed).await;
+    update_stats(stats, &by_device, &mut outcome, &mut failed).await;
     if failed.is_empty() {
         Ok(outcome)
     } else {
@@ -300,23 +283,17 @@ fn readings_by_device(records: &[TelemetryStreamRecord], outcome: &mut Outcome) 
 /// Requests of one kind in flight at once.
 const CONCURRENCY: usize = 16;
 
-/// Recomputes every hour the batch touches from Telemetry, then every day
-/// from its hours, each written over an item of fewer readings.
-async fn update_rollups<S: StatsStore, T: TelemetryReader>(
+/// Recomputes each of `hours` (device, hour start) from Telemetry, then
+/// the days they fall in from their hours, each written over an item of
+/// fewer readings. A device whose hour or day could not be read or written
+/// joins `failed`.
+async fn recompute_rollups<S: StatsStore, T: TelemetryReader>(
     stats: &Stats<S, T>,
-    by_device: &DeviceReadings,
+    hours: &BTreeSet<(String, i64)>,
     outcome: &mut Outcome,
     failed: &mut BTreeSet<String>,
 ) {
-    let hours: BTreeSet<(String, i64)> = by_device
-        .iter()
-        .flat_map(|(device, readings)| {
-            readings
-                .iter()
-                .map(|(_, reading)| (device.clone(), Bucket::of(reading.ts_ms)[0].start_ms()))
-        })
-        .collect();
-    let hours: Vec<(String, i64)> = hours.into_iter().collect();
+    let hours: Vec<&(String, i64)> = hours.iter().collect();
     let mut hour_items = Vec::with_capacity(hours.len());
     for chunk in hours.chunks(CONCURRENCY) {
         let queries = chunk.iter().map(|(device, hour)| {
@@ -324,7 +301,8 @@ async fn update_rollups<S: StatsStore, T: TelemetryReader>(
                 .telemetry
                 .readings_between(device, *hour, hour + HOUR_MS)
         });
-        for ((device, hour), result) in chunk.iter().zip(futures::future::join_all(queries).await) {
+        for (&(device, hour), result) in chunk.iter().zip(futures::future::join_all(queries).await)
+        {
             outcome.hour_queries += 1;
             match result {
                 // Empty only if TTL removed the hour meanwhile: nothing to count.
@@ -408,8 +386,13 @@ fn latest_key(device: &str) -> StatsKey {
 
 /// Folds each device's newer readings into its `latest` item, one step of at
 /// most `TRAIL_MAX` newer readings per write, each write conditioned on the
-/// revision it read; a conflict reloads and folds again.
-async fn update_latest<S: StatsStore, T>(
+/// revision it read (a conflict reloads and folds again), and recomputes,
+/// before each write, every hour the write leaves behind: the hours of the
+/// batch's readings but the one the new state stays in, and the hour of
+/// the state it replaces if it moves on from it (see `geotag::stats`, the
+/// open hour). A device whose state does not change leaves nothing open:
+/// every hour of its readings is recomputed.
+async fn update_stats<S: StatsStore, T: TelemetryReader>(
     stats: &Stats<S, T>,
     by_device: &DeviceReadings,
     outcome: &mut Outcome,
@@ -420,6 +403,10 @@ async fn update_latest<S: StatsStore, T>(
     // read back between them.
     let mut written: HashMap<String, StatsItem> = HashMap::new();
     let mut conflicts: HashMap<String, usize> = HashMap::new();
+    // Hours recomputed since each device's state was last read from the
+    // table: a state read again may have left readings in an hour that was
+    // recomputed before it.
+    let mut recomputed: BTreeSet<(String, i64)> = BTreeSet::new();
     while !pending.is_empty() {
         let unknown: Vec<StatsKey> = pending
             .iter()
@@ -447,17 +434,36 @@ async fn update_latest<S: StatsStore, T>(
         }
         let mut writes: Vec<(StatsItem, Expected)> = Vec::new();
         let mut unfinished: BTreeSet<String> = BTreeSet::new();
+        let mut hours: BTreeSet<(String, i64)> = BTreeSet::new();
         for device in &pending {
             let key = latest_key(device);
             let (stored, expected) = match written.get(device) {
                 Some(item) => (Some(item), Expected::Revision(item.revision)),
-                None => (loaded.items.get(&key), Expected::of(&loaded, &key)),
+                None => {
+                    recomputed.retain(|(recomputed_device, _)| recomputed_device != device);
+                    (loaded.items.get(&key), Expected::of(&loaded, &key))
+                }
             };
             let current = stored.and_then(|item| match &item.body {
                 StatsBody::Latest(state) => Some(state),
                 StatsBody::Rollup(..) => None,
             });
-            let Some((state, more)) = next_latest(current, &by_device[device]) else {
+            let next = next_latest(current, &by_device[device]);
+            let open = next.as_ref().map(|(state, _)| state.open_hour());
+            let left_behind = by_device[device]
+                .iter()
+                .map(|(_, reading)| Bucket::of(reading.ts_ms)[0].start_ms())
+                .chain(
+                    current
+                        .filter(|_| open.is_some())
+                        .map(LatestState::open_hour),
+                );
+            for hour in left_behind {
+                if Some(hour) != open && !recomputed.contains(&(device.clone(), hour)) {
+                    hours.insert((device.clone(), hour));
+                }
+            }
+            let Some((state, more)) = next else {
                 outcome.already_applied += 1;
                 continue;
             };
@@ -475,6 +481,10 @@ async fn update_latest<S: StatsStore, T>(
             };
             writes.push((item, expected));
         }
+        recompute_rollups(stats, &hours, outcome, failed).await;
+        recomputed.extend(hours);
+        // A state moves on only once the hours it leaves behind are written.
+        writes.retain(|(item, _)| !failed.contains(&item.device_id));
         let results = stats.store.save(&writes).await;
         let mut next = Vec::new();
         for ((item, _), result) in writes.into_iter().zip(results) {

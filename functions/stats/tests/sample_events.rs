@@ -2,10 +2,12 @@
 //! and by generated batches, with the in-memory store: exact totals under
 //! duplicates, redelivery and a failure in the middle of a batch.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use geotag::Reading;
 use geotag::stats::{Bucket, Rollup};
-use geotag::store::{MemoryReadingStore, MemoryStatsStore, StatsBody};
+use geotag::store::{MemoryReadingStore, MemoryStatsStore, StatsBody, shown_rollups_of_table};
 use geotag_aws::telemetry::{TelemetryStreamEvent, TelemetryStreamRecord};
 use geotag_stats::{Stats, handle, process, reading_of};
 use lambda_runtime::{Context, LambdaEvent};
@@ -41,11 +43,32 @@ fn sample(name: &str) -> TelemetryStreamEvent {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
+/// What a reader is shown of each device's rollups: the stored ones, with
+/// its open hour made from its readings in Telemetry (see
+/// `geotag::stats::show_open_hour`).
+fn shown(stats: &MemoryStats) -> BTreeMap<(String, Bucket), Rollup> {
+    let readings = stats.telemetry.readings();
+    let items = stats.store.items();
+    let open_hour_readings = |device: &str, hour: i64| -> Vec<Reading> {
+        (readings.iter())
+            .filter(|r| r.device_id == device && Bucket::of(r.ts_ms)[0].start_ms() == hour)
+            .cloned()
+            .collect()
+    };
+    (shown_rollups_of_table(&items, open_hour_readings).into_iter())
+        .flat_map(|(device, rollups)| {
+            (rollups.into_iter()).map(move |(bucket, rollup)| ((device.clone(), bucket), rollup))
+        })
+        .collect()
+}
+
+/// A rollup as a reader is shown it.
 fn rollup(stats: &MemoryStats, device: &str, sort_key: &str) -> Rollup {
-    match stats.store.get(device, sort_key).map(|item| item.body) {
-        Some(StatsBody::Rollup(_, rollup)) => rollup,
-        other => panic!("{device} {sort_key}: {other:?}"),
-    }
+    shown(stats)
+        .into_iter()
+        .find(|((d, bucket), _)| d == device && bucket.sort_key() == sort_key)
+        .map(|(_, rollup)| rollup)
+        .unwrap_or_else(|| panic!("{device} {sort_key}: no rollup"))
 }
 
 fn latest(stats: &MemoryStats, device: &str) -> geotag::stats::LatestState {
@@ -148,31 +171,33 @@ fn generated(devices: usize, per_device: usize) -> Vec<TelemetryStreamRecord> {
     records
 }
 
+/// Each device's `latest` state and the rollups a reader is shown.
 fn totals(stats: &MemoryStats) -> Vec<(String, String, u64, String)> {
-    stats
-        .store
-        .items()
-        .into_iter()
-        .map(|item| match &item.body {
-            StatsBody::Rollup(_, rollup) => (
-                item.device_id.clone(),
-                item.body.sort_key(),
-                rollup.count,
-                format!(
-                    "{:.6} {:?} {:?}",
-                    rollup.distance_m(),
-                    rollup.battery_min,
-                    rollup.bbox
-                ),
+    let latest = (stats.store.items().into_iter()).filter_map(|item| match &item.body {
+        StatsBody::Latest(state) => Some((
+            item.device_id.clone(),
+            item.body.sort_key(),
+            state.version,
+            format!("{}", state.ts_ms),
+        )),
+        StatsBody::Rollup(..) => None,
+    });
+    let rollups = shown(stats).into_iter().map(|((device, bucket), rollup)| {
+        (
+            device,
+            bucket.sort_key(),
+            rollup.count,
+            format!(
+                "{:.6} {:?} {:?}",
+                rollup.distance_m(),
+                rollup.battery_min,
+                rollup.bbox
             ),
-            StatsBody::Latest(state) => (
-                item.device_id.clone(),
-                item.body.sort_key(),
-                state.version,
-                format!("{}", state.ts_ms),
-            ),
-        })
-        .collect()
+        )
+    });
+    let mut totals: Vec<_> = latest.chain(rollups).collect();
+    totals.sort();
+    totals
 }
 
 /// Stats after `records`, stored in Telemetry, went through in one clean batch.
@@ -192,7 +217,8 @@ async fn a_failure_in_the_middle_of_a_batch_is_retried_to_the_same_totals() {
     // reports that device's first record; Lambda retries from it.
     let faulty = stats();
     stored(&faulty, &records);
-    faulty.store.fail_next_write_of("hour#2026-11-20T09");
+    // (09:00 is the tags' open hour at the end: written when it closes.)
+    faulty.store.fail_next_write_of("hour#2026-11-20T08");
     let outcome = process(&faulty, &records).await;
     assert_eq!(outcome.failures.len(), 1, "{outcome:?}");
     let first_of_tag0 = records[0].change.sequence_number.clone().unwrap();
@@ -228,13 +254,13 @@ async fn one_write_per_device_and_bucket_whatever_the_number_of_readings() {
     let outcome = process(&stats, &records).await;
     assert!(outcome.failures.is_empty());
     let (loads, writes) = stats.store.calls();
-    // Per tag: latest, 2 hours, 1 day.
-    assert_eq!(writes, 10 * 4);
+    // Per tag: latest, the hour 08:00 and the day. 09:00, where the latest
+    // state is, stays open: its rollup is written when the tag moves on.
+    assert_eq!(writes, 10 * 3);
     assert_eq!(loads, 1, "one BatchGetItem for the 10 latest items");
     assert_eq!(
-        outcome.hour_queries,
-        10 * 2,
-        "one Telemetry query per tag and hour"
+        outcome.hour_queries, 10,
+        "one Telemetry query per tag and closed hour"
     );
     assert_eq!(
         outcome.day_queries, 10,
@@ -428,8 +454,174 @@ async fn a_rebuild_from_telemetry_equals_what_the_stream_built() {
             .collect()
     };
     assert_eq!(without_versions(&half_done), without_versions(&clean));
+    // Rebuilt again, the state does not move, so no hour stays open: the
+    // open hour and its day are written (as readers were shown them
+    // already), and nothing else; a third time nothing at all.
     let again = geotag_stats::rebuild(&half_done, "tag-0000", day_start, day_end)
         .await
         .unwrap();
-    assert_eq!(again.items_written, 0, "{again:?}");
+    assert_eq!(again.items_written, 2, "{again:?}");
+    assert_eq!(without_versions(&half_done), without_versions(&clean));
+    let third = geotag_stats::rebuild(&half_done, "tag-0000", day_start, day_end)
+        .await
+        .unwrap();
+    assert_eq!(third.items_written, 0, "{third:?}");
+}
+
+#[tokio::test]
+async fn a_tag_reading_once_a_minute_writes_its_hour_and_day_once_the_hour_closes() {
+    // One tag, a reading a minute from 08:00 to 09:59, each reading in a
+    // stats batch of its own, as a real fleet's minute of traffic delivers it.
+    let records = generated(1, 120);
+    let stats = stats();
+    let (mut hour_queries, mut day_queries) = (0, 0);
+    for record in &records {
+        let batch = std::slice::from_ref(record);
+        stored(&stats, batch);
+        let outcome = process(&stats, batch).await;
+        assert!(outcome.failures.is_empty(), "{outcome:?}");
+        hour_queries += outcome.hour_queries;
+        day_queries += outcome.day_queries;
+    }
+    let writes_of = |sort_key: &str| {
+        (stats.store.written().iter())
+            .filter(|item| item.body.sort_key() == sort_key)
+            .count()
+    };
+    assert_eq!(writes_of("latest"), 120);
+    assert_eq!(
+        writes_of("hour#2026-11-20T08"),
+        1,
+        "when 09:00's first reading came"
+    );
+    assert_eq!(writes_of("day#2026-11-20"), 1);
+    assert_eq!(writes_of("hour#2026-11-20T09"), 0, "09:00 is still open");
+    assert_eq!((hour_queries, day_queries), (1, 1));
+    // What a reader is shown is what one batch of all of them gives.
+    assert_eq!(shown(&stats), shown(&processed_cleanly(&records).await));
+}
+
+/// A DeviceStats store two invocations share.
+struct SharedStats(std::sync::Arc<MemoryStatsStore>);
+
+impl geotag::store::StatsStore for SharedStats {
+    async fn load(
+        &self,
+        keys: &[geotag::store::StatsKey],
+    ) -> Result<geotag::store::Loaded, geotag::store::StoreError> {
+        self.0.load(keys).await
+    }
+
+    async fn hours_of_day(
+        &self,
+        device_id: &str,
+        day_start_ms: i64,
+    ) -> Result<Vec<(i64, Rollup)>, geotag::store::StoreError> {
+        self.0.hours_of_day(device_id, day_start_ms).await
+    }
+
+    async fn save(
+        &self,
+        writes: &[(geotag::store::StatsItem, geotag::store::Expected)],
+    ) -> Vec<Result<(), geotag::store::SaveError>> {
+        self.0.save(writes).await
+    }
+}
+
+/// A Telemetry two invocations share, whose first query answers, then
+/// holds its answer until told to go on: the invocation is paused with
+/// what Telemetry held at that moment.
+struct PausingTelemetry {
+    readings: std::sync::Arc<MemoryReadingStore>,
+    pause: std::sync::Mutex<
+        Option<(
+            tokio::sync::oneshot::Sender<()>,
+            tokio::sync::oneshot::Receiver<()>,
+        )>,
+    >,
+}
+
+impl geotag::store::TelemetryReader for PausingTelemetry {
+    async fn readings_between(
+        &self,
+        device_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Reading>, geotag::store::StoreError> {
+        let answer = self
+            .readings
+            .readings_between(device_id, from_ms, to_ms)
+            .await;
+        let pause = self.pause.lock().unwrap().take();
+        if let Some((paused, go_on)) = pause {
+            paused.send(()).unwrap();
+            go_on.await.unwrap();
+        }
+        answer
+    }
+}
+
+#[tokio::test]
+async fn a_reading_left_in_the_open_hour_while_another_batch_closes_it_is_counted() {
+    use std::sync::Arc;
+    // tag-0000 has read 08:00 to 08:48; 08:00 is its open hour.
+    let records = generated(1, 150);
+    let at = |minute: usize| records[minute * 150 / 120].clone();
+    let (before, closing, left_in_open) = (
+        (0..=48).map(at).collect::<Vec<_>>(),
+        vec![at(65)],
+        vec![at(55)],
+    );
+    let (store, telemetry) = (
+        Arc::new(MemoryStatsStore::default()),
+        Arc::new(MemoryReadingStore::default()),
+    );
+    let invocation = |pause| {
+        Arc::new(Stats {
+            store: SharedStats(store.clone()),
+            telemetry: PausingTelemetry {
+                readings: telemetry.clone(),
+                pause: std::sync::Mutex::new(pause),
+            },
+            metrics: geotag_runtime::emf::Emitter::for_binary("stats"),
+        })
+    };
+    let store_readings = |batch: &[TelemetryStreamRecord]| {
+        telemetry.insert(&batch.iter().filter_map(reading_of).collect::<Vec<_>>());
+    };
+    store_readings(&before);
+    assert!(
+        process(&invocation(None), &before)
+            .await
+            .failures
+            .is_empty()
+    );
+
+    // Batch B brings 09:05: the state moves on, so B recomputes 08:00 and
+    // is paused with what Telemetry held then.
+    let (paused, wait_paused) = tokio::sync::oneshot::channel();
+    let (go_on, wait_go_on) = tokio::sync::oneshot::channel();
+    store_readings(&closing);
+    let b = invocation(Some((paused, wait_go_on)));
+    let b = tokio::spawn(async move { process(&b, &closing).await });
+    wait_paused.await.unwrap();
+    // Meanwhile 08:55 reaches Telemetry, and batch A folds it into a state
+    // still in 08:00, leaving it to whoever closes that hour.
+    store_readings(&left_in_open);
+    let a = process(&invocation(None), &left_in_open).await;
+    assert_eq!((a.failures.len(), a.hour_queries), (0, 0), "{a:?}");
+    go_on.send(()).unwrap();
+    let b = b.await.unwrap();
+    assert!(b.failures.is_empty(), "{b:?}");
+    assert_eq!(b.conflicts, 1, "B's state was read before A wrote its own");
+
+    let hour = store
+        .get("tag-0000", "hour#2026-11-20T08")
+        .map(|item| item.revision);
+    assert_eq!(hour, Some(50), "08:00 to 08:48, and 08:55");
+    let latest = store.get("tag-0000", "latest").unwrap();
+    match latest.body {
+        StatsBody::Latest(state) => assert_eq!(state.open_hour(), T0 + 3_600_000),
+        other => panic!("{other:?}"),
+    }
 }

@@ -6,7 +6,8 @@ use std::future::Future;
 use std::sync::Mutex;
 
 use super::{StoreError, lock};
-use crate::stats::{Bucket, LatestState, Rollup};
+use crate::reading::Reading;
+use crate::stats::{Bucket, LatestState, Rollup, show_open_hour};
 
 /// A DeviceStats item: a device's latest state, or one of its rollups, with
 /// its revision (see `geotag::stats`): for `latest` the number of times it
@@ -119,6 +120,37 @@ impl Expected {
             expected => Expected::stored(item, unreadable) == *expected,
         }
     }
+}
+
+/// Every device's rollups as a reader is shown them (see
+/// [`crate::read::shown_rollups`]), from a whole DeviceStats table: the
+/// stored rollups, with each device's open hour made from its readings in
+/// that hour, which `open_hour_readings(device, hour start)` gives.
+pub fn shown_rollups_of_table<'a>(
+    items: impl IntoIterator<Item = &'a StatsItem>,
+    open_hour_readings: impl Fn(&str, i64) -> Vec<Reading>,
+) -> BTreeMap<String, BTreeMap<Bucket, Rollup>> {
+    let mut shown: BTreeMap<String, BTreeMap<Bucket, Rollup>> = BTreeMap::new();
+    let mut open_hours = Vec::new();
+    for item in items {
+        match &item.body {
+            StatsBody::Rollup(bucket, rollup) => {
+                (shown.entry(item.device_id.clone()).or_default()).insert(*bucket, rollup.clone());
+            }
+            StatsBody::Latest(state) => {
+                open_hours.push((item.device_id.as_str(), state.open_hour()))
+            }
+        }
+    }
+    for (device_id, open_hour) in open_hours {
+        let readings = open_hour_readings(device_id, open_hour);
+        show_open_hour(
+            shown.entry(device_id.to_owned()).or_default(),
+            open_hour,
+            &readings,
+        );
+    }
+    shown
 }
 
 /// Where per-device stats live.
