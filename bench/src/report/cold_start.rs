@@ -69,10 +69,8 @@ pub(super) struct Footprint {
     pub largest: Vec<(String, usize, u64)>,
     /// The stripped release binary's size, bytes (none for Python).
     pub binary: Option<u64>,
-    /// The arm64 `bootstrap` `sam build` left, bytes, if any.
+    /// The arm64 `bootstrap` scripts/bench's `sam build` left, bytes, if any.
     pub sam_arm64: Option<u64>,
-    /// The arm64 `bootstrap` of `sam build` or `cargo lambda build`, if any.
-    pub any_arm64: Option<u64>,
 }
 
 impl Footprint {
@@ -105,11 +103,10 @@ impl Footprint {
             largest.join("<br>"),
             self.binary
                 .map_or("-".into(), |bytes| format!("{:.1} MB", mb(bytes))),
-            match (self.binary, self.any_arm64) {
-                (None, _) => "-".into(),
-                (Some(_), None) => "(not built: sam build)".into(),
-                (Some(_), Some(bytes)) => format!("{:.1} MB", mb(bytes)),
-            },
+            self.sam_arm64.map_or("-".into(), |bytes| format!(
+                "{:.1} MB ({bytes} bytes)",
+                mb(bytes)
+            )),
         )
     }
 }
@@ -123,7 +120,8 @@ pub(super) async fn cold_starts(options: &Options) -> Result<(String, Vec<Footpr
         "## Cold start and footprint\n\nEach function's process started {} times against a local Lambda \
          Runtime API and an AWS endpoint that answers at once (bench/src/lambda_api.rs); init is start to \
          the first poll, answer is start to the first response (a 10-record event). Peak RSS is VmHWM once \
-         the invocation answered. Binaries: release, stripped.\n",
+         the invocation answered. Binaries: release, stripped; arm64 from this run's `sam build` \
+         (target/bench/sam-build, the shipped profile; `-` if it did not run).\n",
         options.cold_starts
     )?;
     writeln!(
@@ -175,7 +173,10 @@ pub async fn compare_builds(
             if !case.program.exists() {
                 bail!("{} is not built", case.program.display());
             }
-            let row = cold_row(&sandbox, case, &options).await?.row();
+            let mut footprint = cold_row(&sandbox, case, &options).await?;
+            // The bench's sam build is of the checkout, not of this build.
+            footprint.sam_arm64 = None;
+            let row = footprint.row();
             writeln!(table, "| {label} {row}")?;
         }
     }
@@ -289,17 +290,6 @@ async fn cold_row(sandbox: &Sandbox, case: &ColdCase, options: &Options) -> Resu
             .binary
             .as_ref()
             .and_then(|_| size(&sam_bootstrap(&options.root, case.name))),
-        any_arm64: case.binary.as_ref().and_then(|_| {
-            size(&sam_bootstrap(&options.root, case.name)).or_else(|| {
-                size(
-                    &options
-                        .root
-                        .join("target/lambda")
-                        .join(case.name)
-                        .join("bootstrap"),
-                )
-            })
-        }),
     })
 }
 
@@ -310,12 +300,16 @@ pub(crate) fn check_answer(name: &str, run: &ColdRun) -> Result<()> {
     Ok(())
 }
 
-/// Where `sam build` leaves a function's arm64 bootstrap.
+/// Where scripts/bench's own `sam build` (the shipped profile) leaves a
+/// function's arm64 bootstrap. Not `.aws-sam/build`: scripts/test's sam build
+/// there uses a faster profile, and a developer's may be of another commit.
 fn sam_bootstrap(root: &Path, function: &str) -> PathBuf {
     let logical = match function {
         "ingest" => "IngestFunction",
         "stats" => "StatsFunction",
         _ => "AlertsFunction",
     };
-    root.join(".aws-sam/build").join(logical).join("bootstrap")
+    root.join("target/bench/sam-build")
+        .join(logical)
+        .join("bootstrap")
 }
