@@ -24,7 +24,7 @@ pub async fn load() -> SdkConfig {
 ///
 /// The SDK's own default is rustls on aws-lc-rs, whose C library made up a
 /// seventh of each function's code on x86_64 (`cargo bloat`, 2026-12-06;
-/// on arm64 it is smaller, and the two providers come out even); `ring` is
+/// on arm64 not measured side by side); `ring` is
 /// in the workspace for the broker already, and is what rustls was built on
 /// for years. The choice is the workspace's `aws-smithy-http-client`
 /// features: nothing enables the SDK's `default-https-client`.
