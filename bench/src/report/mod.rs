@@ -16,6 +16,7 @@ use crate::events::{NOW_MS, ingest_event};
 mod api;
 mod cold_start;
 mod cost;
+mod edge;
 mod goals;
 
 pub use cold_start::compare_builds;
@@ -59,7 +60,7 @@ pub async fn run(options: &Options) -> Result<String> {
     out.push_str(&api::api_table(&hot));
     out.push_str(&cold_table);
     if options.readings > 0 {
-        out.push_str(&cost::edge_throughput_table(&runs));
+        out.push_str(&edge::edge_throughput_table(&runs));
         out.push_str(&cost::requests_table(&runs));
         out.push_str(&cost::cost_table(&runs, &hot));
         out.push_str(&cost::agreement_table(&runs, &hot));
