@@ -56,7 +56,31 @@ fn query_limit(limit: usize) -> i32 {
     i32::try_from(limit.max(1)).unwrap_or(i32::MAX)
 }
 
+/// The Telemetry sort keys of readings taken in `[from_ms, to_ms)`, as a
+/// `BETWEEN` range: `~` sorts after the `#sequence` suffix of any key at
+/// that millisecond.
+fn telemetry_key_range(from_ms: i64, to_ms: i64) -> (String, String) {
+    (rfc3339(from_ms), format!("{}#~", rfc3339(to_ms - 1)))
+}
+
 impl DynamoFleet {
+    /// A Query of one device's items in `table` with sort keys from `low`
+    /// to `high`.
+    fn device_range(
+        &self,
+        table: &str,
+        device_id: &str,
+        (low, high): (String, String),
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(table)
+            .key_condition_expression("device_id = :device AND sk BETWEEN :low AND :high")
+            .expression_attribute_values(":device", s(device_id))
+            .expression_attribute_values(":low", s(low))
+            .expression_attribute_values(":high", s(high))
+    }
+
     /// Items of one Query page, and the key to go on from.
     async fn query_page(
         &self,
@@ -173,9 +197,6 @@ impl FleetReader for DynamoFleet {
         after: Option<&Position>,
         limit: usize,
     ) -> Result<Page<Reading>, StoreError> {
-        let low = rfc3339(from_ms);
-        // `~` sorts after the `#sequence` suffix of any key at that millisecond.
-        let high = format!("{}#~", rfc3339(to_ms - 1));
         let start = match after {
             Some(Position::Reading(key)) => Some(HashMap::from([
                 (attr::DEVICE_ID.to_owned(), s(device_id)),
@@ -185,17 +206,15 @@ impl FleetReader for DynamoFleet {
         };
         let (items, next) = self
             .query_page(
-                self.client
-                    .query()
-                    .table_name(&self.telemetry_table)
-                    .key_condition_expression("device_id = :device AND sk BETWEEN :low AND :high")
-                    .filter_expression("customer_id = :owner")
-                    .expression_attribute_values(":device", s(device_id))
-                    .expression_attribute_values(":low", s(low))
-                    .expression_attribute_values(":high", s(high))
-                    .expression_attribute_values(":owner", s(owner))
-                    .limit(query_limit(limit))
-                    .set_exclusive_start_key(start),
+                self.device_range(
+                    &self.telemetry_table,
+                    device_id,
+                    telemetry_key_range(from_ms, to_ms),
+                )
+                .filter_expression("customer_id = :owner")
+                .expression_attribute_values(":owner", s(owner))
+                .limit(query_limit(limit))
+                .set_exclusive_start_key(start),
             )
             .await?;
         Ok(Page {
@@ -225,18 +244,14 @@ impl FleetReader for DynamoFleet {
         to_ms: i64,
     ) -> Result<Vec<(Bucket, Rollup)>, StoreError> {
         let items = self
-            .query_all(
-                self.client
-                    .query()
-                    .table_name(&self.device_stats_table)
-                    .key_condition_expression("device_id = :device AND sk BETWEEN :low AND :high")
-                    .expression_attribute_values(":device", s(device_id))
-                    .expression_attribute_values(":low", s(period.bucket(from_ms).sort_key()))
-                    .expression_attribute_values(
-                        ":high",
-                        s(period.bucket(to_ms.saturating_sub(1)).sort_key()),
-                    ),
-            )
+            .query_all(self.device_range(
+                &self.device_stats_table,
+                device_id,
+                (
+                    period.bucket(from_ms).sort_key(),
+                    period.bucket(to_ms.saturating_sub(1)).sort_key(),
+                ),
+            ))
             .await?;
         Ok(items
             .iter()
@@ -260,19 +275,11 @@ impl FleetReader for DynamoFleet {
     ) -> Result<Vec<Reading>, StoreError> {
         let hour_end = hour_start_ms + geotag::clock::HOUR_MS;
         let items = self
-            .query_all(
-                self.client
-                    .query()
-                    .table_name(&self.telemetry_table)
-                    .key_condition_expression("device_id = :device AND sk BETWEEN :low AND :high")
-                    .expression_attribute_values(":device", s(device_id))
-                    .expression_attribute_values(":low", s(rfc3339(hour_start_ms)))
-                    // `~` sorts after the `#sequence` suffix of any key at that millisecond.
-                    .expression_attribute_values(
-                        ":high",
-                        s(format!("{}#~", rfc3339(hour_end - 1))),
-                    ),
-            )
+            .query_all(self.device_range(
+                &self.telemetry_table,
+                device_id,
+                telemetry_key_range(hour_start_ms, hour_end),
+            ))
             .await?;
         Ok(items
             .iter()
