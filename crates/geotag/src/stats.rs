@@ -35,7 +35,10 @@
 //! the new state is in another hour: *closing* it. A device whose state a
 //! batch does not change (duplicates, late readings) has every hour of its
 //! readings recomputed: without a write of its own, a batch cannot know
-//! that the state it read is still there.
+//! that the state it read is still there. Except readings that state
+//! folded in itself (its own reading and its trail) in its open hour: they
+//! were in Telemetry before it was written, so whoever moves it on closes
+//! the hour with them, and a redelivered batch writes nothing.
 //!
 //! Why no reading is lost: successful `latest` writes form a chain, each
 //! conditioned on the revision of the one before, so each writer read its

@@ -391,7 +391,8 @@ fn latest_key(device: &str) -> StatsKey {
 /// batch's readings but the one the new state stays in, and the hour of
 /// the state it replaces if it moves on from it (see `geotag::stats`, the
 /// open hour). A device whose state does not change leaves nothing open:
-/// every hour of its readings is recomputed.
+/// every hour of its readings is recomputed, but for readings its state
+/// folded in itself ([`folded_into`]).
 async fn update_stats<S: StatsStore, T: TelemetryReader>(
     stats: &Stats<S, T>,
     by_device: &DeviceReadings,
@@ -452,6 +453,7 @@ async fn update_stats<S: StatsStore, T: TelemetryReader>(
             let open = next.as_ref().map(|(state, _)| state.open_hour());
             let left_behind = by_device[device]
                 .iter()
+                .filter(|(_, reading)| open.is_some() || !folded_into(current, reading))
                 .map(|(_, reading)| Bucket::of(reading.ts_ms)[0].start_ms())
                 .chain(
                     current
@@ -513,6 +515,20 @@ async fn update_stats<S: StatsStore, T: TelemetryReader>(
         }
         pending = next;
     }
+}
+
+/// Whether `reading` is one the write of `state` folded in (the state's
+/// own reading or one of its trail) and lies in its open hour. Then it was
+/// in Telemetry before the state was written, so whoever moves the state on
+/// closes that hour with it: a redelivery of it leaves the hour open, as
+/// the first delivery did, instead of writing it.
+fn folded_into(state: Option<&LatestState>, reading: &Reading) -> bool {
+    state.is_some_and(|state| {
+        Bucket::of(reading.ts_ms)[0].start_ms() == state.open_hour() && {
+            let key = reading.sort_key();
+            key == state.reading_key || state.trail.iter().any(|point| point.reading_key == key)
+        }
+    })
 }
 
 /// The next `latest` state of a device: `current` with the readings folded
