@@ -123,6 +123,13 @@ fn cost_runs(runs: &[RequestRun]) -> Vec<&RequestRun> {
     priced
 }
 
+/// The stepped runs of fleets sending `readings_per_message` readings a message.
+fn stepped_of_kind(runs: &[RequestRun], readings_per_message: usize) -> Vec<&RequestRun> {
+    (runs.iter())
+        .filter(|run| run.stepped && run.readings_per_message == readings_per_message)
+        .collect()
+}
+
 /// The stepped runs of each kind side by side: their totals, and how far
 /// apart they are (the figure holds still if within 5%).
 pub(super) fn agreement_table(runs: &[RequestRun], hot: &HotPaths) -> String {
@@ -137,34 +144,25 @@ pub(super) fn agreement_table(runs: &[RequestRun], hot: &HotPaths) -> String {
         "| readings a message | runs' totals per million | stats write units a reading | Queries a reading | spread |"
     );
     let _ = writeln!(table, "|---:|---|---|---|---:|");
-    for per_message in [1, 50] {
-        let kind: Vec<&RequestRun> = (runs.iter())
-            .filter(|run| run.stepped && run.readings_per_message == per_message)
-            .collect();
-        if kind.is_empty() {
-            continue;
-        }
-        let totals: Vec<f64> = kind
-            .iter()
-            .map(|run| Cost::of(run, hot, false).total())
-            .collect();
-        let stats_units: Vec<String> = (kind.iter())
+    for kind in kind_costs(runs, hot) {
+        let stepped = stepped_of_kind(runs, kind.readings_per_message);
+        let stats_units: Vec<String> = (stepped.iter())
             .map(|run| format!("{:.4}", run.writes_per_reading("device-stats").1))
             .collect();
-        let queries: Vec<String> = (kind.iter())
+        let queries: Vec<String> = (stepped.iter())
             .map(|run| format!("{:.4}", run.requests_per_reading("dynamodb", "Query")))
             .collect();
         let _ = writeln!(
             table,
-            "| {per_message} | {} | {} | {} | {:.2}% |",
-            totals
-                .iter()
+            "| {} | {} | {} | {} | {:.2}% |",
+            kind.readings_per_message,
+            (kind.totals.iter())
                 .map(|t| format!("${t:.3}"))
                 .collect::<Vec<_>>()
                 .join(", "),
             stats_units.join(", "),
             queries.join(", "),
-            spread_percent(&totals)
+            kind.spread
         );
     }
     let _ = writeln!(table);
@@ -202,10 +200,8 @@ pub(super) fn kind_costs(runs: &[RequestRun], hot: &HotPaths) -> Vec<KindCost> {
     cost_runs(runs)
         .into_iter()
         .map(|priced| {
-            let totals: Vec<f64> = (runs.iter())
-                .filter(|run| {
-                    run.stepped && run.readings_per_message == priced.readings_per_message
-                })
+            let totals: Vec<f64> = stepped_of_kind(runs, priced.readings_per_message)
+                .into_iter()
                 .map(|run| Cost::of(run, hot, false).total())
                 .collect();
             let cost = Cost::of(priced, hot, false);

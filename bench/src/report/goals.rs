@@ -237,67 +237,76 @@ fn footprint_goals(footprints: &[Footprint]) -> Vec<Goal> {
             .collect::<Vec<_>>()
             .join(" / ")
     };
-    if functions.len() < 3 {
-        let why = "the three functions' release binaries were not all built and started";
-        return [
-            "peak RSS on a 6 MB batch (ingest / stats / alerts)",
-            "arm64 `bootstrap` from `sam build` (the shipped profile)",
-            "cold start to first answer, local Runtime API (median)",
-        ]
-        .into_iter()
-        .zip(["≤ 32 MB each", "≤ 8 MB each", "≤ 8 ms each"])
-        .map(|(figure, target)| Goal {
+    // Every figure here is of the three functions: one missing leaves each
+    // goal unmeasured rather than judged on the others.
+    let goal = |figure: &'static str, target: &str, measured: String, verdict: Verdict| {
+        let (measured, verdict) = if functions.len() == 3 {
+            (measured, verdict)
+        } else {
+            let why = "the three functions' release binaries were not all built and started";
+            ("-".to_owned(), Verdict::Unmeasured(why.into()))
+        };
+        Goal {
             figure,
             target: target.into(),
-            measured: "-".into(),
-            verdict: Verdict::Unmeasured(why.into()),
-        })
-        .collect();
-    }
-    let mut goals = vec![Goal {
-        figure: "peak RSS on a 6 MB batch (ingest / stats / alerts)",
-        target: "≤ 32 MB each".into(),
-        measured: list(&|f| format!("{:.1} MB", mb(f.peak_rss()))),
-        verdict: Verdict::at_most(
-            &functions
-                .iter()
-                .map(|f| (f.name, mb(f.peak_rss())))
-                .collect::<Vec<_>>(),
-            32.0,
-            |by| format!("{by:.1} MB"),
-            "the batch is held parsed while its requests are built",
-        ),
-    }];
+            measured,
+            verdict,
+        }
+    };
     let arm64: Vec<(&str, Option<u64>)> = functions.iter().map(|f| (f.name, f.sam_arm64)).collect();
-    goals.push(Goal {
-        figure: "arm64 `bootstrap` from `sam build` (the shipped profile)",
-        target: "≤ 8 MB each (MB: 2^20 bytes, as every size here)".into(),
-        measured: list(&|f| f.sam_arm64.map_or("-".into(), |bytes| format!("{:.1} MB", mb(bytes)))),
-        verdict: if arm64.iter().any(|(_, size)| size.is_none()) {
-            Verdict::Unmeasured(
-                "scripts/bench's own `sam build` (left out by `--quick`) left no bootstrap of every function in target/bench/sam-build".into(),
-            )
-        } else {
+    vec![
+        goal(
+            "peak RSS on a 6 MB batch (ingest / stats / alerts)",
+            "≤ 32 MB each",
+            list(&|f| format!("{:.1} MB", mb(f.peak_rss()))),
             Verdict::at_most(
-                &arm64.iter().map(|(name, size)| (*name, mb(size.unwrap_or(0)))).collect::<Vec<_>>(),
-                8.0,
-                |by| format!("{by:.2} MB"),
-                "the AWS SDK clients and their aws-smithy runtime are the bulk of each binary (`cargo bloat` of the x86_64 ingest, 2026-12-06; not broken down on arm64)",
-            )
-        },
-    });
-    goals.push(Goal {
-        figure: "cold start to first answer, local Runtime API (median)",
-        target: "≤ 8 ms each".into(),
-        measured: list(&|f| format!("{:.1} ms", ms(f.answer_median))),
-        verdict: Verdict::at_most(
-            &functions.iter().map(|f| (f.name, ms(f.answer_median))).collect::<Vec<_>>(),
-            8.0,
-            |by| format!("{by:.1} ms"),
-            "a first answer includes the SDK's first signed requests in turn (stats: its latest items read, then written)",
+                &functions
+                    .iter()
+                    .map(|f| (f.name, mb(f.peak_rss())))
+                    .collect::<Vec<_>>(),
+                32.0,
+                |by| format!("{by:.1} MB"),
+                "the batch is held parsed while its requests are built",
+            ),
         ),
-    });
-    goals
+        goal(
+            "arm64 `bootstrap` from `sam build` (the shipped profile)",
+            "≤ 8 MB each (MB: 2^20 bytes, as every size here)",
+            list(&|f| {
+                f.sam_arm64
+                    .map_or("-".into(), |bytes| format!("{:.1} MB", mb(bytes)))
+            }),
+            if arm64.iter().any(|(_, size)| size.is_none()) {
+                Verdict::Unmeasured(
+                    "scripts/bench's own `sam build` (left out by `--quick`) left no bootstrap of every function in target/bench/sam-build".into(),
+                )
+            } else {
+                Verdict::at_most(
+                    &arm64
+                        .iter()
+                        .map(|(name, size)| (*name, mb(size.unwrap_or(0))))
+                        .collect::<Vec<_>>(),
+                    8.0,
+                    |by| format!("{by:.2} MB"),
+                    "the AWS SDK clients and their aws-smithy runtime are the bulk of each binary (`cargo bloat` of the x86_64 ingest, 2026-12-06; not broken down on arm64)",
+                )
+            },
+        ),
+        goal(
+            "cold start to first answer, local Runtime API (median)",
+            "≤ 8 ms each",
+            list(&|f| format!("{:.1} ms", ms(f.answer_median))),
+            Verdict::at_most(
+                &functions
+                    .iter()
+                    .map(|f| (f.name, ms(f.answer_median)))
+                    .collect::<Vec<_>>(),
+                8.0,
+                |by| format!("{by:.1} ms"),
+                "a first answer includes the SDK's first signed requests in turn (stats: its latest items read, then written)",
+            ),
+        ),
+    ]
 }
 
 #[cfg(test)]
