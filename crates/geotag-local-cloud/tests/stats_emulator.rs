@@ -164,13 +164,8 @@ async fn actual(
         .items
         .into_values()
         .collect();
-    let open_hour_readings = |device: &str, hour: i64| -> Vec<Reading> {
-        (readings.iter())
-            .filter(|r| r.device_id == device && Bucket::of(r.ts_ms)[0].start_ms() == hour)
-            .cloned()
-            .collect()
-    };
-    (geotag::store::shown_rollups_of_table(&items, open_hour_readings).into_iter())
+    let readings: geotag::store::ReadingsByHour = readings.iter().cloned().collect();
+    (geotag::store::shown_rollups_of_table(&items, &readings).into_iter())
         .flat_map(|(device, rollups)| {
             (rollups.into_iter()).map(move |(bucket, rollup)| {
                 (

@@ -13,15 +13,14 @@
 //! the tracks, DeviceStats for each device's totals, the alert log for the
 //! alerts, and the registry for geofences and customers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
 use aws_sdk_dynamodb::Client;
-use geotag::Reading;
 use geotag::geofence::{Geofence, Shape};
 use geotag::stats::Bucket;
-use geotag::store::{StatsBody, shown_rollups_of_table};
+use geotag::store::{ReadingsByHour, StatsBody, shown_rollups_of_table};
 
 use crate::table_scan::scan_all;
 use geotag_aws::clients::SdkConfig;
@@ -152,9 +151,6 @@ pub async fn gather(sdk: &SdkConfig, tables: &Tables, title: &str) -> Result<Map
     })
 }
 
-/// Telemetry's readings by device and hour start.
-type ReadingsByHour = HashMap<(String, i64), Vec<Reading>>;
-
 /// Each device's readings from Telemetry, and the readings by hour (for
 /// the open hours' rollups); items that are not readings are left off,
 /// and said so.
@@ -163,7 +159,7 @@ async fn tracks(
     table: &str,
 ) -> Result<(BTreeMap<String, DeviceTrack>, ReadingsByHour)> {
     let mut devices: BTreeMap<String, DeviceTrack> = BTreeMap::new();
-    let mut by_hour = ReadingsByHour::new();
+    let mut by_hour = ReadingsByHour::default();
     let mut unreadable = 0usize;
     for item in scan_all(dynamodb, table, false).await? {
         let Some(reading) = geotag_aws::telemetry::reading_from_item(&item) else {
@@ -175,10 +171,7 @@ async fn tracks(
         device
             .points
             .push((reading.ts_ms, reading.lat, reading.lon));
-        let hour = Bucket::of(reading.ts_ms)[0].start_ms();
-        (by_hour.entry((reading.device_id.clone(), hour)))
-            .or_default()
-            .push(reading);
+        by_hour.add(reading);
     }
     if unreadable > 0 {
         tracing::warn!(
@@ -211,9 +204,7 @@ async fn add_device_stats(
         }
         items.push(stats);
     }
-    let shown = shown_rollups_of_table(&items, |device, hour| {
-        (by_hour.get(&(device.to_owned(), hour)).cloned()).unwrap_or_default()
-    });
+    let shown = shown_rollups_of_table(&items, by_hour);
     for (device_id, rollups) in shown {
         let device = devices.entry(device_id).or_default();
         for (bucket, rollup) in rollups {

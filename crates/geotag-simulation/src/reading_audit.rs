@@ -1,12 +1,11 @@
 //! The readings' audit: what Telemetry, DeviceStats, IngestRejections and IngestDLQ hold
 //! at the end of a run, set against what the simulator sent.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use anyhow::{Result, bail};
-use geotag::Reading;
 use geotag::stats::Bucket;
-use geotag::store::{StatsBody, shown_rollups_of_table};
+use geotag::store::{ReadingsByHour, StatsBody, shown_rollups_of_table};
 use geotag_aws::telemetry::reading_from_item;
 use geotag_local_cloud::stack::LocalStack;
 
@@ -33,7 +32,7 @@ pub struct Audit {
     /// Items and their sizes, by table name.
     pub item_sizes: BTreeMap<String, ItemSizes>,
     /// Telemetry's readings by tag and hour start.
-    pub readings_by_hour: HashMap<(String, i64), Vec<Reading>>,
+    pub readings_by_hour: ReadingsByHour,
 }
 
 /// What DeviceStats says of a device.
@@ -83,15 +82,6 @@ impl DeviceSummary {
 }
 
 impl Audit {
-    /// A tag's readings in Telemetry in the hour starting at `hour_start_ms`.
-    pub fn readings_in_hour(&self, device: &str, hour_start_ms: i64) -> Vec<Reading> {
-        (self
-            .readings_by_hour
-            .get(&(device.to_owned(), hour_start_ms)))
-        .cloned()
-        .unwrap_or_default()
-    }
-
     /// A tag's readings in IngestQuarantine and not in Telemetry: held
     /// back over its budget, accounted for, not lost.
     pub fn parked_only(&self, device: &str) -> usize {
@@ -129,12 +119,7 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
         let Some(reading) = reading_from_item(&item) else {
             bail!("an item in {table} is not a reading: {item:?}");
         };
-        let hour = Bucket::of(reading.ts_ms)[0].start_ms();
-        (audit
-            .readings_by_hour
-            .entry((reading.device_id.clone(), hour)))
-        .or_default()
-        .push(reading.clone());
+        audit.readings_by_hour.add(reading.clone());
         audit
             .item_sizes
             .entry(table.to_owned())
@@ -190,8 +175,7 @@ pub async fn audit(local: &LocalStack) -> Result<Audit> {
             items.push(stats);
         }
         // The rollups as the API shows them: the open hours from Telemetry.
-        let shown =
-            shown_rollups_of_table(&items, |device, hour| audit.readings_in_hour(device, hour));
+        let shown = shown_rollups_of_table(&items, &audit.readings_by_hour);
         for (device, rollups) in shown {
             let summary = summaries.entry(device).or_default();
             for (bucket, rollup) in rollups {

@@ -53,22 +53,29 @@ pub async fn audit(local: &LocalStack, readings: &Audit) -> Result<Option<(Strin
     let mut differences = Vec::new();
     // Rollups as the API shows them: a stored open hour is whatever a
     // recomputation left there before the hour closed, on either side.
-    let open_hour = |device: &str, hour: i64| readings.readings_in_hour(device, hour);
-    let built_shown = shown_rollups_of_table(built.values(), open_hour);
-    for (device, rollups) in shown_rollups_of_table(rebuilt.values(), open_hour) {
-        for (bucket, rollup) in &rollups {
+    let built_shown = shown_rollups_of_table(built.values(), &readings.readings_by_hour);
+    let rebuilt_shown = shown_rollups_of_table(rebuilt.values(), &readings.readings_by_hour);
+    let no_rollups = BTreeMap::new();
+    for (device, rollups) in &rebuilt_shown {
+        let stream_built = built_shown.get(device).unwrap_or(&no_rollups);
+        for (bucket, rollup) in rollups {
             match bucket {
                 Bucket::Hour(_) => hours += 1,
                 Bucket::Day(_) => days += 1,
             }
-            let stream_built = built_shown.get(&device).and_then(|shown| shown.get(bucket));
-            if stream_built != Some(rollup) {
+            if stream_built.get(bucket) != Some(rollup) {
                 differences.push(format!("{device} {}", bucket.sort_key()));
             }
         }
-        let not_rebuilt = (built_shown.get(&device).into_iter().flatten())
-            .filter(|(bucket, _)| !rollups.contains_key(bucket));
-        for (bucket, _) in not_rebuilt {
+    }
+    let stored_devices =
+        (built_shown.iter()).filter(|(device, _)| readings.stored_per_device.contains_key(*device));
+    for (device, stream_built) in stored_devices {
+        let rebuilt = rebuilt_shown.get(device).unwrap_or(&no_rollups);
+        for bucket in stream_built
+            .keys()
+            .filter(|bucket| !rebuilt.contains_key(bucket))
+        {
             differences.push(format!("{device} {} (not rebuilt)", bucket.sort_key()));
         }
     }

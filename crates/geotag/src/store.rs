@@ -19,8 +19,8 @@ pub use crate::directory::{DeviceDirectory, MemoryDirectory, NoRegistry, Unregis
 
 mod stats_store;
 pub use stats_store::{
-    Expected, LATEST_SORT_KEY, Loaded, MemoryStatsStore, SaveError, StatsBody, StatsItem, StatsKey,
-    StatsStore, shown_rollups_of_table,
+    Expected, LATEST_SORT_KEY, Loaded, MemoryStatsStore, ReadingsByHour, SaveError, StatsBody,
+    StatsItem, StatsKey, StatsStore, shown_rollups_of_table,
 };
 
 /// Why a write did not happen. Every variant is worth retrying later (SQS will):

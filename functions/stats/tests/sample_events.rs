@@ -7,7 +7,9 @@ use std::path::Path;
 
 use geotag::Reading;
 use geotag::stats::{Bucket, Rollup};
-use geotag::store::{MemoryReadingStore, MemoryStatsStore, StatsBody, shown_rollups_of_table};
+use geotag::store::{
+    MemoryReadingStore, MemoryStatsStore, ReadingsByHour, StatsBody, shown_rollups_of_table,
+};
 use geotag_aws::telemetry::{TelemetryStreamEvent, TelemetryStreamRecord};
 use geotag_stats::{Stats, handle, process, reading_of};
 use lambda_runtime::{Context, LambdaEvent};
@@ -47,15 +49,8 @@ fn sample(name: &str) -> TelemetryStreamEvent {
 /// its open hour made from its readings in Telemetry (see
 /// `geotag::stats::show_open_hour`).
 fn shown(stats: &MemoryStats) -> BTreeMap<(String, Bucket), Rollup> {
-    let readings = stats.telemetry.readings();
-    let items = stats.store.items();
-    let open_hour_readings = |device: &str, hour: i64| -> Vec<Reading> {
-        (readings.iter())
-            .filter(|r| r.device_id == device && Bucket::of(r.ts_ms)[0].start_ms() == hour)
-            .cloned()
-            .collect()
-    };
-    (shown_rollups_of_table(&items, open_hour_readings).into_iter())
+    let readings: ReadingsByHour = stats.telemetry.readings().into_iter().collect();
+    (shown_rollups_of_table(&stats.store.items(), &readings).into_iter())
         .flat_map(|(device, rollups)| {
             (rollups.into_iter()).map(move |(bucket, rollup)| ((device.clone(), bucket), rollup))
         })

@@ -122,13 +122,41 @@ impl Expected {
     }
 }
 
+/// Telemetry's readings by device and hour start: what shows every
+/// device's open hour when a whole table is read ([`shown_rollups_of_table`]).
+#[derive(Debug, Clone, Default)]
+pub struct ReadingsByHour(HashMap<(String, i64), Vec<Reading>>);
+
+impl ReadingsByHour {
+    pub fn add(&mut self, reading: Reading) {
+        let hour = Bucket::of(reading.ts_ms)[0].start_ms();
+        (self.0.entry((reading.device_id.clone(), hour)))
+            .or_default()
+            .push(reading);
+    }
+
+    /// `device_id`'s readings in the hour starting at `hour_start_ms`.
+    pub fn in_hour(&self, device_id: &str, hour_start_ms: i64) -> &[Reading] {
+        (self.0.get(&(device_id.to_owned(), hour_start_ms))).map_or(&[], Vec::as_slice)
+    }
+}
+
+impl FromIterator<Reading> for ReadingsByHour {
+    fn from_iter<I: IntoIterator<Item = Reading>>(readings: I) -> ReadingsByHour {
+        let mut by_hour = ReadingsByHour::default();
+        readings
+            .into_iter()
+            .for_each(|reading| by_hour.add(reading));
+        by_hour
+    }
+}
+
 /// Every device's rollups as a reader is shown them (see
 /// [`crate::read::shown_rollups`]), from a whole DeviceStats table: the
-/// stored rollups, with each device's open hour made from its readings in
-/// that hour, which `open_hour_readings(device, hour start)` gives.
+/// stored rollups, with each device's open hour made from its readings.
 pub fn shown_rollups_of_table<'a>(
     items: impl IntoIterator<Item = &'a StatsItem>,
-    open_hour_readings: impl Fn(&str, i64) -> Vec<Reading>,
+    readings: &ReadingsByHour,
 ) -> BTreeMap<String, BTreeMap<Bucket, Rollup>> {
     let mut shown: BTreeMap<String, BTreeMap<Bucket, Rollup>> = BTreeMap::new();
     let mut open_hours = Vec::new();
@@ -143,11 +171,10 @@ pub fn shown_rollups_of_table<'a>(
         }
     }
     for (device_id, open_hour) in open_hours {
-        let readings = open_hour_readings(device_id, open_hour);
         show_open_hour(
             shown.entry(device_id.to_owned()).or_default(),
             open_hour,
-            &readings,
+            readings.in_hour(device_id, open_hour),
         );
     }
     shown
