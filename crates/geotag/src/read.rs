@@ -218,24 +218,21 @@ pub async fn shown_rollups<F: FleetReader>(
                 }
             }
         });
-    let mut with_open_hour: BTreeMap<Bucket, Rollup> = match period {
-        Period::Hour => std::mem::take(&mut rollups),
-        Period::Day => hours_of_day?.into_iter().collect(),
-    };
-    show_open_hour(&mut with_open_hour, open_hour, &readings?);
+    let readings = readings?;
     match period {
         Period::Hour => {
-            with_open_hour.retain(|bucket, _| matches!(bucket, Bucket::Hour(_)));
-            rollups = with_open_hour;
+            show_open_hour(&mut rollups, open_hour, &readings);
+            // The day it also joins from the hours asked for is not asked for.
+            rollups.remove(&day);
         }
-        Period::Day => match with_open_hour.remove(&day) {
-            Some(joined) => {
-                rollups.insert(day, joined);
-            }
-            None => {
-                rollups.remove(&day);
-            }
-        },
+        Period::Day => {
+            let mut hours: BTreeMap<Bucket, Rollup> = hours_of_day?.into_iter().collect();
+            show_open_hour(&mut hours, open_hour, &readings);
+            match hours.remove(&day) {
+                Some(joined) => rollups.insert(day, joined),
+                None => rollups.remove(&day),
+            };
+        }
     }
     Ok(rollups.into_iter().collect())
 }
@@ -256,9 +253,7 @@ impl MemoryFleet {
         lock(&self.owners).insert(device_id.to_owned(), customer_id.to_owned());
     }
 
-    /// Stores readings as ingest and stats would: each in Telemetry, counted
-    /// in its hour and day, and the newest one as the tag's latest state.
-    /// Stores readings and what the stats function makes of them: each
+    /// Stores readings as ingest would, and what the stats function makes of them: each
     /// tag's latest state, and the rollups of every hour but its open one
     /// (written when it closes, see [`crate::stats`]) and of their days.
     pub fn record(&self, readings: &[Reading]) {
